@@ -1,0 +1,1 @@
+"""HTTP API: aiohttp handlers, one module per resource, described by ``/openapi.json``."""

@@ -1,0 +1,73 @@
+"""``/health``, ``/metrics``: liveness/readiness and Prometheus."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from relay import __version__
+from relay.api.endpoint import Endpoint, Handler, json_response
+from relay.api.keys import METRICS, STORE
+from relay.api.models import Out
+from relay.errors import StoreError
+from relay.store.schema import accounts
+
+TAG = "Service"
+
+
+class Health(Out):
+    status: str
+    version: str
+    store: str
+
+
+async def health(request: web.Request) -> web.Response:
+    try:
+        await request.app[STORE].ping()
+    except StoreError:
+        return json_response(Health(status="error", version=__version__, store="unavailable"), status=503)
+    return json_response(Health(status="ok", version=__version__, store="ok"))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    try:
+        async with request.app[STORE].read() as conn:
+            rows = await conn.execute(
+                select(accounts.c.state, func.count()).group_by(accounts.c.state)
+            )
+            counts = {str(state): int(n) for state, n in rows.all()}
+    except StoreError:
+        counts = {}
+    for state in ("init", "connecting", "connected", "authenticationError", "connectError", "disconnected"):
+        registry.accounts.labels(state=state).set(counts.get(state, 0))
+    body = generate_latest(registry.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count requests and time them by route template (never by raw path: ids would explode labels)."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        m = request.app[METRICS]
+        m.http_requests.labels(method=request.method, route=route, status=str(status)).inc()
+        m.http_latency.labels(route=route).observe(time.perf_counter() - started)
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/health", health, "Liveness and readiness (checks the store)", TAG, response=Health, public=True, errors={503: "The store is unavailable"}),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", TAG, public=True, content_type="text/plain"),
+]

@@ -1,0 +1,17 @@
+"""Typed application keys for everything handlers share."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from relay.auth.crypto import Cipher
+from relay.config import Settings
+from relay.metrics import Metrics
+from relay.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+CIPHER = web.AppKey("cipher", Cipher)
+# Hashes of tokens already checked against the store (tokens cannot be revoked through the API).
+AUTH_CACHE = web.AppKey("auth_cache", set[str])
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,24 @@
+"""Every endpoint, registered on the application and described in ``/openapi.json``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from relay.api import accounts, health, oauth2_apps, openapi
+from relay.api.endpoint import Endpoint
+
+
+def endpoints() -> list[Endpoint]:
+    return [
+        *accounts.ENDPOINTS,
+        *oauth2_apps.ENDPOINTS,
+        *health.ENDPOINTS,
+        openapi.ENDPOINT,
+    ]
+
+
+def setup_routes(app: web.Application) -> None:
+    table = endpoints()
+    for ep in table:
+        app.router.add_route(ep.method, ep.path, ep.handler)
+    app[openapi.OPENAPI] = openapi.build_document(table)

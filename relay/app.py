@@ -1,0 +1,72 @@
+"""``create_app(settings)``: the aiohttp application and the lifecycle of what it owns.
+
+Each long-lived resource is one ``cleanup_ctx`` generator under a typed ``web.AppKey``
+(see ``relay.api.keys``), opened in order on start-up and closed in reverse on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from relay.api.health import metrics_middleware
+from relay.api.keys import AUTH_CACHE, CIPHER, METRICS, SETTINGS, STORE
+from relay.api.middleware import auth_middleware, errors_middleware
+from relay.api.routes import setup_routes
+from relay.auth.api_tokens import new_token
+from relay.auth.crypto import load_cipher
+from relay.config import Settings
+from relay.metrics import Metrics
+from relay.store import Store, tokens
+from relay.store.migrate import migrate
+
+log = structlog.get_logger(__name__)
+
+Announce = Callable[[str], None]
+
+
+async def prepare_store(settings: Settings, announce: Announce | None = None) -> Store:
+    """Open the store, migrate it and make sure an API token exists.
+
+    When no token exists and none is configured, a new one is created and handed to
+    ``announce`` (the CLI prints it once; it is never logged).
+    """
+    store = Store.open(settings.store)
+    try:
+        await migrate(store)
+        async with store.write() as conn:
+            if settings.security.api_token:
+                await tokens.add(conn, settings.security.api_token, source="config")
+            elif await tokens.count(conn) == 0:
+                token = new_token()
+                await tokens.add(conn, token, source="issued", description="first start")
+                if announce is not None:
+                    announce(token)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+def create_app(
+    settings: Settings, *, base_dir: Path | None = None, announce: Announce | None = None
+) -> web.Application:
+    """Build the application; nothing is opened until it starts."""
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics.create()
+    app[AUTH_CACHE] = set()
+    app[CIPHER] = load_cipher(settings.security, base_dir=base_dir or Path.cwd())
+    setup_routes(app)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[STORE] = await prepare_store(settings, announce)
+        log.info("store ready", engine=app[STORE].dialect)
+        yield
+        await app[STORE].close()
+
+    app.cleanup_ctx.append(store_ctx)
+    return app

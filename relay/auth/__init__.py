@@ -1,0 +1,1 @@
+"""Credentials: API tokens, secret encryption, OAuth2 apps, delegated-account resolution."""

@@ -1,0 +1,100 @@
+"""The one exception tree of mailrelay.
+
+    RelayError
+    ├── ConfigError            a setting is missing or malformed (start-up stops)
+    ├── InputError             a request is malformed; carries the field and an HTTP status
+    │   ├── NotFound           the named resource does not exist (404)
+    │   └── Conflict           the request contradicts the stored state (409)
+    ├── Unauthorized           missing or unknown API token (401)
+    ├── StoreError             the database failed or is unreachable
+    ├── AuthError              credentials for a mailbox could not be obtained
+    │   ├── TokenRefreshFailed transient: the token endpoint failed, try again later
+    │   └── ConsentRequired    permanent until the user consents again (invalid_grant)
+    ├── SourceError            a mailbox source failed
+    │   ├── ImapError
+    │   └── GraphError
+    └── DeliveryError          a webhook could not be delivered
+
+Library exceptions are converted where they cross into our code (``raise ... from exc``);
+the API maps this tree to status codes in one middleware (``relay.api.middleware``).
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Base of every error mailrelay raises on purpose."""
+
+
+class ConfigError(RelayError):
+    """A setting is missing or malformed; ``key`` names it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class InputError(RelayError):
+    """A request is malformed. ``field`` is the dotted path of the offending input."""
+
+    status = 400
+    reason = "Bad Request"
+    code = "InputValidationError"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(InputError):
+    """The named resource does not exist."""
+
+    status = 404
+    reason = "Not Found"
+    code = "NotFound"
+
+
+class Conflict(InputError):
+    """The request contradicts what is stored (e.g. deleting an account others delegate to)."""
+
+    status = 409
+    reason = "Conflict"
+    code = "Conflict"
+
+
+class Unauthorized(RelayError):
+    """Missing or unknown API token."""
+
+
+class StoreError(RelayError):
+    """The database failed or is unreachable."""
+
+
+class AuthError(RelayError):
+    """Credentials for a mailbox could not be obtained."""
+
+
+class TokenRefreshFailed(AuthError):
+    """A transient failure at the token endpoint; retry with backoff."""
+
+
+class ConsentRequired(AuthError):
+    """The grant is gone (``invalid_grant``); only new consent helps, so never retry in a loop."""
+
+
+class SourceError(RelayError):
+    """A mailbox source (IMAP or Graph) failed."""
+
+
+class ImapError(SourceError):
+    """The IMAP server refused or broke the conversation."""
+
+
+class GraphError(SourceError):
+    """Microsoft Graph answered with an error."""
+
+
+class DeliveryError(RelayError):
+    """A webhook could not be delivered."""

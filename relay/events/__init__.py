@@ -1,0 +1,1 @@
+"""The one public event shape and the pure functions that build it."""

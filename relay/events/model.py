@@ -1,0 +1,72 @@
+"""The event envelope every webhook carries (EmailEngine's shape).
+
+``{"serviceUrl", "account", "date", "path", "specialUse", "event", "data"}`` — the serialized
+bytes are fixed when the event is stored, and those exact bytes are signed and sent on
+every attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+EVENT_TYPES = (
+    "messageNew",
+    "messageDeleted",
+    "messageUpdated",
+    "messageSent",
+    "messageDeliveryError",
+    "messageFailed",
+    "mailboxReset",
+    "accountAdded",
+    "accountInitialized",
+    "accountDeleted",
+    "authenticationError",
+    "authenticationSuccess",
+    "connectError",
+    "test",
+)
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ``2026-11-24T10:00:00.000Z`` (the format of envelope dates)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change, ready to be stored and delivered."""
+
+    event: str
+    account: str | None
+    data: dict[str, Any]
+    created_ms: int
+    path: str | None = None
+    special_use: str | None = None
+    id: str = field(default_factory=new_event_id)
+
+    def envelope(self, service_url: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "serviceUrl": service_url,
+            "account": self.account,
+            "date": iso_ms(self.created_ms),
+        }
+        if self.path is not None:
+            body["path"] = self.path
+        if self.special_use is not None:
+            body["specialUse"] = self.special_use
+        body["event"] = self.event
+        body["data"] = self.data
+        return body
+
+    def payload(self, service_url: str) -> str:
+        """The serialized envelope (compact JSON, non-ASCII kept as UTF-8)."""
+        return json.dumps(self.envelope(service_url), separators=(",", ":"), ensure_ascii=False)

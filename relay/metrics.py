@@ -1,0 +1,38 @@
+"""Prometheus metrics, all on one registry per application (tests build several apps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    registry: CollectorRegistry
+    http_requests: Counter
+    http_latency: Histogram
+    accounts: Gauge
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            http_requests=Counter(
+                "relay_http_requests",
+                "API requests by route and status",
+                ["method", "route", "status"],
+                registry=registry,
+            ),
+            http_latency=Histogram(
+                "relay_http_request_seconds",
+                "API response time",
+                ["route"],
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            ),
+            accounts=Gauge(
+                "relay_accounts", "Accounts by state", ["state"], registry=registry
+            ),
+        )

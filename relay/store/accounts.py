@@ -1,0 +1,88 @@
+"""Queries on ``accounts``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.auth.delegation import MAX_HOPS
+from relay.store.engine import now_ms
+from relay.store.schema import accounts
+
+
+async def get(conn: AsyncConnection, account: str) -> RowMapping | None:
+    result = await conn.execute(select(accounts).where(accounts.c.id == account))
+    return result.mappings().first()
+
+
+async def insert(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
+    ms = now_ms()
+    await conn.execute(accounts.insert().values(**values, created_ms=ms, updated_ms=ms))
+
+
+async def update(conn: AsyncConnection, account: str, values: Mapping[str, Any]) -> None:
+    await conn.execute(
+        accounts.update().where(accounts.c.id == account).values(**values, updated_ms=now_ms())
+    )
+
+
+async def delete(conn: AsyncConnection, account: str) -> None:
+    await conn.execute(accounts.delete().where(accounts.c.id == account))
+
+
+async def page(
+    conn: AsyncConnection, offset: int, limit: int, *, state: str | None, query: str | None
+) -> tuple[int, Sequence[RowMapping]]:
+    where = []
+    if state:
+        where.append(accounts.c.state == state)
+    if query:
+        pattern = f"%{query.lower()}%"
+        where.append(
+            func.lower(accounts.c.id).like(pattern)
+            | func.lower(accounts.c.name).like(pattern)
+            | func.lower(accounts.c.email).like(pattern)
+        )
+    total = int(
+        await conn.scalar(select(func.count()).select_from(accounts).where(*where)) or 0
+    )
+    rows = await conn.execute(
+        select(accounts).where(*where).order_by(accounts.c.id).offset(offset).limit(limit)
+    )
+    return total, rows.mappings().all()
+
+
+async def delegation_chain(conn: AsyncConnection, start: str) -> list[str]:
+    """``start`` and the accounts it delegates to, stopping at a root, a repeat or too many hops."""
+    chain = [start]
+    current = start
+    while len(chain) <= MAX_HOPS:
+        parent = await conn.scalar(
+            select(accounts.c.delegated_account).where(accounts.c.id == current)
+        )
+        if parent is None:
+            break
+        chain.append(str(parent))
+        if parent in chain[:-1]:
+            break
+        current = str(parent)
+    return chain
+
+
+async def dependents(conn: AsyncConnection, account: str) -> list[str]:
+    """Accounts that delegate directly to ``account``."""
+    rows = await conn.execute(
+        select(accounts.c.id).where(accounts.c.delegated_account == account).order_by(accounts.c.id)
+    )
+    return [str(r) for r in rows.scalars()]
+
+
+async def request(conn: AsyncConnection, account: str, column: str) -> int:
+    """Record a reconnect or sync request (``reconnect_requested_ms`` / ``sync_requested_ms``)."""
+    ms = now_ms()
+    await conn.execute(accounts.update().where(accounts.c.id == account).values({column: ms}))
+    return ms

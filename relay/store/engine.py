@@ -1,0 +1,117 @@
+"""The :class:`Store`: an async SQLAlchemy engine for SQLite or PostgreSQL.
+
+SQLite runs in WAL mode. Write transactions start with ``BEGIN IMMEDIATE`` so that two writers
+queue on the database lock instead of failing with ``SQLITE_BUSY`` when a read lock would have
+to be upgraded; reads use plain deferred transactions and never block writers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from relay.config import StoreSettings
+from relay.errors import StoreError
+
+
+def now_ms() -> int:
+    """Current time as epoch milliseconds (the unit of every ``*_ms`` column)."""
+    return int(time.time() * 1000)
+
+
+def engine_url(url: str) -> str:
+    """Map the user-facing URL (``sqlite:///x.db``, ``postgresql://``) to a driver URL."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise StoreError(f"unsupported store url {url!r}")
+
+
+class Store:
+    """Owns the engine; hands out read and write transactions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, settings: StoreSettings) -> Store:
+        url = engine_url(settings.url)
+        if url.startswith("sqlite"):
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+            _configure_sqlite(engine)
+        else:
+            engine = create_async_engine(
+                url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+            )
+        return cls(engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database read failed: {exc.__class__.__name__}") from exc
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed when the block exits without an exception."""
+        try:
+            async with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash or power
+        # loss can roll back the last transactions.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
