@@ -15,10 +15,15 @@ from relay.errors import ConfigError, RelayError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relay", description="mailrelay: Microsoft 365 mailboxes to signed webhooks")
+    parser = argparse.ArgumentParser(
+        prog="relay", description="mailrelay: Microsoft 365 mailboxes to signed webhooks"
+    )
     parser.add_argument("--version", action="version", version=f"mailrelay {__version__}")
     sub = parser.add_subparsers(dest="command")
-    for name, text in (("serve", "run the service (the default)"), ("migrate", "apply database migrations")):
+    for name, text in (
+        ("serve", "run the service (the default)"),
+        ("migrate", "apply database migrations"),
+    ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", type=Path, help="TOML settings file (see config.example.toml)")
     token = sub.add_parser("token", help="manage API tokens")
@@ -81,9 +86,9 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _issue(settings: Settings, description: str) -> None:
+    from relay.app import prepare_store
     from relay.auth.api_tokens import new_token
     from relay.store import tokens
-    from relay.app import prepare_store
 
     store = await prepare_store(settings)
     try:

@@ -165,7 +165,16 @@ def _convert(key: str, kind: Any, value: Any) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(key, f"expected true or false, got {value!r}")
     if kind is int:
@@ -210,7 +219,7 @@ def _check(settings: Settings) -> None:
     scheme = urlsplit(s.store.url).scheme
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(
-            "store.url", "must start with sqlite:/// or postgresql:// (got %r)" % s.store.url
+            "store.url", f"must start with sqlite:/// or postgresql:// (got {s.store.url!r})"
         )
     if s.store.pool_size < 1:
         raise ConfigError("store.pool_size", "must be at least 1")
@@ -230,4 +239,3 @@ def _check_http_url(key: str, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"must be an http(s) URL, got {value!r}")
-

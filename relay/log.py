@@ -61,7 +61,9 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: mask secrets by key name and by shape."""
     for key in list(event_dict):
         if _is_secret_key(key):
@@ -112,3 +114,4 @@ def configure(settings: LogSettings, *, stream: Any = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -32,7 +32,5 @@ class Metrics:
                 registry=registry,
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             ),
-            accounts=Gauge(
-                "relay_accounts", "Accounts by state", ["state"], registry=registry
-            ),
+            accounts=Gauge("relay_accounts", "Accounts by state", ["state"], registry=registry),
         )

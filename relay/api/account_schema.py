@@ -101,9 +101,11 @@ class AccountFields(Body):
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     oauth2: OAuth2Settings | None = None
-    path: Annotated[str, Field(min_length=1, max_length=1024)] | list[
+    path: (
         Annotated[str, Field(min_length=1, max_length=1024)]
-    ] | None = None
+        | list[Annotated[str, Field(min_length=1, max_length=1024)]]
+        | None
+    ) = None
     notifyFrom: datetime | None = None
     webhooks: HttpUrl | None = None
 
@@ -199,4 +201,7 @@ def get_path(tree: dict[str, Any], dotted: str) -> Any:
 
 
 def _deep_copy(value: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in value.items()}
+    return {
+        k: _deep_copy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
+        for k, v in value.items()
+    }

@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.api.account_schema import (
     AccountCreate,
     AccountFields,
     AccountUpdate,
-
     join_secrets,
     merge,
     payload_dict,
@@ -37,7 +37,6 @@ from relay.store import events as events_store
 from relay.store import oauth2_apps as apps_store
 from relay.store.engine import now_ms
 from relay.store.schema import AccountState
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 TAG = "Accounts"
 
@@ -130,16 +129,16 @@ def _view(row: Any, cipher: Cipher) -> AccountView:
         webhooks=config.get("webhooks"),
         secrets=secret_flags(_load_secrets(cipher, row)),
         lastError=row["last_error"],
-        reconnectRequested=iso_ms(row["reconnect_requested_ms"]) if row["reconnect_requested_ms"] else None,
+        reconnectRequested=iso_ms(row["reconnect_requested_ms"])
+        if row["reconnect_requested_ms"]
+        else None,
         syncRequested=iso_ms(row["sync_requested_ms"]) if row["sync_requested_ms"] else None,
         created=iso_ms(row["created_ms"]),
         updated=iso_ms(row["updated_ms"]),
     )
 
 
-async def _resolve(
-    conn: AsyncConnection, account: str, fields: AccountFields
-) -> dict[str, Any]:
+async def _resolve(conn: AsyncConnection, account: str, fields: AccountFields) -> dict[str, Any]:
     """Check the cross-field and cross-record rules; return the columns derived from them."""
     oauth2 = fields.oauth2
     auth = oauth2.auth if oauth2 else None
@@ -196,7 +195,9 @@ async def _resolve(
                 f"oauth2.provider: unknown OAuth2 application {app_id!r}", field="oauth2.provider"
             )
         backend = "graph" if app["base_scopes"] == "api" else "imap"
-        if app["provider"] == "outlook" and not (oauth2 and (oauth2.accessToken or oauth2.refreshToken)):
+        if app["provider"] == "outlook" and not (
+            oauth2 and (oauth2.accessToken or oauth2.refreshToken)
+        ):
             raise InputError(
                 "oauth2.refreshToken: a delegated (outlook) application needs accessToken or"
                 " refreshToken (or use the consent link of /v1/authentication/form)",
@@ -235,7 +236,9 @@ def _columns(
         "name": fields.name,
         "email": fields.email,
         "config": public,
-        "secrets": cipher.encrypt_json(secrets, context=_secrets_context(account)) if secrets else None,
+        "secrets": cipher.encrypt_json(secrets, context=_secrets_context(account))
+        if secrets
+        else None,
         **derived,
     }
 
@@ -353,12 +356,70 @@ async def sync_account(request: web.Request) -> web.Response:
 _NOT_FOUND = {404: "Unknown account"}
 
 ENDPOINTS = [
-    Endpoint("POST", "/v1/account", create_account, "Add (or replace) an account", TAG, body=AccountCreate, response=AccountCreated),
-    Endpoint("GET", "/v1/accounts", list_accounts, "List accounts", TAG, query=AccountQuery, response=AccountList),
-    Endpoint("GET", "/v1/account/{account}", get_account, "Read an account (never its secrets)", TAG, response=AccountView, errors=_NOT_FOUND),
-    Endpoint("PUT", "/v1/account/{account}", update_account, "Update an account", TAG, body=AccountUpdate, response=AccountRef, errors=_NOT_FOUND),
-    Endpoint("DELETE", "/v1/account/{account}", delete_account, "Delete an account", TAG, response=AccountDeleted, errors={**_NOT_FOUND, 409: "Shared accounts still delegate to it"}),
-    Endpoint("PUT", "/v1/account/{account}/reconnect", reconnect_account, "Drop and re-open the account's connections", TAG, body=ReconnectBody, response=Requested, errors=_NOT_FOUND),
-    Endpoint("PUT", "/v1/account/{account}/sync", sync_account, "Catch up with the mailbox now", TAG, body=SyncBody, response=Requested, errors=_NOT_FOUND),
+    Endpoint(
+        "POST",
+        "/v1/account",
+        create_account,
+        "Add (or replace) an account",
+        TAG,
+        body=AccountCreate,
+        response=AccountCreated,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/accounts",
+        list_accounts,
+        "List accounts",
+        TAG,
+        query=AccountQuery,
+        response=AccountList,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/account/{account}",
+        get_account,
+        "Read an account (never its secrets)",
+        TAG,
+        response=AccountView,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/account/{account}",
+        update_account,
+        "Update an account",
+        TAG,
+        body=AccountUpdate,
+        response=AccountRef,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/account/{account}",
+        delete_account,
+        "Delete an account",
+        TAG,
+        response=AccountDeleted,
+        errors={**_NOT_FOUND, 409: "Shared accounts still delegate to it"},
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/account/{account}/reconnect",
+        reconnect_account,
+        "Drop and re-open the account's connections",
+        TAG,
+        body=ReconnectBody,
+        response=Requested,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/account/{account}/sync",
+        sync_account,
+        "Catch up with the mailbox now",
+        TAG,
+        body=SyncBody,
+        response=Requested,
+        errors=_NOT_FOUND,
+    ),
 ]
-

@@ -46,7 +46,7 @@ def json_response(model: BaseModel | Mapping[str, Any], *, status: int = 200) ->
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    """Parse the JSON body into ``model``; any problem becomes an :class:`InputError` naming the field."""
+    """Parse the JSON body into ``model``; a problem becomes an InputError naming the field."""
     if not request.can_read_body:
         raw: Any = {}
     else:

@@ -28,7 +28,9 @@ async def health(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].ping()
     except StoreError:
-        return json_response(Health(status="error", version=__version__, store="unavailable"), status=503)
+        return json_response(
+            Health(status="error", version=__version__, store="unavailable"), status=503
+        )
     return json_response(Health(status="ok", version=__version__, store="ok"))
 
 
@@ -42,7 +44,14 @@ async def metrics(request: web.Request) -> web.Response:
             counts = {str(state): int(n) for state, n in rows.all()}
     except StoreError:
         counts = {}
-    for state in ("init", "connecting", "connected", "authenticationError", "connectError", "disconnected"):
+    for state in (
+        "init",
+        "connecting",
+        "connected",
+        "authenticationError",
+        "connectError",
+        "disconnected",
+    ):
         registry.accounts.labels(state=state).set(counts.get(state, 0))
     body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -50,9 +59,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count requests and time them by route template (never by raw path: ids would explode labels)."""
+    """Count and time requests by route template (raw paths would explode the labels)."""
     started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = (
+        request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "unmatched"
+    )
     status = 500
     try:
         response = await handler(request)
@@ -68,6 +81,23 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/health", health, "Liveness and readiness (checks the store)", TAG, response=Health, public=True, errors={503: "The store is unavailable"}),
-    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", TAG, public=True, content_type="text/plain"),
+    Endpoint(
+        "GET",
+        "/health",
+        health,
+        "Liveness and readiness (checks the store)",
+        TAG,
+        response=Health,
+        public=True,
+        errors={503: "The store is unavailable"},
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        TAG,
+        public=True,
+        content_type="text/plain",
+    ),
 ]

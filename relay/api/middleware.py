@@ -45,10 +45,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             404: "Requested page not found",
             405: f"Method {request.method} is not allowed on {request.path}",
         }.get(exc.status, exc.reason)
-        return error_response(exc.status, exc.reason, message, code)
+        response = error_response(exc.status, exc.reason, message, code)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
-        return error_response(500, "Internal Server Error", "An internal error occurred", "InternalError")
+        return error_response(
+            500, "Internal Server Error", "An internal error occurred", "InternalError"
+        )
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -39,6 +39,7 @@ Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(
 
 
 class Paging(Body):
+    # Query strings: other arguments (access_token) are not ours to refuse.
     model_config = ConfigDict(extra="ignore")
     page: int = Field(default=0, ge=0, le=1_000_000)
     pageSize: int = Field(default=20, ge=1, le=1000)

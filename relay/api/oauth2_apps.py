@@ -18,8 +18,8 @@ from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import CIPHER, STORE
 from relay.api.models import Body, Deleted, Out, Paging, Text
 from relay.errors import Conflict, InputError, NotFound
-from relay.store import oauth2_apps as apps_store
 from relay.events.model import iso_ms
+from relay.store import oauth2_apps as apps_store
 
 TAG = "OAuth2 applications"
 _TENANT_ALIASES = ("common", "organizations", "consumers")
@@ -272,9 +272,50 @@ async def delete_app(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("POST", "/v1/oauth2", create_app, "Register an OAuth2 application", TAG, body=AppCreate, response=AppCreated),
-    Endpoint("GET", "/v1/oauth2", list_apps, "List OAuth2 applications", TAG, query=Paging, response=AppList),
-    Endpoint("GET", "/v1/oauth2/{app}", get_app, "Read an OAuth2 application", TAG, response=AppOut, errors={404: "Unknown application"}),
-    Endpoint("PUT", "/v1/oauth2/{app}", update_app, "Update an OAuth2 application", TAG, body=AppUpdate, response=AppUpdated, errors={404: "Unknown application"}),
-    Endpoint("DELETE", "/v1/oauth2/{app}", delete_app, "Delete an unused OAuth2 application", TAG, response=AppDeleted, errors={404: "Unknown application", 409: "Accounts still use it"}),
+    Endpoint(
+        "POST",
+        "/v1/oauth2",
+        create_app,
+        "Register an OAuth2 application",
+        TAG,
+        body=AppCreate,
+        response=AppCreated,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/oauth2",
+        list_apps,
+        "List OAuth2 applications",
+        TAG,
+        query=Paging,
+        response=AppList,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/oauth2/{app}",
+        get_app,
+        "Read an OAuth2 application",
+        TAG,
+        response=AppOut,
+        errors={404: "Unknown application"},
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/oauth2/{app}",
+        update_app,
+        "Update an OAuth2 application",
+        TAG,
+        body=AppUpdate,
+        response=AppUpdated,
+        errors={404: "Unknown application"},
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/oauth2/{app}",
+        delete_app,
+        "Delete an unused OAuth2 application",
+        TAG,
+        response=AppDeleted,
+        errors={404: "Unknown application", 409: "Accounts still use it"},
+    ),
 ]

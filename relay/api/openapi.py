@@ -53,7 +53,10 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         ]
         if ep.query is not None:
             props = ep.query.model_json_schema()["properties"]
-            params += [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in props.items()]
+            params += [
+                {"name": name, "in": "query", "required": False, "schema": schema}
+                for name, schema in props.items()
+            ]
         if params:
             op["parameters"] = params
         if ep.body is not None:
@@ -62,7 +65,9 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": keys[(ep.body, "validation")]}},
             }
         if ep.response is not None:
-            content: dict[str, Any] = {ep.content_type: {"schema": keys[(ep.response, "serialization")]}}
+            content: dict[str, Any] = {
+                ep.content_type: {"schema": keys[(ep.response, "serialization")]}
+            }
         else:
             content = {ep.content_type: {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {str(ep.status): {"description": "Success", "content": content}}

@@ -47,9 +47,7 @@ async def page(
             | func.lower(accounts.c.name).like(pattern)
             | func.lower(accounts.c.email).like(pattern)
         )
-    total = int(
-        await conn.scalar(select(func.count()).select_from(accounts).where(*where)) or 0
-    )
+    total = int(await conn.scalar(select(func.count()).select_from(accounts).where(*where)) or 0)
     rows = await conn.execute(
         select(accounts).where(*where).order_by(accounts.c.id).offset(offset).limit(limit)
     )

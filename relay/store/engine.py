@@ -57,7 +57,10 @@ class Store:
             _configure_sqlite(engine)
         else:
             engine = create_async_engine(
-                url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+                url,
+                pool_size=settings.pool_size,
+                max_overflow=settings.pool_size,
+                pool_pre_ping=True,
             )
         return cls(engine)
 

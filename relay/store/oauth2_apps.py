@@ -20,9 +20,7 @@ async def insert(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
 
 async def update(conn: AsyncConnection, app_id: str, values: Mapping[str, Any]) -> None:
     await conn.execute(
-        oauth2_apps.update()
-        .where(oauth2_apps.c.id == app_id)
-        .values(**values, updated_ms=now_ms())
+        oauth2_apps.update().where(oauth2_apps.c.id == app_id).values(**values, updated_ms=now_ms())
     )
 
 
@@ -34,7 +32,10 @@ async def get(conn: AsyncConnection, app_id: str) -> RowMapping | None:
 async def page(conn: AsyncConnection, offset: int, limit: int) -> tuple[int, Sequence[RowMapping]]:
     total = int(await conn.scalar(select(func.count()).select_from(oauth2_apps)) or 0)
     rows = await conn.execute(
-        select(oauth2_apps).order_by(oauth2_apps.c.created_ms, oauth2_apps.c.id).offset(offset).limit(limit)
+        select(oauth2_apps)
+        .order_by(oauth2_apps.c.created_ms, oauth2_apps.c.id)
+        .offset(offset)
+        .limit(limit)
     )
     return total, rows.mappings().all()
 

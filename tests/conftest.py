@@ -1,0 +1,118 @@
+"""Shared fixtures: a throwaway store on each engine and an API client for the relay.
+
+Every test that uses ``store_url`` (directly or through ``client``) runs once on SQLite and
+once on PostgreSQL. ``RELAY_TEST_ENGINES=sqlite`` narrows that for a quick local run.
+PostgreSQL comes from ``RELAY_TEST_PG`` (default: the local server, trust auth); one fresh
+database is created per test session and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import text
+
+from relay.app import create_app
+from relay.config import (
+    SecuritySettings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+)
+from relay.store import Store
+from relay.store.schema import metadata
+
+API_TOKEN = "test-token-" + "0" * 32
+PG_ADMIN = os.environ.get("RELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ENGINES = [e for e in os.environ.get("RELAY_TEST_ENGINES", "sqlite,postgresql").split(",") if e]
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped afterwards)."""
+    name = f"relay_test_{os.getpid()}_{secrets.token_hex(3)}"
+    base = PG_ADMIN.rsplit("/", 1)[0]
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN.replace("postgresql://", "postgres://", 1))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def admin(sql: str) -> None:
+        # Its own thread and loop: the fixture may be first requested from inside a running loop.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run(sql)).result()
+
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store_url(
+    engine_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """An empty, migrated-on-open store URL for one test."""
+    if engine_name == "sqlite":
+        yield f"sqlite:///{tmp_path / 'relay.db'}"
+        return
+    url = request.getfixturevalue("pg_database")
+    store = Store.open(StoreSettings(url=url))
+    try:
+        async with store.write() as conn:
+            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            exists = await conn.scalar(text("SELECT to_regclass('public.accounts') IS NOT NULL"))
+            if exists:
+                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        await store.close()
+    yield url
+
+
+@pytest.fixture
+def settings(store_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        server=ServerSettings(host="127.0.0.1", port=3000, service_url="https://relay.example.com"),
+        store=StoreSettings(url=store_url),
+        security=SecuritySettings(
+            api_token=API_TOKEN, secret="test-secret-for-credentials", key_file=str(tmp_path / "k")
+        ),
+    )
+
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
+) -> MakeClient:
+    """Start the relay for ``settings`` and return a client that sends the API token."""
+
+    async def make(settings: Settings, *, token: str | None = API_TOKEN) -> TestClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await aiohttp_client(create_app(settings, base_dir=tmp_path), headers=headers)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, settings: Settings) -> TestClient:
+    return await make_client(settings)

@@ -1,0 +1,118 @@
+"""``relay`` as a process: first start, settings errors, graceful shutdown, token issue."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.proc import RelayProcess, free_port, relay_env
+
+
+def _get(url: str, token: str) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_first_start_prints_a_token_once(tmp_path: Path) -> None:
+    """With no token anywhere the first start prints one that works; the second prints none."""
+    port = free_port()
+    relay = RelayProcess(tmp_path, port, relay_env(tmp_path, port))
+    relay.start()
+    assert relay.stop() == 0
+    lines = [ln for ln in relay.output().splitlines() if "API token" in ln]
+    assert len(lines) == 1
+    token = lines[0].rsplit(" ", 1)[1]
+    assert (tmp_path / "relay.key").stat().st_mode & 0o777 == 0o600
+    relay.start()
+    assert _get(f"{relay.url}/v1/accounts", token) == 200
+    assert _get(f"{relay.url}/v1/accounts", "nope") == 401
+    relay.stop()
+    assert len([ln for ln in relay.output().splitlines() if "API token" in ln]) == 1
+    for line in relay.output().splitlines():
+        if line.startswith("{"):
+            assert token not in line
+
+
+def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    """A malformed setting stops start-up with one line naming the key."""
+    env = relay_env(tmp_path, free_port(), {"RELAY_PORT": "seventy"})
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        "relay: invalid setting server.port: expected an integer, got 'seventy'"
+    ]
+
+
+def test_bad_config_file_key(tmp_path: Path) -> None:
+    """An unknown key in the TOML file is named."""
+    config = tmp_path / "relay.toml"
+    config.write_text("[server]\nprot = 1\n")
+    env = relay_env(tmp_path, free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "server.prot: unknown setting" in done.stderr.decode()
+
+
+def test_sigterm_and_sigint_shut_down_cleanly(tmp_path: Path) -> None:
+    """SIGTERM and SIGINT both end the process with exit status 0."""
+    port = free_port()
+    relay = RelayProcess(tmp_path, port, relay_env(tmp_path, port, {"RELAY_API_TOKEN": "t" * 40}))
+    relay.start()
+    assert relay.stop(signal.SIGTERM) == 0
+    relay.start()
+    assert relay.stop(signal.SIGINT) == 0
+
+
+def test_token_issue_and_migrate(tmp_path: Path) -> None:
+    """`relay migrate` reports the revision; `relay token issue` prints a working token."""
+    port = free_port()
+    env = relay_env(tmp_path, port, {"RELAY_API_TOKEN": "s" * 40})
+    migrated = subprocess.run(
+        [sys.executable, "-m", "relay", "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert b"schema at revision" in migrated.stdout
+    issued = subprocess.run(
+        [sys.executable, "-m", "relay", "token", "issue", "--description", "ci"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    token = issued.stdout.decode().strip()
+    assert len(token) == 64
+    relay = RelayProcess(tmp_path, port, env)
+    relay.start()
+    try:
+        assert _get(f"{relay.url}/v1/accounts", token) == 200
+        with urllib.request.urlopen(f"{relay.url}/health", timeout=5) as resp:  # noqa: S310
+            assert json.load(resp)["status"] == "ok"
+    finally:
+        relay.stop()
