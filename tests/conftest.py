@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
+from blockbuster import blockbuster_ctx
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import text
