@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
-from blockbuster import blockbuster_ctx
 import pytest
 from aiohttp.test_utils import TestClient
+from blockbuster import blockbuster_ctx
 from sqlalchemy import text
 
 from relay.app import create_app
@@ -104,14 +104,27 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 @pytest.fixture
 async def make_client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
-) -> MakeClient:
-    """Start the relay for ``settings`` and return a client that sends the API token."""
+) -> AsyncIterator[MakeClient]:
+    """Start the relay for ``settings`` and return a client that sends the API token.
+
+    Once the relay has started (migrations and key loading are start-up work), blockbuster
+    fails the test on any blocking call made on the event loop.
+    """
+    guard = blockbuster_ctx()
+    active = False
 
     async def make(settings: Settings, *, token: str | None = API_TOKEN) -> TestClient:
+        nonlocal active
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return await aiohttp_client(create_app(settings, base_dir=tmp_path), headers=headers)
+        client = await aiohttp_client(create_app(settings, base_dir=tmp_path), headers=headers)
+        if not active:
+            guard.__enter__()
+            active = True
+        return client
 
-    return make
+    yield make
+    if active:
+        guard.__exit__(None, None, None)
 
 
 @pytest.fixture
