@@ -1,0 +1,9 @@
+"""Typed keys under which the sandbox application keeps its resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from relay.sandbox.state import SandboxState
+
+STATE = web.AppKey("sandbox_state", SandboxState)
