@@ -34,6 +34,7 @@ from relay.sandbox.scopes import (
     full_scope,
     parse_scopes,
     response_scope,
+    unknown_resource,
 )
 from relay.sandbox.state import (
     ACCESS_TOKEN_LIFETIME,
@@ -474,11 +475,7 @@ def _client_credentials(
         )
     resource = canonical_resource(prefix)
     if resource is None:
-        raise IdentityError(
-            "invalid_resource",
-            500011,
-            f"The resource principal named {prefix} was not found in the tenant.",
-        )
+        raise unknown_resource(prefix)
     roles = app.app_permissions.get(resource, frozenset())
     access = state.new_access_token(app, issuer=issuer, resource=resource, roles=roles)
     return {

@@ -131,6 +131,15 @@ def _lookup(name: str, known: Iterable[str]) -> str | None:
     return None
 
 
+def unknown_resource(identifier: str) -> IdentityError:
+    """AADSTS500011: the scope names a resource the tenant does not have."""
+    return IdentityError(
+        "invalid_resource",
+        500011,
+        f"The resource principal named {identifier} was not found in the tenant.",
+    )
+
+
 def _unknown_scope(scope: str) -> IdentityError:
     return IdentityError(
         "invalid_scope",
@@ -153,11 +162,7 @@ def parse_scopes(raw: str) -> ScopeSet:
         if slash:
             resource = canonical_resource(prefix)
             if resource is None:
-                raise IdentityError(
-                    "invalid_resource",
-                    500011,
-                    f"The resource principal named {prefix} was not found in the tenant.",
-                )
+                raise unknown_resource(prefix)
         else:
             resource, name = GRAPH, scope
         if name == DEFAULT:

@@ -20,7 +20,7 @@ from relay.sandbox.scopes import (
 )
 from relay.sandbox.seed import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, seed_demo_tenant
 from relay.sandbox.signing import Signer
-from relay.sandbox.state import SandboxClock, SandboxState
+from relay.sandbox.state import PendingSignIn, SandboxClock, SandboxState
 
 ISSUER = "https://sandbox.test"
 VERIFIER = "a-code-verifier-that-is-long-enough-for-pkce-0123456789"
@@ -44,20 +44,21 @@ def state(signer: Signer) -> SandboxState:
     return tenant
 
 
+def _authorize(state: SandboxState, scope: str) -> PendingSignIn:
+    params = {
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": scope,
+        "code_challenge": CHALLENGE,
+        "code_challenge_method": "S256",
+        "nonce": "n-1",
+    }
+    return oauth.authorize(state, "common", params)
+
+
 def _code(state: SandboxState, scope: str = f"{IMAP} offline_access openid") -> str:
-    pending = oauth.authorize(
-        state,
-        "common",
-        {
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "scope": scope,
-            "code_challenge": CHALLENGE,
-            "code_challenge_method": "S256",
-            "nonce": "n-1",
-        },
-    )
+    pending = _authorize(state, scope)
     code = oauth.sign_in(state, pending, "main@example.com", "sandbox-password", accept=True)
     return code.value
 
@@ -360,18 +361,7 @@ def test_snapshot_lists_active_tokens_only(state: SandboxState) -> None:
 
 def test_sign_in_page_expires_after_an_hour(state: SandboxState) -> None:
     """A sign-in form posted an hour after the authorize request is AADSTS50089."""
-    pending = oauth.authorize(
-        state,
-        "common",
-        {
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "scope": IMAP,
-            "code_challenge": CHALLENGE,
-            "code_challenge_method": "S256",
-        },
-    )
+    pending = _authorize(state, IMAP)
     state.advance_clock(3600)
 
     with pytest.raises(IdentityError) as caught:
