@@ -1,0 +1,1 @@
+"""Mailbox sources: they watch mailboxes and report raw changes (IMAP here; Graph later)."""

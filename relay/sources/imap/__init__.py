@@ -1,0 +1,63 @@
+"""IMAP source: an asyncio IMAP4rev1 client (:mod:`.client`) built for IDLE listeners."""
+
+from relay.sources.imap.client import (
+    ClientOptions,
+    ExpungeResult,
+    FetchResult,
+    ImapClient,
+    Qresync,
+)
+from relay.sources.imap.errors import (
+    ImapAuthError,
+    ImapByeError,
+    ImapCommandError,
+    ImapConnectionError,
+    ImapError,
+    ImapProtocolError,
+    ImapStateError,
+    ImapTimeoutError,
+)
+from relay.sources.imap.parse import (
+    AppendResult,
+    Bye,
+    Exists,
+    Expunge,
+    FetchedMessage,
+    Mailbox,
+    OtherResponse,
+    Recent,
+    SearchResult,
+    SelectResult,
+    UidSet,
+    Update,
+    Vanished,
+)
+
+__all__ = [
+    "AppendResult",
+    "Bye",
+    "ClientOptions",
+    "Exists",
+    "Expunge",
+    "ExpungeResult",
+    "FetchResult",
+    "FetchedMessage",
+    "ImapAuthError",
+    "ImapByeError",
+    "ImapClient",
+    "ImapCommandError",
+    "ImapConnectionError",
+    "ImapError",
+    "ImapProtocolError",
+    "ImapStateError",
+    "ImapTimeoutError",
+    "Mailbox",
+    "OtherResponse",
+    "Qresync",
+    "Recent",
+    "SearchResult",
+    "SelectResult",
+    "UidSet",
+    "Update",
+    "Vanished",
+]
