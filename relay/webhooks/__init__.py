@@ -1,0 +1,1 @@
+"""Webhook delivery: signing, retry schedule, SSRF guard and the delivery worker."""
