@@ -1,0 +1,417 @@
+"""Raw source changes -> the ``data`` of public events. Pure: no I/O, no clock, no store.
+
+IMAP (``imap_fetch_to_event``, ``message_deleted``, ``message_updated``, ``mailbox_reset``)
+produces EmailEngine's field names and shapes (``postalsys/emailengine``,
+``lib/payload-examples-webhooks.json``).
+
+Message ids
+-----------
+A message's ``id`` is ``base64url(folder_no ‖ uidvalidity ‖ uid)`` without padding: three
+unsigned 32-bit big-endian integers, 16 characters. ``folder_no`` is a small number the relay
+assigns to each watched folder of an account when it first sees it (``imap_folders``), so the
+id is unique within an account, stays the same for the life of the message in its folder,
+and changes when the server's UIDVALIDITY does (the UIDs are then reused for other messages).
+An attachment's ``id`` is ``base64url(folder_no ‖ uidvalidity ‖ uid ‖ part)``, where ``part``
+is the ASCII IMAP part number (``2``, ``1.2``); because 12 bytes encode to exactly 16
+characters, it starts with the message id. Both decode with :func:`parse_message_id`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from typing import Any
+from urllib.parse import unquote
+
+__all__ = [
+    "attachment_id",
+    "attachments",
+    "decode_words",
+    "imap_fetch_to_event",
+    "iso_datetime",
+    "mailbox_reset",
+    "message_deleted",
+    "message_id",
+    "message_updated",
+    "parse_message_id",
+    "visible_flags",
+]
+
+# Session-only flag (RFC 3501): it differs per connection, so it is never reported.
+_HIDDEN_FLAGS = frozenset({"\\recent"})
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+_ID = struct.Struct(">III")
+
+
+# -- ids ------------------------------------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def message_id(folder_no: int, uidvalidity: int, uid: int) -> str:
+    """The stable id of message ``uid`` in folder ``folder_no`` (see the module docstring)."""
+    return _b64(_ID.pack(folder_no, uidvalidity, uid))
+
+
+def attachment_id(folder_no: int, uidvalidity: int, uid: int, part: str) -> str:
+    """The id of body part ``part`` (``"2"``, ``"1.2"``) of a message."""
+    return _b64(_ID.pack(folder_no, uidvalidity, uid) + part.encode("ascii"))
+
+
+def parse_message_id(value: str) -> tuple[int, int, int, str | None]:
+    """``(folder_no, uidvalidity, uid, part)`` of a message or attachment id; ValueError if bad."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not a message id: {value!r}") from exc
+    if len(raw) < _ID.size:
+        raise ValueError(f"not a message id: {value!r}")
+    folder_no, uidvalidity, uid = _ID.unpack(raw[: _ID.size])
+    part = raw[_ID.size :].decode("ascii", "replace") or None
+    return folder_no, uidvalidity, uid, part
+
+
+# -- text -----------------------------------------------------------------------------------
+
+
+def _text(value: bytes | str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        # Raw 8-bit headers that are not UTF-8 are almost always Windows-1252 / Latin-1.
+        return value.decode("latin-1")
+
+
+def decode_words(value: bytes | str | None) -> str | None:
+    """Decode RFC 2047 encoded words (``=?UTF-8?Q?J=C3=BCrgen?=``); None stays None.
+
+    Raw 8-bit text (RFC 6532) is taken as UTF-8. Unknown charsets and broken encodings
+    degrade to replacement characters instead of failing.
+    """
+    if value is None:
+        return None
+    text = _text(value)
+    if "=?" not in text:
+        return text
+    try:
+        parts = decode_header(text)
+    except (HeaderParseError, ValueError):
+        return text
+    try:
+        return str(make_header(parts))
+    except (LookupError, UnicodeError, HeaderParseError):
+        pass
+    out: list[str] = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        elif charset is None:
+            out.append(chunk.decode("raw-unicode-escape", "replace"))
+        else:
+            try:
+                out.append(chunk.decode(charset, "replace"))
+            except LookupError:
+                out.append(chunk.decode("utf-8", "replace"))
+    return "".join(out)
+
+
+def iso_datetime(moment: datetime) -> str:
+    """``2022-10-17T06:42:07.000Z``; a naive datetime is taken as local time (imapclient's)."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+# -- flags ----------------------------------------------------------------------------------
+
+
+def visible_flags(flags: Iterable[bytes | str] | None) -> list[str]:
+    """The flags as strings in server order, without session-only ones (``\\Recent``)."""
+    out: list[str] = []
+    for flag in flags or ():
+        text = _text(flag)
+        if text.lower() not in _HIDDEN_FLAGS and text not in out:
+            out.append(text)
+    return out
+
+
+# -- envelope -------------------------------------------------------------------------------
+
+
+def _address(addr: Any) -> dict[str, str] | None:
+    mailbox = getattr(addr, "mailbox", None)
+    host = getattr(addr, "host", None)
+    if mailbox is None or host is None:
+        return None  # a group-syntax marker ("undisclosed-recipients:;"), not an address
+    name = decode_words(getattr(addr, "name", None)) or ""
+    return {"name": name, "address": f"{_text(mailbox)}@{_text(host)}"}
+
+
+def _addresses(value: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for addr in value or ():
+        item = _address(addr)
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _set_addresses(data: dict[str, Any], key: str, value: Any, *, single: bool = False) -> None:
+    found = _addresses(value)
+    if found:
+        data[key] = found[0] if single else found
+
+
+def _object_id(value: Any) -> str | None:
+    """EMAILID / THREADID values: ``(M6d99ac32)`` parses to a 1-tuple; NIL to None."""
+    if isinstance(value, tuple | list):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    return _text(value) if isinstance(value, bytes | str) else str(value)
+
+
+# -- bodystructure --------------------------------------------------------------------------
+
+
+def _params(raw: Any) -> list[tuple[str, bytes | str]]:
+    if not isinstance(raw, tuple | list):
+        return []
+    items = list(raw)
+    pairs: list[tuple[str, bytes | str]] = []
+    for i in range(0, len(items) - 1, 2):
+        key, value = items[i], items[i + 1]
+        if isinstance(key, bytes | str) and isinstance(value, bytes | str):
+            pairs.append((_text(key).lower(), value))
+    return pairs
+
+
+def _rfc2231(value: str) -> str:
+    """``UTF-8''r%C3%A9sum%C3%A9.pdf`` -> ``résumé.pdf``."""
+    charset, sep, rest = value.partition("'")
+    if not sep:
+        return unquote(value, encoding="utf-8", errors="replace")
+    _lang, sep, encoded = rest.partition("'")
+    if not sep:
+        return unquote(value, encoding="utf-8", errors="replace")
+    try:
+        return unquote(encoded, encoding=charset or "utf-8", errors="replace")
+    except LookupError:
+        return unquote(encoded, encoding="utf-8", errors="replace")
+
+
+def _param(pairs: Sequence[tuple[str, bytes | str]], name: str) -> str | None:
+    """A parameter's value, whether plain, RFC 2047 encoded, RFC 2231 extended or continued."""
+    values = dict(pairs)
+    if name + "*" in values:
+        return _rfc2231(_text(values[name + "*"]))
+    if name in values:
+        return decode_words(values[name])
+    segments: list[tuple[int, bool, str]] = []
+    for key, value in pairs:
+        head, star, index = key.partition("*")
+        if head != name or not star:
+            continue
+        extended = index.endswith("*")
+        number = index.rstrip("*")
+        if number.isdigit():
+            segments.append((int(number), extended, _text(value)))
+    if not segments:
+        return None
+    segments.sort()
+    if not segments[0][1]:
+        return decode_words("".join(v for _, _, v in segments))
+    charset, _, rest = segments[0][2].partition("'")
+    _lang, _, first = rest.partition("'")
+    encoded = first + "".join(v for _, _, v in segments[1:])
+    return _rfc2231(f"{charset}''{encoded}")
+
+
+def _lower(value: Any, default: str) -> str:
+    return _text(value).lower() if isinstance(value, bytes | str) else default
+
+
+def _leaf_attachment(
+    node: Sequence[Any], part: str, related: bool, make_id: Any
+) -> dict[str, Any] | None:
+    if len(node) < 7:
+        return None
+    content_type = f"{_lower(node[0], 'application')}/{_lower(node[1], 'octet-stream')}"
+    # Extension data starts after the type-specific fields: lines for text/*, envelope +
+    # body + lines for message/rfc822.
+    if content_type.startswith("text/"):
+        ext = 8
+    elif content_type in _MESSAGE_TYPES:
+        ext = 10
+    else:
+        ext = 7
+    disposition_raw = node[ext + 1] if len(node) > ext + 1 else None
+    disposition: str | None = None
+    disposition_params: list[tuple[str, bytes | str]] = []
+    if isinstance(disposition_raw, tuple | list) and disposition_raw:
+        disposition = _lower(disposition_raw[0], "") or None
+        if len(disposition_raw) > 1:
+            disposition_params = _params(disposition_raw[1])
+    filename = _param(disposition_params, "filename") or _param(_params(node[2]), "name")
+    content_id = decode_words(node[3]) if isinstance(node[3], bytes | str) else None
+    if (
+        content_type in _BODY_TYPES
+        and disposition != "attachment"
+        and not filename
+        and not (related and content_id)
+    ):
+        return None  # the message text itself
+    embedded = bool(related and content_id and disposition != "attachment")
+    item: dict[str, Any] = {
+        "id": make_id(part),
+        "contentType": content_type,
+        "encodedSize": node[6] if isinstance(node[6], int) else 0,
+    }
+    if filename:
+        item["filename"] = filename
+    item["embedded"] = embedded
+    item["inline"] = embedded or disposition == "inline"
+    if content_id:
+        item["contentId"] = content_id
+    return item
+
+
+def attachments(bodystructure: Any, make_id: Any) -> list[dict[str, Any]]:
+    """Attachments of a parsed BODYSTRUCTURE, in part order.
+
+    Every leaf part except the message text (``text/plain`` / ``text/html`` without a file
+    name or ``attachment`` disposition) is one; attached messages are not descended into.
+    ``make_id(part_number) -> str`` names each. ``embedded`` marks parts referenced by
+    Content-ID inside ``multipart/related``; ``inline`` those, and ``inline`` dispositions.
+    """
+    found: list[dict[str, Any]] = []
+    if not isinstance(bodystructure, tuple | list) or not bodystructure:
+        return found
+
+    def walk(node: Sequence[Any], part: str, related: bool) -> None:
+        if node and isinstance(node[0], list):
+            subtype = _lower(node[1], "mixed") if len(node) > 1 else "mixed"
+            for index, child in enumerate(node[0], 1):
+                if isinstance(child, tuple | list):
+                    walk(child, f"{part}.{index}" if part else str(index), subtype == "related")
+            return
+        item = _leaf_attachment(node, part or "1", related, make_id)
+        if item is not None:
+            found.append(item)
+
+    walk(bodystructure, "", False)
+    return found
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+def imap_fetch_to_event(
+    fetch: Mapping[str, Any],
+    *,
+    folder_no: int,
+    uidvalidity: int,
+) -> dict[str, Any]:
+    """The ``messageNew`` data of one parsed FETCH (``FetchedMessage.attributes``).
+
+    ``fetch`` holds upper-case item names as imapclient parses them: ``UID``, ``FLAGS``,
+    ``ENVELOPE``, ``BODYSTRUCTURE``, ``INTERNALDATE``, ``RFC822.SIZE`` and, from servers
+    with OBJECTID, ``EMAILID`` / ``THREADID``. Always present in the result: ``id, uid,
+    flags, unseen, size, attachments`` (and ``date`` when the server sent one); header
+    fields (``messageId, subject, from, sender, to, cc, bcc, replyTo, inReplyTo``) and
+    ``emailId`` / ``threadId`` only when the message has them.
+    """
+    uid = int(fetch["UID"])
+    data: dict[str, Any] = {"id": message_id(folder_no, uidvalidity, uid), "uid": uid}
+    email_id = _object_id(fetch.get("EMAILID"))
+    if email_id:
+        data["emailId"] = email_id
+    thread_id = _object_id(fetch.get("THREADID"))
+    if thread_id:
+        data["threadId"] = thread_id
+    envelope = fetch.get("ENVELOPE")
+    if envelope is not None:
+        if envelope.message_id:
+            data["messageId"] = _text(envelope.message_id).strip()
+        subject = decode_words(envelope.subject)
+        if subject is not None:
+            data["subject"] = subject
+        _set_addresses(data, "from", envelope.from_, single=True)
+        _set_addresses(data, "sender", envelope.sender, single=True)
+        _set_addresses(data, "to", envelope.to)
+        _set_addresses(data, "cc", envelope.cc)
+        _set_addresses(data, "bcc", envelope.bcc)
+        _set_addresses(data, "replyTo", envelope.reply_to)
+        if envelope.in_reply_to:
+            data["inReplyTo"] = _text(envelope.in_reply_to).strip()
+    header_date = getattr(envelope, "date", None) if envelope is not None else None
+    internal = fetch.get("INTERNALDATE")
+    moment = header_date if isinstance(header_date, datetime) else internal
+    if isinstance(moment, datetime):
+        data["date"] = iso_datetime(moment)
+    flags = visible_flags(fetch.get("FLAGS"))
+    data["flags"] = flags
+    data["unseen"] = "\\seen" not in {f.lower() for f in flags}
+    size = fetch.get("RFC822.SIZE")
+    data["size"] = size if isinstance(size, int) else 0
+
+    def make_id(part: str) -> str:
+        return attachment_id(folder_no, uidvalidity, uid, part)
+
+    data["attachments"] = attachments(fetch.get("BODYSTRUCTURE"), make_id)
+    return data
+
+
+def message_deleted(folder_no: int, uidvalidity: int, uid: int) -> dict[str, Any]:
+    """The ``messageDeleted`` data: ``{id, uid}``."""
+    return {"id": message_id(folder_no, uidvalidity, uid), "uid": uid}
+
+
+def message_updated(
+    folder_no: int,
+    uidvalidity: int,
+    uid: int,
+    before: Iterable[bytes | str],
+    after: Iterable[bytes | str],
+) -> dict[str, Any] | None:
+    """The ``messageUpdated`` data for a flag change, or None when nothing visible changed.
+
+    ``{id, uid, changes: {flags: {added, removed, value}}}``; ``value`` is the full new set.
+    """
+    old = visible_flags(before)
+    new = visible_flags(after)
+    added = [f for f in new if f not in old]
+    removed = [f for f in old if f not in new]
+    if not added and not removed:
+        return None
+    return {
+        "id": message_id(folder_no, uidvalidity, uid),
+        "uid": uid,
+        "changes": {"flags": {"added": added, "removed": removed, "value": new}},
+    }
+
+
+def mailbox_reset(
+    previous_uidvalidity: int, uidvalidity: int, uidnext: int | None
+) -> dict[str, Any]:
+    """The ``mailboxReset`` data: the folder's UIDs were reassigned (UIDVALIDITY changed).
+
+    Earlier message ids of the folder are void; nothing is reported for the messages the
+    folder holds now, only what changes from here on.
+    """
+    data: dict[str, Any] = {
+        "previousUidValidity": str(previous_uidvalidity),
+        "uidValidity": str(uidvalidity),
+    }
+    if uidnext is not None:
+        data["uidNext"] = uidnext
+    return data
