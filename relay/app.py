@@ -13,15 +13,17 @@ import structlog
 from aiohttp import web
 
 from relay.api.health import metrics_middleware
-from relay.api.keys import AUTH_CACHE, CIPHER, METRICS, SETTINGS, STORE
+from relay.api.keys import AUTH_CACHE, CIPHER, METRICS, SETTINGS, STORE, SUPERVISOR, WORKER
 from relay.api.middleware import auth_middleware, errors_middleware
 from relay.api.routes import setup_routes
 from relay.auth.api_tokens import new_token
 from relay.auth.crypto import load_cipher
 from relay.config import Settings
 from relay.metrics import Metrics
+from relay.sources.supervisor import Supervisor
 from relay.store import Store, tokens
 from relay.store.migrate import migrate
+from relay.webhooks.worker import DeliveryWorker
 
 log = structlog.get_logger(__name__)
 
@@ -68,5 +70,33 @@ def create_app(
         yield
         await app[STORE].close()
 
+    async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.webhooks.deliver:
+            yield
+            return
+        worker = DeliveryWorker(app[STORE], app[CIPHER], settings.webhooks, app[METRICS])
+        await worker.start()
+        app[WORKER] = worker
+        yield
+        await worker.stop(settings.server.shutdown_timeout)
+
+    async def supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.imap.watch:
+            yield
+            return
+        supervisor = Supervisor(
+            app[STORE],
+            app[CIPHER],
+            settings.imap,
+            service_url=settings.service_url,
+            max_payload_bytes=settings.webhooks.max_payload_bytes,
+        )
+        await supervisor.start()
+        app[SUPERVISOR] = supervisor
+        yield
+        await supervisor.stop(settings.server.shutdown_timeout)
+
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(supervisor_ctx)
     return app

@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     issue = token_sub.add_parser("issue", help="create an API token and print it")
     issue.add_argument("--config", type=Path)
     issue.add_argument("--description", default="", help="what the token is for")
+    sandbox = sub.add_parser("sandbox", help="run the local Microsoft 365 emulator")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=4443)
+    sandbox.add_argument("--data-dir", default="relay-sandbox", help="CA certificate and state")
+    sandbox.add_argument("--seed", action="store_true", help="create a ready demo tenant")
     return parser
 
 
@@ -103,6 +108,14 @@ async def _issue(settings: Settings, description: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
+    if command == "sandbox":
+        from relay.sandbox.server import main as sandbox_main
+
+        try:
+            sandbox_main(args.host, args.port, args.data_dir, args.seed)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        return
     try:
         settings = _settings(getattr(args, "config", None))
         if command == "serve":

@@ -11,6 +11,7 @@ Environment variables override the file. Every key is reachable as
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import types
 import typing
@@ -67,12 +68,69 @@ class MicrosoftSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    # Networks webhook targets may be in although they are not public (SSRF guard),
+    # e.g. ["127.0.0.0/8", "::1/128"]. Empty: only globally routable addresses.
+    allow_networks: tuple[str, ...] = ()
+    # Run the delivery worker on this node.
+    deliver: bool = True
+    # Seconds one attempt may take (connect + response).
+    timeout: float = 15.0
+    # Deliveries in flight at once on this node, and per route.
+    concurrency: int = 256
+    route_concurrency: int = 32
+    # Deliveries claimed per store round trip.
+    batch_size: int = 256
+    # Seconds a claimed delivery belongs to this node; after that another node may take it.
+    lease: float = 60.0
+    # Seconds between queue polls when idle (new local events wake the worker at once).
+    poll_interval: float = 0.5
+    # A route that has only failed for this many days is disabled.
+    disable_after_days: float = 5.0
+    # Days delivered (and failed) deliveries stay visible in the log before they are pruned.
+    retention_days: float = 7.0
+    # Larger events have their largest data fields trimmed (with a marker) to fit.
+    max_payload_bytes: int = 262144
+    # Upper bound in seconds on a receiver's Retry-After.
+    max_retry_after: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    # Run the IMAP listeners on this node (one connection per watched folder of every account
+    # with the imap backend).
+    watch: bool = True
+    # Seconds between IDLE restarts: servers drop an IDLE that runs too long (RFC 2177: 29 min).
+    idle_restart: float = 600.0
+    # Seconds a DONE or NOOP may go unanswered before the connection is presumed dead.
+    done_timeout: float = 30.0
+    # Seconds any other command may take, and connecting (TCP, TLS and greeting) may take.
+    command_timeout: float = 60.0
+    connect_timeout: float = 30.0
+    # Reconnect backoff: reconnect_min seconds, doubling up to reconnect_max, with jitter.
+    reconnect_min: float = 1.0
+    reconnect_max: float = 300.0
+    # Seconds before credentials the server refused are tried again; a reconnect request or
+    # an account update tries at once.
+    auth_retry: float = 1800.0
+    # Seconds between scans of the accounts table (changes made through other nodes).
+    scan_interval: float = 5.0
+    # Seconds a node's claim on an account lasts (renewed on every scan); when it runs out,
+    # another node takes the account over.
+    lease: float = 30.0
+    # PEM bundle trusted for IMAP servers instead of the system store. Empty: system store.
+    ca_bundle: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
     microsoft: MicrosoftSettings = field(default_factory=MicrosoftSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
 
     @property
     def service_url(self) -> str:
@@ -233,6 +291,60 @@ def _check(settings: Settings) -> None:
     _check_http_url("microsoft.authority_host", s.microsoft.authority_host)
     if s.microsoft.ca_bundle and not Path(s.microsoft.ca_bundle).is_file():
         raise ConfigError("microsoft.ca_bundle", f"file not found: {s.microsoft.ca_bundle}")
+    _check_webhooks(s.webhooks)
+    _check_imap(s.imap)
+
+
+def _check_webhooks(w: WebhookSettings) -> None:
+    for network in w.allow_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                "webhooks.allow_networks", f"{network!r} is not an IP network like 127.0.0.0/8"
+            ) from None
+    positive = {
+        "timeout": w.timeout,
+        "concurrency": w.concurrency,
+        "route_concurrency": w.route_concurrency,
+        "batch_size": w.batch_size,
+        "lease": w.lease,
+        "poll_interval": w.poll_interval,
+        "disable_after_days": w.disable_after_days,
+        "retention_days": w.retention_days,
+        "max_payload_bytes": w.max_payload_bytes,
+        "max_retry_after": w.max_retry_after,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"webhooks.{key}", "must be greater than 0")
+    if w.lease <= w.timeout:
+        raise ConfigError("webhooks.lease", "must be longer than webhooks.timeout")
+    if w.max_payload_bytes < 4096:
+        raise ConfigError("webhooks.max_payload_bytes", "must be at least 4096")
+
+
+def _check_imap(m: ImapSettings) -> None:
+    positive = {
+        "idle_restart": m.idle_restart,
+        "done_timeout": m.done_timeout,
+        "command_timeout": m.command_timeout,
+        "connect_timeout": m.connect_timeout,
+        "reconnect_min": m.reconnect_min,
+        "reconnect_max": m.reconnect_max,
+        "auth_retry": m.auth_retry,
+        "scan_interval": m.scan_interval,
+        "lease": m.lease,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"imap.{key}", "must be greater than 0")
+    if m.reconnect_max < m.reconnect_min:
+        raise ConfigError("imap.reconnect_max", "must not be less than imap.reconnect_min")
+    if m.lease < 2 * m.scan_interval:
+        raise ConfigError("imap.lease", "must be at least twice imap.scan_interval")
+    if m.ca_bundle and not Path(m.ca_bundle).is_file():
+        raise ConfigError("imap.ca_bundle", f"file not found: {m.ca_bundle}")
 
 
 def _check_http_url(key: str, value: str) -> None:

@@ -13,6 +13,10 @@ class Metrics:
     http_requests: Counter
     http_latency: Histogram
     accounts: Gauge
+    webhook_deliveries: Counter
+    webhook_attempts: Counter
+    webhook_queue: Gauge
+    webhook_latency: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -33,4 +37,44 @@ class Metrics:
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             ),
             accounts=Gauge("relay_accounts", "Accounts by state", ["state"], registry=registry),
+            webhook_deliveries=Counter(
+                "relay_webhook_deliveries",
+                "Deliveries finished, by outcome (delivered, failed)",
+                ["outcome"],
+                registry=registry,
+            ),
+            webhook_attempts=Counter(
+                "relay_webhook_attempts",
+                "Delivery attempts by result (delivered, pending = retry later, failed)",
+                ["result"],
+                registry=registry,
+            ),
+            webhook_queue=Gauge(
+                "relay_webhook_queue",
+                "Deliveries in the queue by status",
+                ["status"],
+                registry=registry,
+            ),
+            webhook_latency=Histogram(
+                "relay_webhook_delivery_seconds",
+                "From event stored to webhook delivered",
+                registry=registry,
+                buckets=(
+                    0.005,
+                    0.01,
+                    0.025,
+                    0.05,
+                    0.1,
+                    0.25,
+                    0.5,
+                    1,
+                    2.5,
+                    5,
+                    10,
+                    30,
+                    60,
+                    300,
+                    3600,
+                ),
+            ),
         )

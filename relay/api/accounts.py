@@ -26,7 +26,7 @@ from relay.api.account_schema import (
     split_secrets,
 )
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query, validate
-from relay.api.keys import CIPHER, SETTINGS, STORE
+from relay.api.keys import CIPHER, SETTINGS, STORE, SUPERVISOR
 from relay.api.models import Body, Out, Paging
 from relay.auth.crypto import Cipher
 from relay.auth.delegation import delegation_problem
@@ -98,6 +98,13 @@ class SyncBody(Body):
 class Requested(Out):
     reconnect: bool | None = None
     sync: bool | None = None
+
+
+def _notify_supervisor(request: web.Request, account: str) -> None:
+    """Let this node's IMAP supervisor act on the change now (other nodes see it on their scan)."""
+    supervisor = request.app.get(SUPERVISOR)
+    if supervisor is not None:
+        supervisor.notify(account)
 
 
 def _secrets_context(account: str) -> str:
@@ -266,6 +273,7 @@ async def create_account(request: web.Request) -> web.Response:
         else:
             await accounts_store.update(conn, body.account, columns)
             state = "existing"
+    _notify_supervisor(request, body.account)
     return json_response(AccountCreated(account=body.account, state=state))
 
 
@@ -311,6 +319,7 @@ async def update_account(request: web.Request) -> web.Response:
         fields = validate(AccountFields, merge(stored, change))
         derived = await _resolve(conn, account, fields)
         await accounts_store.update(conn, account, _columns(cipher, account, fields, derived))
+    _notify_supervisor(request, account)
     return json_response(AccountRef(account=account))
 
 
@@ -330,6 +339,7 @@ async def delete_account(request: web.Request) -> web.Response:
         await events_store.append(
             conn, Event("accountDeleted", account, {"account": account}, now_ms()), service_url
         )
+    _notify_supervisor(request, account)
     return json_response(AccountDeleted(account=account))
 
 
@@ -340,6 +350,7 @@ async def reconnect_account(request: web.Request) -> web.Response:
         async with request.app[STORE].write() as conn:
             await _row_or_404(conn, account)
             await accounts_store.request(conn, account, "reconnect_requested_ms")
+        _notify_supervisor(request, account)
     return json_response(Requested(reconnect=body.reconnect))
 
 
@@ -350,6 +361,7 @@ async def sync_account(request: web.Request) -> web.Response:
         async with request.app[STORE].write() as conn:
             await _row_or_404(conn, account)
             await accounts_store.request(conn, account, "sync_requested_ms")
+        _notify_supervisor(request, account)
     return json_response(Requested(sync=body.sync))
 
 

@@ -7,7 +7,9 @@ from aiohttp import web
 from relay.auth.crypto import Cipher
 from relay.config import Settings
 from relay.metrics import Metrics
+from relay.sources.supervisor import Supervisor
 from relay.store import Store
+from relay.webhooks.worker import DeliveryWorker
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -15,3 +17,5 @@ CIPHER = web.AppKey("cipher", Cipher)
 # Hashes of tokens already checked against the store (tokens cannot be revoked through the API).
 AUTH_CACHE = web.AppKey("auth_cache", set[str])
 METRICS = web.AppKey("metrics", Metrics)
+WORKER = web.AppKey("worker", DeliveryWorker)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

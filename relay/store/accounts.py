@@ -84,3 +84,19 @@ async def request(conn: AsyncConnection, account: str, column: str) -> int:
     ms = now_ms()
     await conn.execute(accounts.update().where(accounts.c.id == account).values({column: ms}))
     return ms
+
+
+async def set_state(
+    conn: AsyncConnection, account: str, state: str, last_error: Mapping[str, Any] | None
+) -> bool:
+    """Record a connection state (and the error behind it, None to clear).
+
+    Leaves ``updated_ms`` alone: that column means "the account's settings changed" and
+    makes its listeners restart. False when the account no longer exists.
+    """
+    result = await conn.execute(
+        accounts.update()
+        .where(accounts.c.id == account)
+        .values(state=state, last_error=dict(last_error) if last_error is not None else None)
+    )
+    return result.rowcount == 1

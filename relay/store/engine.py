@@ -8,7 +8,7 @@ to be upgraded; reads use plain deferred transactions and never block writers.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # Called after every committed write (the delivery worker wakes up on them).
+        self.after_commit: list[Callable[[], None]] = []
 
     @classmethod
     def open(cls, settings: StoreSettings) -> Store:
@@ -78,8 +80,11 @@ class Store:
             raise StoreError(f"database read failed: {exc.__class__.__name__}") from exc
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction, committed when the block exits without an exception."""
+    async def write(self, *, notify: bool = True) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed when the block exits without an exception.
+
+        ``notify=False`` skips the ``after_commit`` hooks (for the worker's own bookkeeping).
+        """
         try:
             async with self.engine.connect() as conn:
                 if self.is_sqlite:
@@ -88,6 +93,9 @@ class Store:
                     yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        if notify:
+            for hook in self.after_commit:
+                hook()
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""

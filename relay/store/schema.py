@@ -16,9 +16,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -109,6 +111,79 @@ settings = Table(
 )
 
 
+webhook_routes = Table(
+    "webhook_routes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("events", JSON, nullable=False),  # ["*"] or event names
+    Column("accounts", JSON, nullable=True),  # null: every account
+    Column("headers", JSON, nullable=False),
+    Column("enabled", Integer, nullable=False),
+    Column("disabled_reason", Text, nullable=True),
+    Column("ordering", String(8), nullable=False),  # "none" | "fifo"
+    Column("retry_schedule", JSON, nullable=True),  # seconds before each attempt; null: default
+    # Encrypted whsec_ secrets; the previous one keeps signing until previous_until_ms.
+    Column("secret", LargeBinary, nullable=False),
+    Column("previous_secret", LargeBinary, nullable=True),
+    Column("previous_until_ms", BigInteger, nullable=True),
+    Column("failing_since_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column(
+        "route_id", String(64), ForeignKey("webhook_routes.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("event_id", String(64), ForeignKey("events.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    # 0 for a first attempt, 1 for a retry: claimed separately so retries never starve new events.
+    Column("lane", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("delivered_ms", BigInteger, nullable=True),
+    Index(None, "status", "lane", "next_attempt_ms"),
+    Index(None, "route_id", "seq"),
+    Index(None, "status", "lease_until_ms"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("delivery_seq", Seq, ForeignKey("deliveries.seq", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Index(None, "delivery_seq"),
+)
+
+
+class DeliveryStatus:
+    """Values of ``deliveries.status``."""
+
+    PENDING = "pending"
+    INFLIGHT = "inflight"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+    ALL = (PENDING, INFLIGHT, DELIVERED, FAILED)
+
+
 class AccountState:
     """Values of ``accounts.state``."""
 
@@ -120,3 +195,46 @@ class AccountState:
     DISCONNECTED = "disconnected"
 
     ALL = (INIT, CONNECTING, CONNECTED, AUTHENTICATION_ERROR, CONNECT_ERROR, DISCONNECTED)
+
+
+# -- IMAP listener state (revision 0003) ----------------------------------------------------
+
+imap_folders = Table(
+    "imap_folders",
+    metadata,
+    Column("account", String(256), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("path", Text, nullable=False),
+    # Small per-account number, part of every message id of the folder (events.normalize).
+    Column("folder_no", Integer, nullable=False),
+    Column("special_use", String(32), nullable=True),
+    # Null until the first sync recorded the baseline.
+    Column("uidvalidity", BigInteger, nullable=True),
+    # Every UID below this has been reported (or was there at the baseline).
+    Column("uidnext", BigInteger, nullable=True),
+    Column("highestmodseq", BigInteger, nullable=True),
+    # Sequence sets ("1:40,42"): the UIDs known to exist, and per flag the UIDs that have it.
+    Column("uids", Text, nullable=False),
+    Column("flags", JSON, nullable=False),
+    # Bumped on every save; a save expecting another version lost a race and is rolled back.
+    Column("version", Integer, nullable=False),
+    Column("synced_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account", "path"),
+    UniqueConstraint("account", "folder_no"),
+)
+
+# Which node watches an account: only the holder of an unexpired lease runs its listeners.
+account_leases = Table(
+    "account_leases",
+    metadata,
+    Column(
+        "account",
+        String(256),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("node", String(128), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index(None, "node"),
+)

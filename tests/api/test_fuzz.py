@@ -30,7 +30,7 @@ def test_schemathesis_finds_no_server_error(
 ) -> None:
     """Generated requests never produce a 5xx or a response the document does not describe."""
     port = free_port()
-    extra = {"RELAY_API_TOKEN": TOKEN, "RELAY_LOG_LEVEL": "error"}
+    extra = {"RELAY_API_TOKEN": TOKEN, "RELAY_LOG_LEVEL": "error", "RELAY_WEBHOOKS_TIMEOUT": "2"}
     if engine_name == "postgresql":
         extra["RELAY_STORE_URL"] = request.getfixturevalue("pg_database")
     relay = RelayProcess(tmp_path, port, relay_env(tmp_path, port, extra))

@@ -1,0 +1,135 @@
+"""``/v1/settings``: EmailEngine-style global settings.
+
+``webhooks`` (URL), ``webhookEvents`` and ``webhooksEnabled`` drive the route with id
+``default``; ``serviceSecret`` keys ``X-EE-Wh-Signature``; ``serviceUrl`` is the envelope's
+``serviceUrl``. The service secret is write-only: reads say only whether it is set.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import Field
+
+from relay.api.endpoint import Endpoint, json_response, read_body
+from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
+from relay.api.models import Body, Out
+from relay.api.webhooks import EventName, RouteCreate, TargetUrl, create_route_row
+from relay.store import settings as settings_store
+from relay.store import webhook_routes as routes_store
+from relay.store.events import service_url
+from relay.webhooks.routes import service_secret, store_service_secret
+
+TAG = "Settings"
+DEFAULT_ROUTE = "default"
+
+
+class SettingsIn(Body):
+    webhooks: TargetUrl | None = None
+    webhookEvents: Annotated[list[EventName], Field(min_length=1, max_length=64)] | None = None
+    webhooksEnabled: bool | None = None
+    serviceSecret: Annotated[str, Field(min_length=8, max_length=1024)] | None = None
+    serviceUrl: TargetUrl | None = None
+
+
+class SettingsUpdated(Out):
+    updated: list[str]
+    webhooksSecret: str | None = Field(
+        default=None, description="The default route's whsec_ secret, when this call made it"
+    )
+
+
+class SettingsOut(Out):
+    webhooks: str | None = None
+    webhookEvents: list[str]
+    webhooksEnabled: bool
+    serviceUrl: str
+    serviceSecretSet: bool
+
+
+async def update_settings(request: web.Request) -> web.Response:
+    body = await read_body(request, SettingsIn)
+    given = body.model_fields_set
+    cipher = request.app[CIPHER]
+    new_secret: str | None = None
+    async with request.app[STORE].write() as conn:
+        if "serviceUrl" in given:
+            if body.serviceUrl is None:
+                await settings_store.delete(conn, "serviceUrl")
+            else:
+                await settings_store.put(conn, "serviceUrl", str(body.serviceUrl).rstrip("/"))
+        if body.serviceSecret is not None:
+            await store_service_secret(conn, cipher, body.serviceSecret)
+        route_keys = {"webhooks", "webhookEvents", "webhooksEnabled"} & given
+        if route_keys:
+            row = await routes_store.get(conn, DEFAULT_ROUTE)
+            if row is None and body.webhooks is not None:
+                _, new_secret = await create_route_row(
+                    conn,
+                    cipher,
+                    DEFAULT_ROUTE,
+                    RouteCreate(
+                        url=body.webhooks,
+                        events=body.webhookEvents or ["*"],
+                        enabled=body.webhooksEnabled if body.webhooksEnabled is not None else True,
+                        description="EmailEngine-style global webhook (POST /v1/settings)",
+                    ),
+                )
+            elif row is not None:
+                values: dict[str, object] = {}
+                if "webhooks" in given:
+                    if body.webhooks is None:
+                        values["enabled"] = 0  # no URL: stop delivering, keep the queue
+                    else:
+                        values["url"] = str(body.webhooks)
+                if body.webhookEvents is not None:
+                    values["events"] = body.webhookEvents
+                if body.webhooksEnabled is not None:
+                    values["enabled"] = int(body.webhooksEnabled)
+                    if body.webhooksEnabled:
+                        values["disabled_reason"] = None
+                        values["failing_since_ms"] = None
+                await routes_store.update(conn, DEFAULT_ROUTE, values)
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        worker.routes_changed()
+    return json_response(SettingsUpdated(updated=sorted(given), webhooksSecret=new_secret))
+
+
+async def read_settings(request: web.Request) -> web.Response:
+    cipher = request.app[CIPHER]
+    async with request.app[STORE].read() as conn:
+        row = await routes_store.get(conn, DEFAULT_ROUTE)
+        url = await service_url(conn, request.app[SETTINGS].service_url)
+        secret = await service_secret(conn, cipher, create=False)
+    return json_response(
+        SettingsOut(
+            webhooks=row["url"] if row else None,
+            webhookEvents=list(row["events"]) if row else ["*"],
+            webhooksEnabled=bool(row["enabled"]) if row else False,
+            serviceUrl=url,
+            serviceSecretSet=secret is not None,
+        )
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/settings",
+        update_settings,
+        "Set global settings",
+        TAG,
+        body=SettingsIn,
+        response=SettingsUpdated,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/settings",
+        read_settings,
+        "Read global settings (never the service secret)",
+        TAG,
+        response=SettingsOut,
+    ),
+]

@@ -1,0 +1,546 @@
+"""``/v1/webhooks``, ``/v1/deliveries``: webhook routes and their delivery log.
+
+A route's ``whsec_`` secret is returned once, when it is made (create, ``rotateSecret``);
+during rotation the previous secret keeps signing (a second ``v1,`` signature) for 24 hours.
+Custom header values may carry credentials for the receiver, so they are stored encrypted
+and shown redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import AfterValidator, Field, HttpUrl, model_validator
+
+from relay.api.endpoint import Endpoint, json_response, read_body, read_query
+from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
+from relay.api.models import Body, Identifier, Out, Paging, Text
+from relay.auth.crypto import Cipher
+from relay.errors import Conflict, InputError, NotFound
+from relay.events.model import EVENT_TYPES, Event, iso_ms
+from relay.store import deliveries as queue
+from relay.store import events as events_store
+from relay.store import webhook_routes as routes_store
+from relay.store.engine import now_ms
+from relay.store.schema import DeliveryStatus
+from relay.webhooks.routes import decrypt_headers, encrypt_headers, secret_context
+from relay.webhooks.signing import new_route_secret
+
+TAG = "Webhooks"
+ROTATION_OVERLAP_MS = 24 * 3600 * 1000
+REDACTED = "[redacted]"
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+_RESERVED = {
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-ee-wh-signature",
+    "x-ee-wh-event-id",
+    "x-ee-wh-attempts-made",
+}
+
+
+def _event_name(value: str) -> str:
+    if value != "*" and value not in EVENT_TYPES:
+        raise ValueError(f"unknown event {value!r}; use '*' or one of {', '.join(EVENT_TYPES)}")
+    return value
+
+
+def _headers(value: dict[str, str]) -> dict[str, str]:
+    for name, header_value in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if name.lower() in _RESERVED:
+            raise ValueError(f"{name!r} is set by the relay and cannot be overridden")
+        if "\r" in header_value or "\n" in header_value or len(header_value) > 4096:
+            raise ValueError(f"value of {name!r} must be one line of at most 4096 characters")
+    return value
+
+
+def _http_url(value: HttpUrl) -> HttpUrl:
+    if value.scheme not in ("http", "https"):
+        raise ValueError("must be an http or https URL")
+    return value
+
+
+EventName = Annotated[str, AfterValidator(_event_name)]
+Headers = Annotated[dict[str, str], Field(max_length=32), AfterValidator(_headers)]
+TargetUrl = Annotated[HttpUrl, AfterValidator(_http_url)]
+Schedule = Annotated[
+    list[Annotated[float, Field(ge=0, le=7 * 86400)]], Field(min_length=1, max_length=30)
+]
+
+
+class RouteCreate(Body):
+    url: TargetUrl
+    events: Annotated[list[EventName], Field(min_length=1, max_length=64)] = Field(
+        default_factory=lambda: ["*"]
+    )
+    accounts: Annotated[list[Identifier], Field(max_length=10000)] | None = None
+    enabled: bool = True
+    headers: Headers = Field(default_factory=dict)
+    description: Text = ""
+    retrySchedule: Schedule | None = None
+    ordering: Literal["none", "fifo"] = "none"
+
+
+class RouteUpdate(Body):
+    url: TargetUrl | None = None
+    events: Annotated[list[EventName], Field(min_length=1, max_length=64)] | None = None
+    accounts: Annotated[list[Identifier], Field(max_length=10000)] | None = None
+    enabled: bool | None = None
+    headers: Headers | None = None
+    description: Text | None = None
+    retrySchedule: Schedule | None = None
+    ordering: Literal["none", "fifo"] | None = None
+    rotateSecret: bool = False
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> RouteUpdate:
+        for key in ("url", "events", "enabled", "headers", "description", "ordering"):
+            if key in self.model_fields_set and getattr(self, key) is None:
+                raise InputError(f"{key}: must not be null", field=key)
+        return self
+
+
+class RouteOut(Out):
+    id: str
+    url: str
+    description: str
+    events: list[str]
+    accounts: list[str] | None = None
+    headers: dict[str, str] = Field(description="Header names; values are never shown")
+    enabled: bool
+    disabledReason: str | None = None
+    ordering: str
+    retrySchedule: list[float] | None = None
+    secretRotating: bool
+    failingSince: str | None = None
+    created: str
+    updated: str
+    secret: str | None = Field(
+        default=None, description="The whsec_ signing secret; only in the answer that made it"
+    )
+
+
+class RouteList(Out):
+    total: int
+    page: int
+    pages: int
+    webhooks: list[RouteOut]
+
+
+class RouteDeleted(Out):
+    id: str
+    deleted: bool = True
+
+
+class AttemptOut(Out):
+    attempt: int
+    started: str
+    durationMs: int
+    statusCode: int | None = None
+    error: str | None = None
+    responseBody: str | None = None
+
+
+class DeliveryOut(Out):
+    id: int
+    eventId: str
+    event: str
+    account: str | None = None
+    status: str
+    attempts: int
+    nextAttempt: str | None = None
+    lastStatus: int | None = None
+    lastError: str | None = None
+    created: str
+    delivered: str | None = None
+    attemptLog: list[AttemptOut]
+
+
+class DeliveryList(Out):
+    total: int
+    page: int
+    pages: int
+    deliveries: list[DeliveryOut]
+
+
+class DeliveryQuery(Paging):
+    status: Literal["pending", "inflight", "delivered", "failed"] | None = None
+
+
+class Requeued(Out):
+    id: int
+    queued: bool = True
+
+
+class RecoverBody(Body):
+    since: datetime
+
+
+class Recovered(Out):
+    requeued: int
+
+
+class TestResult(Out):
+    deliveryId: int
+    eventId: str
+    status: str
+    statusCode: int | None = None
+    error: str | None = None
+
+
+def _route_out(row: Any, cipher: Cipher, secret: str | None = None) -> RouteOut:
+    names = decrypt_headers(cipher, row["id"], row["headers"])
+    return RouteOut(
+        id=row["id"],
+        url=row["url"],
+        description=row["description"],
+        events=list(row["events"]),
+        accounts=list(row["accounts"]) if row["accounts"] is not None else None,
+        headers={name: REDACTED for name in names},
+        enabled=bool(row["enabled"]),
+        disabledReason=row["disabled_reason"],
+        ordering=row["ordering"],
+        retrySchedule=row["retry_schedule"],
+        secretRotating=(row["previous_until_ms"] or 0) > now_ms(),
+        failingSince=iso_ms(row["failing_since_ms"]) if row["failing_since_ms"] else None,
+        created=iso_ms(row["created_ms"]),
+        updated=iso_ms(row["updated_ms"]),
+        secret=secret,
+    )
+
+
+def _routes_changed(request: web.Request) -> None:
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        worker.routes_changed()
+
+
+async def create_route_row(
+    conn: Any, cipher: Cipher, route_id: str, body: RouteCreate
+) -> tuple[Any, str]:
+    """Insert a route; return its row and its new secret."""
+    secret = new_route_secret()
+    await routes_store.insert(
+        conn,
+        {
+            "id": route_id,
+            "url": str(body.url),
+            "description": body.description,
+            "events": body.events,
+            "accounts": body.accounts,
+            "headers": encrypt_headers(cipher, route_id, body.headers),
+            "enabled": int(body.enabled),
+            "ordering": body.ordering,
+            "retry_schedule": body.retrySchedule,
+            "secret": cipher.encrypt(secret.encode(), context=secret_context(route_id)),
+        },
+    )
+    row = await routes_store.get(conn, route_id)
+    return row, secret
+
+
+async def create_route(request: web.Request) -> web.Response:
+    body = await read_body(request, RouteCreate)
+    cipher = request.app[CIPHER]
+    route_id = "wh_" + secrets.token_urlsafe(9)
+    async with request.app[STORE].write() as conn:
+        row, secret = await create_route_row(conn, cipher, route_id, body)
+    _routes_changed(request)
+    return json_response(_route_out(row, cipher, secret), status=201)
+
+
+async def list_routes(request: web.Request) -> web.Response:
+    paging = read_query(request, Paging)
+    cipher = request.app[CIPHER]
+    async with request.app[STORE].read() as conn:
+        total, rows = await routes_store.page(conn, paging.page * paging.pageSize, paging.pageSize)
+    pages = max(1, -(-total // paging.pageSize))
+    return json_response(
+        RouteList(
+            total=total,
+            page=paging.page,
+            pages=pages,
+            webhooks=[_route_out(r, cipher) for r in rows],
+        )
+    )
+
+
+async def _route_or_404(conn: Any, route_id: str) -> Any:
+    row = await routes_store.get(conn, route_id)
+    if row is None:
+        raise NotFound(f"Webhook route {route_id!r} not found", field="id")
+    return row
+
+
+async def get_route(request: web.Request) -> web.Response:
+    async with request.app[STORE].read() as conn:
+        row = await _route_or_404(conn, request.match_info["id"])
+    return json_response(_route_out(row, request.app[CIPHER]))
+
+
+async def update_route(request: web.Request) -> web.Response:
+    route_id = request.match_info["id"]
+    body = await read_body(request, RouteUpdate)
+    cipher = request.app[CIPHER]
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    values: dict[str, Any] = {}
+    for key, column in (
+        ("url", "url"),
+        ("events", "events"),
+        ("accounts", "accounts"),
+        ("description", "description"),
+        ("retrySchedule", "retry_schedule"),
+        ("ordering", "ordering"),
+    ):
+        if key in changes:
+            values[column] = changes[key]
+    if "headers" in changes:
+        values["headers"] = encrypt_headers(cipher, route_id, changes["headers"])
+    if "enabled" in changes:
+        values["enabled"] = int(changes["enabled"])
+        if changes["enabled"]:
+            values["disabled_reason"] = None
+            values["failing_since_ms"] = None
+    secret: str | None = None
+    async with request.app[STORE].write() as conn:
+        row = await _route_or_404(conn, route_id)
+        if body.rotateSecret:
+            secret = new_route_secret()
+            values["previous_secret"] = cipher.encrypt(
+                cipher.decrypt(row["secret"], context=secret_context(route_id)),
+                context=secret_context(route_id, "previous"),
+            )
+            values["previous_until_ms"] = now_ms() + ROTATION_OVERLAP_MS
+            values["secret"] = cipher.encrypt(secret.encode(), context=secret_context(route_id))
+        await routes_store.update(conn, route_id, values)
+        row = await routes_store.get(conn, route_id)
+    _routes_changed(request)
+    return json_response(_route_out(row, cipher, secret))
+
+
+async def delete_route(request: web.Request) -> web.Response:
+    route_id = request.match_info["id"]
+    async with request.app[STORE].write() as conn:
+        await _route_or_404(conn, route_id)
+        await routes_store.delete(conn, route_id)
+    _routes_changed(request)
+    return json_response(RouteDeleted(id=route_id))
+
+
+def _delivery_out(row: Any, attempts: list[Any]) -> DeliveryOut:
+    pending = row["status"] == DeliveryStatus.PENDING
+    return DeliveryOut(
+        id=int(row["seq"]),
+        eventId=row["event_id"],
+        event=row["event"],
+        account=row["account"],
+        status=row["status"],
+        attempts=int(row["attempts"]),
+        nextAttempt=iso_ms(row["next_attempt_ms"]) if pending else None,
+        lastStatus=row["last_status"],
+        lastError=row["last_error"],
+        created=iso_ms(row["created_ms"]),
+        delivered=iso_ms(row["delivered_ms"]) if row["delivered_ms"] else None,
+        attemptLog=[
+            AttemptOut(
+                attempt=a["attempt"],
+                started=iso_ms(a["started_ms"]),
+                durationMs=a["duration_ms"],
+                statusCode=a["status_code"],
+                error=a["error"],
+                responseBody=a["response_body"],
+            )
+            for a in attempts
+        ],
+    )
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    route_id = request.match_info["id"]
+    query = read_query(request, DeliveryQuery)
+    async with request.app[STORE].read() as conn:
+        await _route_or_404(conn, route_id)
+        total, rows, attempts = await queue.page(
+            conn,
+            route_id,
+            status=query.status,
+            offset=query.page * query.pageSize,
+            limit=query.pageSize,
+        )
+    pages = max(1, -(-total // query.pageSize))
+    return json_response(
+        DeliveryList(
+            total=total,
+            page=query.page,
+            pages=pages,
+            deliveries=[_delivery_out(r, attempts[int(r["seq"])]) for r in rows],
+        )
+    )
+
+
+def _delivery_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"Delivery {raw!r} not found", field="id")
+    return int(raw)
+
+
+async def retry_delivery(request: web.Request) -> web.Response:
+    seq = _delivery_id(request)
+    async with request.app[STORE].write() as conn:
+        row = await queue.get(conn, seq)
+        if row is None:
+            raise NotFound(f"Delivery {seq} not found", field="id")
+        if not await queue.requeue(conn, seq, now=now_ms()):
+            raise Conflict(f"Delivery {seq} is being attempted right now", field="id")
+    return json_response(Requeued(id=seq))
+
+
+async def recover_route(request: web.Request) -> web.Response:
+    route_id = request.match_info["id"]
+    body = await read_body(request, RecoverBody)
+    since_ms = int(body.since.timestamp() * 1000)
+    async with request.app[STORE].write() as conn:
+        await _route_or_404(conn, route_id)
+        count = await queue.recover(conn, route_id, since_ms=since_ms, now=now_ms())
+    return json_response(Recovered(requeued=count))
+
+
+async def test_route(request: web.Request) -> web.Response:
+    route_id = request.match_info["id"]
+    settings = request.app[SETTINGS]
+    event = Event(
+        "test",
+        None,
+        {"message": "Test delivery from mailrelay", "route": route_id},
+        now_ms(),
+    )
+    async with request.app[STORE].write() as conn:
+        row = await _route_or_404(conn, route_id)
+        if not row["enabled"]:
+            raise Conflict(f"Webhook route {route_id!r} is disabled; enable it first", field="id")
+        await events_store.record(
+            conn, [event], default_service_url=settings.service_url, only_route=route_id
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.webhooks.timeout + 2
+    while True:
+        async with request.app[STORE].read() as conn:
+            row, attempts = await queue.for_event(conn, route_id, event.id)
+        if row is None:  # the route was deleted meanwhile
+            raise NotFound(f"Webhook route {route_id!r} not found", field="id")
+        if attempts or loop.time() > deadline:
+            last = attempts[-1] if attempts else None
+            return json_response(
+                TestResult(
+                    deliveryId=int(row["seq"]),
+                    eventId=event.id,
+                    status=row["status"],
+                    statusCode=last["status_code"] if last else None,
+                    error=last["error"] if last else "no attempt finished in time",
+                )
+            )
+        await asyncio.sleep(0.05)
+
+
+_NOT_FOUND = {404: "Unknown webhook route"}
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/webhooks",
+        create_route,
+        "Add a webhook route (its secret is returned once)",
+        TAG,
+        body=RouteCreate,
+        response=RouteOut,
+        status=201,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/webhooks",
+        list_routes,
+        "List webhook routes",
+        TAG,
+        query=Paging,
+        response=RouteList,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/webhooks/{id}",
+        get_route,
+        "Read a webhook route",
+        TAG,
+        response=RouteOut,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/webhooks/{id}",
+        update_route,
+        "Update a route; rotateSecret issues a new secret",
+        TAG,
+        body=RouteUpdate,
+        response=RouteOut,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/webhooks/{id}",
+        delete_route,
+        "Delete a route and its queued deliveries",
+        TAG,
+        response=RouteDeleted,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/{id}/test",
+        test_route,
+        "Deliver a test event now and report the attempt",
+        TAG,
+        response=TestResult,
+        errors={**_NOT_FOUND, 409: "The route is disabled"},
+    ),
+    Endpoint(
+        "GET",
+        "/v1/webhooks/{id}/deliveries",
+        list_deliveries,
+        "The route's deliveries with every attempt",
+        TAG,
+        query=DeliveryQuery,
+        response=DeliveryList,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/{id}/recover",
+        recover_route,
+        "Queue failed deliveries since a time again",
+        TAG,
+        body=RecoverBody,
+        response=Recovered,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/deliveries/{id}/retry",
+        retry_delivery,
+        "Queue one delivery again now",
+        TAG,
+        response=Requeued,
+        errors={404: "Unknown delivery", 409: "The delivery is being attempted"},
+    ),
+]

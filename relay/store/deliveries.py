@@ -1,0 +1,352 @@
+"""The delivery queue: claim, finish, reap, and the delivery log.
+
+Claims are atomic: on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` inside the
+``UPDATE ... RETURNING``, so nodes never take the same row; on SQLite the write transaction
+itself (``BEGIN IMMEDIATE``) serialises claimers. A claimed row carries a lease; when the node
+that holds it dies, :func:`reap` hands the row back once the lease has run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.store.schema import DeliveryStatus, deliveries, delivery_attempts, events, webhook_routes
+
+S = DeliveryStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    seq: int
+    route_id: str
+    event_id: str
+    attempts: int
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt came to, as the worker hands it to :func:`finish`."""
+
+    seq: int
+    route_id: str
+    attempt: int  # 1-based number of this attempt
+    started_ms: int
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    result: str  # DeliveryStatus.DELIVERED | PENDING (retry later) | FAILED
+    next_attempt_ms: int | None = None
+    disable_route: str | None = None  # reason, when the receiver asked for it (410)
+
+
+def _claimed(rows: Iterable[RowMapping]) -> list[Claimed]:
+    return [
+        Claimed(
+            seq=int(r["seq"]),
+            route_id=str(r["route_id"]),
+            event_id=str(r["event_id"]),
+            attempts=int(r["attempts"]),
+            created_ms=int(r["created_ms"]),
+        )
+        for r in rows
+    ]
+
+
+_RETURNING = (
+    deliveries.c.seq,
+    deliveries.c.route_id,
+    deliveries.c.event_id,
+    deliveries.c.attempts,
+    deliveries.c.created_ms,
+)
+
+
+async def claim(
+    conn: AsyncConnection, *, lane: int, now: int, limit: int, lease_until: int, node: str
+) -> list[Claimed]:
+    """Take up to ``limit`` due deliveries of one lane on enabled unordered routes."""
+    due = (
+        select(deliveries.c.seq)
+        .join(webhook_routes, webhook_routes.c.id == deliveries.c.route_id)
+        .where(
+            deliveries.c.status == S.PENDING,
+            deliveries.c.lane == lane,
+            deliveries.c.next_attempt_ms <= now,
+            webhook_routes.c.enabled == 1,
+            webhook_routes.c.ordering == "none",
+        )
+        .order_by(deliveries.c.next_attempt_ms, deliveries.c.seq)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(of=deliveries, skip_locked=True)
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .values(status=S.INFLIGHT, lease_until_ms=lease_until, claimed_by=node, updated_ms=now)
+        .returning(*_RETURNING)
+    )
+    return sorted(_claimed(result.mappings()), key=lambda c: c.seq)
+
+
+async def claim_fifo_heads(
+    conn: AsyncConnection, *, now: int, lease_until: int, node: str
+) -> list[Claimed]:
+    """Take the oldest unfinished delivery of each enabled fifo route, if due and not in flight."""
+    heads = (
+        select(func.min(deliveries.c.seq))
+        .join(webhook_routes, webhook_routes.c.id == deliveries.c.route_id)
+        .where(
+            webhook_routes.c.ordering == "fifo",
+            webhook_routes.c.enabled == 1,
+            deliveries.c.status.in_((S.PENDING, S.INFLIGHT)),
+        )
+        .group_by(deliveries.c.route_id)
+    )
+    due = select(deliveries.c.seq).where(
+        deliveries.c.seq.in_(heads.scalar_subquery()),
+        deliveries.c.status == S.PENDING,
+        deliveries.c.next_attempt_ms <= now,
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .values(status=S.INFLIGHT, lease_until_ms=lease_until, claimed_by=node, updated_ms=now)
+        .returning(*_RETURNING)
+    )
+    return _claimed(result.mappings())
+
+
+async def payloads(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, str]:
+    rows = await conn.execute(
+        select(events.c.id, events.c.payload).where(events.c.id.in_(set(event_ids)))
+    )
+    return {str(i): str(p) for i, p in rows.all()}
+
+
+async def finish(
+    conn: AsyncConnection, outcomes: Sequence[Outcome], *, now: int, disable_after_ms: int
+) -> None:
+    """Record a batch of attempt outcomes and their effect on routes."""
+    if not outcomes:
+        return
+    await conn.execute(
+        delivery_attempts.insert(),
+        [
+            {
+                "delivery_seq": o.seq,
+                "attempt": o.attempt,
+                "started_ms": o.started_ms,
+                "duration_ms": o.duration_ms,
+                "status_code": o.status_code,
+                "error": o.error,
+                "response_body": o.response_body,
+            }
+            for o in outcomes
+        ],
+    )
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.seq == bindparam("b_seq"))
+        .values(
+            status=bindparam("b_status"),
+            attempts=bindparam("b_attempts"),
+            lane=bindparam("b_lane"),
+            next_attempt_ms=bindparam("b_next"),
+            lease_until_ms=None,
+            claimed_by=None,
+            last_status=bindparam("b_code"),
+            last_error=bindparam("b_error"),
+            updated_ms=now,
+            delivered_ms=bindparam("b_delivered"),
+        ),
+        [
+            {
+                "b_seq": o.seq,
+                "b_status": o.result,
+                "b_attempts": o.attempt,
+                "b_lane": 1,
+                "b_next": o.next_attempt_ms if o.next_attempt_ms is not None else now,
+                "b_code": o.status_code,
+                "b_error": o.error,
+                "b_delivered": now if o.result == S.DELIVERED else None,
+            }
+            for o in outcomes
+        ],
+    )
+    ok = {o.route_id for o in outcomes if o.result == S.DELIVERED}
+    bad = {o.route_id for o in outcomes if o.result != S.DELIVERED} - ok
+    if ok:
+        await conn.execute(
+            update(webhook_routes)
+            .where(webhook_routes.c.id.in_(ok), webhook_routes.c.failing_since_ms.is_not(None))
+            .values(failing_since_ms=None)
+        )
+    if bad:
+        await conn.execute(
+            update(webhook_routes)
+            .where(webhook_routes.c.id.in_(bad), webhook_routes.c.failing_since_ms.is_(None))
+            .values(failing_since_ms=now)
+        )
+        await conn.execute(
+            update(webhook_routes)
+            .where(
+                webhook_routes.c.id.in_(bad),
+                webhook_routes.c.enabled == 1,
+                webhook_routes.c.failing_since_ms <= now - disable_after_ms,
+            )
+            .values(
+                enabled=0,
+                disabled_reason="every delivery failed for longer than webhooks.disable_after_days",
+                updated_ms=now,
+            )
+        )
+    for o in outcomes:
+        if o.disable_route:
+            await conn.execute(
+                update(webhook_routes)
+                .where(webhook_routes.c.id == o.route_id)
+                .values(enabled=0, disabled_reason=o.disable_route, updated_ms=now)
+            )
+
+
+async def reap(conn: AsyncConnection, *, now: int) -> int:
+    """Give back deliveries whose lease ran out (their node died or stalled)."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.status == S.INFLIGHT, deliveries.c.lease_until_ms < now)
+        .values(status=S.PENDING, lease_until_ms=None, claimed_by=None, updated_ms=now)
+    )
+    return int(result.rowcount or 0)
+
+
+async def release(conn: AsyncConnection, seqs: Sequence[int], *, node: str, now: int) -> None:
+    """Give back claimed deliveries this node will not attempt (shutdown)."""
+    if not seqs:
+        return
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.seq.in_(seqs),
+            deliveries.c.status == S.INFLIGHT,
+            deliveries.c.claimed_by == node,
+        )
+        .values(status=S.PENDING, lease_until_ms=None, claimed_by=None, updated_ms=now)
+    )
+
+
+async def requeue(conn: AsyncConnection, seq: int, *, now: int) -> bool:
+    """Manual retry: queue one delivery again now, whatever its state (unless in flight)."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.seq == seq, deliveries.c.status != S.INFLIGHT)
+        .values(status=S.PENDING, next_attempt_ms=now, lane=1, updated_ms=now, delivered_ms=None)
+    )
+    return bool(result.rowcount)
+
+
+async def recover(conn: AsyncConnection, route_id: str, *, since_ms: int, now: int) -> int:
+    """Queue a route's failed deliveries created since ``since_ms`` again, with a fresh schedule."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.route_id == route_id,
+            deliveries.c.status == S.FAILED,
+            deliveries.c.created_ms >= since_ms,
+        )
+        .values(status=S.PENDING, attempts=0, lane=1, next_attempt_ms=now, updated_ms=now)
+    )
+    return int(result.rowcount or 0)
+
+
+async def prune(conn: AsyncConnection, *, before_ms: int) -> int:
+    """Delete finished deliveries (and events nobody waits for) older than ``before_ms``."""
+    result = await conn.execute(
+        deliveries.delete().where(
+            deliveries.c.status.in_((S.DELIVERED, S.FAILED)), deliveries.c.updated_ms < before_ms
+        )
+    )
+    waiting = select(deliveries.c.event_id).where(deliveries.c.event_id == events.c.id).exists()
+    await conn.execute(events.delete().where(events.c.created_ms < before_ms, ~waiting))
+    return int(result.rowcount or 0)
+
+
+async def depth(conn: AsyncConnection) -> dict[str, int]:
+    """Deliveries by status (queue depth for metrics)."""
+    rows = await conn.execute(
+        select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+    )
+    return {str(s): int(n) for s, n in rows.all()}
+
+
+async def page(
+    conn: AsyncConnection, route_id: str, *, status: str | None, offset: int, limit: int
+) -> tuple[int, Sequence[RowMapping], dict[int, list[RowMapping]]]:
+    """A route's deliveries, newest first, with every attempt of each."""
+    where = [deliveries.c.route_id == route_id]
+    if status:
+        where.append(deliveries.c.status == status)
+    total = int(await conn.scalar(select(func.count()).select_from(deliveries).where(*where)) or 0)
+    rows = (
+        (
+            await conn.execute(
+                select(deliveries, events.c.event, events.c.account)
+                .join(events, events.c.id == deliveries.c.event_id)
+                .where(*where)
+                .order_by(deliveries.c.seq.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    attempts: dict[int, list[RowMapping]] = {int(r["seq"]): [] for r in rows}
+    if attempts:
+        found = await conn.execute(
+            select(delivery_attempts)
+            .where(delivery_attempts.c.delivery_seq.in_(list(attempts)))
+            .order_by(delivery_attempts.c.seq)
+        )
+        for a in found.mappings():
+            attempts[int(a["delivery_seq"])].append(a)
+    return total, rows, attempts
+
+
+async def for_event(
+    conn: AsyncConnection, route_id: str, event_id: str
+) -> tuple[RowMapping | None, list[RowMapping]]:
+    """The delivery of one event to one route, and its attempts."""
+    row = (
+        (
+            await conn.execute(
+                select(deliveries).where(
+                    deliveries.c.route_id == route_id, deliveries.c.event_id == event_id
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None, []
+    found = await conn.execute(
+        select(delivery_attempts)
+        .where(delivery_attempts.c.delivery_seq == row["seq"])
+        .order_by(delivery_attempts.c.seq)
+    )
+    return row, list(found.mappings().all())
+
+
+async def get(conn: AsyncConnection, seq: int) -> RowMapping | None:
+    result = await conn.execute(select(deliveries).where(deliveries.c.seq == seq))
+    return result.mappings().first()

@@ -1,0 +1,113 @@
+"""Queries on ``imap_folders``: the sync state of every watched IMAP folder.
+
+A listener writes its folder's new state in the same transaction as the events it derived
+from it (:func:`save`), so after a crash the stored state and the stored events always agree.
+:func:`save` is a compare-and-set on ``version``: a writer that lost a race (another node
+took the account over) changes nothing and must reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.errors import StoreError
+from relay.store.engine import now_ms
+from relay.store.schema import imap_folders
+
+_ENSURE_ATTEMPTS = 5
+
+
+async def get(conn: AsyncConnection, account: str, path: str) -> RowMapping | None:
+    """The row of one folder."""
+    result = await conn.execute(
+        select(imap_folders).where(imap_folders.c.account == account, imap_folders.c.path == path)
+    )
+    return result.mappings().first()
+
+
+async def for_account(conn: AsyncConnection, account: str) -> Sequence[RowMapping]:
+    """Every folder row of ``account``, by folder number."""
+    result = await conn.execute(
+        select(imap_folders)
+        .where(imap_folders.c.account == account)
+        .order_by(imap_folders.c.folder_no)
+    )
+    return result.mappings().all()
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(imap_folders)
+    return sqlite.insert(imap_folders)
+
+
+async def ensure(
+    conn: AsyncConnection, account: str, path: str, special_use: str | None
+) -> RowMapping:
+    """The folder's row, created (with the account's next folder number) if missing.
+
+    Two creators racing for one number are resolved by the unique constraint: the loser's
+    insert does nothing and it tries the next number.
+    """
+    for _ in range(_ENSURE_ATTEMPTS):
+        row = await get(conn, account, path)
+        if row is not None:
+            if special_use and row["special_use"] != special_use:
+                await conn.execute(
+                    imap_folders.update()
+                    .where(imap_folders.c.account == account, imap_folders.c.path == path)
+                    .values(special_use=special_use)
+                )
+                row = await get(conn, account, path)
+                assert row is not None
+            return row
+        highest = await conn.scalar(
+            select(func.max(imap_folders.c.folder_no)).where(imap_folders.c.account == account)
+        )
+        ms = now_ms()
+        await conn.execute(
+            _insert(conn)
+            .values(
+                account=account,
+                path=path,
+                folder_no=int(highest or 0) + 1,
+                special_use=special_use,
+                uids="",
+                flags={},
+                version=0,
+                created_ms=ms,
+                updated_ms=ms,
+            )
+            .on_conflict_do_nothing()
+        )
+    raise StoreError(f"could not create the folder row of {account}/{path}")
+
+
+async def save(
+    conn: AsyncConnection,
+    account: str,
+    path: str,
+    *,
+    version: int,
+    values: Mapping[str, Any],
+    synced: bool = False,
+) -> bool:
+    """Store ``values`` if the row still has ``version``; bump it. False: someone else wrote."""
+    ms = now_ms()
+    extra: dict[str, Any] = {"synced_ms": ms} if synced else {}
+    result = await conn.execute(
+        imap_folders.update()
+        .where(
+            imap_folders.c.account == account,
+            imap_folders.c.path == path,
+            imap_folders.c.version == version,
+        )
+        .values(**values, **extra, version=version + 1, updated_ms=ms)
+    )
+    return result.rowcount == 1

@@ -1,0 +1,33 @@
+"""Queries on ``settings``: EmailEngine-style global settings stored as JSON values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.store.engine import now_ms
+from relay.store.schema import settings
+
+
+async def get(conn: AsyncConnection, key: str) -> Any:
+    return await conn.scalar(select(settings.c.value).where(settings.c.key == key))
+
+
+async def get_all(conn: AsyncConnection) -> dict[str, Any]:
+    rows = await conn.execute(select(settings.c.key, settings.c.value))
+    return {str(k): v for k, v in rows.all()}
+
+
+async def put(conn: AsyncConnection, key: str, value: Any) -> None:
+    ms = now_ms()
+    changed = await conn.execute(
+        settings.update().where(settings.c.key == key).values(value=value, updated_ms=ms)
+    )
+    if changed.rowcount == 0:
+        await conn.execute(settings.insert().values(key=key, value=value, updated_ms=ms))
+
+
+async def delete(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(settings.delete().where(settings.c.key == key))

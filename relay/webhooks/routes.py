@@ -1,0 +1,88 @@
+"""Webhook routes as the worker uses them: decrypted secrets, schedule, headers."""
+
+from __future__ import annotations
+
+import base64
+import secrets as random_secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.auth.crypto import Cipher
+from relay.store import settings as settings_store
+from relay.webhooks.retry import DEFAULT_SCHEDULE
+
+SERVICE_SECRET_KEY = "serviceSecret"  # noqa: S105 - a settings key, not a secret
+
+
+def secret_context(route_id: str, which: str = "secret") -> str:
+    return f"webhook_routes/{route_id}/{which}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str
+    url: str
+    headers: dict[str, str]
+    secrets: tuple[str, ...]  # current first; the previous one while rotation overlaps
+    schedule: tuple[float, ...]
+    ordering: str
+    enabled: bool
+
+
+def encrypt_headers(cipher: Cipher, route_id: str, headers: dict[str, str]) -> dict[str, str]:
+    """Custom header values may be credentials for the receiver: store them encrypted."""
+    if not headers:
+        return {}
+    blob = cipher.encrypt_json(headers, context=secret_context(route_id, "headers"))
+    return {"encrypted": base64.b64encode(blob).decode()}
+
+
+def decrypt_headers(cipher: Cipher, route_id: str, stored: dict[str, str]) -> dict[str, str]:
+    if not stored:
+        return {}
+    blob = base64.b64decode(stored["encrypted"])
+    return dict(cipher.decrypt_json(blob, context=secret_context(route_id, "headers")))
+
+
+def route_from_row(row: Any, cipher: Cipher, now_ms: int) -> Route:
+    """Decrypt a stored route for signing."""
+    current = cipher.decrypt(row["secret"], context=secret_context(row["id"])).decode()
+    keys = [current]
+    if row["previous_secret"] is not None and (row["previous_until_ms"] or 0) > now_ms:
+        keys.append(
+            cipher.decrypt(
+                row["previous_secret"], context=secret_context(row["id"], "previous")
+            ).decode()
+        )
+    schedule = row["retry_schedule"]
+    return Route(
+        id=row["id"],
+        url=row["url"],
+        headers=decrypt_headers(cipher, row["id"], row["headers"]),
+        secrets=tuple(keys),
+        schedule=tuple(float(s) for s in schedule) if schedule else DEFAULT_SCHEDULE,
+        ordering=row["ordering"],
+        enabled=bool(row["enabled"]),
+    )
+
+
+async def service_secret(conn: AsyncConnection, cipher: Cipher, *, create: bool) -> str | None:
+    """The secret behind ``X-EE-Wh-Signature``; made (random) on first use when ``create``."""
+    stored = await settings_store.get(conn, SERVICE_SECRET_KEY)
+    if stored:
+        blob = base64.b64decode(stored["encrypted"])
+        return cipher.decrypt(blob, context="settings/serviceSecret").decode()
+    if not create:
+        return None
+    value = random_secrets.token_urlsafe(32)
+    await store_service_secret(conn, cipher, value)
+    return value
+
+
+async def store_service_secret(conn: AsyncConnection, cipher: Cipher, value: str) -> None:
+    blob = cipher.encrypt(value.encode(), context="settings/serviceSecret")
+    await settings_store.put(
+        conn, SERVICE_SECRET_KEY, {"encrypted": base64.b64encode(blob).decode()}
+    )

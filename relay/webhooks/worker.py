@@ -1,0 +1,366 @@
+"""The :class:`DeliveryWorker`: claim -> sign -> POST -> record, with bounded concurrency.
+
+Outcomes are written in batches (one transaction for many attempts), inside
+``asyncio.shield`` so that shutdown cannot lose a result that was already known. A
+delivery whose outcome never got written keeps its lease and is attempted again later:
+delivery is at least once, and receivers de-duplicate on ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+
+from relay import __version__
+from relay.auth.crypto import Cipher
+from relay.config import WebhookSettings
+from relay.errors import StoreError
+from relay.metrics import Metrics
+from relay.store import Store
+from relay.store import deliveries as queue
+from relay.store import webhook_routes as routes_store
+from relay.store.deliveries import Claimed, Outcome
+from relay.store.schema import DeliveryStatus
+from relay.webhooks.outcome import judge
+from relay.webhooks.routes import Route, route_from_row, service_secret
+from relay.webhooks.signing import delivery_headers
+from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
+
+log = structlog.get_logger(__name__)
+
+_BODY_LIMIT = 1024
+_FLUSH_EVERY = 0.02
+_ROUTE_REFRESH = 1.0
+_PRUNE_EVERY = 300.0
+
+
+@dataclass
+class Counters:
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Inflight:
+    claimed: Claimed
+    task: asyncio.Task[None] | None = None
+    done: bool = field(default=False)
+
+
+class DeliveryWorker:
+    """Owns the delivery loop of one node."""
+
+    def __init__(
+        self,
+        store: Store,
+        cipher: Cipher,
+        settings: WebhookSettings,
+        metrics: Metrics,
+        *,
+        node: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.settings = settings
+        self.metrics = metrics
+        self.node = node or f"{socket.gethostname()}:{id(self):x}"
+        self.clock = clock
+        self.counters = Counters()
+        self.user_agent = f"mailrelay/{__version__}"
+        self._policy = AddressPolicy.from_networks(settings.allow_networks)
+        self._wakeup = asyncio.Event()
+        self._flush_needed = asyncio.Event()
+        self._stopping = False
+        self._inflight: dict[int, _Inflight] = {}
+        self._outcomes: list[Outcome] = []
+        self._routes: dict[str, Route] = {}
+        self._route_sems: dict[str, asyncio.Semaphore] = {}
+        self._routes_stamp: tuple[int, int, int] | None = None
+        self._service_secret = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self.store.write(notify=False) as conn:
+            self._service_secret = await service_secret(conn, self.cipher, create=True) or ""
+        await self._refresh_routes(force=True)
+        connector = make_connector(
+            self._policy,
+            limit=self.settings.concurrency,
+            limit_per_host=self.settings.route_concurrency,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+            skip_auto_headers=("User-Agent",),
+        )
+        self.store.after_commit.append(self.wake)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="webhooks.claim"),
+            asyncio.create_task(self._flush_loop(), name="webhooks.flush"),
+            asyncio.create_task(self._maintenance_loop(), name="webhooks.maintenance"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let running attempts finish for up to ``grace`` s, record everything."""
+        self._stopping = True
+        self._wakeup.set()
+        with contextlib.suppress(ValueError):
+            self.store.after_commit.remove(self.wake)
+        running = [i.task for i in self._inflight.values() if i.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        self._flush_needed.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+        unfinished = [seq for seq, i in self._inflight.items() if not i.done]
+        if unfinished:
+            with contextlib.suppress(StoreError):
+                async with self.store.write(notify=False) as conn:
+                    await queue.release(conn, unfinished, node=self.node, now=self._now_ms())
+        if self._session is not None:
+            await self._session.close()
+
+    def wake(self) -> None:
+        """Something was queued: look for work now instead of at the next poll."""
+        self._wakeup.set()
+
+    def routes_changed(self) -> None:
+        self._routes_stamp = None
+        self._wakeup.set()
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            self._wakeup.clear()
+            free = self.settings.concurrency - len(self._inflight)
+            claimed = 0
+            if free > 0:
+                try:
+                    claimed = await self._claim(min(free, self.settings.batch_size))
+                    backoff = 0.0
+                except StoreError:
+                    backoff = min(max(backoff * 2, 0.5), 30.0)
+                    log.warning("claiming deliveries failed; retrying", retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    continue
+            if claimed and claimed >= min(free, self.settings.batch_size):
+                await asyncio.sleep(0)  # more may be due: go again after letting others run
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
+
+    async def _claim(self, limit: int) -> int:
+        now = self._now_ms()
+        lease_until = now + int(self.settings.lease * 1000)
+        retry_share = max(1, limit // 8)
+        async with self.store.write(notify=False) as conn:
+            batch = await queue.claim(
+                conn,
+                lane=0,
+                now=now,
+                limit=limit - retry_share,
+                lease_until=lease_until,
+                node=self.node,
+            )
+            batch += await queue.claim(
+                conn,
+                lane=1,
+                now=now,
+                limit=limit - len(batch),
+                lease_until=lease_until,
+                node=self.node,
+            )
+            batch += await queue.claim_fifo_heads(
+                conn, now=now, lease_until=lease_until, node=self.node
+            )
+            if not batch:
+                return 0
+            bodies = await queue.payloads(conn, [c.event_id for c in batch])
+        if any(c.route_id not in self._routes for c in batch):
+            await self._refresh_routes(force=True)
+        for c in batch:
+            entry = _Inflight(c)
+            self._inflight[c.seq] = entry
+            entry.task = asyncio.create_task(self._deliver(entry, bodies[c.event_id]))
+        return len(batch)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def _deliver(self, entry: _Inflight, payload: str) -> None:
+        claimed = entry.claimed
+        route = self._routes.get(claimed.route_id)
+        if route is None:  # deleted meanwhile: its deliveries went with it
+            entry.done = True
+            self._inflight.pop(claimed.seq, None)
+            return
+        sem = self._route_sems.setdefault(
+            route.id, asyncio.Semaphore(self.settings.route_concurrency)
+        )
+        async with sem:
+            outcome = await self._attempt(route, claimed, payload)
+        self._outcomes.append(outcome)
+        self._flush_needed.set()
+
+    async def _attempt(self, route: Route, claimed: Claimed, payload: str) -> Outcome:
+        assert self._session is not None
+        attempt = claimed.attempts + 1
+        body = payload.encode()
+        started = self.clock()
+        headers = delivery_headers(
+            msg_id=claimed.event_id,
+            timestamp=int(started),
+            body=body,
+            route_secrets=route.secrets,
+            service_secret=self._service_secret,
+            attempt=attempt,
+            user_agent=self.user_agent,
+            custom=route.headers,
+        )
+        status: int | None = None
+        error: str | None = None
+        response_body: str | None = None
+        retry_after: str | None = None
+        try:
+            async with self._session.post(
+                route.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+                raw = await resp.content.read(_BODY_LIMIT)
+                response_body = raw.decode(errors="replace")
+        except TimeoutError:
+            error = f"timed out after {self.settings.timeout:g} s"
+        except aiohttp.ClientError as exc:
+            error = ssrf_reason(exc) or f"{exc.__class__.__name__}: {exc}"
+        except OSError as exc:
+            error = ssrf_reason(exc) or f"{exc.__class__.__name__}: {exc}"
+        finished = self.clock()
+        verdict = judge(
+            status=status,
+            error=error,
+            attempt=attempt,
+            schedule=route.schedule,
+            now=finished,
+            retry_after=retry_after,
+            max_retry_after=self.settings.max_retry_after,
+        )
+        return Outcome(
+            seq=claimed.seq,
+            route_id=route.id,
+            attempt=attempt,
+            started_ms=int(started * 1000),
+            duration_ms=int((finished - started) * 1000),
+            status_code=status,
+            error=verdict.error,
+            response_body=response_body,
+            result=verdict.result,
+            next_attempt_ms=verdict.next_attempt_ms,
+            disable_route=verdict.disable_route,
+        )
+
+    # -- recording ---------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_needed.wait()
+            await asyncio.sleep(_FLUSH_EVERY)  # gather a batch
+            self._flush_needed.clear()
+            await asyncio.shield(self._flush())
+
+    async def _flush(self) -> None:
+        if not self._outcomes:
+            return
+        batch, self._outcomes = self._outcomes, []
+        now = self._now_ms()
+        disable_after = int(self.settings.disable_after_days * 86_400_000)
+        try:
+            async with self.store.write(notify=False) as conn:
+                await queue.finish(conn, batch, now=now, disable_after_ms=disable_after)
+        except StoreError:
+            # Keep them: the next flush tries again; the leases protect the rows meanwhile.
+            self._outcomes = batch + self._outcomes
+            self._flush_needed.set()
+            log.warning("recording delivery outcomes failed; will retry", count=len(batch))
+            await asyncio.sleep(0.5)
+            return
+        m = self.metrics
+        for o in batch:
+            entry = self._inflight.pop(o.seq, None)
+            if entry is not None:
+                entry.done = True
+            m.webhook_attempts.labels(result=o.result).inc()
+            if o.result == DeliveryStatus.DELIVERED:
+                self.counters.delivered += 1
+                m.webhook_deliveries.labels(outcome="delivered").inc()
+                if entry is not None:
+                    m.webhook_latency.observe(max(0.0, (now - entry.claimed.created_ms) / 1000))
+            elif o.result == DeliveryStatus.FAILED:
+                self.counters.failed += 1
+                m.webhook_deliveries.labels(outcome="failed").inc()
+            else:
+                self.counters.retried += 1
+            if o.disable_route:
+                log.warning("route disabled", route=o.route_id, reason=o.disable_route)
+                self.routes_changed()
+        self._wakeup.set()  # capacity freed
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        last_prune = 0.0
+        interval = max(0.2, min(_ROUTE_REFRESH, self.settings.lease / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._refresh_routes()
+                now = self._now_ms()
+                async with self.store.write(notify=False) as conn:
+                    reaped = await queue.reap(conn, now=now)
+                    if self.clock() - last_prune > _PRUNE_EVERY:
+                        retention = int(self.settings.retention_days * 86_400_000)
+                        await queue.prune(conn, before_ms=now - retention)
+                        last_prune = self.clock()
+                    depth = await queue.depth(conn)
+                if reaped:
+                    log.info("took back deliveries whose lease ran out", count=reaped)
+                    self._wakeup.set()
+                for status in DeliveryStatus.ALL:
+                    self.metrics.webhook_queue.labels(status=status).set(depth.get(status, 0))
+            except StoreError:
+                log.warning("queue maintenance failed; will retry")
+
+    async def _refresh_routes(self, *, force: bool = False) -> None:
+        async with self.store.read() as conn:
+            rows = await routes_store.all_routes(conn)
+            secret = await service_secret(conn, self.cipher, create=False)
+        now = self._now_ms()
+        overlapping = sum(1 for r in rows if (r["previous_until_ms"] or 0) > now)
+        stamp = (len(rows), max((int(r["updated_ms"]) for r in rows), default=0), overlapping)
+        if secret:
+            self._service_secret = secret
+        if not force and stamp == self._routes_stamp:
+            return
+        self._routes = {r["id"]: route_from_row(r, self.cipher, now) for r in rows}
+        self._routes_stamp = stamp
