@@ -1,0 +1,172 @@
+"""Where a listener hands its raw changes: events and folder state, in one transaction.
+
+The listener only knows IMAP; it reports what changed as :data:`Change` values together
+with the folder state that results. :meth:`FolderSink.commit` turns the changes into
+events (:mod:`relay.events.normalize`) and writes them, their webhook deliveries and the
+new state in one transaction. Either everything is stored or nothing is, so a crash at any
+point makes the listener redo the same diff against the same old state: nothing is lost
+and nothing is reported twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relay.errors import SourceError
+from relay.events import normalize
+from relay.events.model import Event
+from relay.sources.imap.state import FolderState
+from relay.store import Store
+from relay.store import events as events_store
+from relay.store import folders as folders_store
+from relay.store.engine import now_ms
+
+__all__ = [
+    "Change",
+    "Deleted",
+    "FlagsChanged",
+    "FolderSink",
+    "Initialized",
+    "NewMessage",
+    "Reset",
+    "StateConflict",
+]
+
+
+class StateConflict(SourceError):
+    """The stored folder state changed under us (another node); reload and resync."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message appeared; ``attributes`` is its parsed FETCH."""
+
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """Message ``uid`` was expunged."""
+
+    uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlagsChanged:
+    """Message ``uid``'s flags went from ``before`` to ``after``."""
+
+    uid: int
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """UIDVALIDITY changed: every earlier UID (and message id) of the folder is void."""
+
+    previous: int
+    uidvalidity: int
+    uidnext: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Initialized:
+    """The account's first folder baseline was recorded."""
+
+
+Change = NewMessage | Deleted | FlagsChanged | Reset | Initialized
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRef:
+    """Which folder the changes belong to."""
+
+    account: str
+    path: str
+    special_use: str | None
+
+
+class FolderSink:
+    """Commits listener changes (see the module docstring)."""
+
+    def __init__(self, store: Store, *, service_url: str, max_payload_bytes: int) -> None:
+        self._store = store
+        self._service_url = service_url
+        self._max_bytes = max_payload_bytes
+
+    def events(
+        self, folder: FolderRef, state: FolderState, changes: Sequence[Change]
+    ) -> list[Event]:
+        """The events ``changes`` make (pure; exposed for tests and benchmarks)."""
+        out: list[Event] = []
+        ms = now_ms()
+        no = state.folder_no
+        validity = state.uidvalidity or 0
+        for change in changes:
+            name: str
+            data: dict[str, Any] | None
+            if isinstance(change, NewMessage):
+                name = "messageNew"
+                data = normalize.imap_fetch_to_event(
+                    change.attributes, folder_no=no, uidvalidity=validity
+                )
+            elif isinstance(change, Deleted):
+                name = "messageDeleted"
+                data = normalize.message_deleted(no, validity, change.uid)
+            elif isinstance(change, FlagsChanged):
+                name = "messageUpdated"
+                data = normalize.message_updated(
+                    no, validity, change.uid, change.before, change.after
+                )
+            elif isinstance(change, Reset):
+                name = "mailboxReset"
+                data = normalize.mailbox_reset(change.previous, change.uidvalidity, change.uidnext)
+            else:
+                out.append(Event("accountInitialized", folder.account, {"initialized": True}, ms))
+                continue
+            if data is not None:
+                out.append(
+                    Event(
+                        name,
+                        folder.account,
+                        data,
+                        ms,
+                        path=folder.path,
+                        special_use=folder.special_use,
+                    )
+                )
+        return out
+
+    async def commit(
+        self,
+        folder: FolderRef,
+        state: FolderState,
+        changes: Sequence[Change],
+        *,
+        synced: bool = False,
+    ) -> int:
+        """Store the events of ``changes`` and ``state`` atomically; return the events stored.
+
+        Raises :class:`StateConflict` (nothing written) when the stored state is no longer
+        the version ``state`` was loaded from.
+        """
+        batch = self.events(folder, state, changes)
+        async with self._store.write(notify=bool(batch)) as conn:
+            if batch:
+                await events_store.record(
+                    conn, batch, default_service_url=self._service_url, max_bytes=self._max_bytes
+                )
+            saved = await folders_store.save(
+                conn,
+                folder.account,
+                folder.path,
+                version=state.version,
+                values=state.columns(),
+                synced=synced,
+            )
+            if not saved:
+                raise StateConflict(f"folder state of {folder.account}/{folder.path} changed")
+        state.version += 1
+        return len(batch)

@@ -1,0 +1,492 @@
+"""The supervisor: keeps one IMAP listener per watched folder of every ``imap`` account.
+
+What runs::
+
+    Supervisor ─┬─ scan loop: every ``imap.scan_interval`` s, or at once when the API calls
+                │  notify(): read the accounts table, take/renew leases, start, restart
+                │  (``updated_ms`` of the account or of an account it delegates to changed),
+                │  stop watchers, pass on reconnect/sync requests (the ``*_requested_ms``
+                │  columns, so requests made through another node arrive too)
+                ├─ state writer: account states and connection events, batched
+                └─ AccountWatcher per account ── FolderListener per folder (INBOX always,
+                   plus the account's ``path``: paths, special-use names like ``\\Sent``
+                   resolved with LIST, or ``*`` for every selectable folder)
+
+**Several nodes.** Each account is watched by exactly one node: a node only runs the
+watchers of accounts whose row in ``account_leases`` it holds. Leases last ``imap.lease``
+seconds and are renewed on every scan; a node that stops releases its leases, and those of
+a node that died are taken over once they expire. (Which node gets an account is first come,
+first served: there is no balancing yet.) Should two nodes still overlap briefly, the
+folder state's version check makes one of them back off, so no change is reported twice.
+
+**Account state.** An account's ``state`` is the worst of its folders' states
+(authenticationError > connectError > disconnected > connecting > connected). Events mark
+transitions, once each: ``authenticationError`` when credentials are first refused,
+``authenticationSuccess`` when a connection works again after that, ``connectError`` when
+the server first cannot be reached (not on every retry). ``accountInitialized`` comes from
+the INBOX listener's first baseline, in the same transaction as that baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.engine import RowMapping
+
+from relay.auth.crypto import Cipher
+from relay.auth.delegation import MAX_HOPS
+from relay.config import ImapSettings
+from relay.errors import StoreError
+from relay.events.model import Event
+from relay.sources.imap.credentials import StoredTokens, TokenProvider
+from relay.sources.imap.listener import (
+    INBOX,
+    INBOX_SPECIAL_USE,
+    FolderListener,
+    ListenerContext,
+    StateReport,
+    TlsContexts,
+)
+from relay.sources.imap.parse import Mailbox
+from relay.sources.imap.sink import FolderSink
+from relay.store import Store
+from relay.store import accounts as accounts_store
+from relay.store import events as events_store
+from relay.store import leases as leases_store
+from relay.store.engine import now_ms
+from relay.store.schema import AccountState, accounts
+
+__all__ = ["AccountWatcher", "Supervisor", "folder_specs", "resolve_folders"]
+
+log = structlog.get_logger(__name__)
+
+# Worst first: an account shows the worst state of its folders.
+_SEVERITY = (
+    AccountState.AUTHENTICATION_ERROR,
+    AccountState.CONNECT_ERROR,
+    AccountState.DISCONNECTED,
+    AccountState.CONNECTING,
+    AccountState.CONNECTED,
+)
+# State changes are written in batches; this is how long a batch may gather.
+_STATE_BATCH = 0.02
+_STATE_RETRY = 1.0
+
+
+def folder_specs(path: Any) -> list[str]:
+    """The folders an account's ``path`` setting adds to INBOX (string or list), in order."""
+    items = [path] if isinstance(path, str) else list(path or [])
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, str) and item and item.upper() != INBOX and item not in out:
+            out.append(item)
+    return out
+
+
+def resolve_folders(specs: Sequence[str], boxes: Sequence[Mailbox]) -> dict[str, str | None]:
+    """Folder path -> special use, for every LISTed folder that ``specs`` name (INBOX aside).
+
+    A spec is ``*`` (every selectable folder), a special-use flag (``\\Sent``, matched
+    case-insensitively) or a path (matched exactly).
+    """
+    out: dict[str, str | None] = {}
+    for box in boxes:
+        flags = {flag.lower() for flag in box.flags}
+        if "\\noselect" in flags or "\\nonexistent" in flags or box.name.upper() == INBOX:
+            continue
+        use = box.special_use
+        for spec in specs:
+            if (
+                spec == "*"
+                or spec == box.name
+                or (spec.startswith("\\") and use is not None and use.lower() == spec.lower())
+            ):
+                out[box.name] = use
+                break
+    return out
+
+
+def _notify_from(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _watchable(row: Mapping[Any, Any]) -> bool:
+    if row["backend"] != "imap":
+        return False
+    imap = (row["config"] or {}).get("imap")
+    return not (isinstance(imap, dict) and imap.get("disabled"))
+
+
+class AccountWatcher:
+    """The listeners of one account and their combined state."""
+
+    def __init__(self, supervisor: Supervisor, row: Mapping[Any, Any], stamp: tuple[Any, ...]):
+        """``stamp`` identifies the settings the listeners were started with."""
+        self.supervisor = supervisor
+        self.account = str(row["id"])
+        self.stamp = stamp
+        self.reconnect_ms = row["reconnect_requested_ms"]
+        self.sync_ms = row["sync_requested_ms"]
+        config = row["config"] or {}
+        self.specs = folder_specs(config.get("path"))
+        self.notify_from = _notify_from(config.get("notifyFrom"))
+        self.listeners: dict[str, FolderListener] = {}
+        self.active = True
+        self._reports: dict[str, StateReport] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the INBOX listener (which LISTs the other folders when the account has some)."""
+        self._add(INBOX, INBOX_SPECIAL_USE, primary=True)
+
+    def _add(self, path: str, special_use: str | None, *, primary: bool = False) -> None:
+        listener = FolderListener(
+            self.supervisor.context,
+            self.account,
+            path,
+            special_use,
+            report=self._on_report,
+            primary=primary,
+            on_folders=self._on_folders if primary and self.specs else None,
+            notify_from=self.notify_from,
+        )
+        self.listeners[path] = listener
+        listener.start()
+
+    def _on_folders(self, boxes: Sequence[Mailbox]) -> None:
+        wanted = resolve_folders(self.specs, boxes)
+        for path, use in wanted.items():
+            if path not in self.listeners:
+                self._add(path, use)
+        for path in [p for p in self.listeners if p != INBOX and p not in wanted]:
+            listener = self.listeners.pop(path)
+            self._reports.pop(path, None)
+            task = asyncio.create_task(listener.stop())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        missing = [s for s in self.specs if s != "*" and not _matched(s, wanted, boxes)]
+        if missing:
+            log.warning("folders not found", account=self.account, folders=missing)
+
+    def _on_report(self, listener: FolderListener, report: StateReport) -> None:
+        if not self.active or self.listeners.get(listener.path) is not listener:
+            return
+        self._reports[listener.path] = report
+        worst = min(self._reports.values(), key=lambda r: _SEVERITY.index(r.state))
+        self.supervisor.report_state(self.account, worst)
+
+    def reconnect(self) -> None:
+        """Drop and re-open every connection now."""
+        for listener in self.listeners.values():
+            listener.reconnect()
+
+    def sync(self) -> None:
+        """Catch up every folder now."""
+        for listener in self.listeners.values():
+            listener.sync()
+
+    async def stop(self) -> None:
+        """Stop every listener; from the first moment on, their reports are ignored."""
+        self.active = False
+        listeners = list(self.listeners.values())
+        self.listeners.clear()
+        await asyncio.gather(*(listener.stop() for listener in listeners), *self._retiring)
+
+
+def _matched(spec: str, wanted: Mapping[str, str | None], boxes: Sequence[Mailbox]) -> bool:
+    if spec.startswith("\\"):
+        return any(use is not None and use.lower() == spec.lower() for use in wanted.values())
+    return spec in wanted or any(b.name == spec for b in boxes)
+
+
+@dataclass
+class _Memory:
+    """What the state writer remembers of one account, to report each transition once."""
+
+    state: str
+    auth_failed: bool
+    connect_failed: bool
+
+
+class Supervisor:
+    """Runs the IMAP listeners of this node (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        cipher: Cipher,
+        settings: ImapSettings,
+        *,
+        service_url: str,
+        max_payload_bytes: int = 256 * 1024,
+        token_for: TokenProvider | None = None,
+        node: str | None = None,
+    ) -> None:
+        """Nothing runs until :meth:`start`."""
+        self.store = store
+        self.cipher = cipher
+        self.settings = settings
+        self.service_url = service_url
+        self.max_payload_bytes = max_payload_bytes
+        self.token_for: TokenProvider = token_for or StoredTokens(store, cipher)
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.watchers: dict[str, AccountWatcher] = {}
+        self._context: ListenerContext | None = None
+        self._wake = asyncio.Event()
+        self._state_wake = asyncio.Event()
+        self._memory: dict[str, _Memory] = {}
+        self._pending_states: dict[str, StateReport] = {}
+        self._pending_events: list[Event] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._scan_lock = asyncio.Lock()
+
+    @property
+    def context(self) -> ListenerContext:
+        """The listeners' shared context (exists once started)."""
+        assert self._context is not None, "supervisor not started"
+        return self._context
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build the shared TLS contexts, start the accounts found, then keep scanning."""
+        tls = TlsContexts(self.settings.ca_bundle)
+        sink = FolderSink(
+            self.store, service_url=self.service_url, max_payload_bytes=self.max_payload_bytes
+        )
+        self._context = ListenerContext(
+            self.store, self.cipher, self.settings, sink, self.token_for, tls
+        )
+        try:
+            await self.scan()
+        except StoreError as exc:
+            log.warning("first account scan failed; retrying", error=str(exc))
+        self._tasks = [
+            asyncio.create_task(self._scan_loop(), name="imap supervisor scan"),
+            asyncio.create_task(self._state_loop(), name="imap supervisor states"),
+        ]
+        log.info("imap supervisor started", node=self.node, accounts=len(self.watchers))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop listeners, record them as disconnected and give the leases back.
+
+        Each of the two steps may take ``grace`` seconds.
+        """
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        watched = list(self.watchers)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                async with self._scan_lock:
+                    await asyncio.gather(
+                        *(w.stop() for w in self.watchers.values()), *self._retiring
+                    )
+                    self.watchers.clear()
+        try:
+            async with asyncio.timeout(grace):
+                for account in watched:
+                    self._pending_states[account] = StateReport(AccountState.DISCONNECTED)
+                await self._flush()
+                async with self.store.write(notify=False) as conn:
+                    await leases_store.release(conn, self.node)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("could not record shutdown", error=str(exc))
+        log.info("imap supervisor stopped", node=self.node)
+
+    def notify(self, account: str | None = None) -> None:
+        """Look at the accounts table now (an account was added, changed or deleted, or a
+        reconnect or sync was requested). Safe to call from any handler; never blocks."""
+        self._wake.set()
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    async def _scan_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.scan_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.scan()
+            except StoreError as exc:
+                log.warning("account scan failed", error=str(exc))
+            except Exception:
+                log.exception("account scan crashed")
+
+    async def scan(self) -> None:
+        """Bring the running watchers in line with the accounts table and the leases."""
+        async with self._scan_lock:
+            async with self.store.read() as conn:
+                rows = (
+                    (
+                        await conn.execute(
+                            select(
+                                accounts.c.id,
+                                accounts.c.backend,
+                                accounts.c.state,
+                                accounts.c.config,
+                                accounts.c.delegated_account,
+                                accounts.c.updated_ms,
+                                accounts.c.reconnect_requested_ms,
+                                accounts.c.sync_requested_ms,
+                            )
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+            by_id = {str(r["id"]): r for r in rows}
+            wanted = {a: r for a, r in by_id.items() if _watchable(r)}
+            async with self.store.write(notify=False) as conn:
+                held = await leases_store.claim(
+                    conn,
+                    self.node,
+                    wanted,
+                    now_ms=now_ms(),
+                    lease_ms=int(self.settings.lease * 1000),
+                )
+            for account in [a for a in self.watchers if a not in held]:
+                await self.watchers.pop(account).stop()
+                self._forget(account)
+            for account in sorted(held):
+                self._reconcile(wanted[account], by_id)
+
+    def _reconcile(self, row: RowMapping, by_id: Mapping[str, RowMapping]) -> None:
+        account = str(row["id"])
+        stamp = _stamp(account, by_id)
+        watcher = self.watchers.get(account)
+        if watcher is not None and watcher.stamp != stamp:
+            log.info("account changed; restarting its listeners", account=account)
+            old = self.watchers.pop(account)
+            old.active = False
+            task = asyncio.create_task(old.stop())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            watcher = None
+        if watcher is None:
+            self._memory.setdefault(
+                account,
+                _Memory(
+                    state=str(row["state"]),
+                    auth_failed=row["state"] == AccountState.AUTHENTICATION_ERROR,
+                    connect_failed=row["state"] == AccountState.CONNECT_ERROR,
+                ),
+            )
+            watcher = AccountWatcher(self, row, stamp)
+            self.watchers[account] = watcher
+            watcher.start()
+            return
+        if row["reconnect_requested_ms"] != watcher.reconnect_ms:
+            watcher.reconnect_ms = row["reconnect_requested_ms"]
+            log.info("reconnect requested", account=account)
+            watcher.reconnect()
+        if row["sync_requested_ms"] != watcher.sync_ms:
+            watcher.sync_ms = row["sync_requested_ms"]
+            log.info("sync requested", account=account)
+            watcher.sync()
+
+    def _forget(self, account: str) -> None:
+        self._memory.pop(account, None)
+        self._pending_states.pop(account, None)
+
+    # -- states -----------------------------------------------------------------------------
+
+    def report_state(self, account: str, report: StateReport) -> None:
+        """Record an account's combined state; the events of a transition are queued now."""
+        memory = self._memory.get(account)
+        if memory is None:
+            return
+        ms = now_ms()
+        error = dict(report.error or {})
+        if report.state == AccountState.AUTHENTICATION_ERROR and not memory.auth_failed:
+            memory.auth_failed = True
+            self._pending_events.append(Event("authenticationError", account, error, ms))
+        elif report.state == AccountState.CONNECT_ERROR and not memory.connect_failed:
+            memory.connect_failed = True
+            self._pending_events.append(Event("connectError", account, error, ms))
+        elif report.state == AccountState.CONNECTED:
+            if memory.auth_failed:
+                data = {"user": report.user} if report.user else {}
+                self._pending_events.append(Event("authenticationSuccess", account, data, ms))
+            memory.auth_failed = memory.connect_failed = False
+        if report.state == memory.state:
+            return
+        memory.state = report.state
+        self._pending_states[account] = report
+        self._state_wake.set()
+
+    async def _state_loop(self) -> None:
+        while True:
+            await self._state_wake.wait()
+            await asyncio.sleep(_STATE_BATCH)
+            self._state_wake.clear()
+            try:
+                await self._flush()
+            except StoreError as exc:
+                log.warning("could not record account states", error=str(exc))
+                self._state_wake.set()
+                await asyncio.sleep(_STATE_RETRY)
+
+    async def _flush(self) -> None:
+        states, self._pending_states = self._pending_states, {}
+        queued, self._pending_events = self._pending_events, []
+        if not states and not queued:
+            return
+        try:
+            async with self.store.write(notify=bool(queued)) as conn:
+                gone: set[str] = set()
+                for account, report in states.items():
+                    error = None
+                    if report.state != AccountState.CONNECTED and report.error:
+                        error = {**report.error, "time": now_ms()}
+                    if not await accounts_store.set_state(conn, account, report.state, error):
+                        gone.add(account)
+                batch = [e for e in queued if e.account not in gone]
+                if batch:
+                    await events_store.record(
+                        conn,
+                        batch,
+                        default_service_url=self.service_url,
+                        max_bytes=self.max_payload_bytes,
+                    )
+        except BaseException:
+            # Keep what could not be written; newer states win.
+            self._pending_states = {**states, **self._pending_states}
+            self._pending_events = queued + self._pending_events
+            raise
+
+
+def _stamp(account: str, by_id: Mapping[str, RowMapping]) -> tuple[Any, ...]:
+    """``updated_ms`` of the account and of each account it delegates to (tokens, server)."""
+    stamp: list[Any] = []
+    current: str | None = account
+    seen: set[str] = set()
+    while current is not None and current not in seen and len(seen) <= MAX_HOPS:
+        seen.add(current)
+        row = by_id.get(current)
+        if row is None:
+            stamp.append((current, None))
+            break
+        stamp.append((current, row["updated_ms"]))
+        parent = row["delegated_account"]
+        current = str(parent) if parent is not None else None
+    return tuple(stamp)
