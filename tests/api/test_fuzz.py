@@ -25,14 +25,11 @@ CHECKS = ",".join(
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_server_error(
-    tmp_path: Path, engine_name: str, request: pytest.FixtureRequest
-) -> None:
+def test_schemathesis_finds_no_server_error(tmp_path: Path, store_url: str) -> None:
     """Generated requests never produce a 5xx or a response the document does not describe."""
     port = free_port()
     extra = {"RELAY_API_TOKEN": TOKEN, "RELAY_LOG_LEVEL": "error", "RELAY_WEBHOOKS_TIMEOUT": "2"}
-    if engine_name == "postgresql":
-        extra["RELAY_STORE_URL"] = request.getfixturevalue("pg_database")
+    extra["RELAY_STORE_URL"] = store_url
     relay = RelayProcess(tmp_path, port, relay_env(tmp_path, port, extra))
     relay.start()
     try:

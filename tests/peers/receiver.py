@@ -361,7 +361,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--service-secret", default=None, help="checks X-EE-Wh-Signature")
     parser.add_argument("--expect", type=int, default=0, help="exit after N accepted")
     args = parser.parse_args(argv)
-    counts = asyncio.run(_serve(args))
+    try:
+        import uvloop
+
+        counts = uvloop.run(_serve(args))
+    except ImportError:
+        counts = asyncio.run(_serve(args))
     sys.stdout.write(json.dumps(counts) + "\n")
     sys.stdout.flush()
 
