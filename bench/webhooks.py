@@ -46,7 +46,7 @@ from relay.webhooks.worker import DeliveryWorker  # noqa: E402
 from tests.proc import free_port  # noqa: E402
 
 SERVICE_SECRET = "bench-service-secret"
-CONCURRENCY = 256
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 
 
 async def _accepted(http: aiohttp.ClientSession, url: str) -> int:

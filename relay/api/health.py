@@ -13,7 +13,8 @@ from relay.api.endpoint import Endpoint, Handler, json_response
 from relay.api.keys import METRICS, STORE
 from relay.api.models import Out
 from relay.errors import StoreError
-from relay.store.schema import accounts
+from relay.store import deliveries as queue
+from relay.store.schema import AccountState, DeliveryStatus, accounts
 
 TAG = "Service"
 
@@ -35,6 +36,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; account states and queue depth are read from the store at scrape time."""
     registry = request.app[METRICS]
     try:
         async with request.app[STORE].read() as conn:
@@ -42,17 +44,13 @@ async def metrics(request: web.Request) -> web.Response:
                 select(accounts.c.state, func.count()).group_by(accounts.c.state)
             )
             counts = {str(state): int(n) for state, n in rows.all()}
+            depth = await queue.depth(conn)
     except StoreError:
-        counts = {}
-    for state in (
-        "init",
-        "connecting",
-        "connected",
-        "authenticationError",
-        "connectError",
-        "disconnected",
-    ):
+        counts, depth = {}, {}
+    for state in AccountState.ALL:
         registry.accounts.labels(state=state).set(counts.get(state, 0))
+    for status in DeliveryStatus.ALL:
+        registry.webhook_queue.labels(status=status).set(depth.get(status, 0))
     body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

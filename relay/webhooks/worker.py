@@ -80,7 +80,11 @@ class DeliveryWorker:
         self._wakeup = asyncio.Event()
         self._flush_needed = asyncio.Event()
         self._stopping = False
+        # Claimed deliveries until their outcome is written; _active counts the HTTP attempts
+        # running now, which is what the concurrency limit bounds.
         self._inflight: dict[int, _Inflight] = {}
+        self._active = 0
+        self._refill_at = max(1, min(settings.batch_size, settings.concurrency) // 4)
         self._outcomes: list[Outcome] = []
         self._routes: dict[str, Route] = {}
         self._route_sems: dict[str, asyncio.Semaphore] = {}
@@ -154,7 +158,7 @@ class DeliveryWorker:
         backoff = 0.0
         while not self._stopping:
             self._wakeup.clear()
-            free = self.settings.concurrency - len(self._inflight)
+            free = self.settings.concurrency - self._active
             claimed = 0
             if free > 0:
                 try:
@@ -203,6 +207,7 @@ class DeliveryWorker:
         for c in batch:
             entry = _Inflight(c)
             self._inflight[c.seq] = entry
+            self._active += 1
             entry.task = asyncio.create_task(self._deliver(entry, bodies[c.event_id]))
         return len(batch)
 
@@ -211,17 +216,24 @@ class DeliveryWorker:
     async def _deliver(self, entry: _Inflight, payload: str) -> None:
         claimed = entry.claimed
         route = self._routes.get(claimed.route_id)
-        if route is None:  # deleted meanwhile: its deliveries went with it
-            entry.done = True
-            self._inflight.pop(claimed.seq, None)
-            return
-        sem = self._route_sems.setdefault(
-            route.id, asyncio.Semaphore(self.settings.route_concurrency)
-        )
-        async with sem:
-            outcome = await self._attempt(route, claimed, payload)
-        self._outcomes.append(outcome)
-        self._flush_needed.set()
+        try:
+            if route is None:  # deleted meanwhile: its deliveries went with it
+                entry.done = True
+                self._inflight.pop(claimed.seq, None)
+                return
+            sem = self._route_sems.setdefault(
+                route.id, asyncio.Semaphore(self.settings.route_concurrency)
+            )
+            async with sem:
+                outcome = await self._attempt(route, claimed, payload)
+            self._outcomes.append(outcome)
+            self._flush_needed.set()
+        finally:
+            self._active -= 1
+            # Claim again once a good share of the slots is free, not after every attempt:
+            # one claim transaction per finished attempt would cost more than it brings.
+            if self.settings.concurrency - self._active >= self._refill_at:
+                self._wakeup.set()
 
     async def _attempt(self, route: Route, claimed: Claimed, payload: str) -> Outcome:
         assert self._session is not None
@@ -342,12 +354,9 @@ class DeliveryWorker:
                         retention = int(self.settings.retention_days * 86_400_000)
                         await queue.prune(conn, before_ms=now - retention)
                         last_prune = self.clock()
-                    depth = await queue.depth(conn)
                 if reaped:
                     log.info("took back deliveries whose lease ran out", count=reaped)
                     self._wakeup.set()
-                for status in DeliveryStatus.ALL:
-                    self.metrics.webhook_queue.labels(status=status).set(depth.get(status, 0))
             except StoreError:
                 log.warning("queue maintenance failed; will retry")
 
