@@ -37,6 +37,7 @@ from relay.store import events as events_store
 from relay.store import oauth2_apps as apps_store
 from relay.store.engine import now_ms
 from relay.store.schema import AccountState
+from relay.webhooks.account_route import sync_account_route
 
 TAG = "Accounts"
 
@@ -258,6 +259,9 @@ async def create_account(request: web.Request) -> web.Response:
         derived = await _resolve(conn, body.account, body)
         columns = _columns(cipher, body.account, body, derived)
         existing = await accounts_store.get(conn, body.account)
+        await sync_account_route(
+            conn, cipher, body.account, str(body.webhooks) if body.webhooks else None
+        )
         if existing is None:
             await accounts_store.insert(
                 conn, {"id": body.account, "state": AccountState.INIT, **columns}
@@ -319,6 +323,9 @@ async def update_account(request: web.Request) -> web.Response:
         fields = validate(AccountFields, merge(stored, change))
         derived = await _resolve(conn, account, fields)
         await accounts_store.update(conn, account, _columns(cipher, account, fields, derived))
+        await sync_account_route(
+            conn, cipher, account, str(fields.webhooks) if fields.webhooks else None
+        )
     _notify_supervisor(request, account)
     return json_response(AccountRef(account=account))
 
