@@ -11,13 +11,14 @@ from sqlalchemy import func, select
 from relay.api.keys import STORE
 from relay.config import Settings
 from relay.events.model import Event
+from relay.store import Store
 from relay.store import deliveries as queue
 from relay.store import events as events_store
 from relay.store.engine import now_ms
 from relay.store.schema import deliveries, events
 from tests.api.helpers import call
 from tests.conftest import MakeClient
-from tests.peers.receiver import Receiver
+from tests.peers.receiver import Receiver, slow
 from tests.webhooks.conftest import SERVICE_SECRET, Setup, make_setup
 
 
@@ -129,3 +130,23 @@ async def test_events_recorded_without_routes(narrow: Setup) -> None:
         await events_store.record(conn, batch, default_service_url="https://x.example.com")
     async with store.read() as conn:
         assert await conn.scalar(select(func.count()).select_from(events)) == 1
+
+
+async def test_shutdown_drains_running_attempts(narrow: Setup, settings: Settings) -> None:
+    """Stopping the relay lets a running attempt finish and records its outcome."""
+    narrow.rx.respond(slow(0.5))
+    (event_id,) = await narrow.emit(1, account="b")
+    await narrow.rx.wait_for_requests(1)
+    await narrow.client.close()
+    store = await asyncio.to_thread(Store.open, settings.store)
+    try:
+        async with store.read() as conn:
+            row = (
+                (await conn.execute(select(deliveries).where(deliveries.c.event_id == event_id)))
+                .mappings()
+                .one()
+            )
+    finally:
+        await store.close()
+    assert row["status"] == "delivered"
+    assert row["attempts"] == 1
