@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from relay.api.webhooks import RouteCreate, create_route_row  # noqa: E402
 from relay.auth.crypto import Cipher, derive_key  # noqa: E402
 from relay.config import StoreSettings, WebhookSettings  # noqa: E402
 from relay.events.model import Event  # noqa: E402
@@ -39,14 +39,13 @@ from relay.store import events as events_store  # noqa: E402
 from relay.store.engine import now_ms  # noqa: E402
 from relay.store.migrate import migrate  # noqa: E402
 from relay.store.schema import deliveries  # noqa: E402
-from relay.api.webhooks import RouteCreate, create_route_row  # noqa: E402
 from relay.webhooks.routes import store_service_secret  # noqa: E402
 from relay.webhooks.signing import delivery_headers  # noqa: E402
 from relay.webhooks.worker import DeliveryWorker  # noqa: E402
 from tests.proc import free_port  # noqa: E402
 
 SERVICE_SECRET = "bench-service-secret"
-CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "256"))
 
 
 async def _accepted(http: aiohttp.ClientSession, url: str) -> int:
@@ -55,7 +54,8 @@ async def _accepted(http: aiohttp.ClientSession, url: str) -> int:
 
 
 async def _wait_accepted(http: aiohttp.ClientSession, url: str, n: int) -> float:
-    while (await _accepted(http, url)) < n:
+    # The receiver is another process: polling its counter is the only way to see progress.
+    while (await _accepted(http, url)) < n:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     return time.perf_counter()
 
@@ -154,20 +154,18 @@ async def main() -> None:
         await admin.close()
         store_url = args.pg.rsplit("/", 1)[0] + f"/{dbname}"
     store, cipher, secret = await prepare_store(store_url, url)
-    receiver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.peers.receiver",
-            "--port",
-            str(port),
-            "--secret",
-            secret,
-            "--service-secret",
-            SERVICE_SECRET,
-        ],
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.peers.receiver",
+        "--port",
+        str(port),
+        "--secret",
+        secret,
+        "--service-secret",
+        SERVICE_SECRET,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
     )
     try:
         async with aiohttp.ClientSession() as http:
@@ -181,7 +179,7 @@ async def main() -> None:
         result = await durable(store, cipher, stats, args.events, args.events)
     finally:
         receiver.send_signal(signal.SIGTERM)
-        receiver.wait(10)
+        await asyncio.wait_for(receiver.wait(), 10)
         await store.close()
         if args.engine == "postgresql":
             admin = await asyncpg.connect(pg_admin)
