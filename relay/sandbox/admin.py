@@ -1,9 +1,10 @@
 """The sandbox's admin API under ``/sandbox/``, answered to loopback peers only.
 
-- ``POST /sandbox/users`` ``{email, password, displayName?, shared?}``
-  -> 201 ``{email, id, displayName, shared}``
-- ``POST /sandbox/grants`` ``{user, mailbox, sendAs?}``
-  -> 201 ``{user, mailbox, fullAccess, sendAs}``
+- ``POST /sandbox/users`` ``{email, password, displayName?, shared?, folderNames?}``
+  -> 201 ``{email, id, displayName, shared}``; ``folderNames`` localizes the well-known
+  folders (``{"inbox": "Posteingang", "sentitems": "Gesendete Elemente", ...}``)
+- ``POST /sandbox/grants`` ``{user, mailbox, sendAs?, sendOnBehalf?}``
+  -> 201 ``{user, mailbox, fullAccess, sendAs, sendOnBehalf}``
 - ``DELETE /sandbox/grants`` ``{user, mailbox}`` -> 204
 - ``POST /sandbox/apps`` ``{clientId, clientSecret, redirectUris[], tenant?, displayName?,
   applicationPermissions[]?}`` -> 201, the app without its secret
@@ -13,6 +14,8 @@
 - ``POST /sandbox/introspect`` ``{token}`` (or ``GET ?token=``) -> 200, see
   ``SandboxState.introspect``
 - ``GET /sandbox/tenant`` -> 200 ``{tenantId, domains, users, apps, grants}``
+- mailboxes, messages, subscriptions and notification statistics: see
+  :mod:`relay.sandbox.graph.admin`
 
 A shared mailbox is a user with ``shared: true`` and no password. Bad input gets a 400
 (404 for an unknown user or mailbox, 409 for a duplicate) in the relay's error shape with
@@ -22,7 +25,6 @@ A shared mailbox is a user with ``shared: true`` and no password. Bad input gets
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,9 +33,11 @@ from aiohttp import web
 
 from relay.errors import InputError
 from relay.sandbox.errors import IdentityError
+from relay.sandbox.graph import admin as graph_admin
+from relay.sandbox.inputs import flag, json_body, required_text, text, texts
 from relay.sandbox.keys import STATE
 from relay.sandbox.scopes import full_scope, parse_application_permission
-from relay.sandbox.state import SandboxClock, SandboxState
+from relay.sandbox.state import Grant, SandboxClock, SandboxState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,51 +83,6 @@ async def input_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(exc.status, exc.reason, exc.reason, exc.reason.replace(" ", ""))
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError("body: must be a JSON object", field="body") from None
-    if not isinstance(body, dict):
-        raise InputError("body: must be a JSON object", field="body")
-    return body
-
-
-def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise InputError(f"{name}: required", field=name)
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise InputError(f"{name}: must be a non-empty string", field=name)
-    return value
-
-
-def _required_text(body: dict[str, Any], name: str) -> str:
-    value = _text(body, name)
-    assert value is not None
-    return value
-
-
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise InputError(f"{name}: must be true or false", field=name)
-    return value
-
-
-def _texts(body: dict[str, Any], name: str, *, required: bool) -> list[str]:
-    value = body.get(name)
-    if value is None and not required:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise InputError(f"{name}: must be a list of non-empty strings", field=name)
-    if required and not value:
-        raise InputError(f"{name}: needs at least one entry", field=name)
-    return value
-
-
 def _check_redirect_uri(uri: str) -> None:
     parts = urlsplit(uri)
     local = (parts.hostname or "") in _LOOPBACK_HOSTS
@@ -143,13 +102,21 @@ def _check_redirect_uri(uri: str) -> None:
 async def add_user(request: web.Request) -> web.Response:
     """Create a user or, with ``shared: true``, a shared mailbox."""
     state = request.app[STATE]
-    body = await _body(request)
-    shared = _flag(body, "shared")
+    body = await json_body(request)
+    shared = flag(body, "shared")
+    folder_names = body.get("folderNames") or {}
+    if not isinstance(folder_names, dict) or not all(
+        isinstance(v, str) for v in folder_names.values()
+    ):
+        raise InputError(
+            "folderNames: must map well-known folder names to display names", field="folderNames"
+        )
     user = state.add_user(
-        _required_text(body, "email"),
-        password=_text(body, "password", required=not shared),
-        display_name=_text(body, "displayName", required=False),
+        required_text(body, "email"),
+        password=text(body, "password", required=not shared),
+        display_name=text(body, "displayName", required=False),
         shared=shared,
+        folder_names=folder_names,
     )
     return web.json_response(
         {
@@ -163,36 +130,46 @@ async def add_user(request: web.Request) -> web.Response:
 
 
 async def add_grant(request: web.Request) -> web.Response:
-    """Let a user open another mailbox, optionally with Send As."""
+    """Let a user open another mailbox, optionally with Send As or Send on Behalf."""
     state = request.app[STATE]
-    body = await _body(request)
+    body = await json_body(request)
     grant = state.set_grant(
-        _required_text(body, "user"), _required_text(body, "mailbox"), send_as=_flag(body, "sendAs")
+        required_text(body, "user"),
+        required_text(body, "mailbox"),
+        send_as=flag(body, "sendAs"),
+        send_on_behalf=flag(body, "sendOnBehalf"),
     )
-    return web.json_response(
-        {"user": grant.user, "mailbox": grant.mailbox, "fullAccess": True, "sendAs": grant.send_as},
-        status=201,
-    )
+    return web.json_response(_grant_view(grant), status=201)
+
+
+def _grant_view(grant: Grant) -> dict[str, Any]:
+    return {
+        "user": grant.user,
+        "mailbox": grant.mailbox,
+        "fullAccess": True,
+        "sendAs": grant.send_as,
+        "sendOnBehalf": grant.send_on_behalf,
+    }
 
 
 async def remove_grant(request: web.Request) -> web.Response:
     """Take a grant away."""
     state = request.app[STATE]
-    body = await _body(request)
-    state.remove_grant(_required_text(body, "user"), _required_text(body, "mailbox"))
+    body = await json_body(request)
+    state.remove_grant(required_text(body, "user"), required_text(body, "mailbox"))
     return web.Response(status=204)
 
 
 async def add_app(request: web.Request) -> web.Response:
     """Register a confidential client."""
     state = request.app[STATE]
-    body = await _body(request)
-    client_id = _required_text(body, "clientId")
-    secret = _required_text(body, "clientSecret")
-    redirect_uris = _texts(body, "redirectUris", required=True)
+    body = await json_body(request)
+    client_id = required_text(body, "clientId")
+    secret = required_text(body, "clientSecret")
+    redirect_uris = texts(body, "redirectUris", required=True)
     for uri in redirect_uris:
         _check_redirect_uri(uri)
-    tenant = _text(body, "tenant", required=False)
+    tenant = text(body, "tenant", required=False)
     if tenant is not None:
         try:
             tenant_id = state.resolve_tenant(tenant)
@@ -204,7 +181,7 @@ async def add_app(request: web.Request) -> web.Response:
                 field="tenant",
             )
     permissions: dict[str, set[str]] = {}
-    for raw in _texts(body, "applicationPermissions", required=False):
+    for raw in texts(body, "applicationPermissions", required=False):
         try:
             resource, role = parse_application_permission(raw)
         except ValueError as exc:
@@ -216,7 +193,7 @@ async def add_app(request: web.Request) -> web.Response:
         client_id,
         secret,
         redirect_uris,
-        display_name=_text(body, "displayName", required=False),
+        display_name=text(body, "displayName", required=False),
         app_permissions={resource: frozenset(roles) for resource, roles in permissions.items()},
     )
     return web.json_response(_app_view(state, app.client_id), status=201)
@@ -257,7 +234,7 @@ async def revoke(request: web.Request) -> web.Response:
 async def advance_clock(request: web.Request) -> web.Response:
     """Move the sandbox clock forward, to test expiry without waiting."""
     state = request.app[STATE]
-    body = await _body(request)
+    body = await json_body(request)
     seconds = body.get("advanceSeconds")
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         raise InputError(
@@ -277,7 +254,7 @@ async def introspect(request: web.Request) -> web.Response:
         if not value:
             raise InputError("token: required", field="token")
     else:
-        value = _required_text(await _body(request), "token")
+        value = required_text(await json_body(request), "token")
     return web.json_response(state.introspect(value))
 
 
@@ -300,10 +277,7 @@ async def tenant(request: web.Request) -> web.Response:
                 for u in state.users.values()
             ],
             "apps": [_app_view(state, client_id) for client_id in state.apps],
-            "grants": [
-                {"user": g.user, "mailbox": g.mailbox, "fullAccess": True, "sendAs": g.send_as}
-                for g in state.grants.values()
-            ],
+            "grants": [_grant_view(g) for g in state.grants.values()],
         }
     )
 
@@ -321,4 +295,5 @@ def create_admin_app(state: SandboxState) -> web.Application:
     app.router.add_post("/introspect", introspect)
     app.router.add_get("/introspect", introspect)
     app.router.add_get("/tenant", tenant)
+    graph_admin.add_routes(app)
     return app

@@ -1,4 +1,4 @@
-"""The sandbox's aiohttp application: identity endpoints, admin API, grants snapshot."""
+"""The sandbox's aiohttp application: identity, Graph mail, admin API, grants snapshot."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from aiohttp import web
 
 from relay.sandbox import identity
 from relay.sandbox.admin import Handler, create_admin_app
-from relay.sandbox.keys import STATE
+from relay.sandbox.graph import routes as graph_routes
+from relay.sandbox.graph.notifier import Notifier, NotifierSettings
+from relay.sandbox.keys import NOTIFIER, STATE
 from relay.sandbox.state import SandboxState
 
 
@@ -63,12 +65,27 @@ async def _snapshot_after(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def create_sandbox_app(
-    state: SandboxState, *, snapshot_path: Path | None = None
+    state: SandboxState,
+    *,
+    snapshot_path: Path | None = None,
+    notifier_settings: NotifierSettings | None = None,
 ) -> web.Application:
-    """The sandbox application over ``state``; writes the grants snapshot when given a path."""
+    """The sandbox application over ``state``; writes the grants snapshot when given a path.
+
+    ``notifier_settings`` tunes how Graph change notifications are delivered.
+    """
     middlewares = [_snapshot_after] if snapshot_path is not None else []
     app = web.Application(middlewares=middlewares)
     app[STATE] = state
+    notifier = Notifier(state, notifier_settings)
+    app[NOTIFIER] = notifier
+
+    async def run_notifier(_: web.Application) -> AsyncIterator[None]:
+        await notifier.start()
+        yield
+        await notifier.close()
+
+    app.cleanup_ctx.append(run_notifier)
     if snapshot_path is not None:
         writer = SnapshotWriter(state, snapshot_path)
         app[SNAPSHOT] = writer
@@ -79,5 +96,6 @@ def create_sandbox_app(
 
         app.cleanup_ctx.append(initial_snapshot)
     app.add_subapp("/sandbox/", create_admin_app(state))
+    graph_routes.add_routes(app)
     identity.add_routes(app)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relay.sandbox.graph.notifier import Notifier
 from relay.sandbox.state import SandboxState
 
 STATE = web.AppKey("sandbox_state", SandboxState)
+NOTIFIER = web.AppKey("sandbox_notifier", Notifier)

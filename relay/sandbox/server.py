@@ -11,6 +11,8 @@ from pathlib import Path
 from aiohttp import web
 
 from relay.sandbox.app import create_sandbox_app
+from relay.sandbox.graph.notifier import Notifier, NotifierSettings
+from relay.sandbox.keys import NOTIFIER
 from relay.sandbox.seed import SeedInfo, seed_demo_tenant
 from relay.sandbox.state import SandboxState
 from relay.sandbox.tls import server_tls
@@ -29,6 +31,11 @@ class RunningSandbox:
     seed: SeedInfo | None
     _runner: web.AppRunner = field(repr=False)
 
+    @property
+    def notifier(self) -> Notifier:
+        """The Graph change-notification dispatcher (``settle()`` waits for deliveries)."""
+        return self._runner.app[NOTIFIER]
+
     async def close(self) -> None:
         """Stop serving and release the port."""
         await self._runner.cleanup()
@@ -40,12 +47,16 @@ class RunningSandbox:
             f"  CA certificate:   {self.ca_path}",
             f"  grants snapshot:  {self.grants_path}",
             f"  tenant id:        {self.state.tenant_id}",
+            f"  Microsoft Graph:  {self.url}/v1.0",
             f"  admin API:        {self.url}/sandbox/ (loopback only)",
             "",
             "Point the relay at it:",
             f"  RELAY_AUTHORITY_HOST={self.url}",
+            f"  RELAY_GRAPH_URL={self.url}/v1.0",
             f"  RELAY_CA_BUNDLE={self.ca_path}",
         ]
+        if self.state.allow_http_notifications:
+            lines.append("  (http notification URLs on loopback addresses are accepted)")
         if self.seed is not None:
             seed = self.seed
             lines += [
@@ -76,20 +87,27 @@ async def start_sandbox(
     seed: bool = False,
     grants_path: str | Path | None = None,
     state: SandboxState | None = None,
+    allow_http_notifications: bool = False,
+    notifier_settings: NotifierSettings | None = None,
 ) -> RunningSandbox:
     """Serve the sandbox over https on ``host:port`` (0 picks a free port).
 
     ``data_dir`` holds the CA (``ca.pem``, reused across starts) and, unless ``grants_path``
     names another file, the grants snapshot ``grants.json``. ``seed`` creates the demo
     tenant; ``state`` lets a caller bring its own (for example with a custom clock).
+    ``allow_http_notifications`` lets Graph subscriptions use ``http://`` notification URLs
+    on loopback addresses (Microsoft requires https; the admin API can switch this too);
+    ``notifier_settings`` tunes timeouts, batching and TLS of notification delivery.
     """
     directory = Path(data_dir)
     hosts = sorted({"127.0.0.1", "localhost", "::1", host})
     ca_path, ssl_context = await asyncio.to_thread(server_tls, directory, hosts)
     state = state if state is not None else await asyncio.to_thread(SandboxState)
     seed_info = seed_demo_tenant(state) if seed else None
+    state.allow_http_notifications = state.allow_http_notifications or allow_http_notifications
     snapshot = Path(grants_path) if grants_path is not None else directory / GRANTS_FILE
-    runner = web.AppRunner(create_sandbox_app(state, snapshot_path=snapshot), access_log=None)
+    app = create_sandbox_app(state, snapshot_path=snapshot, notifier_settings=notifier_settings)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = _listen(host, port)
     bound_port = sock.getsockname()[1]

@@ -6,7 +6,10 @@ Model:
   mailbox** is a user with ``shared=True``: it owns a mailbox but cannot sign in (Microsoft
   creates shared mailboxes with a disabled account).
 - A **grant** lets a user open another mailbox (Exchange *Full Access*), optionally with
-  *Send As*. A user's mailboxes are its own (unless it is shared) plus every granted one.
+  *Send As* or *Send on Behalf*. A user's mailboxes are its own (unless it is shared) plus
+  every granted one.
+- Every user and shared mailbox has a mailbox with folders and messages (``mail``, see
+  :mod:`relay.sandbox.graph.mail`); ``subscriptions`` holds Graph change subscriptions.
 - An **app** is a confidential client: id, secret, exact redirect URIs and the application
   permissions an administrator consented to (used by ``client_credentials``).
 - **Consent** is remembered per (user, app) as full scope strings; a token carries every
@@ -14,7 +17,8 @@ Model:
 - Codes, refresh tokens and access tokens are records looked up by their string. Access
   tokens are signed JWTs shaped like Microsoft's; nobody has to verify them.
 
-Everything reads time from an injectable clock, so expiry can be tested by advancing it.
+Everything reads time from an injectable clock, so expiry can be tested by advancing it;
+``clock_listeners`` are told when it is advanced (the notifier re-plans its deliveries).
 ``version`` grows with every change, so a writer can tell when the grants snapshot is stale.
 """
 
@@ -26,14 +30,18 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.errors import Conflict, InputError, NotFound
 from relay.sandbox.errors import IdentityError
+from relay.sandbox.graph.mail import MailStore
 from relay.sandbox.scopes import ScopeSet
 from relay.sandbox.signing import Signer, b64url, b64url_json
+
+if TYPE_CHECKING:
+    from relay.sandbox.graph.subscriptions import Subscription
 
 DEFAULT_TENANT_ID = "5b1e7c4a-0d1f-4c39-9a51-6e0c2f7d8a10"
 DEFAULT_TENANT_NAME = "sandbox"
@@ -102,11 +110,15 @@ class App:
 
 @dataclass
 class Grant:
-    """``user`` may open ``mailbox`` (Full Access), and send as it when ``send_as``."""
+    """``user`` may open ``mailbox`` (Full Access), and send as it when ``send_as``.
+
+    ``send_on_behalf`` lets the user send for the mailbox with themselves as the sender.
+    """
 
     user: str
     mailbox: str
     send_as: bool
+    send_on_behalf: bool = False
 
 
 @dataclass
@@ -182,7 +194,14 @@ class SandboxState:
     codes: dict[str, AuthCode] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    allow_http_notifications: bool = False
+    clock_listeners: list[Callable[[], None]] = field(default_factory=list)
     version: int = 0
+    mail: MailStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mail = MailStore(self.now)
 
     # -- directory -------------------------------------------------------------------
 
@@ -222,8 +241,12 @@ class SandboxState:
         password: str | None,
         display_name: str | None = None,
         shared: bool = False,
+        folder_names: Mapping[str, str] | None = None,
     ) -> User:
-        """Create a user (or a shared mailbox, which has no password)."""
+        """Create a user (or a shared mailbox, which has no password) and its mailbox.
+
+        ``folder_names`` gives the well-known folders localized display names.
+        """
         key = email.strip().lower()
         if not _EMAIL.match(key):
             raise InputError(f"email: {email!r} is not an email address", field="email")
@@ -240,6 +263,7 @@ class SandboxState:
             shared=shared,
             object_id=object_id(key),
         )
+        self.mail.create_mailbox(key, user.object_id, folder_names)
         self.users[key] = user
         self.changed()
         return user
@@ -251,15 +275,22 @@ class SandboxState:
             raise NotFound(f"{field_name}: no user {email!r}", field=field_name)
         return found
 
-    def set_grant(self, user: str, mailbox: str, *, send_as: bool = False) -> Grant:
-        """Let ``user`` open ``mailbox`` (and send as it); replaces an earlier grant."""
+    def set_grant(
+        self, user: str, mailbox: str, *, send_as: bool = False, send_on_behalf: bool = False
+    ) -> Grant:
+        """Let ``user`` open ``mailbox`` (and send as or for it); replaces an earlier grant."""
         grantee = self.user(user, field_name="user")
         target = self.user(mailbox, field_name="mailbox")
         if grantee.shared:
             raise InputError("user: a shared mailbox cannot sign in to use a grant", field="user")
         if grantee.email == target.email:
             raise InputError("mailbox: a user always has their own mailbox", field="mailbox")
-        grant = Grant(user=grantee.email, mailbox=target.email, send_as=send_as)
+        grant = Grant(
+            user=grantee.email,
+            mailbox=target.email,
+            send_as=send_as,
+            send_on_behalf=send_on_behalf,
+        )
         self.grants[(grantee.email, target.email)] = grant
         self.changed()
         return grant
@@ -337,6 +368,8 @@ class SandboxState:
             )
         self.clock.advance(seconds)
         self.changed()
+        for listener in list(self.clock_listeners):
+            listener()
         return self.now()
 
     # -- consent, codes and tokens ---------------------------------------------------

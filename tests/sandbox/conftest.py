@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from relay.sandbox.browser import sign_in
 from relay.sandbox.server import RunningSandbox, start_sandbox
 from relay.sandbox.signing import Signer
 from relay.sandbox.state import SandboxState
+
+from .graph_helpers import Graph, Receiver, mint
 
 IMAP = "https://outlook.office.com/IMAP.AccessAsUser.All"
 SMTP = "https://outlook.office.com/SMTP.Send"
@@ -136,3 +138,32 @@ async def client(msal_client: Any) -> MsalClient:
     """An msal client for the seeded app."""
     made: MsalClient = await msal_client()
     return made
+
+
+@pytest.fixture
+async def receivers(sandbox: RunningSandbox) -> AsyncIterator[Callable[[], Awaitable[Receiver]]]:
+    """Factory of notification receivers on loopback (http URLs allowed for the test)."""
+    sandbox.state.allow_http_notifications = True
+    started: list[Receiver] = []
+
+    async def make() -> Receiver:
+        receiver = Receiver()
+        await receiver.start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        await receiver.close()
+
+
+@pytest.fixture
+async def receiver(receivers: Callable[[], Awaitable[Receiver]]) -> Receiver:
+    """One notification receiver."""
+    return await receivers()
+
+
+@pytest.fixture
+def graph(sandbox: RunningSandbox, http: aiohttp.ClientSession) -> Graph:
+    """A Graph client with a delegated token of main@example.com (the relay's scopes)."""
+    return Graph(http, sandbox, mint(sandbox))

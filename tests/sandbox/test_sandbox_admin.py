@@ -146,6 +146,7 @@ async def test_users_grants_and_apps_are_created(
         "mailbox": "team@example.com",
         "fullAccess": True,
         "sendAs": False,
+        "sendOnBehalf": False,
     }
     status, app = await _post(
         http,

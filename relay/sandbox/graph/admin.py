@@ -1,0 +1,294 @@
+"""The admin API for mailboxes, subscriptions and notifications, under ``/sandbox/``.
+
+Changes made here are real mailbox changes: they show up in delta query and produce
+change notifications, exactly as changes made through Graph do.
+
+- ``GET /sandbox/mailboxes/{email}/folders`` -> 200 ``[{id, wellKnownName, displayName,
+  hidden, totalItemCount, unreadItemCount}]`` (the hidden Recoverable Items folder too)
+- ``POST /sandbox/mailboxes/{email}/folders`` ``{displayName}`` -> 201 the folder
+- ``GET /sandbox/mailboxes/{email}/folders/{folder}/messages`` -> 200 ``[message]``
+- ``POST /sandbox/mailboxes/{email}/folders/{folder}/expire-delta`` -> 200: every delta
+  and skip token of the folder now gets ``410 Gone`` (``syncStateNotFound``)
+- ``POST /sandbox/mailboxes/{email}/messages`` ``{folder? ("inbox"), from?, to[]?, cc[]?,
+  replyTo[]?, subject?, body?, bodyType? (text|html), hasAttachments?, internetMessageId?,
+  isRead?, isDraft?, flag? (notFlagged|flagged|complete), importance?, categories[]?,
+  receivedDateTime?}`` -> 201 the message as Graph shows it. Addresses are strings or
+  ``{name, address}``.
+- ``PATCH /sandbox/mailboxes/{email}/messages/{id}`` ``{isRead?, flag?, categories?,
+  importance?}`` -> 200 the message
+- ``DELETE /sandbox/mailboxes/{email}/messages/{id}[?permanent=true]`` -> 204 (a soft
+  delete into Recoverable Items, like Graph's ``DELETE``; ``permanent`` purges it)
+- ``POST /sandbox/mailboxes/{email}/messages/{id}/move`` ``{destination}`` -> 200 the
+  message, with its new id
+- ``GET /sandbox/subscriptions`` -> 200 ``[subscription + {mailbox, folderId, user,
+  needsReauthorization}]``
+- ``POST /sandbox/subscriptions/{id}/lifecycle`` ``{event: missed | subscriptionRemoved |
+  reauthorizationRequired}`` -> 200 ``{sent, removed}``; ``subscriptionRemoved`` also
+  removes the subscription, ``reauthorizationRequired`` marks it until it is reauthorized
+  or renewed
+- ``GET /sandbox/notifications`` -> 200 delivery statistics per notification URL (see
+  :class:`relay.sandbox.graph.notifier.EndpointStats`)
+- ``GET /sandbox/settings``, ``POST /sandbox/settings`` ``{allowHttpNotifications}`` ->
+  200 ``{allowHttpNotifications}``: accept http notification URLs on loopback addresses
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.errors import InputError, NotFound
+from relay.sandbox.graph.errors import GraphError
+from relay.sandbox.graph.mail import (
+    FLAG_STATUS,
+    IMPORTANCE,
+    INBOX,
+    Address,
+    Folder,
+    MessageInput,
+    is_address,
+)
+from relay.sandbox.graph.notifier import LIFECYCLE_EVENTS
+from relay.sandbox.graph.odata import format_precise, parse_datetime
+from relay.sandbox.graph.views import message_json
+from relay.sandbox.inputs import flag, json_body, required_text, text
+from relay.sandbox.keys import NOTIFIER, STATE
+
+
+def _address(value: Any, name: str) -> Address:
+    if isinstance(value, str):
+        address, display = value, ""
+    elif isinstance(value, dict) and isinstance(value.get("address"), str):
+        address = value["address"]
+        name_value = value.get("name")
+        display = name_value if isinstance(name_value, str) else ""
+    else:
+        raise InputError(f"{name}: must be an address or {{name, address}}", field=name)
+    address = address.strip()
+    if not is_address(address):
+        raise InputError(f"{name}: {address!r} is not an email address", field=name)
+    return Address(name=display or address, address=address)
+
+
+def _addresses(body: dict[str, Any], name: str) -> list[Address]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(f"{name}: must be a list of addresses", field=name)
+    return [_address(item, name) for item in value]
+
+
+def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = body.get(name, default)
+    if value not in allowed:
+        raise InputError(f"{name}: must be one of {', '.join(allowed)}", field=name)
+    return str(value)
+
+
+def _categories(body: dict[str, Any]) -> list[str] | None:
+    value = body.get("categories")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError("categories: must be a list of strings", field="categories")
+    return value
+
+
+def _folder_view(folder: Folder) -> dict[str, Any]:
+    return {
+        "id": folder.id,
+        "wellKnownName": folder.well_known,
+        "displayName": folder.display_name,
+        "hidden": folder.hidden,
+        "totalItemCount": len(folder.messages),
+        "unreadItemCount": folder.unread,
+    }
+
+
+async def list_folders(request: web.Request) -> web.Response:
+    """Every folder of a mailbox, hidden ones included."""
+    mailbox = request.app[STATE].mail.mailbox(request.match_info["email"])
+    return web.json_response([_folder_view(f) for f in mailbox.folders.values()])
+
+
+async def add_folder(request: web.Request) -> web.Response:
+    """Create a top-level folder."""
+    body = await json_body(request)
+    folder = request.app[STATE].mail.add_folder(
+        request.match_info["email"], required_text(body, "displayName")
+    )
+    return web.json_response(_folder_view(folder), status=201)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    """The messages of a folder, newest first."""
+    folder = request.app[STATE].mail.folder(
+        request.match_info["email"], request.match_info["folder"]
+    )
+    messages = sorted(folder.messages.values(), key=lambda m: (m.received, m.seq), reverse=True)
+    return web.json_response([message_json(m) for m in messages])
+
+
+async def expire_delta(request: web.Request) -> web.Response:
+    """Invalidate the delta tokens of a folder."""
+    folder = request.app[STATE].mail.expire_delta(
+        request.match_info["email"], request.match_info["folder"]
+    )
+    return web.json_response({"folder": folder.id, "expired": True})
+
+
+async def deliver(request: web.Request) -> web.Response:
+    """Put a message into a mailbox folder, as if it had arrived."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    received = None
+    if body.get("receivedDateTime") is not None:
+        try:
+            received = parse_datetime(body["receivedDateTime"], "receivedDateTime")
+        except GraphError:
+            raise InputError(
+                "receivedDateTime: must be an ISO 8601 date and time", field="receivedDateTime"
+            ) from None
+    sender = _address(body["from"], "from") if body.get("from") is not None else None
+    body_type = _choice(body, "bodyType", ("text", "html"), "text")
+    data = MessageInput(
+        subject=text(body, "subject", required=False) or "",
+        body=text(body, "body", required=False) or "",
+        body_type=body_type,
+        from_=sender,
+        to=_addresses(body, "to"),
+        cc=_addresses(body, "cc"),
+        reply_to=_addresses(body, "replyTo"),
+        is_read=flag(body, "isRead"),
+        is_draft=flag(body, "isDraft"),
+        has_attachments=flag(body, "hasAttachments"),
+        importance=_choice(body, "importance", IMPORTANCE, "normal"),
+        flag_status=_choice(body, "flag", FLAG_STATUS, "notFlagged"),
+        categories=_categories(body) or [],
+        internet_message_id=text(body, "internetMessageId", required=False),
+        received=received,
+    )
+    folder = text(body, "folder", required=False) or INBOX
+    message = state.mail.add_message(request.match_info["email"], folder, data)
+    return web.json_response(message_json(message), status=201)
+
+
+async def update(request: web.Request) -> web.Response:
+    """Change read state, flag, categories or importance of a message."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    is_read = body.get("isRead")
+    if is_read is not None and not isinstance(is_read, bool):
+        raise InputError("isRead: must be true or false", field="isRead")
+    flag_status = body.get("flag")
+    if flag_status is not None and flag_status not in FLAG_STATUS:
+        raise InputError(f"flag: must be one of {', '.join(FLAG_STATUS)}", field="flag")
+    importance = body.get("importance")
+    if importance is not None and importance not in IMPORTANCE:
+        raise InputError(f"importance: must be one of {', '.join(IMPORTANCE)}", field="importance")
+    message = state.mail.update(
+        request.match_info["email"],
+        request.match_info["id"],
+        is_read=is_read,
+        flag_status=flag_status,
+        categories=_categories(body),
+        importance=importance,
+    )
+    return web.json_response(message_json(message))
+
+
+async def delete(request: web.Request) -> web.Response:
+    """Soft-delete (or with ``?permanent=true`` purge) a message."""
+    state = request.app[STATE]
+    permanent = request.query.get("permanent", "false").lower()
+    if permanent not in ("true", "false"):
+        raise InputError("permanent: must be true or false", field="permanent")
+    email, message_id = request.match_info["email"], request.match_info["id"]
+    if permanent == "true":
+        state.mail.purge(email, message_id)
+    else:
+        state.mail.delete(email, message_id)
+    return web.Response(status=204)
+
+
+async def move(request: web.Request) -> web.Response:
+    """Move a message to another folder; it gets a new id."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    moved = state.mail.move(
+        request.match_info["email"], request.match_info["id"], required_text(body, "destination")
+    )
+    return web.json_response(message_json(moved))
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    """Every active subscription, with what it watches."""
+    state = request.app[STATE]
+    return web.json_response(
+        [
+            {
+                **sub.to_json(),
+                "mailbox": sub.mailbox,
+                "folderId": sub.folder_id,
+                "user": sub.user,
+                "needsReauthorization": sub.needs_reauthorization,
+            }
+            for sub in state.subscriptions.values()
+        ]
+    )
+
+
+async def fire_lifecycle(request: web.Request) -> web.Response:
+    """Send a lifecycle notification for a subscription, as Graph would."""
+    state = request.app[STATE]
+    notifier = request.config_dict[NOTIFIER]
+    sub = state.subscriptions.get(request.match_info["id"])
+    if sub is None:
+        raise NotFound(f"subscription: no subscription {request.match_info['id']!r}", field="id")
+    body = await json_body(request)
+    event = required_text(body, "event")
+    if event not in LIFECYCLE_EVENTS:
+        raise InputError(f"event: must be one of {', '.join(LIFECYCLE_EVENTS)}", field="event")
+    if event == "subscriptionRemoved":
+        return web.json_response({"sent": notifier.remove(sub), "removed": True})
+    if event == "reauthorizationRequired":
+        sub.needs_reauthorization = True
+    return web.json_response({"sent": notifier.lifecycle(sub, event), "removed": False})
+
+
+async def notifications(request: web.Request) -> web.Response:
+    """Delivery statistics per notification URL."""
+    notifier = request.config_dict[NOTIFIER]
+    return web.json_response(
+        {"now": format_precise(notifier.state.now()), "endpoints": notifier.stats()}
+    )
+
+
+async def settings(request: web.Request) -> web.Response:
+    """Read or change the Graph emulator's switches."""
+    state = request.app[STATE]
+    if request.method == "POST":
+        body = await json_body(request)
+        state.allow_http_notifications = flag(
+            body, "allowHttpNotifications", state.allow_http_notifications
+        )
+    return web.json_response({"allowHttpNotifications": state.allow_http_notifications})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the mail and subscription admin endpoints on the admin sub-application."""
+    app.router.add_get("/mailboxes/{email}/folders", list_folders)
+    app.router.add_post("/mailboxes/{email}/folders", add_folder)
+    app.router.add_get("/mailboxes/{email}/folders/{folder}/messages", list_messages)
+    app.router.add_post("/mailboxes/{email}/folders/{folder}/expire-delta", expire_delta)
+    app.router.add_post("/mailboxes/{email}/messages", deliver)
+    app.router.add_patch("/mailboxes/{email}/messages/{id}", update)
+    app.router.add_delete("/mailboxes/{email}/messages/{id}", delete)
+    app.router.add_post("/mailboxes/{email}/messages/{id}/move", move)
+    app.router.add_get("/subscriptions", list_subscriptions)
+    app.router.add_post("/subscriptions/{id}/lifecycle", fire_lifecycle)
+    app.router.add_get("/notifications", notifications)
+    app.router.add_get("/settings", settings)
+    app.router.add_post("/settings", settings)

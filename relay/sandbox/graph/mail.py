@@ -1,0 +1,463 @@
+"""Mailboxes, folders and messages of the sandbox tenant, held in memory.
+
+Every user and shared mailbox owns one :class:`Mailbox` with the well-known folders
+``inbox``, ``sentitems``, ``drafts`` and ``deleteditems`` (display names may be localized)
+and the hidden ``recoverableitemsdeletions`` folder that Graph's ``DELETE`` moves messages
+to. Messages get a new id whenever they change folder, as Exchange's default ids do.
+
+Each change bumps the mailbox's sequence number and stamps it on the message (or, for a
+message that left a folder, on the folder's tombstone for it), which is all that delta
+query needs. Every change is reported to ``listeners`` as a :class:`MailChange` after it
+happened, so the notifier can turn it into change notifications.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from relay.errors import InputError, NotFound
+
+INBOX = "inbox"
+SENT_ITEMS = "sentitems"
+DRAFTS = "drafts"
+DELETED_ITEMS = "deleteditems"
+RECOVERABLE_DELETIONS = "recoverableitemsdeletions"
+
+DEFAULT_FOLDER_NAMES: Mapping[str, str] = {
+    INBOX: "Inbox",
+    SENT_ITEMS: "Sent Items",
+    DRAFTS: "Drafts",
+    DELETED_ITEMS: "Deleted Items",
+}
+_HIDDEN_FOLDER_NAMES: Mapping[str, str] = {RECOVERABLE_DELETIONS: "Deletions"}
+
+IMPORTANCE = ("low", "normal", "high")
+FLAG_STATUS = ("notFlagged", "flagged", "complete")
+CHANGE_TYPES = ("created", "updated", "deleted")
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TAGS = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+PREVIEW_LENGTH = 255
+
+
+def is_address(value: str) -> bool:
+    """Whether ``value`` looks like an email address."""
+    return bool(_EMAIL.match(value))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def new_item_id() -> str:
+    """A message id shaped like Exchange's: base64url, ``AAMk`` prefix, ``=`` padding."""
+    return "AAMkA" + _b64(secrets.token_bytes(92))
+
+
+def new_folder_id(mailbox: str, name: str) -> str:
+    """A folder id shaped like Exchange's, stable for a mailbox and folder name."""
+    digest = hashlib.sha256(f"{mailbox}\0{name}".encode()).digest()
+    return "AQMkA" + _b64(digest + digest[:14])[:-1] + "="
+
+
+def new_change_key() -> str:
+    """An opaque change key; the message's etag is ``W/"<changeKey>"``."""
+    return "CQAAABYAAA" + _b64(secrets.token_bytes(21))
+
+
+def preview(content: str, content_type: str) -> str:
+    """``bodyPreview``: the first 255 characters of the body as plain text."""
+    text = _TAGS.sub(" ", content) if content_type == "html" else content
+    return _SPACE.sub(" ", text).strip()[:PREVIEW_LENGTH]
+
+
+@dataclass(frozen=True)
+class Address:
+    """An ``emailAddress``: display name and address."""
+
+    name: str
+    address: str
+
+
+@dataclass
+class MessageInput:
+    """What a new message is made of; everything has a sensible default."""
+
+    subject: str = ""
+    body: str = ""
+    body_type: str = "text"
+    from_: Address | None = None
+    sender: Address | None = None
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    bcc: list[Address] = field(default_factory=list)
+    reply_to: list[Address] = field(default_factory=list)
+    is_read: bool = False
+    is_draft: bool = False
+    has_attachments: bool = False
+    importance: str = "normal"
+    flag_status: str = "notFlagged"
+    categories: list[str] = field(default_factory=list)
+    internet_message_id: str | None = None
+    conversation_id: str | None = None
+    received: float | None = None
+    sent: float | None = None
+
+
+@dataclass
+class Message:
+    """One message in one folder. ``seq`` is the mailbox sequence of its last change."""
+
+    id: str
+    folder_id: str
+    subject: str
+    body: str
+    body_type: str
+    from_: Address | None
+    sender: Address | None
+    to: list[Address]
+    cc: list[Address]
+    bcc: list[Address]
+    reply_to: list[Address]
+    is_read: bool
+    is_draft: bool
+    has_attachments: bool
+    importance: str
+    flag_status: str
+    categories: list[str]
+    internet_message_id: str
+    conversation_id: str
+    created: float
+    modified: float
+    received: float
+    sent: float | None
+    change_key: str
+    seq: int
+
+    @property
+    def etag(self) -> str:
+        """The weak etag Graph derives from the change key."""
+        return f'W/"{self.change_key}"'
+
+    @property
+    def body_preview(self) -> str:
+        """The first 255 characters of the body as text."""
+        return preview(self.body, self.body_type)
+
+
+@dataclass
+class Folder:
+    """A mail folder; ``removed`` maps ids of messages that left it to the sequence then."""
+
+    id: str
+    display_name: str
+    well_known: str | None
+    parent_id: str
+    hidden: bool = False
+    messages: dict[str, Message] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+    sync_epoch: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    @property
+    def unread(self) -> int:
+        """Number of unread messages."""
+        return sum(1 for m in self.messages.values() if not m.is_read)
+
+
+@dataclass
+class Mailbox:
+    """A user's or shared mailbox: its folders and a change sequence."""
+
+    email: str
+    owner_id: str
+    root_id: str
+    folders: dict[str, Folder] = field(default_factory=dict)
+    seq: int = 0
+
+    def next_seq(self) -> int:
+        """The sequence number of a new change."""
+        self.seq += 1
+        return self.seq
+
+    def folder(self, key: str) -> Folder | None:
+        """A folder by id or by well-known name (case-insensitive)."""
+        found = self.folders.get(key)
+        if found is not None:
+            return found
+        lowered = key.lower()
+        for folder in self.folders.values():
+            if folder.well_known == lowered:
+                return folder
+        return None
+
+    def well_known(self, name: str) -> Folder:
+        """A well-known folder, which every mailbox has."""
+        found = self.folder(name)
+        assert found is not None, name
+        return found
+
+    def find(self, message_id: str) -> Message | None:
+        """A message by id, in any folder."""
+        for folder in self.folders.values():
+            found = folder.messages.get(message_id)
+            if found is not None:
+                return found
+        return None
+
+
+@dataclass(frozen=True)
+class MailChange:
+    """One change of one message in one folder, as change notifications report it."""
+
+    mailbox: str
+    owner_id: str
+    folder_id: str
+    message_id: str
+    change_type: str
+    etag: str
+
+
+class MailStore:
+    """Every mailbox of the tenant; ``now`` is the sandbox clock."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.listeners: list[Callable[[MailChange], None]] = []
+
+    # -- mailboxes and folders -------------------------------------------------------
+
+    def create_mailbox(
+        self, email: str, owner_id: str, folder_names: Mapping[str, str] | None = None
+    ) -> Mailbox:
+        """Create the mailbox of ``email`` with its well-known folders.
+
+        ``folder_names`` maps well-known names to localized display names.
+        """
+        names = dict(DEFAULT_FOLDER_NAMES)
+        for key, value in (folder_names or {}).items():
+            if key.lower() not in DEFAULT_FOLDER_NAMES:
+                known = ", ".join(DEFAULT_FOLDER_NAMES)
+                raise InputError(
+                    f"folderNames: {key!r} is not a well-known folder ({known})",
+                    field="folderNames",
+                )
+            if not value.strip():
+                raise InputError(
+                    "folderNames: display names must not be empty", field="folderNames"
+                )
+            names[key.lower()] = value
+        mailbox = Mailbox(email=email, owner_id=owner_id, root_id=new_folder_id(email, "root"))
+        for well_known, display_name in [*names.items(), *_HIDDEN_FOLDER_NAMES.items()]:
+            folder = Folder(
+                id=new_folder_id(email, well_known),
+                display_name=display_name,
+                well_known=well_known,
+                parent_id=mailbox.root_id,
+                hidden=well_known in _HIDDEN_FOLDER_NAMES,
+            )
+            mailbox.folders[folder.id] = folder
+        self.mailboxes[email] = mailbox
+        return mailbox
+
+    def mailbox(self, email: str) -> Mailbox:
+        """The mailbox at ``email``; NotFound otherwise."""
+        found = self.mailboxes.get(email.strip().lower())
+        if found is None:
+            raise NotFound(f"mailbox: no mailbox {email!r}", field="mailbox")
+        return found
+
+    def folder(self, email: str, key: str) -> Folder:
+        """A folder of a mailbox by id or well-known name; NotFound otherwise."""
+        found = self.mailbox(email).folder(key)
+        if found is None:
+            raise NotFound(f"folder: no folder {key!r} in {email}", field="folder")
+        return found
+
+    def add_folder(self, email: str, display_name: str) -> Folder:
+        """Create a top-level folder (display names are unique among siblings)."""
+        mailbox = self.mailbox(email)
+        if not display_name.strip():
+            raise InputError("displayName: must not be empty", field="displayName")
+        for folder in mailbox.folders.values():
+            if not folder.hidden and folder.display_name.lower() == display_name.lower():
+                raise InputError(
+                    f"displayName: a folder named {display_name!r} already exists",
+                    field="displayName",
+                )
+        folder = Folder(
+            id=new_folder_id(email, f"custom:{secrets.token_hex(8)}"),
+            display_name=display_name,
+            well_known=None,
+            parent_id=mailbox.root_id,
+        )
+        mailbox.folders[folder.id] = folder
+        return folder
+
+    def expire_delta(self, email: str, folder_key: str) -> Folder:
+        """Invalidate every delta and skip token issued for a folder."""
+        folder = self.folder(email, folder_key)
+        folder.sync_epoch = secrets.token_hex(8)
+        return folder
+
+    # -- messages --------------------------------------------------------------------
+
+    def message(self, email: str, message_id: str) -> Message:
+        """A message of a mailbox; NotFound otherwise."""
+        found = self.mailbox(email).find(message_id)
+        if found is None:
+            raise NotFound(f"message: no message {message_id!r} in {email}", field="message")
+        return found
+
+    def add_message(self, email: str, folder_key: str, data: MessageInput) -> Message:
+        """Put a new message into a folder (delivery, a sent copy, a saved draft)."""
+        mailbox = self.mailbox(email)
+        folder = self.folder(email, folder_key)
+        _check_choice("importance", data.importance, IMPORTANCE)
+        _check_choice("flag", data.flag_status, FLAG_STATUS)
+        now = self.now()
+        domain = (data.from_.address if data.from_ else email).rpartition("@")[2]
+        message = Message(
+            id=new_item_id(),
+            folder_id=folder.id,
+            subject=data.subject,
+            body=data.body,
+            body_type=data.body_type,
+            from_=data.from_,
+            sender=data.sender or data.from_,
+            to=list(data.to),
+            cc=list(data.cc),
+            bcc=list(data.bcc),
+            reply_to=list(data.reply_to),
+            is_read=data.is_read,
+            is_draft=data.is_draft,
+            has_attachments=data.has_attachments,
+            importance=data.importance,
+            flag_status=data.flag_status,
+            categories=list(data.categories),
+            internet_message_id=data.internet_message_id
+            or f"<{secrets.token_hex(12).upper()}@{domain}>",
+            conversation_id=data.conversation_id or "AAQkA" + _b64(secrets.token_bytes(30)),
+            created=now,
+            modified=now,
+            received=data.received if data.received is not None else now,
+            sent=data.sent if data.sent is not None else (None if data.is_draft else now),
+            change_key=new_change_key(),
+            seq=mailbox.next_seq(),
+        )
+        folder.messages[message.id] = message
+        self._emit(mailbox, folder.id, message, "created")
+        return message
+
+    def update(
+        self,
+        email: str,
+        message_id: str,
+        *,
+        is_read: bool | None = None,
+        flag_status: str | None = None,
+        categories: Iterable[str] | None = None,
+        importance: str | None = None,
+        subject: str | None = None,
+        body: tuple[str, str] | None = None,
+    ) -> Message:
+        """Change a message's state; a new change key and sequence even if nothing differs.
+
+        ``subject`` and ``body`` (``(content, contentType)``) may change on drafts only.
+        """
+        mailbox = self.mailbox(email)
+        message = self.message(email, message_id)
+        if flag_status is not None:
+            _check_choice("flag", flag_status, FLAG_STATUS)
+        if importance is not None:
+            _check_choice("importance", importance, IMPORTANCE)
+        if (subject is not None or body is not None) and not message.is_draft:
+            raise InputError(
+                "subject, body: only a draft's subject and body can be changed", field="body"
+            )
+        if is_read is not None:
+            message.is_read = is_read
+        if flag_status is not None:
+            message.flag_status = flag_status
+        if categories is not None:
+            message.categories = list(categories)
+        if importance is not None:
+            message.importance = importance
+        if subject is not None:
+            message.subject = subject
+        if body is not None:
+            message.body, message.body_type = body
+        message.modified = self.now()
+        message.change_key = new_change_key()
+        message.seq = mailbox.next_seq()
+        self._emit(mailbox, message.folder_id, message, "updated")
+        return message
+
+    def move(self, email: str, message_id: str, destination: str) -> Message:
+        """Move a message to another folder; it gets a new id there.
+
+        Reported as ``deleted`` in the source folder and ``created`` in the destination.
+        Moving to the folder it is in changes nothing and keeps the id.
+        """
+        mailbox = self.mailbox(email)
+        message = self.message(email, message_id)
+        target = self.folder(email, destination)
+        if target.id == message.folder_id:
+            return message
+        source = mailbox.folders[message.folder_id]
+        del source.messages[message.id]
+        source.removed[message.id] = mailbox.next_seq()
+        self._emit(mailbox, source.id, message, "deleted")
+        moved = replace(
+            message,
+            id=new_item_id(),
+            folder_id=target.id,
+            modified=self.now(),
+            change_key=new_change_key(),
+            seq=mailbox.next_seq(),
+        )
+        target.messages[moved.id] = moved
+        self._emit(mailbox, target.id, moved, "created")
+        return moved
+
+    def delete(self, email: str, message_id: str) -> None:
+        """Graph's ``DELETE``: a soft delete into the hidden Recoverable Items folder."""
+        mailbox = self.mailbox(email)
+        message = self.message(email, message_id)
+        deletions = mailbox.well_known(RECOVERABLE_DELETIONS)
+        if message.folder_id == deletions.id:
+            self.purge(email, message_id)
+            return
+        self.move(email, message_id, deletions.id)
+
+    def purge(self, email: str, message_id: str) -> None:
+        """``permanentDelete``: the message is gone from every folder."""
+        mailbox = self.mailbox(email)
+        message = self.message(email, message_id)
+        folder = mailbox.folders[message.folder_id]
+        del folder.messages[message.id]
+        folder.removed[message.id] = mailbox.next_seq()
+        self._emit(mailbox, folder.id, message, "deleted")
+
+    def _emit(self, mailbox: Mailbox, folder_id: str, message: Message, change_type: str) -> None:
+        change = MailChange(
+            mailbox=mailbox.email,
+            owner_id=mailbox.owner_id,
+            folder_id=folder_id,
+            message_id=message.id,
+            change_type=change_type,
+            etag=message.etag,
+        )
+        for listener in list(self.listeners):
+            listener(change)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(f"{name}: must be one of {', '.join(allowed)}", field=name)

@@ -1,0 +1,758 @@
+"""HTTP endpoints of the Microsoft Graph v1.0 mail subset, under ``/v1.0/``.
+
+Users are addressed as ``me``, ``users/{id|upn}`` or ``users('{id|upn}')``; segments are
+case-insensitive, percent-decoded one by one, and empty ones (``//``) are ignored. Actions
+may carry the ``microsoft.graph.`` prefix, and ``delta`` may be written ``delta()``.
+
+- ``GET {user}``
+- ``GET {user}/mailFolders[?includeHiddenFolders=true]``, ``GET {user}/mailFolders/{id}``
+- ``GET {user}/messages``, ``GET {user}/mailFolders/{id}/messages``
+  (``$select``, ``$top``, ``$skip``, ``$count``, ``$orderby=receivedDateTime [asc|desc]``;
+  ``@odata.nextLink`` paging)
+- ``GET {user}/mailFolders/{id}/messages/delta`` (``$select``, ``$skiptoken``,
+  ``$deltatoken``, ``Prefer: odata.maxpagesize=N``)
+- ``GET|PATCH|DELETE {user}[/mailFolders/{id}]/messages/{id}``,
+  ``POST .../messages/{id}/move``, ``POST .../messages/{id}/permanentDelete``
+- ``POST {user}/sendMail``
+- ``POST|GET /subscriptions``, ``GET|PATCH|DELETE /subscriptions/{id}``,
+  ``POST /subscriptions/{id}/reauthorize``
+
+Every call needs a sandbox access token for ``https://graph.microsoft.com``; see
+:mod:`relay.sandbox.graph.access` for what each token may do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from relay.errors import InputError, NotFound
+from relay.sandbox.graph import delta
+from relay.sandbox.graph.access import (
+    Caller,
+    Need,
+    authenticate,
+    check_mailbox,
+    check_send,
+    check_subscribe,
+    check_user_read,
+    resolve_user,
+)
+from relay.sandbox.graph.errors import (
+    GraphError,
+    bad_request,
+    error_body,
+    item_not_found,
+    malformed_id,
+    send_as_denied,
+)
+from relay.sandbox.graph.mail import (
+    INBOX,
+    SENT_ITEMS,
+    Address,
+    Folder,
+    Mailbox,
+    Message,
+    MessageInput,
+    is_address,
+)
+from relay.sandbox.graph.odata import Segment, fold_keys, parse_datetime, split_path
+from relay.sandbox.graph.subscriptions import (
+    MAX_PER_MAILBOX,
+    Subscription,
+    check_client_state,
+    check_expiration,
+    check_notification_url,
+    parse_change_types,
+    parse_resource,
+)
+from relay.sandbox.graph.views import (
+    MESSAGE_PROPERTIES,
+    folder_json,
+    message_json,
+    parse_select,
+    removed_json,
+)
+from relay.sandbox.keys import NOTIFIER, STATE
+from relay.sandbox.state import SandboxState, User
+
+PREFIX = "/v1.0"
+DEFAULT_TOP = 10
+MAX_TOP = 1000
+_MAX_PAGE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+_ACTION_PREFIX = "microsoft.graph."
+
+
+class Call:
+    """One Graph request: the state, the caller, the origin and the query options."""
+
+    def __init__(self, request: web.Request, state: SandboxState, caller: Caller) -> None:
+        self.request = request
+        self.state = state
+        self.caller = caller
+        self.method = request.method
+        self.origin = f"{request.scheme}://{request.host}"
+        # Graph reads $select and select alike, in any case.
+        self.query = {key.lower().removeprefix("$"): value for key, value in request.query.items()}
+
+    def link(self, path: str, **options: str) -> str:
+        """An absolute link to ``/v1.0/{path}`` with query options."""
+        query = "&".join(f"${name}={quote(value, safe=',')}" for name, value in options.items())
+        return f"{self.origin}{PREFIX}/{path}" + (f"?{query}" if query else "")
+
+    async def body(self) -> dict[str, Any]:
+        """The JSON body with property names folded to lower case; 400 if it is not JSON."""
+        text = await self.request.text()
+        if not text.strip():
+            raise bad_request("Empty Payload. JSON content expected.")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise bad_request(
+                "Unable to read JSON request payload. Please ensure Content-Type header is "
+                "set and payload is of valid JSON format."
+            ) from None
+        if not isinstance(value, dict):
+            raise bad_request("The request payload must be a JSON object.")
+        folded: dict[str, Any] = fold_keys(value)
+        return folded
+
+
+def _action(segment: Segment) -> str:
+    return segment.name.removeprefix(_ACTION_PREFIX)
+
+
+def _not_a_segment(segment: Segment) -> GraphError:
+    return bad_request(f"Resource not found for the segment '{segment.raw}'.")
+
+
+def _unsupported(call: Call) -> GraphError:
+    return GraphError(
+        405, "BadRequest", f"Unsupported request: {call.method} on {call.request.path}."
+    )
+
+
+def _keyed(rest: list[Segment], name: str) -> tuple[str, list[Segment]] | None:
+    """``name('key')/...`` or ``name/key/...`` -> ``(key, rest)``."""
+    if not rest or rest[0].name != name:
+        return None
+    if rest[0].key is not None:
+        return rest[0].key, rest[1:]
+    if not rest[0].call and len(rest) >= 2:
+        return rest[1].raw, rest[2:]
+    return None
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Turn the mail store's input errors into Graph's error answers."""
+    try:
+        yield
+    except NotFound:
+        raise item_not_found() from None
+    except InputError as exc:
+        raise bad_request(exc.message, "ErrorInvalidArgument") from None
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Every ``/v1.0/`` request: authenticate, route, answer errors as Graph does."""
+    state = request.app[STATE]
+    request_id = str(uuid.uuid4())
+    client_request_id = request.headers.get("client-request-id") or request_id
+    try:
+        caller = authenticate(state, request.headers.get("Authorization"))
+        call = Call(request, state, caller)
+        segments = split_path(request.rel_url.raw_path)[1:]
+        response = await _route(call, segments)
+    except GraphError as exc:
+        response = web.json_response(
+            error_body(exc, state.now(), request_id, client_request_id), status=exc.status
+        )
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = (
+                'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+                'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
+            )
+    response.headers["request-id"] = request_id
+    response.headers["client-request-id"] = client_request_id
+    return response
+
+
+async def _route(call: Call, segments: list[Segment]) -> web.StreamResponse:
+    if not segments:
+        raise bad_request("Invalid request.")
+    head = segments[0]
+    if head.name == "subscriptions":
+        return await _subscriptions(call, segments)
+    if head.name == "me" and head.key is None and not head.call:
+        user = resolve_user(call.state, call.caller, None)
+        rest = segments[1:]
+    else:
+        keyed = _keyed(segments, "users")
+        if keyed is None:
+            raise _not_a_segment(head)
+        user = resolve_user(call.state, call.caller, keyed[0])
+        rest = keyed[1]
+    return await _user(call, user, rest)
+
+
+# -- users, folders, messages ----------------------------------------------------------
+
+
+async def _user(call: Call, user: User, rest: list[Segment]) -> web.StreamResponse:
+    mailbox = call.state.mail.mailbox(user.email)
+    if not rest:
+        if call.method != "GET":
+            raise _unsupported(call)
+        check_user_read(call.caller, user)
+        return web.json_response(_user_json(call, user))
+    name = _action(rest[0])
+    if name == "sendmail" and len(rest) == 1:
+        if call.method != "POST":
+            raise _unsupported(call)
+        return await _send_mail(call, user)
+    if rest[0].name == "mailfolders":
+        keyed = _keyed(rest, "mailfolders")
+        if keyed is None:
+            if len(rest) > 1 or rest[0].call:
+                raise _not_a_segment(rest[-1])
+            return _list_folders(call, user, mailbox)
+        folder = _folder(mailbox, keyed[0])
+        return await _in_folder(call, user, mailbox, folder, keyed[1])
+    if rest[0].name == "messages":
+        if len(rest) == 1 and rest[0].key is None:
+            return _list_messages(call, user, mailbox, None)
+        if len(rest) >= 2 and _action(rest[1]) == "delta" and rest[0].key is None:
+            raise bad_request(
+                "Change tracking is supported on a mail folder's messages only: use "
+                "mailFolders/{id}/messages/delta."
+            )
+        return await _message_path(call, user, mailbox, rest)
+    raise _not_a_segment(rest[0])
+
+
+def _user_json(call: Call, user: User) -> dict[str, Any]:
+    return {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#users/$entity",
+        "id": user.object_id,
+        "displayName": user.display_name,
+        "mail": user.email,
+        "userPrincipalName": user.email,
+        "businessPhones": [],
+        "givenName": None,
+        "surname": None,
+        "jobTitle": None,
+        "mobilePhone": None,
+        "officeLocation": None,
+        "preferredLanguage": None,
+    }
+
+
+def _folder(mailbox: Mailbox, key: str) -> Folder:
+    folder = mailbox.folder(key)
+    if folder is None:
+        if key.startswith("AQMk") or key.startswith("AAMk"):
+            raise item_not_found()
+        raise malformed_id()
+    return folder
+
+
+def _list_folders(call: Call, user: User, mailbox: Mailbox) -> web.Response:
+    if call.method != "GET":
+        raise _unsupported(call)
+    check_mailbox(call.state, call.caller, user, Need.READ)
+    hidden = call.query.get("includehiddenfolders", "").lower() == "true"
+    folders = [f for f in mailbox.folders.values() if hidden or not f.hidden]
+    top, skip = _paging(call)
+    page = folders[skip : skip + top]
+    body: dict[str, Any] = {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#users('{user.object_id}')/mailFolders",
+        "value": [folder_json(f) for f in page],
+    }
+    if skip + top < len(folders):
+        body["@odata.nextLink"] = call.link(
+            f"users/{user.object_id}/mailFolders", top=str(top), skip=str(skip + top)
+        )
+    return web.json_response(body)
+
+
+async def _in_folder(
+    call: Call, user: User, mailbox: Mailbox, folder: Folder, rest: list[Segment]
+) -> web.StreamResponse:
+    if not rest:
+        if call.method != "GET":
+            raise _unsupported(call)
+        check_mailbox(call.state, call.caller, user, Need.READ)
+        return web.json_response(folder_json(folder))
+    if rest[0].name != "messages":
+        raise _not_a_segment(rest[0])
+    if len(rest) == 1 and rest[0].key is None:
+        return _list_messages(call, user, mailbox, folder)
+    if len(rest) == 2 and _action(rest[1]) == "delta" and rest[1].key is None:
+        if call.method != "GET":
+            raise _unsupported(call)
+        return _delta(call, user, mailbox, folder)
+    return await _message_path(call, user, mailbox, rest)
+
+
+def _paging(call: Call) -> tuple[int, int]:
+    return _int_option(call, "top", DEFAULT_TOP, 1, MAX_TOP), _int_option(call, "skip", 0, 0, None)
+
+
+def _int_option(call: Call, name: str, default: int, low: int, high: int | None) -> int:
+    raw = call.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"Invalid value '{raw}' for query option '${name}'.") from None
+    if value < low or (high is not None and value > high):
+        limit = f" and {high}" if high is not None else ""
+        raise bad_request(f"'${name}' must be between {low}{limit}.")
+    return value
+
+
+def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | None) -> web.Response:
+    if call.method != "GET":
+        raise _unsupported(call)
+    bodies = check_mailbox(call.state, call.caller, user, Need.READ)
+    if "filter" in call.query or "search" in call.query:
+        raise bad_request("The sandbox does not support $filter or $search on messages.")
+    select = parse_select(call.query.get("select"))
+    descending = _order(call)
+    folders = [folder] if folder else [f for f in mailbox.folders.values() if not f.hidden]
+    messages = [m for f in folders for m in f.messages.values()]
+    messages.sort(key=lambda m: (m.received, m.seq), reverse=descending)
+    top, skip = _paging(call)
+    page = messages[skip : skip + top]
+    path = f"users/{user.object_id}/" + (
+        f"mailFolders/{folder.id}/messages" if folder else "messages"
+    )
+    body: dict[str, Any] = {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#{path}",
+        "value": [message_json(m, select, bodies=bodies) for m in page],
+    }
+    if call.query.get("count", "").lower() == "true":
+        body["@odata.count"] = len(messages)
+    if skip + top < len(messages):
+        options = {"top": str(top), "skip": str(skip + top)}
+        if select is not None:
+            options["select"] = ",".join(select)
+        if "orderby" in call.query:
+            options["orderby"] = call.query["orderby"]
+        body["@odata.nextLink"] = call.link(path, **options)
+    return web.json_response(body)
+
+
+def _order(call: Call) -> bool:
+    raw = call.query.get("orderby")
+    if raw is None:
+        return True
+    parts = raw.split()
+    if not parts or parts[0].lower() != "receiveddatetime" or len(parts) > 2:
+        raise bad_request("The sandbox orders messages by receivedDateTime only.")
+    if len(parts) == 2 and parts[1].lower() not in ("asc", "desc"):
+        raise bad_request(f"Invalid $orderby direction '{parts[1]}'.")
+    return len(parts) == 1 or parts[1].lower() == "desc"
+
+
+def _delta(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> web.Response:
+    bodies = check_mailbox(call.state, call.caller, user, Need.READ)
+    size = DEFAULT_TOP
+    prefer = _MAX_PAGE.search(call.request.headers.get("Prefer", ""))
+    if prefer is not None:
+        size = max(1, min(int(prefer.group(1)), MAX_TOP))
+    skip_token = call.query.get("skiptoken")
+    delta_token = call.query.get("deltatoken")
+    try:
+        if skip_token is not None:
+            cursor = delta.decode(skip_token, folder)
+            if cursor.until is None:
+                raise delta.TokenInvalid("not a skip token")
+        elif delta_token is not None:
+            token = delta.decode(delta_token, folder)
+            if token.until is not None:
+                raise delta.TokenInvalid("not a delta token")
+            cursor = delta.resume(token, mailbox.seq)
+        else:
+            cursor = delta.start(folder, mailbox.seq, parse_select(call.query.get("select")))
+    except delta.TokenExpired:
+        raise GraphError(
+            410,
+            "SyncStateNotFound",
+            "syncStateNotFound: the sync state of this delta token is gone; start over "
+            "with a delta request without a token.",
+        ) from None
+    except delta.TokenInvalid:
+        raise bad_request("The delta or skip token is not valid for this request.") from None
+    result = delta.page(folder, cursor, size)
+    value = [
+        removed_json(item)
+        if isinstance(item, str)
+        else message_json(item, cursor.select, bodies=bodies, odata_type=True)
+        for item in result.messages
+    ]
+    path = f"users/{user.object_id}/mailFolders('{folder.id}')/messages/delta"
+    body: dict[str, Any] = {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#Collection(message)",
+        "value": value,
+    }
+    if result.next is not None:
+        body["@odata.nextLink"] = call.link(path, skiptoken=result.next.encode())
+    else:
+        assert result.delta is not None
+        body["@odata.deltaLink"] = call.link(path, deltatoken=result.delta.encode())
+    headers = {"Preference-Applied": f"odata.maxpagesize={size}"} if prefer else None
+    return web.json_response(body, headers=headers)
+
+
+async def _message_path(
+    call: Call, user: User, mailbox: Mailbox, rest: list[Segment]
+) -> web.StreamResponse:
+    keyed = _keyed(rest, "messages")
+    if keyed is None:
+        raise _not_a_segment(rest[0])
+    message_id, tail = keyed
+    if not (message_id.startswith("AAMk") or message_id.startswith("AQMk")):
+        raise malformed_id()
+    if not tail:
+        if call.method == "GET":
+            bodies = check_mailbox(call.state, call.caller, user, Need.READ)
+            select = parse_select(call.query.get("select"))
+            message = _message(mailbox, message_id)
+            return web.json_response(message_json(message, select, bodies=bodies))
+        if call.method == "PATCH":
+            return await _patch_message(call, user, mailbox, message_id)
+        if call.method == "DELETE":
+            check_mailbox(call.state, call.caller, user, Need.WRITE)
+            _message(mailbox, message_id)
+            with _input_errors():
+                call.state.mail.delete(user.email, message_id)
+            return web.Response(status=204)
+        raise _unsupported(call)
+    if len(tail) != 1:
+        raise _not_a_segment(tail[-1])
+    action = _action(tail[0])
+    if call.method != "POST" or action not in ("move", "permanentdelete"):
+        if action in ("move", "permanentdelete"):
+            raise _unsupported(call)
+        raise _not_a_segment(tail[0])
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    _message(mailbox, message_id)
+    if action == "permanentdelete":
+        with _input_errors():
+            call.state.mail.purge(user.email, message_id)
+        return web.Response(status=204)
+    body = await call.body()
+    destination = body.get("destinationid")
+    if not isinstance(destination, str) or not destination:
+        raise bad_request("destinationId is required.", "ErrorInvalidParameter")
+    target = _folder(mailbox, destination)
+    with _input_errors():
+        moved = call.state.mail.move(user.email, message_id, target.id)
+    return web.json_response(message_json(moved), status=201)
+
+
+def _message(mailbox: Mailbox, message_id: str) -> Message:
+    found = mailbox.find(message_id)
+    if found is None:
+        raise item_not_found()
+    return found
+
+
+_ALWAYS_WRITABLE = ("isread", "flag", "categories", "importance", "inferenceclassification")
+_DRAFT_WRITABLE = ("subject", "body")
+_READ_ONLY = frozenset(name.lower() for name in MESSAGE_PROPERTIES)
+
+
+async def _patch_message(call: Call, user: User, mailbox: Mailbox, message_id: str) -> web.Response:
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    message = _message(mailbox, message_id)
+    body = await call.body()
+    changes: dict[str, Any] = {}
+    for name, value in body.items():
+        if name.startswith("@odata."):
+            continue
+        if name == "isread":
+            changes["is_read"] = _bool(value, "isRead")
+        elif name == "flag":
+            status = value.get("flagstatus") if isinstance(value, dict) else None
+            if not isinstance(status, str):
+                raise bad_request("flag.flagStatus must be a string.", "ErrorInvalidArgument")
+            changes["flag_status"] = _choice(status, ("notFlagged", "flagged", "complete"))
+        elif name == "categories":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise bad_request("categories must be a list of strings.", "ErrorInvalidArgument")
+            changes["categories"] = value
+        elif name == "importance":
+            changes["importance"] = _choice(str(value), ("low", "normal", "high"))
+        elif name == "inferenceclassification":
+            continue
+        elif name in _DRAFT_WRITABLE and message.is_draft:
+            if name == "subject":
+                changes["subject"] = str(value)
+            else:
+                changes["body"] = _body_of(value)
+        elif name in _READ_ONLY:
+            raise bad_request(
+                "Update operation is not supported for this property on a sent message.",
+                "ErrorInvalidPropertyUpdateSentMessage",
+            )
+        else:
+            raise bad_request(
+                f"The property '{name}' does not exist on type 'microsoft.graph.message'.",
+                "RequestBroker--ParseUri",
+            )
+    with _input_errors():
+        updated = call.state.mail.update(user.email, message_id, **changes)
+    return web.json_response(message_json(updated))
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad_request(f"{name} must be true or false.", "ErrorInvalidArgument")
+    return value
+
+
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    for candidate in allowed:
+        if candidate.lower() == value.lower():
+            return candidate
+    raise bad_request(
+        f"Requested value '{value}' was not found; use one of {', '.join(allowed)}.",
+        "ErrorInvalidArgument",
+    )
+
+
+def _body_of(value: Any) -> tuple[str, str]:
+    if not isinstance(value, dict):
+        raise bad_request("body must be an itemBody object.", "ErrorInvalidArgument")
+    content = value.get("content", "")
+    kind = _choice(str(value.get("contenttype", "text")), ("text", "html"))
+    if not isinstance(content, str):
+        raise bad_request("body.content must be a string.", "ErrorInvalidArgument")
+    return content, kind
+
+
+# -- sendMail ----------------------------------------------------------------------------
+
+
+def _recipient(value: Any, name: str) -> Address:
+    address = value.get("emailaddress") if isinstance(value, dict) else None
+    email = address.get("address") if isinstance(address, dict) else None
+    if not isinstance(email, str) or not is_address(email.strip()):
+        raise bad_request(
+            f"At least one recipient isn't valid., A message can't be sent because it "
+            f"contains no valid recipients in {name}.",
+            "ErrorInvalidRecipients",
+        )
+    display = address.get("name") if isinstance(address, dict) else None
+    email = email.strip()
+    return Address(name=display if isinstance(display, str) and display else email, address=email)
+
+
+def _recipients(message: dict[str, Any], name: str) -> list[Address]:
+    value = message.get(name.lower())
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request(f"{name} must be a list of recipients.", "ErrorInvalidRecipients")
+    return [_recipient(item, name) for item in value]
+
+
+async def _send_mail(call: Call, mailbox_user: User) -> web.Response:
+    body = await call.body()
+    message = body.get("message")
+    if not isinstance(message, dict):
+        raise bad_request("The message property is required.", "ErrorInvalidParameter")
+    save = body.get("savetosentitems", True)
+    if not isinstance(save, bool):
+        raise bad_request("saveToSentItems must be true or false.", "ErrorInvalidParameter")
+    to = _recipients(message, "toRecipients")
+    cc = _recipients(message, "ccRecipients")
+    bcc = _recipients(message, "bccRecipients")
+    reply_to = _recipients(message, "replyTo")
+    if not (to or cc or bcc):
+        raise bad_request(
+            "At least one recipient is required, but none were found.", "ErrorInvalidRecipients"
+        )
+    from_user = mailbox_user
+    if message.get("from") is not None:
+        address = _recipient(message["from"], "from").address.lower()
+        found = call.state.users.get(address)
+        if found is None:
+            raise send_as_denied()
+        from_user = found
+    rights = check_send(call.state, call.caller, mailbox_user, from_user)
+    content, kind = _body_of(message.get("body", {"content": "", "contentType": "text"}))
+    subject = message.get("subject", "")
+    attachments = message.get("attachments") or []
+    data = MessageInput(
+        subject=subject if isinstance(subject, str) else str(subject),
+        body=content,
+        body_type=kind,
+        from_=Address(rights.from_.display_name, rights.from_.email),
+        sender=Address(rights.sender.display_name, rights.sender.email),
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        importance=_choice(str(message.get("importance", "normal")), ("low", "normal", "high")),
+        has_attachments=bool(attachments),
+        is_read=True,
+    )
+    mail = call.state.mail
+    with _input_errors():
+        if save:
+            copy = mail.add_message(mailbox_user.email, SENT_ITEMS, data)
+            data.internet_message_id = copy.internet_message_id
+            data.conversation_id = copy.conversation_id
+        data.is_read = False
+        data.bcc = []
+        for address in dict.fromkeys(a.address.lower() for a in [*to, *cc, *bcc]):
+            if address in call.state.users:
+                received = mail.add_message(address, INBOX, data)
+                data.internet_message_id = received.internet_message_id
+                data.conversation_id = received.conversation_id
+    return web.Response(status=202)
+
+
+# -- subscriptions -----------------------------------------------------------------------
+
+
+async def _subscriptions(call: Call, segments: list[Segment]) -> web.StreamResponse:
+    rest = segments
+    if len(rest) == 1 and rest[0].key is None:
+        if call.method == "POST":
+            return await _create_subscription(call)
+        if call.method == "GET":
+            own = [
+                s.to_json()
+                for s in call.state.subscriptions.values()
+                if s.client_id == call.caller.client_id
+            ]
+            return web.json_response(
+                {"@odata.context": f"{call.origin}{PREFIX}/$metadata#subscriptions", "value": own}
+            )
+        raise _unsupported(call)
+    keyed = _keyed(rest, "subscriptions")
+    if keyed is None:
+        raise _not_a_segment(rest[0])
+    sub = _subscription(call, keyed[0])
+    tail = keyed[1]
+    if tail:
+        if len(tail) == 1 and _action(tail[0]) == "reauthorize" and call.method == "POST":
+            sub.needs_reauthorization = False
+            return web.Response(status=204)
+        raise _not_a_segment(tail[0])
+    if call.method == "GET":
+        return web.json_response(_subscription_json(call, sub))
+    if call.method == "DELETE":
+        del call.state.subscriptions[sub.id]
+        return web.Response(status=204)
+    if call.method == "PATCH":
+        body = await call.body()
+        for name in body:
+            if name != "expirationdatetime" and not name.startswith("@odata."):
+                raise bad_request(
+                    f"The sandbox renews subscriptions only; '{name}' cannot be changed.",
+                    "InvalidRequest",
+                )
+        expires_at = parse_datetime(body.get("expirationdatetime"), "expirationDateTime")
+        check_expiration(expires_at, call.state.now())
+        sub.expires_at = expires_at
+        sub.needs_reauthorization = False
+        call.request.app[NOTIFIER].wake()
+        return web.json_response(_subscription_json(call, sub))
+    raise _unsupported(call)
+
+
+def _subscription(call: Call, subscription_id: str) -> Subscription:
+    sub = call.state.subscriptions.get(subscription_id)
+    if sub is None or sub.client_id != call.caller.client_id or sub.expires_at <= call.state.now():
+        raise GraphError(404, "ResourceNotFound", "The object was not found.")
+    return sub
+
+
+def _subscription_json(call: Call, sub: Subscription) -> dict[str, Any]:
+    return {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#subscriptions/$entity",
+        **sub.to_json(),
+    }
+
+
+async def _create_subscription(call: Call) -> web.Response:
+    state = call.state
+    body = await call.body()
+    if body.get("includeresourcedata"):
+        raise bad_request(
+            "The sandbox does not send notifications with resource data.", "InvalidRequest"
+        )
+    change_types = parse_change_types(body.get("changetype"))
+    target = parse_resource(body.get("resource"))
+    notification_url = check_notification_url(
+        body.get("notificationurl"), "notificationUrl", allow_http=state.allow_http_notifications
+    )
+    lifecycle_url = None
+    if body.get("lifecyclenotificationurl") is not None:
+        lifecycle_url = check_notification_url(
+            body.get("lifecyclenotificationurl"),
+            "lifecycleNotificationUrl",
+            allow_http=state.allow_http_notifications,
+        )
+    expires_at = parse_datetime(body.get("expirationdatetime"), "expirationDateTime")
+    check_expiration(expires_at, state.now())
+    client_state = check_client_state(body.get("clientstate"))
+    user = resolve_user(state, call.caller, target.user)
+    check_subscribe(call.caller, user)
+    mailbox = state.mail.mailbox(user.email)
+    folder = _folder(mailbox, target.folder) if target.folder is not None else None
+    now = state.now()
+    active = sum(
+        1 for s in state.subscriptions.values() if s.mailbox == user.email and s.expires_at > now
+    )
+    if active >= MAX_PER_MAILBOX:
+        raise GraphError(
+            403,
+            "ExtensionError",
+            "Operation: Create; Exception: [Status Code: Forbidden; Reason: The number of "
+            f"active subscriptions for this mailbox has reached the limit of {MAX_PER_MAILBOX}.]",
+        )
+    notifier = call.request.app[NOTIFIER]
+    await notifier.validate(notification_url)
+    if lifecycle_url is not None and lifecycle_url != notification_url:
+        await notifier.validate(lifecycle_url)
+    caller = call.caller
+    app = state.apps.get(caller.client_id)
+    sub = Subscription(
+        id=str(uuid.uuid4()),
+        resource=str(body["resource"]),
+        change_types=change_types,
+        notification_url=notification_url,
+        lifecycle_url=lifecycle_url,
+        client_state=client_state,
+        expires_at=expires_at,
+        mailbox=user.email,
+        owner_id=user.object_id,
+        folder_id=folder.id if folder else None,
+        client_id=caller.client_id,
+        creator_id=caller.user.object_id if caller.user else (app.object_id if app else ""),
+        user=caller.user.email if caller.user else None,
+        tenant_id=state.tenant_id,
+    )
+    state.subscriptions[sub.id] = sub
+    notifier.wake()
+    return web.json_response(_subscription_json(call, sub), status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the Graph endpoints on ``app``."""
+    app.router.add_route("*", PREFIX + "/{tail:.*}", handle)

@@ -1,0 +1,126 @@
+"""Messages and folders as Graph's JSON, with ``$select`` (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from relay.sandbox.graph.errors import bad_request
+from relay.sandbox.graph.mail import Address, Folder, Message
+from relay.sandbox.graph.odata import format_datetime
+
+
+def _address(value: Address | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"emailAddress": {"name": value.name, "address": value.address}}
+
+
+def _addresses(values: list[Address]) -> list[dict[str, Any]]:
+    return [{"emailAddress": {"name": a.name, "address": a.address}} for a in values]
+
+
+def _date(value: float | None) -> str | None:
+    return None if value is None else format_datetime(value)
+
+
+_MESSAGE_FIELDS: Mapping[str, Callable[[Message], Any]] = {
+    "createdDateTime": lambda m: format_datetime(m.created),
+    "lastModifiedDateTime": lambda m: format_datetime(m.modified),
+    "changeKey": lambda m: m.change_key,
+    "categories": lambda m: list(m.categories),
+    "receivedDateTime": lambda m: format_datetime(m.received),
+    "sentDateTime": lambda m: _date(m.sent),
+    "hasAttachments": lambda m: m.has_attachments,
+    "internetMessageId": lambda m: m.internet_message_id,
+    "subject": lambda m: m.subject,
+    "bodyPreview": lambda m: m.body_preview,
+    "importance": lambda m: m.importance,
+    "parentFolderId": lambda m: m.folder_id,
+    "conversationId": lambda m: m.conversation_id,
+    "isDeliveryReceiptRequested": lambda m: False,
+    "isReadReceiptRequested": lambda m: False,
+    "isRead": lambda m: m.is_read,
+    "isDraft": lambda m: m.is_draft,
+    "webLink": lambda m: (
+        "https://outlook.office365.com/owa/?ItemID="
+        f"{quote(m.id, safe='')}&exvsurl=1&viewmodel=ReadMessageItem"
+    ),
+    "inferenceClassification": lambda m: "focused",
+    "body": lambda m: {"contentType": m.body_type, "content": m.body},
+    "sender": lambda m: _address(m.sender),
+    "from": lambda m: _address(m.from_),
+    "toRecipients": lambda m: _addresses(m.to),
+    "ccRecipients": lambda m: _addresses(m.cc),
+    "bccRecipients": lambda m: _addresses(m.bcc),
+    "replyTo": lambda m: _addresses(m.reply_to),
+    "flag": lambda m: {"flagStatus": m.flag_status},
+}
+_BODY_FIELDS = frozenset({"body", "bodyPreview"})
+MESSAGE_PROPERTIES = ("id", *_MESSAGE_FIELDS)
+_BY_FOLDED = {name.lower(): name for name in MESSAGE_PROPERTIES}
+
+
+def parse_select(raw: str | None) -> tuple[str, ...] | None:
+    """``$select`` as canonical property names (case-insensitive); 400 for unknown ones."""
+    if raw is None:
+        return None
+    names: list[str] = []
+    for part in raw.split(","):
+        name = part.strip()
+        if not name:
+            continue
+        canonical = _BY_FOLDED.get(name.lower())
+        if canonical is None:
+            raise bad_request(
+                f"Could not find a property named '{name}' on type 'microsoft.graph.message'.",
+                "RequestBroker--ParseUri",
+            )
+        if canonical not in names:
+            names.append(canonical)
+    return tuple(names)
+
+
+def message_json(
+    message: Message,
+    select: Iterable[str] | None = None,
+    *,
+    bodies: bool = True,
+    odata_type: bool = False,
+) -> dict[str, Any]:
+    """A message resource; ``bodies`` False leaves out the body (``Mail.ReadBasic``)."""
+    out: dict[str, Any] = {}
+    if odata_type:
+        out["@odata.type"] = "#microsoft.graph.message"
+    out["@odata.etag"] = message.etag
+    out["id"] = message.id
+    names = _MESSAGE_FIELDS if select is None else [n for n in select if n != "id"]
+    for name in names:
+        if not bodies and name in _BODY_FIELDS:
+            continue
+        out[name] = _MESSAGE_FIELDS[name](message)
+    return out
+
+
+def removed_json(message_id: str) -> dict[str, Any]:
+    """A delta entry for a message that left the folder."""
+    return {
+        "@odata.type": "#microsoft.graph.message",
+        "id": message_id,
+        "@removed": {"reason": "deleted"},
+    }
+
+
+def folder_json(folder: Folder) -> dict[str, Any]:
+    """A mailFolder resource."""
+    return {
+        "id": folder.id,
+        "displayName": folder.display_name,
+        "parentFolderId": folder.parent_id,
+        "childFolderCount": 0,
+        "unreadItemCount": folder.unread,
+        "totalItemCount": len(folder.messages),
+        "sizeInBytes": sum(len(m.body.encode()) + 512 for m in folder.messages.values()),
+        "isHidden": folder.hidden,
+    }
