@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -115,6 +116,28 @@ async def deliver(
         http, sandbox, "POST", f"mailboxes/{mailbox}/messages", body
     )
     return message
+
+
+INBOX_RESOURCE = "me/mailFolders('Inbox')/messages"
+
+
+def expires_in(sandbox: RunningSandbox, minutes: float) -> str:
+    """An ``expirationDateTime`` ``minutes`` ahead of the sandbox clock."""
+    moment = datetime.fromtimestamp(sandbox.state.now(), UTC) + timedelta(minutes=minutes)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def subscription_body(sandbox: RunningSandbox, url: str, **fields: Any) -> dict[str, Any]:
+    """A valid ``POST /subscriptions`` body for the signed-in user's inbox, one hour long."""
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": url,
+        "resource": INBOX_RESOURCE,
+        "expirationDateTime": expires_in(sandbox, 60),
+        "clientState": "secret-state",
+    }
+    body.update(fields)
+    return body
 
 
 Answer = Callable[[dict[str, Any]], Awaitable[int] | int]

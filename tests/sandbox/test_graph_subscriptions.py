@@ -17,26 +17,28 @@ from relay.sandbox.server import RunningSandbox, start_sandbox
 from relay.sandbox.signing import Signer
 from relay.sandbox.state import SandboxState
 
-from .graph_helpers import MAIN, SHARED, Graph, Receiver, admin, app_only, mint
+from .graph_helpers import (
+    INBOX_RESOURCE,
+    MAIN,
+    SHARED,
+    Graph,
+    Receiver,
+    admin,
+    app_only,
+    expires_in,
+    mint,
+    subscription_body,
+)
 
-INBOX = "me/mailFolders('Inbox')/messages"
+INBOX = INBOX_RESOURCE
 
 
 def _in(sandbox: RunningSandbox, minutes: float) -> str:
-    moment = datetime.fromtimestamp(sandbox.state.now(), UTC) + timedelta(minutes=minutes)
-    return moment.isoformat().replace("+00:00", "Z")
+    return expires_in(sandbox, minutes)
 
 
 def _subscription(sandbox: RunningSandbox, receiver: Receiver, **fields: Any) -> dict[str, Any]:
-    body = {
-        "changeType": "created,updated,deleted",
-        "notificationUrl": receiver.url,
-        "resource": INBOX,
-        "expirationDateTime": _in(sandbox, 60),
-        "clientState": "secret-state",
-    }
-    body.update(fields)
-    return body
+    return subscription_body(sandbox, receiver.url, **fields)
 
 
 async def test_create_runs_the_validation_handshake(
