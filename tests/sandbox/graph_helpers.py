@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from relay.sandbox.scopes import GRAPH
 from relay.sandbox.server import RunningSandbox
@@ -72,7 +73,7 @@ class Graph:
         if data is not None:
             sent["Content-Type"] = "application/json"
         async with self.http.request(
-            method, aiohttp.client.URL(url, encoded=True), data=data, headers=sent
+            method, URL(url, encoded=True), data=data, headers=sent
         ) as response:
             text = await response.text()
             return response.status, json.loads(text) if text else None

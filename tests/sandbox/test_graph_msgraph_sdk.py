@@ -31,7 +31,6 @@ with warnings.catch_warnings():
     from kiota_authentication_azure.azure_identity_authentication_provider import (
         AzureIdentityAuthenticationProvider,
     )
-    from msgraph import GraphRequestAdapter, GraphServiceClient
     from msgraph.generated.models.body_type import BodyType
     from msgraph.generated.models.email_address import EmailAddress
     from msgraph.generated.models.item_body import ItemBody
@@ -45,8 +44,10 @@ with warnings.catch_warnings():
     from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
         SendMailPostRequestBody,
     )
+    from msgraph.graph_request_adapter import GraphRequestAdapter
     from msgraph.graph_request_adapter import options as graph_options
-    from msgraph_core import GraphClientFactory
+    from msgraph.graph_service_client import GraphServiceClient
+    from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
 from relay.sandbox.server import RunningSandbox
 

@@ -40,8 +40,9 @@ async def _subscribe(graph: Graph, sandbox: RunningSandbox, url: str, **fields: 
 
 async def _stats(http: aiohttp.ClientSession, sandbox: RunningSandbox, url: str) -> dict[str, Any]:
     body = await admin(http, sandbox, "GET", "notifications")
-    [found] = [e for e in body["endpoints"] if e["url"] == url]
-    return found
+    found: list[dict[str, Any]] = [e for e in body["endpoints"] if e["url"] == url]
+    assert len(found) == 1, body
+    return found[0]
 
 
 async def test_a_new_message_is_notified(
