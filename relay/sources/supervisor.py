@@ -64,7 +64,7 @@ from relay.store import accounts as accounts_store
 from relay.store import events as events_store
 from relay.store import leases as leases_store
 from relay.store.engine import now_ms
-from relay.store.schema import AccountState, accounts
+from relay.store.schema import AccountState, accounts, imap_folders
 
 __all__ = ["AccountWatcher", "Supervisor", "folder_specs", "resolve_folders"]
 
@@ -136,9 +136,18 @@ def _watchable(row: Mapping[Any, Any]) -> bool:
 class AccountWatcher:
     """The listeners of one account and their combined state."""
 
-    def __init__(self, supervisor: Supervisor, row: Mapping[Any, Any], stamp: tuple[Any, ...]):
-        """``stamp`` identifies the settings the listeners were started with."""
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        row: Mapping[Any, Any],
+        stamp: tuple[Any, ...],
+        folder_rows: Mapping[str, Mapping[Any, Any]] | None = None,
+    ):
+        """``stamp`` identifies the settings the listeners were started with; ``row`` and
+        ``folder_rows`` (by path) were just read and spare the first connects a read."""
         self.supervisor = supervisor
+        self._row: Mapping[Any, Any] | None = row
+        self._folder_rows = dict(folder_rows or {})
         self.account = str(row["id"])
         self.stamp = stamp
         self.reconnect_ms = row["reconnect_requested_ms"]
@@ -165,7 +174,11 @@ class AccountWatcher:
             primary=primary,
             on_folders=self._on_folders if primary and self.specs else None,
             notify_from=self.notify_from,
+            account_row=self._row,
+            folder_row=self._folder_rows.pop(path, None),
         )
+        if primary:
+            self._row = None
         self.listeners[path] = listener
         listener.start()
 
@@ -301,6 +314,7 @@ class Supervisor:
                         *(w.stop() for w in self.watchers.values()), *self._retiring
                     )
                     self.watchers.clear()
+                    await self.context.sink.close()
         try:
             async with asyncio.timeout(grace):
                 for account in watched:
@@ -336,24 +350,7 @@ class Supervisor:
         """Bring the running watchers in line with the accounts table and the leases."""
         async with self._scan_lock:
             async with self.store.read() as conn:
-                rows = (
-                    (
-                        await conn.execute(
-                            select(
-                                accounts.c.id,
-                                accounts.c.backend,
-                                accounts.c.state,
-                                accounts.c.config,
-                                accounts.c.delegated_account,
-                                accounts.c.updated_ms,
-                                accounts.c.reconnect_requested_ms,
-                                accounts.c.sync_requested_ms,
-                            )
-                        )
-                    )
-                    .mappings()
-                    .all()
-                )
+                rows = (await conn.execute(select(accounts))).mappings().all()
             by_id = {str(r["id"]): r for r in rows}
             wanted = {a: r for a, r in by_id.items() if _watchable(r)}
             async with self.store.write(notify=False) as conn:
@@ -367,10 +364,36 @@ class Supervisor:
             for account in [a for a in self.watchers if a not in held]:
                 await self.watchers.pop(account).stop()
                 self._forget(account)
+            starting = [
+                a
+                for a in held
+                if a not in self.watchers or self.watchers[a].stamp != _stamp(a, by_id)
+            ]
+            folders = await self._folder_rows(starting)
             for account in sorted(held):
-                self._reconcile(wanted[account], by_id)
+                self._reconcile(wanted[account], by_id, folders.get(account))
 
-    def _reconcile(self, row: RowMapping, by_id: Mapping[str, RowMapping]) -> None:
+    async def _folder_rows(self, accounts_: Sequence[str]) -> dict[str, dict[str, RowMapping]]:
+        """Folder rows of the accounts about to start, in a few reads instead of one each."""
+        out: dict[str, dict[str, RowMapping]] = {}
+        if not accounts_:
+            return out
+        async with self.store.read() as conn:
+            for start in range(0, len(accounts_), 500):
+                chunk = list(accounts_[start : start + 500])
+                result = await conn.execute(
+                    select(imap_folders).where(imap_folders.c.account.in_(chunk))
+                )
+                for row in result.mappings():
+                    out.setdefault(str(row["account"]), {})[str(row["path"])] = row
+        return out
+
+    def _reconcile(
+        self,
+        row: RowMapping,
+        by_id: Mapping[str, RowMapping],
+        folder_rows: Mapping[str, RowMapping] | None,
+    ) -> None:
         account = str(row["id"])
         stamp = _stamp(account, by_id)
         watcher = self.watchers.get(account)
@@ -391,7 +414,7 @@ class Supervisor:
                     connect_failed=row["state"] == AccountState.CONNECT_ERROR,
                 ),
             )
-            watcher = AccountWatcher(self, row, stamp)
+            watcher = AccountWatcher(self, row, stamp, folder_rows)
             self.watchers[account] = watcher
             watcher.start()
             return
@@ -419,7 +442,8 @@ class Supervisor:
         error = dict(report.error or {})
         if report.state == AccountState.AUTHENTICATION_ERROR and not memory.auth_failed:
             memory.auth_failed = True
-            self._pending_events.append(Event("authenticationError", account, error, ms))
+            if not report.recorded:
+                self._pending_events.append(Event("authenticationError", account, error, ms))
         elif report.state == AccountState.CONNECT_ERROR and not memory.connect_failed:
             memory.connect_failed = True
             self._pending_events.append(Event("connectError", account, error, ms))

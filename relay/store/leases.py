@@ -27,53 +27,60 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
 async def claim(
     conn: AsyncConnection, node: str, accounts: Iterable[str], *, now_ms: int, lease_ms: int
 ) -> set[str]:
-    """Take or renew the lease of every account in ``accounts`` that is free, expired or ours.
+    """Renew this node's leases and take those of ``accounts`` that are free or expired.
 
-    Returns the accounts this node now holds.
+    Returns the accounts of ``accounts`` this node now holds. In the steady state this is
+    one read and one UPDATE by node, however many accounts there are; leases of accounts no
+    longer in ``accounts`` are given up.
     """
-    wanted = sorted(set(accounts))
-    if not wanted:
-        return set()
+    wanted = set(accounts)
     expires = now_ms + lease_ms
-    insert = (
-        postgresql.insert(account_leases)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(account_leases)
+    current = {
+        str(account): (str(holder), int(until))
+        for account, holder, until in (
+            await conn.execute(
+                select(account_leases.c.account, account_leases.c.node, account_leases.c.expires_ms)
+            )
+        ).all()
+    }
+    await conn.execute(
+        account_leases.update().where(account_leases.c.node == node).values(expires_ms=expires)
     )
-    for chunk in _chunks(wanted):
-        existing = set(
-            (
-                await conn.execute(
-                    select(account_leases.c.account).where(account_leases.c.account.in_(chunk))
-                )
-            ).scalars()
+    stale = sorted(a for a, (holder, _) in current.items() if holder == node and a not in wanted)
+    for chunk in _chunks(stale):
+        await conn.execute(
+            account_leases.delete().where(
+                account_leases.c.node == node, account_leases.c.account.in_(chunk)
+            )
         )
-        missing = [a for a in chunk if a not in existing]
-        if missing:
+    missing = sorted(wanted - current.keys())
+    if missing:
+        insert = (
+            postgresql.insert(account_leases)
+            if conn.dialect.name == "postgresql"
+            else sqlite.insert(account_leases)
+        )
+        for chunk in _chunks(missing):
             await conn.execute(
                 insert.on_conflict_do_nothing(),
-                [{"account": a, "node": node, "expires_ms": expires} for a in missing],
+                [{"account": a, "node": node, "expires_ms": expires} for a in chunk],
             )
+    expired = sorted(
+        a
+        for a, (holder, until) in current.items()
+        if a in wanted and holder != node and until < now_ms
+    )
+    for chunk in _chunks(expired):
+        # The expiry test is repeated in the UPDATE: of two nodes racing, only one wins.
         await conn.execute(
             account_leases.update()
-            .where(
-                account_leases.c.account.in_(chunk),
-                (account_leases.c.node == node) | (account_leases.c.expires_ms < now_ms),
-            )
+            .where(account_leases.c.account.in_(chunk), account_leases.c.expires_ms < now_ms)
             .values(node=node, expires_ms=expires)
         )
-    held: set[str] = set()
-    for chunk in _chunks(wanted):
-        held.update(
-            (
-                await conn.execute(
-                    select(account_leases.c.account).where(
-                        account_leases.c.account.in_(chunk), account_leases.c.node == node
-                    )
-                )
-            ).scalars()
-        )
-    return held
+    held = (
+        await conn.execute(select(account_leases.c.account).where(account_leases.c.node == node))
+    ).scalars()
+    return {str(a) for a in held} & wanted
 
 
 async def release(conn: AsyncConnection, node: str, accounts: Iterable[str] | None = None) -> None:

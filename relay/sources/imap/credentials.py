@@ -108,20 +108,28 @@ class StoredTokens:
 
 
 async def resolve(
-    store: Store, cipher: Cipher, token_for: TokenProvider, account: str
+    store: Store,
+    cipher: Cipher,
+    token_for: TokenProvider,
+    account: str,
+    *,
+    row: Mapping[Any, Any] | None = None,
 ) -> tuple[Endpoint, Credentials]:
-    """Read ``account`` and return its server and credentials.
+    """Read ``account`` (or use ``row``, just read by the caller) and return its server and
+    credentials.
 
     Raises :class:`NotFound` when the account is gone and :class:`AuthError` when it has no
     usable credentials. A shared mailbox without its own ``imap`` settings uses the server
     of the account it delegates to.
     """
-    async with store.read() as conn:
-        row = await accounts_store.get(conn, account)
-        if row is None:
-            raise NotFound(f"account {account!r} not found")
-        server_row = row
-        if not _section(row["config"], "imap").get("host") and row["delegated_account"]:
+    if row is None:
+        async with store.read() as conn:
+            row = await accounts_store.get(conn, account)
+    if row is None:
+        raise NotFound(f"account {account!r} not found")
+    server_row = row
+    if not _section(row["config"], "imap").get("host") and row["delegated_account"]:
+        async with store.read() as conn:
             chain = await accounts_store.delegation_chain(conn, account)
             for link in chain[1:]:
                 candidate = await accounts_store.get(conn, link)

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +46,7 @@ import structlog
 
 from relay.auth.crypto import Cipher
 from relay.config import ImapSettings
-from relay.errors import AuthError, NotFound, StoreError
+from relay.errors import AuthError, ConsentRequired, NotFound, StoreError, TokenRefreshFailed
 from relay.events.normalize import visible_flags
 from relay.sources.imap.client import ClientOptions, FetchResult, ImapClient
 from relay.sources.imap.credentials import Credentials, Endpoint, TokenProvider, resolve
@@ -166,6 +166,9 @@ class StateReport:
     state: str
     error: dict[str, Any] | None = None
     user: str | None = None
+    # The authenticationError event is already stored (by the token manager, for every
+    # account that shares the lost grant): the supervisor must not add another.
+    recorded: bool = False
 
 
 Report = Callable[["FolderListener", StateReport], None]
@@ -202,8 +205,15 @@ class FolderListener:
         primary: bool = False,
         on_folders: FoldersListed | None = None,
         notify_from: datetime | None = None,
+        account_row: Mapping[Any, Any] | None = None,
+        folder_row: Mapping[Any, Any] | None = None,
     ) -> None:
-        """``notify_from`` (timezone-aware) is the account's ``notifyFrom``."""
+        """``notify_from`` (timezone-aware) is the account's ``notifyFrom``.
+
+        ``account_row`` and ``folder_row``, when the caller has just read them, spare the
+        first connect its own reads (thousands of listeners start at once); later connects
+        always read afresh.
+        """
         self.ctx = ctx
         self.account = account
         self.path = path
@@ -228,6 +238,8 @@ class FolderListener:
         self._flag_updates: dict[int, tuple[str, ...]] = {}
         self._condstore = False
         self._log = log.bind(account=account, path=path)
+        self._account_row = account_row
+        self._folder_row = folder_row
 
     # -- control ----------------------------------------------------------------------------
 
@@ -265,10 +277,15 @@ class FolderListener:
     # -- the loop ---------------------------------------------------------------------------
 
     def _report(
-        self, state: str, error: dict[str, Any] | None = None, user: str | None = None
+        self,
+        state: str,
+        error: dict[str, Any] | None = None,
+        user: str | None = None,
+        *,
+        recorded: bool = False,
     ) -> None:
         self.state = state
-        self._report_to(self, StateReport(state, error, user))
+        self._report_to(self, StateReport(state, error, user, recorded))
 
     async def _run(self) -> None:
         settings = self.ctx.settings
@@ -285,9 +302,18 @@ class FolderListener:
             except NotFound:
                 self._log.info("account gone; listener stops")
                 return
+            except TokenRefreshFailed as exc:
+                # The token endpoint failed, not the credentials: retry like a network error.
+                self._log.info("token refresh failed", error=str(exc))
+                self._report(
+                    AccountState.CONNECT_ERROR,
+                    {"response": str(exc), "serverResponseCode": "OauthRenewError"},
+                )
+                delay = backoff.next()
             except (ImapAuthError, AuthError) as exc:
                 self._log.warning("authentication failed", error=str(exc))
-                self._report(AccountState.AUTHENTICATION_ERROR, _auth_error(exc))
+                recorded = isinstance(exc, ConsentRequired) and exc.recorded
+                self._report(AccountState.AUTHENTICATION_ERROR, _auth_error(exc), recorded=recorded)
                 delay = settings.auth_retry
             except StateConflict as exc:
                 self._log.info("folder state changed elsewhere; resyncing", error=str(exc))
@@ -308,6 +334,7 @@ class FolderListener:
             finally:
                 # Whatever happened, the next connection starts from the stored state.
                 self._folder = None
+                self._account_row = self._folder_row = None
                 if self._client is not None:
                     self._client.close()
                     self._client = None
@@ -320,8 +347,9 @@ class FolderListener:
                 await self._retry_now.wait()
 
     async def _connect(self) -> tuple[ImapClient, Credentials]:
+        row, self._account_row = self._account_row, None
         endpoint, creds = await resolve(
-            self.ctx.store, self.ctx.cipher, self.ctx.token_for, self.account
+            self.ctx.store, self.ctx.cipher, self.ctx.token_for, self.account, row=row
         )
         client = await self._open(endpoint)
         self._client = client
@@ -355,8 +383,14 @@ class FolderListener:
         await self._listen(session)
 
     async def _load(self) -> FolderState:
-        async with self.ctx.store.write(notify=False) as conn:
-            row = await folders_store.ensure(conn, self.account, self.path, self.special_use)
+        row, self._folder_row = self._folder_row, None
+        if row is None:
+            async with self.ctx.store.read() as conn:
+                row = await folders_store.get(conn, self.account, self.path)
+        if row is None or (self.special_use and row["special_use"] != self.special_use):
+            # Only the first connect writes: at start-up thousands of listeners load at once.
+            async with self.ctx.store.write(notify=False) as conn:
+                row = await folders_store.ensure(conn, self.account, self.path, self.special_use)
         return FolderState.from_row(row)
 
     # -- IDLE -------------------------------------------------------------------------------

@@ -6,12 +6,19 @@ events (:mod:`relay.events.normalize`) and writes them, their webhook deliveries
 new state in one transaction. Either everything is stored or nothing is, so a crash at any
 point makes the listener redo the same diff against the same old state: nothing is lost
 and nothing is reported twice.
+
+Commits are grouped: one writer task takes every commit waiting at that moment and writes
+them in one transaction (each folder's compare-and-set decides alone whether its events go
+in). With thousands of folders this is what keeps a burst of mail, or the start-up of every
+listener at once, from queueing behind one database write each.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.errors import SourceError
@@ -88,13 +95,43 @@ class FolderRef:
     special_use: str | None
 
 
+@dataclass(slots=True)
+class _Pending:
+    folder: FolderRef
+    version: int
+    values: dict[str, Any]
+    events: list[Event]
+    synced: bool
+    done: asyncio.Future[None] = field(repr=False)
+
+
+# Folders written per transaction at most.
+_GROUP = 500
+
+
 class FolderSink:
     """Commits listener changes (see the module docstring)."""
 
     def __init__(self, store: Store, *, service_url: str, max_payload_bytes: int) -> None:
+        """Nothing runs until the first commit."""
         self._store = store
         self._service_url = service_url
         self._max_bytes = max_payload_bytes
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Stop the writer; commits still waiting fail (their listeners are stopped first)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        for pending in self._queue:
+            if not pending.done.done():
+                pending.done.cancel()
+        self._queue.clear()
 
     def events(
         self, folder: FolderRef, state: FolderState, changes: Sequence[Change]
@@ -150,23 +187,69 @@ class FolderSink:
         """Store the events of ``changes`` and ``state`` atomically; return the events stored.
 
         Raises :class:`StateConflict` (nothing written) when the stored state is no longer
-        the version ``state`` was loaded from.
+        the version ``state`` was loaded from, and :class:`relay.errors.StoreError` when the
+        database failed.
         """
-        batch = self.events(folder, state, changes)
-        async with self._store.write(notify=bool(batch)) as conn:
+        pending = _Pending(
+            folder,
+            state.version,
+            state.columns(),
+            self.events(folder, state, changes),
+            synced,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="imap folder writer")
+        self._wake.set()
+        await pending.done
+        state.version += 1
+        return len(pending.events)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                group, self._queue = self._queue[:_GROUP], self._queue[_GROUP:]
+                try:
+                    conflicts = await self._write(group)
+                except Exception as exc:
+                    for pending in group:
+                        if not pending.done.done():
+                            pending.done.set_exception(exc)
+                    continue
+                for pending in group:
+                    if pending.done.done():
+                        continue
+                    if id(pending) in conflicts:
+                        folder = pending.folder
+                        pending.done.set_exception(
+                            StateConflict(f"folder state of {folder.account}/{folder.path} changed")
+                        )
+                    else:
+                        pending.done.set_result(None)
+
+    async def _write(self, group: Sequence[_Pending]) -> set[int]:
+        """One transaction for ``group``; returns the ids of the pendings that lost a race."""
+        conflicts: set[int] = set()
+        batch: list[Event] = []
+        async with self._store.write(notify=any(p.events for p in group)) as conn:
+            for pending in group:
+                saved = await folders_store.save(
+                    conn,
+                    pending.folder.account,
+                    pending.folder.path,
+                    version=pending.version,
+                    values=pending.values,
+                    synced=pending.synced,
+                )
+                if saved:
+                    batch.extend(pending.events)
+                else:
+                    conflicts.add(id(pending))
             if batch:
                 await events_store.record(
                     conn, batch, default_service_url=self._service_url, max_bytes=self._max_bytes
                 )
-            saved = await folders_store.save(
-                conn,
-                folder.account,
-                folder.path,
-                version=state.version,
-                values=state.columns(),
-                synced=synced,
-            )
-            if not saved:
-                raise StateConflict(f"folder state of {folder.account}/{folder.path} changed")
-        state.version += 1
-        return len(batch)
+        return conflicts

@@ -21,9 +21,12 @@ from relay.store.schema import accounts, imap_folders
 from tests.api.helpers import add_app, call
 from tests.conftest import MakeClient
 from tests.peers.dovecot import DovecotServer, start_dovecot
+from tests.peers.receiver import Receiver
 from tests.peers.tcpproxy import TcpProxy
+from tests.webhooks.conftest import SERVICE_SECRET, loopback_settings
 
 from .relay_support import (
+    WAIT,
     add_account,
     deliver_offline,
     folder_row,
@@ -537,3 +540,60 @@ async def _wait_synced_after(client: TestClient, account: str, since: int, withi
 
     result: int = await wait_until(check, "a sync", within)
     return result
+
+
+async def test_new_mail_reaches_a_webhook_route_signed(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """APPEND -> the stored messageNew is POSTed to a route, both signatures verified."""
+    user = await _fresh(dovecot)
+    client = await make_client(loopback_settings(relay_settings(settings)))
+    async with Receiver(secret="whsec_" + "A" * 44, service_secret=SERVICE_SECRET) as rx:
+        await call(client, "POST", "/v1/settings", {"serviceSecret": SERVICE_SECRET})
+        route = await call(
+            client, "POST", "/v1/webhooks", {"url": rx.url, "events": ["messageNew"]}, status=201
+        )
+        rx.secret = route["secret"]
+        await add_account(client, password_account("hook", user, dovecot.port))
+        await wait_state(client, "hook", "connected")
+        await dovecot.append(user.user, "INBOX", message("to the webhook"))
+        await rx.wait_for(1, timeout=WAIT)
+        (delivery,) = rx.accepted()
+        assert delivery.standard_ok
+        assert delivery.ee_ok
+        body = delivery.json()
+        assert body["event"] == "messageNew"
+        assert body["account"] == "hook"
+        assert body["path"] == "INBOX"
+        assert body["data"]["subject"] == "to the webhook"
+        (stored,) = await stored_events(client, "hook", "messageNew")
+        assert stored["data"] == body["data"]
+
+
+async def test_one_node_per_account_and_takeover(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """Two relays on one store: only the lease holder watches an account; when it stops,
+    the other takes over and new mail is reported once."""
+    user = await _fresh(dovecot)
+    config = relay_settings(settings)
+    node_a = await make_client(config)
+    await add_account(node_a, password_account("ha", user, dovecot.port))
+    await wait_state(node_a, "ha", "connected")
+    node_b = await make_client(config)
+    await dovecot.append(user.user, "INBOX", message("while both run"))
+    await wait_events(node_b, "ha", "messageNew")
+    await asyncio.sleep(4 * config.imap.scan_interval)
+    assert "ha" in node_a.app[SUPERVISOR].watchers
+    assert "ha" not in node_b.app[SUPERVISOR].watchers
+
+    await node_a.close()
+    await wait_until(
+        lambda: asyncio.sleep(0, result="ha" in node_b.app[SUPERVISOR].watchers), "a takeover"
+    )
+    await wait_state(node_b, "ha", "connected")
+    await dovecot.append(user.user, "INBOX", message("after the takeover"))
+    await wait_events(node_b, "ha", "messageNew", 2)
+    await settle()
+    found = await stored_events(node_b, "ha", "messageNew")
+    assert Counter(subjects(found)) == {"while both run": 1, "after the takeover": 1}
