@@ -1,9 +1,12 @@
-"""A local emulator of the Microsoft identity platform (v2) for offline development and tests.
+"""A local emulator of Microsoft 365 for offline development and tests.
 
-Start it with :func:`relay.sandbox.server.start_sandbox` (or ``relay sandbox``); point msal
-or azure-identity at its https URL with its CA certificate. The tenant lives in memory
-(:mod:`relay.sandbox.state`) and is managed through the loopback-only admin API
-(:mod:`relay.sandbox.admin`).
+It serves the Microsoft identity platform (v2) and a Microsoft Graph v1.0 mail subset
+(:mod:`relay.sandbox.graph`: folders, messages, delta query, sendMail, change
+subscriptions with real notifications). Start it with
+:func:`relay.sandbox.server.start_sandbox` (or ``relay sandbox``); point msal,
+azure-identity and msgraph-sdk at its https URL with its CA certificate. The tenant and its
+mailboxes live in memory (:mod:`relay.sandbox.state`) and are managed through the
+loopback-only admin API (:mod:`relay.sandbox.admin`, :mod:`relay.sandbox.graph.admin`).
 """
 
 from relay.sandbox.server import RunningSandbox, main, start_sandbox

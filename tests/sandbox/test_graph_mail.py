@@ -451,3 +451,17 @@ async def test_user_entry(graph: Graph, sandbox: RunningSandbox) -> None:
 
     assert user["id"] == sandbox.state.users[SHARED].object_id
     assert user["mail"] == SHARED
+
+
+async def test_bodies_that_are_not_json_are_400(
+    http: aiohttp.ClientSession, graph: Graph, sandbox: RunningSandbox
+) -> None:
+    """Undecodable, non-JSON or non-object bodies are 400 BadRequest, never a 500."""
+    for data in (b"\xff\xfe\x00", b"{not json", b"[1, 2]", b""):
+        async with http.post(
+            f"{sandbox.url}/v1.0/me/sendMail",
+            data=data,
+            headers={"Authorization": f"Bearer {graph.token}", "Content-Type": "application/json"},
+        ) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (400, "BadRequest"), data

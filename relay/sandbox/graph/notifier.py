@@ -356,17 +356,15 @@ class Notifier:
         for url, items in fresh.items():
             stats = self._stats_for(url)
             mode = stats.health.mode(now)
-            keep: list[Item] = []
-            for item in items:
-                if item.lifecycle or mode == "normal":
-                    keep.append(item)
-                elif mode == "delayed":
-                    stats.delayed += 1
-                    self._add_batches(url, [item], now + PENALTY)
-                else:
-                    stats.dropped += 1
-                    self._missed([item])
-            self._add_batches(url, keep, now)
+            now_items = [item for item in items if item.lifecycle or mode == "normal"]
+            held = [item for item in items if not (item.lifecycle or mode == "normal")]
+            self._add_batches(url, now_items, now)
+            if mode == "delayed":
+                stats.delayed += len(held)
+                self._add_batches(url, held, now + PENALTY)
+            elif held:
+                stats.dropped += len(held)
+                self._missed(held)
 
     def _add_batches(self, url: str, items: list[Item], due: float) -> None:
         size = self.settings.max_batch

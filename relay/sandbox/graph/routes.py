@@ -109,12 +109,12 @@ class Call:
 
     async def body(self) -> dict[str, Any]:
         """The JSON body with property names folded to lower case; 400 if it is not JSON."""
-        text = await self.request.text()
-        if not text.strip():
+        raw = await self.request.read()
+        if not raw.strip():
             raise bad_request("Empty Payload. JSON content expected.")
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise bad_request(
                 "Unable to read JSON request payload. Please ensure Content-Type header is "
                 "set and payload is of valid JSON format."
