@@ -16,7 +16,9 @@ from typing import Any
 
 import structlog
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from relay.config import SecuritySettings
@@ -38,6 +40,16 @@ class Cipher:
         if len(key) != 32:
             raise ValueError("key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for another use (e.g. signing links), derived with HKDF-SHA256.
+
+        Every node of an installation derives the same subkey; knowing it reveals nothing
+        about the encryption key or about the subkeys of other purposes.
+        """
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return hkdf.derive(self._key)
 
     def encrypt(self, plaintext: bytes, *, context: str) -> bytes:
         """Encrypt ``plaintext`` bound to ``context`` (e.g. the row it belongs to)."""

@@ -39,3 +39,14 @@ def test_broken_key_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_cipher(SecuritySettings(key_file="relay.key"), base_dir=tmp_path)
     assert caught.value.key == "security.key_file"
+
+
+def test_subkeys_differ_by_purpose_and_key() -> None:
+    """Subkeys are stable per key and purpose, and differ across either."""
+    cipher = Cipher(derive_key("a-long-enough-secret"))
+    same = Cipher(derive_key("a-long-enough-secret"))
+    other = Cipher(derive_key("another-long-secret"))
+    assert cipher.subkey("links") == same.subkey("links")
+    assert len(cipher.subkey("links")) == 32
+    assert cipher.subkey("links") != cipher.subkey("other")
+    assert cipher.subkey("links") != other.subkey("links")
