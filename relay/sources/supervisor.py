@@ -469,6 +469,9 @@ class Supervisor:
                 log.warning("could not record account states", error=str(exc))
                 self._state_wake.set()
                 await asyncio.sleep(_STATE_RETRY)
+            except Exception:
+                log.exception("recording account states crashed")
+                await asyncio.sleep(_STATE_RETRY)
 
     async def _flush(self) -> None:
         states, self._pending_states = self._pending_states, {}

@@ -447,7 +447,9 @@ class FolderListener:
                 if idle:
                     await client.idle_done()
                 else:
-                    await client.noop()
+                    # Like DONE, an unanswered NOOP means the connection is dead.
+                    async with asyncio.timeout(self.ctx.settings.done_timeout):
+                        await client.noop()
         finally:
             closed.cancel()
 

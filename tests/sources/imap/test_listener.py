@@ -68,9 +68,13 @@ def own_dovecot() -> Iterator[DovecotServer]:
     shutil.rmtree(server.root, ignore_errors=True)
 
 
-@pytest.fixture
-def plain_dovecot() -> Iterator[DovecotServer]:
-    """A Dovecot advertising neither CONDSTORE nor QRESYNC, like Exchange Online."""
+BASIC_CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT LITERAL+ UIDPLUS MOVE SPECIAL-USE"
+    " NAMESPACE UNSELECT CHILDREN"
+)
+
+
+def _limited_dovecot(capabilities: str) -> Iterator[DovecotServer]:
     server = DovecotServer(root=Path(tempfile.mkdtemp(prefix="relay-dovecot-")))
     server.add_user(PLAIN.user, PLAIN.password)
     original = server.prepare
@@ -78,16 +82,25 @@ def plain_dovecot() -> Iterator[DovecotServer]:
     def prepare() -> None:
         original()
         with server.config_path.open("a") as fh:
-            fh.write(
-                "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT"
-                " LITERAL+ UIDPLUS MOVE SPECIAL-USE NAMESPACE UNSELECT CHILDREN\n"
-            )
+            fh.write(f"imap_capability = {capabilities}\n")
 
     server.prepare = prepare  # type: ignore[method-assign]
     server.start()
     yield server
     server.stop()
     shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def plain_dovecot() -> Iterator[DovecotServer]:
+    """A Dovecot advertising neither CONDSTORE nor QRESYNC, like Exchange Online."""
+    yield from _limited_dovecot(BASIC_CAPABILITIES + " IDLE")
+
+
+@pytest.fixture
+def no_idle_dovecot() -> Iterator[DovecotServer]:
+    """A Dovecot without IDLE (nor CONDSTORE/QRESYNC)."""
+    yield from _limited_dovecot(BASIC_CAPABILITIES)
 
 
 async def _start(make_client: MakeClient, settings: Settings, **imap: object) -> TestClient:
@@ -597,3 +610,26 @@ async def test_one_node_per_account_and_takeover(
     await settle()
     found = await stored_events(node_b, "ha", "messageNew")
     assert Counter(subjects(found)) == {"while both run": 1, "after the takeover": 1}
+
+
+async def test_server_without_idle_is_polled(
+    no_idle_dovecot: DovecotServer, make_client: MakeClient, settings: Settings
+) -> None:
+    """Without IDLE the listener polls with NOOP (every idle_restart s at most) and still
+    reports each change once."""
+    server, user = no_idle_dovecot, PLAIN
+    client = await _start(make_client, settings, idle_restart=0.3)
+    await add_account(client, password_account("poll", user, server.port))
+    await wait_state(client, "poll", "connected")
+    other = await mailbox(server, user)
+    assert "IDLE" not in other.capabilities
+    uid = (await other.append("INBOX", message("polled"))).uid
+    (new,) = await wait_events(client, "poll", "messageNew")
+    assert new["data"]["uid"] == uid
+    await other.uid_store(uid, "+FLAGS.SILENT", ["\\Deleted"])
+    await other.expunge()
+    await wait_events(client, "poll", "messageDeleted")
+    await other.logout()
+    await settle()
+    assert len(await stored_events(client, "poll", "messageNew")) == 1
+    assert len(await stored_events(client, "poll", "messageDeleted")) == 1
