@@ -13,11 +13,22 @@ import structlog
 from aiohttp import web
 
 from relay.api.health import metrics_middleware
-from relay.api.keys import AUTH_CACHE, CIPHER, METRICS, SETTINGS, STORE, SUPERVISOR, WORKER
+from relay.api.keys import (
+    AUTH_CACHE,
+    CIPHER,
+    METRICS,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+    TOKENS,
+    WORKER,
+)
 from relay.api.middleware import auth_middleware, errors_middleware
 from relay.api.routes import setup_routes
 from relay.auth.api_tokens import new_token
 from relay.auth.crypto import load_cipher
+from relay.auth.identity import MicrosoftIdentity
+from relay.auth.tokens import TokenManager
 from relay.config import Settings
 from relay.metrics import Metrics
 from relay.sources.supervisor import Supervisor
@@ -80,6 +91,18 @@ def create_app(
         yield
         await worker.stop(settings.server.shutdown_timeout)
 
+    async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[TOKENS] = TokenManager(
+            app[STORE],
+            app[CIPHER],
+            MicrosoftIdentity(settings.microsoft),
+            service_url=settings.service_url,
+            refresh_margin=settings.microsoft.token_refresh_margin,
+            max_payload_bytes=settings.webhooks.max_payload_bytes,
+        )
+        yield
+        await app[TOKENS].close()
+
     async def supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.imap.watch:
             yield
@@ -90,6 +113,7 @@ def create_app(
             settings.imap,
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
+            token_for=app[TOKENS].token_for,
         )
         await supervisor.start()
         app[SUPERVISOR] = supervisor
@@ -98,5 +122,6 @@ def create_app(
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(tokens_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     return app

@@ -65,6 +65,10 @@ class MicrosoftSettings:
     authority_host: str = "https://login.microsoftonline.com"
     # PEM bundle trusted for Microsoft endpoints (the sandbox's CA). Empty: system store.
     ca_bundle: str = ""
+    # Seconds before an access token expires at which it is refreshed.
+    token_refresh_margin: float = 300.0
+    # Seconds a consent link (POST /v1/authentication/form) stays valid.
+    consent_link_ttl: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +295,10 @@ def _check(settings: Settings) -> None:
     _check_http_url("microsoft.authority_host", s.microsoft.authority_host)
     if s.microsoft.ca_bundle and not Path(s.microsoft.ca_bundle).is_file():
         raise ConfigError("microsoft.ca_bundle", f"file not found: {s.microsoft.ca_bundle}")
+    if s.microsoft.token_refresh_margin < 0:
+        raise ConfigError("microsoft.token_refresh_margin", "must not be negative")
+    if s.microsoft.consent_link_ttl <= 0:
+        raise ConfigError("microsoft.consent_link_ttl", "must be greater than 0")
     _check_webhooks(s.webhooks)
     _check_imap(s.imap)
 

@@ -81,7 +81,15 @@ class TokenRefreshFailed(AuthError):
 
 
 class ConsentRequired(AuthError):
-    """The grant is gone (``invalid_grant``); only new consent helps, so never retry in a loop."""
+    """The grant is gone (``invalid_grant``); only new consent helps, so never retry in a loop.
+
+    ``recorded`` means the ``authenticationError`` state and event of every account that uses
+    the grant are already stored, so whoever catches this need not report them again.
+    """
+
+    def __init__(self, message: str, *, recorded: bool = False) -> None:
+        super().__init__(message)
+        self.recorded = recorded
 
 
 class SourceError(RelayError):

@@ -91,6 +91,9 @@ class OAuth2Settings(Body):
     accessToken: Secret | None = None
     refreshToken: Secret | None = None
     expires: datetime | None = None
+    # Not stored: ask for a consent link instead of creating the account now.
+    authorize: bool | None = None
+    redirectUrl: HttpUrl | None = None
 
 
 class AccountFields(Body):

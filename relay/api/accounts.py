@@ -5,6 +5,10 @@ Shared mailboxes: ``oauth2.auth.delegatedUser`` is the shared address and
 uses; the provider and tokens then come from that account (the seed payload needs nothing
 else). Deleting an account that shared accounts still delegate to is refused (409) so no
 mailbox is silently left without credentials.
+
+``oauth2.authorize: true`` (with ``oauth2.provider`` and ``oauth2.redirectUrl``) does not
+create the account: the answer is ``{redirect}``, a consent link; the account is created when
+the user has signed in and consented (see ``relay.api.authentication``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, RootModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.api.account_schema import (
@@ -28,6 +32,7 @@ from relay.api.account_schema import (
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query, validate
 from relay.api.keys import CIPHER, SETTINGS, STORE, SUPERVISOR
 from relay.api.models import Body, Out, Paging
+from relay.auth.consent import ConsentRequest, consent_link
 from relay.auth.crypto import Cipher
 from relay.auth.delegation import delegation_problem
 from relay.errors import Conflict, InputError, NotFound
@@ -45,6 +50,14 @@ TAG = "Accounts"
 class AccountCreated(Out):
     account: str
     state: str = Field(description="new or existing")
+
+
+class AuthorizeRedirect(Out):
+    redirect: str = Field(description="Consent link: the account is created after consent")
+
+
+class AccountAdded(RootModel[AccountCreated | AuthorizeRedirect]):
+    """``{account, state}``, or ``{redirect}`` for ``oauth2.authorize: true``."""
 
 
 class AccountRef(Out):
@@ -101,11 +114,15 @@ class Requested(Out):
     sync: bool | None = None
 
 
-def _notify_supervisor(request: web.Request, account: str) -> None:
+def notify_supervisor(app: web.Application, account: str) -> None:
     """Let this node's IMAP supervisor act on the change now (other nodes see it on their scan)."""
-    supervisor = request.app.get(SUPERVISOR)
+    supervisor = app.get(SUPERVISOR)
     if supervisor is not None:
         supervisor.notify(account)
+
+
+def _notify_supervisor(request: web.Request, account: str) -> None:
+    notify_supervisor(request.app, account)
 
 
 def _secrets_context(account: str) -> str:
@@ -240,6 +257,11 @@ def _columns(
     public.pop("name", None)
     public.pop("email", None)
     public.pop("account", None)
+    oauth2 = public.get("oauth2")
+    if isinstance(oauth2, dict):
+        # Instructions for this request (start a consent), not settings to keep.
+        oauth2.pop("authorize", None)
+        oauth2.pop("redirectUrl", None)
     return {
         "name": fields.name,
         "email": fields.email,
@@ -251,34 +273,107 @@ def _columns(
     }
 
 
+async def save_account(
+    conn: AsyncConnection, cipher: Cipher, body: AccountCreate, service_url: str
+) -> str:
+    """Create or replace an account; ``"new"`` (with an ``accountAdded`` event) or
+    ``"existing"``. The caller notifies the supervisor after the commit."""
+    derived = await _resolve(conn, body.account, body)
+    columns = _columns(cipher, body.account, body, derived)
+    existing = await accounts_store.get(conn, body.account)
+    await sync_account_route(
+        conn, cipher, body.account, str(body.webhooks) if body.webhooks else None
+    )
+    if existing is None:
+        await accounts_store.insert(
+            conn, {"id": body.account, "state": AccountState.INIT, **columns}
+        )
+        event = Event(
+            "accountAdded",
+            body.account,
+            {"account": body.account, "name": body.name, "email": body.email},
+            now_ms(),
+        )
+        await events_store.append(conn, event, service_url)
+        return "new"
+    await accounts_store.update(conn, body.account, columns)
+    return "existing"
+
+
+async def change_account(
+    conn: AsyncConnection, cipher: Cipher, account: str, change: dict[str, Any]
+) -> None:
+    """Merge ``change`` (wire names; null removes a key) into a stored account."""
+    row = await _row_or_404(conn, account)
+    stored = join_secrets(dict(row["config"]), _load_secrets(cipher, row))
+    stored["name"] = row["name"]
+    stored["email"] = row["email"]
+    fields = validate(AccountFields, merge(stored, change))
+    derived = await _resolve(conn, account, fields)
+    await accounts_store.update(conn, account, _columns(cipher, account, fields, derived))
+    await sync_account_route(
+        conn, cipher, account, str(fields.webhooks) if fields.webhooks else None
+    )
+
+
+def _consent_request(body: AccountCreate) -> ConsentRequest:
+    """What a consent link for ``oauth2.authorize`` must carry; refuses what it cannot."""
+    oauth2 = body.oauth2
+    assert oauth2 is not None
+    if not oauth2.provider:
+        raise InputError(
+            "oauth2.provider: is required with authorize (the OAuth2 application to consent to)",
+            field="oauth2.provider",
+        )
+    if oauth2.redirectUrl is None:
+        raise InputError(
+            "oauth2.redirectUrl: is required with authorize (where the browser goes after consent)",
+            field="oauth2.redirectUrl",
+        )
+    auth = oauth2.auth
+    if auth is not None and auth.delegatedAccount:
+        raise InputError(
+            "oauth2.auth.delegatedAccount: a shared account uses another account's consent;"
+            " add it without authorize",
+            field="oauth2.auth.delegatedAccount",
+        )
+    payload = payload_dict(body)
+    public, secrets = split_secrets(payload)
+    if secrets:
+        first = sorted(secrets)[0]
+        raise InputError(f"{first}: not allowed with authorize", field=first)
+    public.pop("oauth2", None)
+    delegated_user = auth.delegatedUser if auth else None
+    if delegated_user:
+        public["email"] = delegated_user
+    return ConsentRequest(
+        app=oauth2.provider,
+        redirect_url=str(oauth2.redirectUrl),
+        delegated=bool(delegated_user),
+        account=public,
+    )
+
+
 async def create_account(request: web.Request) -> web.Response:
     body = await read_body(request, AccountCreate)
     cipher = request.app[CIPHER]
-    service_url = request.app[SETTINGS].service_url
+    settings = request.app[SETTINGS]
+    if body.oauth2 is not None and body.oauth2.authorize:
+        consent = _consent_request(body)
+        async with request.app[STORE].read() as conn:
+            url = await consent_link(
+                conn,
+                cipher,
+                consent,
+                default_service_url=settings.service_url,
+                ttl=settings.microsoft.consent_link_ttl,
+                app_field="oauth2.provider",
+            )
+        return json_response(AccountAdded(AuthorizeRedirect(redirect=url)))
     async with request.app[STORE].write() as conn:
-        derived = await _resolve(conn, body.account, body)
-        columns = _columns(cipher, body.account, body, derived)
-        existing = await accounts_store.get(conn, body.account)
-        await sync_account_route(
-            conn, cipher, body.account, str(body.webhooks) if body.webhooks else None
-        )
-        if existing is None:
-            await accounts_store.insert(
-                conn, {"id": body.account, "state": AccountState.INIT, **columns}
-            )
-            event = Event(
-                "accountAdded",
-                body.account,
-                {"account": body.account, "name": body.name, "email": body.email},
-                now_ms(),
-            )
-            await events_store.append(conn, event, service_url)
-            state = "new"
-        else:
-            await accounts_store.update(conn, body.account, columns)
-            state = "existing"
+        state = await save_account(conn, cipher, body, settings.service_url)
     _notify_supervisor(request, body.account)
-    return json_response(AccountCreated(account=body.account, state=state))
+    return json_response(AccountAdded(AccountCreated(account=body.account, state=state)))
 
 
 async def list_accounts(request: web.Request) -> web.Response:
@@ -316,16 +411,7 @@ async def update_account(request: web.Request) -> web.Response:
     cipher = request.app[CIPHER]
     change = body.model_dump(mode="json", exclude_unset=True)
     async with request.app[STORE].write() as conn:
-        row = await _row_or_404(conn, account)
-        stored = join_secrets(dict(row["config"]), _load_secrets(cipher, row))
-        stored["name"] = row["name"]
-        stored["email"] = row["email"]
-        fields = validate(AccountFields, merge(stored, change))
-        derived = await _resolve(conn, account, fields)
-        await accounts_store.update(conn, account, _columns(cipher, account, fields, derived))
-        await sync_account_route(
-            conn, cipher, account, str(fields.webhooks) if fields.webhooks else None
-        )
+        await change_account(conn, cipher, account, change)
     _notify_supervisor(request, account)
     return json_response(AccountRef(account=account))
 
@@ -382,7 +468,7 @@ ENDPOINTS = [
         "Add (or replace) an account",
         TAG,
         body=AccountCreate,
-        response=AccountCreated,
+        response=AccountAdded,
     ),
     Endpoint(
         "GET",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from relay.auth.crypto import Cipher
+from relay.auth.tokens import TokenManager
 from relay.config import Settings
 from relay.metrics import Metrics
 from relay.sources.supervisor import Supervisor
@@ -19,3 +20,5 @@ AUTH_CACHE = web.AppKey("auth_cache", set[str])
 METRICS = web.AppKey("metrics", Metrics)
 WORKER = web.AppKey("worker", DeliveryWorker)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+# Access tokens of OAuth2 accounts (refresh, delegation, consent flows).
+TOKENS = web.AppKey("tokens", TokenManager)

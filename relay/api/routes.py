@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay.api import accounts, health, oauth2_apps, openapi, settings, webhooks
+from relay.api import accounts, authentication, health, oauth2_apps, openapi, settings, webhooks
 from relay.api.endpoint import Endpoint
 
 
@@ -12,6 +12,7 @@ def endpoints() -> list[Endpoint]:
     return [
         *accounts.ENDPOINTS,
         *oauth2_apps.ENDPOINTS,
+        *authentication.ENDPOINTS,
         *webhooks.ENDPOINTS,
         *settings.ENDPOINTS,
         *health.ENDPOINTS,

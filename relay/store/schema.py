@@ -238,3 +238,39 @@ account_leases = Table(
     Column("expires_ms", BigInteger, nullable=False),
     Index(None, "node"),
 )
+
+
+# -- OAuth2 consent and tokens (revision 0004) -----------------------------------------------
+
+# Sign-ins in progress: created when a consent link is opened, consumed by the redirect back.
+oauth2_flows = Table(
+    "oauth2_flows",
+    metadata,
+    # msal's random `state`: what the redirect back names the flow by.
+    Column("state", String(128), primary_key=True),
+    Column("app", String(64), nullable=False),
+    # Encrypted msal flow (PKCE verifier, nonce, redirect URI, scopes).
+    Column("flow", LargeBinary, nullable=False),
+    # What the signed link asked for (account payload, redirectUrl, delegated); no secrets.
+    Column("request", JSON, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index(None, "expires_ms"),
+)
+
+# Access tokens per account and resource (Exchange, Graph): one token request per resource.
+# The refresh token lives with the account's other secrets.
+oauth2_tokens = Table(
+    "oauth2_tokens",
+    metadata,
+    Column("account", String(256), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("resource", String(256), nullable=False),
+    Column("access_token", LargeBinary, nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    # The account's updated_ms when the token was minted: new consent or new tokens through
+    # the API change it, and make the cached tokens stale.
+    Column("account_updated_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account", "resource"),
+)
