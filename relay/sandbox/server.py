@@ -128,9 +128,18 @@ async def start_sandbox(
     )
 
 
-async def run_sandbox(host: str, port: int, data_dir: str | Path, seed: bool) -> None:
+async def run_sandbox(
+    host: str,
+    port: int,
+    data_dir: str | Path,
+    seed: bool,
+    *,
+    allow_http_notifications: bool = False,
+) -> None:
     """Serve until SIGINT or SIGTERM, printing how to use the sandbox once it is up."""
-    sandbox = await start_sandbox(host, port, data_dir, seed=seed)
+    sandbox = await start_sandbox(
+        host, port, data_dir, seed=seed, allow_http_notifications=allow_http_notifications
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,6 +153,14 @@ async def run_sandbox(host: str, port: int, data_dir: str | Path, seed: bool) ->
         await sandbox.close()
 
 
-def main(host: str, port: int, data_dir: str, seed: bool) -> None:
-    """Entry point of ``relay sandbox``: run until SIGINT or SIGTERM."""
-    asyncio.run(run_sandbox(host, port, data_dir, seed))
+def main(
+    host: str, port: int, data_dir: str, seed: bool, *, allow_http_notifications: bool = False
+) -> None:
+    """Entry point of ``relay sandbox``: run until SIGINT or SIGTERM.
+
+    ``allow_http_notifications`` accepts ``http://`` notification URLs on loopback
+    addresses, for a relay that serves plain http locally.
+    """
+    asyncio.run(
+        run_sandbox(host, port, data_dir, seed, allow_http_notifications=allow_http_notifications)
+    )

@@ -117,8 +117,7 @@ async def test_expired_delta_token_is_410(
     status, body = await graph.call("GET", delta_link)
 
     assert status == 410
-    assert body["error"]["code"] == "SyncStateNotFound"
-    assert "syncStateNotFound" in body["error"]["message"]
+    assert body["error"]["code"] == "syncStateNotFound"
     assert (await graph.call("GET", sent["@odata.deltaLink"]))[0] == 200
     restarted, _ = await _round(graph, "me/mailFolders/inbox/messages/delta")
     assert len(restarted) == 1

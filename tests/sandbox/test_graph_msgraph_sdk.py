@@ -228,7 +228,7 @@ async def test_sdk_expired_delta_link_raises_410(
 
     assert raised.value.response_status_code == 410
     assert raised.value.error is not None
-    assert raised.value.error.code == "SyncStateNotFound"
+    assert raised.value.error.code == "syncStateNotFound"
 
 
 def _send_body(sender: str) -> SendMailPostRequestBody:

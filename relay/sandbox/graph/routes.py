@@ -387,9 +387,9 @@ def _delta(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> web.Resp
     except delta.TokenExpired:
         raise GraphError(
             410,
-            "SyncStateNotFound",
-            "syncStateNotFound: the sync state of this delta token is gone; start over "
-            "with a delta request without a token.",
+            "syncStateNotFound",
+            "The sync state of this delta token is gone; start over with a delta request "
+            "without a token.",
         ) from None
     except delta.TokenInvalid:
         raise bad_request("The delta or skip token is not valid for this request.") from None
