@@ -87,9 +87,9 @@ async def test_a_slow_handshake_times_out(
 ) -> None:
     """No answer within the validation timeout (10 s at Graph) fails the create."""
     sandbox.notifier.settings = dataclasses.replace(
-        sandbox.notifier.settings, validation_timeout=0.1
+        sandbox.notifier.settings, validation_timeout=0.05
     )
-    receiver.validation, receiver.delay = "slow", 1.0
+    receiver.validation, receiver.delay = "slow", 0.3
 
     status, body = await graph.call("POST", "subscriptions", _subscription(sandbox, receiver))
 
