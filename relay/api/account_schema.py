@@ -86,7 +86,7 @@ class OAuth2Auth(Body):
 
 
 class OAuth2Settings(Body):
-    provider: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    provider: Annotated[Identifier, Field(max_length=64)] | None = None
     auth: OAuth2Auth | None = None
     accessToken: Secret | None = None
     refreshToken: Secret | None = None

@@ -291,3 +291,10 @@ async def test_unknown_account_404(client: TestClient) -> None:
             client, method, "/v1/account/ghost", {} if method == "PUT" else None, status=404
         )
         assert err["code"] == "NotFound"
+
+
+async def test_control_characters_in_provider_refused(client: TestClient) -> None:
+    """A provider id with a NUL byte is a 400 naming the field, not a store error."""
+    body = {**PASSWORD_ACCOUNT, "oauth2": {"provider": "ab\x00cd", "accessToken": "t"}}
+    err = await call(client, "POST", "/v1/account", body, status=400)
+    assert err["field"] == "oauth2.provider"
