@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=4443)
     sandbox.add_argument("--data-dir", default="relay-sandbox", help="CA certificate and state")
     sandbox.add_argument("--seed", action="store_true", help="create a ready demo tenant")
+    sandbox.add_argument(
+        "--allow-http-notifications",
+        action="store_true",
+        help="accept http:// Graph notification URLs on loopback (Microsoft requires https)",
+    )
     return parser
 
 
@@ -112,7 +117,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relay.sandbox.server import main as sandbox_main
 
         try:
-            sandbox_main(args.host, args.port, args.data_dir, args.seed)
+            sandbox_main(
+                args.host,
+                args.port,
+                args.data_dir,
+                args.seed,
+                allow_http_notifications=args.allow_http_notifications,
+            )
         except KeyboardInterrupt:
             raise SystemExit(130) from None
         return
