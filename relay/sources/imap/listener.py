@@ -228,7 +228,8 @@ class FolderListener:
         self._task: asyncio.Task[None] | None = None
         self._client: ImapClient | None = None
         self._wake = asyncio.Event()
-        self._retry_now = asyncio.Event()
+        # Exists only while the listener waits to retry (one Event per listener costs ~0.6 KiB).
+        self._retry_now: asyncio.Future[None] | None = None
         self._reconnect = False
         self._sync = False
         # Triggers set by untagged responses; cleared when the sync they ask for runs.
@@ -251,7 +252,8 @@ class FolderListener:
         """Drop the connection and open a new one now (also ends an error backoff)."""
         self._reconnect = True
         self._wake.set()
-        self._retry_now.set()
+        if self._retry_now is not None and not self._retry_now.done():
+            self._retry_now.set_result(None)
 
     def sync(self) -> None:
         """Run a full catch-up now (on the open connection, or on the next one)."""
@@ -293,7 +295,6 @@ class FolderListener:
         while True:
             connected = [False]
             self._reconnect = False
-            self._retry_now.clear()
             try:
                 self._report(AccountState.CONNECTING)
                 await self._session(connected)
@@ -341,10 +342,16 @@ class FolderListener:
             await self._pause(delay)
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if a reconnect is requested."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._retry_now.wait()
+        """Sleep ``seconds``, or less if a reconnect is (or was, during the attempt) requested."""
+        if self._reconnect:
+            return
+        self._retry_now = asyncio.get_running_loop().create_future()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._retry_now
+        finally:
+            self._retry_now = None
 
     async def _connect(self) -> tuple[ImapClient, Credentials]:
         row, self._account_row = self._account_row, None
