@@ -17,6 +17,7 @@ from relay.api.keys import (
     AUTH_CACHE,
     CIPHER,
     METRICS,
+    OUTBOX,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -31,6 +32,7 @@ from relay.auth.identity import MicrosoftIdentity
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
 from relay.metrics import Metrics
+from relay.send.worker import OutboxWorker
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, tokens
 from relay.store.migrate import migrate
@@ -68,7 +70,11 @@ def create_app(
     settings: Settings, *, base_dir: Path | None = None, announce: Announce | None = None
 ) -> web.Application:
     """Build the application; nothing is opened until it starts."""
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware])
+    app = web.Application(
+        middlewares=[metrics_middleware, errors_middleware, auth_middleware],
+        # Submits carry whole messages; the send limit is checked on the built MIME.
+        client_max_size=max(1024**2, settings.send.max_message_bytes + 1024**2),
+    )
     app[SETTINGS] = settings
     app[METRICS] = Metrics.create()
     app[AUTH_CACHE] = set()
@@ -120,8 +126,27 @@ def create_app(
         yield
         await supervisor.stop(settings.server.shutdown_timeout)
 
+    async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.send.deliver:
+            yield
+            return
+        outbox = OutboxWorker(
+            app[STORE],
+            app[CIPHER],
+            settings.send,
+            app[TOKENS],
+            settings.microsoft,
+            service_url=settings.service_url,
+            max_payload_bytes=settings.webhooks.max_payload_bytes,
+        )
+        await outbox.start()
+        app[OUTBOX] = outbox
+        yield
+        await outbox.stop(settings.server.shutdown_timeout)
+
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(tokens_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
+    app.cleanup_ctx.append(outbox_ctx)
     return app

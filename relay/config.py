@@ -127,6 +127,31 @@ class ImapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SendSettings:
+    # Run the outbox worker on this node (submitting works on every node).
+    deliver: bool = True
+    # Messages being sent at once on this node.
+    concurrency: int = 16
+    # Seconds one attempt (connect, authenticate, transfer) may take.
+    timeout: float = 60.0
+    # Seconds a claimed message belongs to this node; must outlast an attempt.
+    lease: float = 300.0
+    # Seconds between outbox polls when idle (local submits wake the worker at once).
+    poll_interval: float = 1.0
+    # Retry backoff: retry_min seconds, doubling up to retry_max.
+    retry_min: float = 30.0
+    retry_max: float = 3600.0
+    # Attempts when a submit does not say (deliveryAttempts).
+    attempts: int = 10
+    # Largest message accepted, in bytes of MIME; larger submits get 413.
+    max_message_bytes: int = 26214400
+    # Seconds an Idempotency-Key is remembered.
+    idempotency_ttl: float = 86400.0
+    # Graph sendMail: keep a copy in the sending mailbox's Sent Items.
+    save_to_sent_items: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -135,6 +160,7 @@ class Settings:
     microsoft: MicrosoftSettings = field(default_factory=MicrosoftSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
+    send: SendSettings = field(default_factory=SendSettings)
 
     @property
     def service_url(self) -> str:
@@ -301,6 +327,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("microsoft.consent_link_ttl", "must be greater than 0")
     _check_webhooks(s.webhooks)
     _check_imap(s.imap)
+    _check_send(s.send)
 
 
 def _check_webhooks(w: WebhookSettings) -> None:
@@ -353,6 +380,27 @@ def _check_imap(m: ImapSettings) -> None:
         raise ConfigError("imap.lease", "must be at least twice imap.scan_interval")
     if m.ca_bundle and not Path(m.ca_bundle).is_file():
         raise ConfigError("imap.ca_bundle", f"file not found: {m.ca_bundle}")
+
+
+def _check_send(m: SendSettings) -> None:
+    positive = {
+        "concurrency": m.concurrency,
+        "timeout": m.timeout,
+        "lease": m.lease,
+        "poll_interval": m.poll_interval,
+        "retry_min": m.retry_min,
+        "retry_max": m.retry_max,
+        "attempts": m.attempts,
+        "max_message_bytes": m.max_message_bytes,
+        "idempotency_ttl": m.idempotency_ttl,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"send.{key}", "must be greater than 0")
+    if m.lease <= m.timeout:
+        raise ConfigError("send.lease", "must be longer than send.timeout")
+    if m.retry_max < m.retry_min:
+        raise ConfigError("send.retry_max", "must not be less than send.retry_min")
 
 
 def _check_http_url(key: str, value: str) -> None:

@@ -8,6 +8,7 @@ from relay.auth.crypto import Cipher
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
 from relay.metrics import Metrics
+from relay.send.worker import OutboxWorker
 from relay.sources.supervisor import Supervisor
 from relay.store import Store
 from relay.webhooks.worker import DeliveryWorker
@@ -22,3 +23,5 @@ WORKER = web.AppKey("worker", DeliveryWorker)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # Access tokens of OAuth2 accounts (refresh, delegation, consent flows).
 TOKENS = web.AppKey("tokens", TokenManager)
+# Sends queued mail (only on nodes with send.deliver).
+OUTBOX = web.AppKey("outbox", OutboxWorker)

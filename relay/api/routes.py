@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay.api import accounts, authentication, health, oauth2_apps, openapi, settings, webhooks
+from relay.api import (
+    accounts,
+    authentication,
+    health,
+    oauth2_apps,
+    openapi,
+    outbox,
+    settings,
+    webhooks,
+)
 from relay.api.endpoint import Endpoint
 
 
@@ -14,6 +23,7 @@ def endpoints() -> list[Endpoint]:
         *oauth2_apps.ENDPOINTS,
         *authentication.ENDPOINTS,
         *webhooks.ENDPOINTS,
+        *outbox.ENDPOINTS,
         *settings.ENDPOINTS,
         *health.ENDPOINTS,
         openapi.ENDPOINT,

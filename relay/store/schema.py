@@ -274,3 +274,53 @@ oauth2_tokens = Table(
     Column("updated_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("account", "resource"),
 )
+
+
+# -- Outgoing mail (revision 0005) -----------------------------------------------------------
+
+# Submitted messages until they are sent or given up on. The raw MIME is encrypted: it is
+# mail content at rest, as sensitive as the credentials stored beside it.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("queue_id", String(32), nullable=False, unique=True),
+    # No foreign key: a queued message outlives its account only to fail with a clear reason.
+    Column("account", String(256), nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    # {"from": address, "to": [addresses]}: the SMTP envelope.
+    Column("envelope", JSON, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("send_at_ms", BigInteger, nullable=False),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=True),
+    Column("claimed_by", String(128), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("response", Text, nullable=True),
+    # Idempotency-Key of the submit request and the hash of its body.
+    Column("idempotency_key", String(256), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("sent_ms", BigInteger, nullable=True),
+    UniqueConstraint("account", "idempotency_key"),
+    Index(None, "status", "next_attempt_ms"),
+    Index(None, "status", "lease_until_ms"),
+    Index(None, "account", "seq"),
+)
+
+
+class OutboxStatus:
+    """Values of ``outbox.status``."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+    ALL = (QUEUED, SENDING, SENT, FAILED)

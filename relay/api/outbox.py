@@ -1,0 +1,295 @@
+"""``POST /v1/account/{account}/submit`` and the outbox (``/v1/outbox``).
+
+A submit is stored (MIME encrypted, see ``relay.store.schema.outbox``) before the response;
+the outbox worker (``relay.send.worker``) sends it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import UTC
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+from sqlalchemy.engine import RowMapping
+
+from relay.api.endpoint import Endpoint, json_response, read_query, validate
+from relay.api.keys import CIPHER, SETTINGS, STORE
+from relay.api.models import Out, Paging
+from relay.errors import Conflict, InputError, NotFound
+from relay.events.model import iso_ms
+from relay.send.mime import MimeError, build
+from relay.send.model import Address, Submit
+from relay.send.worker import raw_context
+from relay.store import accounts as accounts_store
+from relay.store import outbox as outbox_store
+from relay.store.engine import now_ms
+from relay.store.schema import OutboxStatus
+
+TAG = "Submit"
+_KEY_MAX = 256
+
+
+class TooLarge(InputError):
+    """The message is larger than ``send.max_message_bytes``."""
+
+    status = 413
+    reason = "Payload Too Large"
+    code = "MessageTooLarge"
+
+
+class Queued(Out):
+    response: str = "Queued for delivery"
+    messageId: str
+    queueId: str
+    sendAt: str
+
+
+class OutboxEntry(Out):
+    queueId: str
+    account: str
+    messageId: str
+    subject: str
+    envelope: dict[str, Any]
+    size: int
+    status: str
+    attempts: int
+    deliveryAttempts: int
+    created: str
+    sendAt: str
+    nextAttempt: str | None = None
+    lastError: str | None = None
+    response: str | None = None
+    sent: str | None = None
+
+
+class OutboxList(Out):
+    total: int
+    page: int
+    pages: int
+    messages: list[OutboxEntry]
+
+
+class OutboxQuery(Paging):
+    account: str | None = Field(default=None, max_length=256)
+
+
+class OutboxDeleted(Out):
+    deleted: bool = True
+
+
+def _entry(row: RowMapping) -> OutboxEntry:
+    status = str(row["status"])
+    return OutboxEntry(
+        queueId=row["queue_id"],
+        account=row["account"],
+        messageId=row["message_id"],
+        subject=row["subject"],
+        envelope=dict(row["envelope"]),
+        size=int(row["size"]),
+        status=status,
+        attempts=int(row["attempts"]),
+        deliveryAttempts=int(row["max_attempts"]),
+        created=iso_ms(int(row["created_ms"])),
+        sendAt=iso_ms(int(row["send_at_ms"])),
+        nextAttempt=iso_ms(int(row["next_attempt_ms"])) if status == OutboxStatus.QUEUED else None,
+        lastError=row["last_error"],
+        response=row["response"],
+        sent=iso_ms(int(row["sent_ms"])) if row["sent_ms"] is not None else None,
+    )
+
+
+def _queued(row: RowMapping) -> Queued:
+    return Queued(
+        messageId=row["message_id"], queueId=row["queue_id"], sendAt=iso_ms(row["send_at_ms"])
+    )
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _KEY_MAX or not key.isprintable():
+        raise InputError(
+            f"Idempotency-Key must be 1-{_KEY_MAX} printable characters", field="Idempotency-Key"
+        )
+    return key
+
+
+async def submit(request: web.Request) -> web.Response:
+    account = request.match_info["account"]
+    settings = request.app[SETTINGS].send
+    key = _idempotency_key(request)
+    try:
+        raw_body: Any = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise InputError("Request body is not valid JSON") from None
+    if not isinstance(raw_body, dict):
+        raise InputError("Request body must be a JSON object")
+    body = validate(Submit, raw_body)
+    request_hash = hashlib.sha256(
+        json.dumps(raw_body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+    async with request.app[STORE].read() as conn:
+        row = await accounts_store.get(conn, account)
+    if row is None:
+        raise NotFound(f"Account {account!r} not found", field="account")
+    own = str(row["email"])
+    allowed = {own.lower()}
+    if row["delegated_user"]:
+        allowed.add(str(row["delegated_user"]).lower())
+    sender = body.from_ or Address(name=row["name"], address=own)
+    if sender.address.lower() not in allowed:
+        raise InputError(
+            f"from: account {account!r} may not send as {sender.address}", field="from"
+        )
+    recipients = body.recipients()
+    if not recipients:
+        raise InputError("to: at least one recipient (to, cc or bcc) is required", field="to")
+    try:
+        message = build(body, sender)
+    except MimeError as exc:
+        raise InputError(f"{exc.field}: {exc}", field=exc.field) from None
+    raw = message.as_bytes()
+    if len(raw) > settings.max_message_bytes:
+        raise TooLarge(
+            f"message is {len(raw)} bytes; the limit is {settings.max_message_bytes}",
+            field="attachments",
+        )
+
+    now = now_ms()
+    send_at = now
+    if body.sendAt is not None:
+        moment = body.sendAt if body.sendAt.tzinfo else body.sendAt.replace(tzinfo=UTC)
+        send_at = max(now, int(moment.timestamp() * 1000))
+    queue_id = secrets.token_hex(8)
+    message_id = str(message["Message-ID"])
+    envelope = {"from": sender.address, "to": recipients}
+    sealed = request.app[CIPHER].encrypt(raw, context=raw_context(queue_id))
+    async with request.app[STORE].write() as conn:
+        if key is not None:
+            earlier = await outbox_store.by_idempotency_key(conn, account, key)
+            if earlier is not None:
+                if earlier["created_ms"] > now - int(settings.idempotency_ttl * 1000):
+                    if earlier["request_hash"] != request_hash:
+                        raise Conflict(
+                            "Idempotency-Key was used for a different request",
+                            field="Idempotency-Key",
+                        )
+                    response = json_response(_queued(earlier))
+                    response.headers["Idempotent-Replayed"] = "true"
+                    return response
+                await outbox_store.forget_idempotency_key(conn, str(earlier["queue_id"]))
+        await outbox_store.insert(
+            conn,
+            {
+                "queue_id": queue_id,
+                "account": account,
+                "message_id": message_id,
+                "subject": body.subject or "",
+                "envelope": envelope,
+                "raw": sealed,
+                "size": len(raw),
+                "status": OutboxStatus.QUEUED,
+                "attempts": 0,
+                "max_attempts": body.deliveryAttempts or settings.attempts,
+                "send_at_ms": send_at,
+                "next_attempt_ms": send_at,
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "created_ms": now,
+                "updated_ms": now,
+            },
+        )
+    return json_response(Queued(messageId=message_id, queueId=queue_id, sendAt=iso_ms(send_at)))
+
+
+async def list_outbox(request: web.Request) -> web.Response:
+    query = read_query(request, OutboxQuery)
+    async with request.app[STORE].read() as conn:
+        total, rows = await outbox_store.page(
+            conn,
+            offset=query.page * query.pageSize,
+            limit=query.pageSize,
+            account=query.account,
+        )
+    pages = max(1, -(-total // query.pageSize))
+    return json_response(
+        OutboxList(total=total, page=query.page, pages=pages, messages=[_entry(r) for r in rows])
+    )
+
+
+async def _row_or_404(request: web.Request) -> RowMapping:
+    queue_id = request.match_info["queueId"]
+    async with request.app[STORE].read() as conn:
+        row = await outbox_store.get(conn, queue_id)
+    if row is None:
+        raise NotFound(f"Queued message {queue_id!r} not found", field="queueId")
+    return row
+
+
+async def get_outbox(request: web.Request) -> web.Response:
+    return json_response(_entry(await _row_or_404(request)))
+
+
+async def delete_outbox(request: web.Request) -> web.Response:
+    queue_id = request.match_info["queueId"]
+    async with request.app[STORE].write() as conn:
+        row = await outbox_store.get(conn, queue_id)
+        if row is None:
+            raise NotFound(f"Queued message {queue_id!r} not found", field="queueId")
+        if row["status"] == OutboxStatus.SENDING:
+            raise Conflict("The message is being sent right now", field="queueId")
+        await outbox_store.remove(conn, queue_id)
+    return json_response(OutboxDeleted())
+
+
+_NOT_FOUND = {404: "No such queued message"}
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/account/{account}/submit",
+        submit,
+        "Queue a message for sending as the account (Idempotency-Key header honoured)",
+        TAG,
+        body=Submit,
+        response=Queued,
+        errors={
+            404: "No such account",
+            409: "Idempotency-Key reused with another body",
+            413: "Message too large",
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/v1/outbox",
+        list_outbox,
+        "List queued messages",
+        TAG,
+        query=OutboxQuery,
+        response=OutboxList,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/outbox/{queueId}",
+        get_outbox,
+        "Read a queued message",
+        TAG,
+        response=OutboxEntry,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/outbox/{queueId}",
+        delete_outbox,
+        "Remove a queued message",
+        TAG,
+        response=OutboxDeleted,
+        errors={**_NOT_FOUND, 409: "The message is being sent"},
+    ),
+]

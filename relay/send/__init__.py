@@ -1,0 +1,1 @@
+"""Sending mail as a mailbox: the submit payload, MIME, the outbox worker and its transports."""

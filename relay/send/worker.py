@@ -1,0 +1,380 @@
+"""The :class:`OutboxWorker`: claim -> resolve credentials -> SMTP or Graph -> record.
+
+A message is ``sending`` under a lease from its claim until its outcome is written, and the
+outcome (with its events) is written in one transaction inside ``asyncio.shield``. When a node
+dies mid-attempt, the lease runs out and the message is queued again: sending is at least
+once. SMTP gives no way to learn whether a transfer cut off after the end of DATA was
+accepted, so a crash in that window sends the message again, with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from relay.auth.crypto import Cipher
+from relay.auth.scopes import EXCHANGE, GRAPH
+from relay.auth.tokens import TokenManager, account_user, secrets_context
+from relay.config import MicrosoftSettings, SendSettings
+from relay.errors import AuthError, ConsentRequired, NotFound, StoreError
+from relay.events.model import Event, iso_ms
+from relay.send.graph import graph_message, send_graph
+from relay.send.outcome import PermanentFailure, RetryLater, SendFailed, retry_delay
+from relay.send.smtp import SmtpTarget, send_smtp
+from relay.store import Store
+from relay.store import accounts as accounts_store
+from relay.store import events as events_store
+from relay.store import outbox as queue
+from relay.store.outbox import Claimed
+from relay.store.schema import OutboxStatus
+
+log = structlog.get_logger(__name__)
+
+_RECORD_RETRY = 0.5
+_PRUNE_EVERY = 3600.0
+_RETENTION_MS = 7 * 86_400_000
+
+
+def raw_context(queue_id: str) -> str:
+    """The encryption context of a queued message's MIME."""
+    return f"outbox/{queue_id}"
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def _section(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+class OutboxWorker:
+    """Owns the sending loop of one node."""
+
+    def __init__(
+        self,
+        store: Store,
+        cipher: Cipher,
+        settings: SendSettings,
+        tokens: TokenManager,
+        microsoft: MicrosoftSettings,
+        *,
+        service_url: str,
+        max_payload_bytes: int,
+        node: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.settings = settings
+        self.tokens = tokens
+        self.microsoft = microsoft
+        self.service_url = service_url
+        self.max_payload_bytes = max_payload_bytes
+        self.node = node or f"{socket.gethostname()}:{id(self):x}"
+        self.clock = clock
+        self.counters = Counters()
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the Graph client session and start claiming."""
+        context: ssl.SSLContext | bool = True
+        if self.microsoft.ca_bundle:
+            context = await asyncio.to_thread(
+                ssl.create_default_context, cafile=self.microsoft.ca_bundle
+            )
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context),
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+        )
+        self.store.after_commit.append(self.wake)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="outbox.claim"),
+            asyncio.create_task(self._maintenance_loop(), name="outbox.maintenance"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let running attempts finish for up to ``grace`` s, give back the rest."""
+        self._stopping = True
+        self._wakeup.set()
+        with contextlib.suppress(ValueError):
+            self.store.after_commit.remove(self.wake)
+        running = list(self._inflight.values())
+        if running:
+            await asyncio.wait(running, timeout=grace)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inflight:
+            # Cancelled mid-attempt: whether the server took the message is unknown, and
+            # waiting for the lease would delay it; queue it again now.
+            with contextlib.suppress(StoreError):
+                async with self.store.write(notify=False) as conn:
+                    await queue.release(
+                        conn, list(self._inflight), node=self.node, now=self._now_ms()
+                    )
+        if self._session is not None:
+            await self._session.close()
+
+    def wake(self) -> None:
+        """Something was submitted: look for work now instead of at the next poll."""
+        self._wakeup.set()
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            self._wakeup.clear()
+            free = self.settings.concurrency - len(self._inflight)
+            if free > 0:
+                now = self._now_ms()
+                try:
+                    async with self.store.write(notify=False) as conn:
+                        batch = await queue.claim(
+                            conn,
+                            now=now,
+                            limit=free,
+                            lease_until=now + int(self.settings.lease * 1000),
+                            node=self.node,
+                        )
+                    backoff = 0.0
+                except StoreError:
+                    backoff = min(max(backoff * 2, 0.5), 30.0)
+                    log.warning("claiming outgoing messages failed; retrying", retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    continue
+                for claimed in batch:
+                    self._inflight[claimed.queue_id] = asyncio.create_task(self._run(claimed))
+                if batch and len(batch) == free:
+                    await asyncio.sleep(0)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def _run(self, claimed: Claimed) -> None:
+        attempt = claimed.attempts + 1
+        with structlog.contextvars.bound_contextvars(
+            account=claimed.account, queue_id=claimed.queue_id, attempt=attempt
+        ):
+            try:
+                response = await asyncio.wait_for(self._attempt(claimed), self.settings.timeout)
+            except SendFailed as exc:
+                failure: SendFailed = exc
+            except TimeoutError:
+                failure = RetryLater(f"timed out after {self.settings.timeout:g} s")
+            except (
+                Exception
+            ) as exc:  # a bug must not leave the message claimed until the lease ends
+                log.exception("sending failed unexpectedly")
+                failure = RetryLater(f"internal error: {exc.__class__.__name__}")
+            else:
+                await asyncio.shield(self._record(claimed, attempt, response=response))
+                self._inflight.pop(claimed.queue_id, None)
+                self._wakeup.set()
+                return
+            await asyncio.shield(self._record(claimed, attempt, failure=failure))
+            self._inflight.pop(claimed.queue_id, None)
+            self._wakeup.set()
+
+    async def _attempt(self, claimed: Claimed) -> str:
+        async with self.store.read() as conn:
+            row = await accounts_store.get(conn, claimed.account)
+            if row is None:
+                raise PermanentFailure(f"account {claimed.account!r} no longer exists")
+            chain = await accounts_store.delegation_chain(conn, claimed.account)
+            root = await accounts_store.get(conn, chain[-1]) if len(chain) > 1 else row
+        if root is None:
+            raise PermanentFailure(f"delegated account {chain[-1]!r} no longer exists")
+        raw = self.cipher.decrypt(claimed.raw, context=raw_context(claimed.queue_id))
+        envelope = claimed.envelope
+        try:
+            if row["backend"] == "graph":
+                _, token = await self.tokens.access_token(claimed.account, GRAPH)
+                assert self._session is not None
+                return await send_graph(
+                    self._session,
+                    graph_url=self.microsoft.graph_url,
+                    token=token,
+                    mailbox=str(row["delegated_user"] or row["email"]),
+                    message=graph_message(raw, envelope),
+                    save_to_sent_items=self.settings.save_to_sent_items,
+                )
+            target = await self._smtp_target(row, root)
+        except ConsentRequired as exc:
+            raise PermanentFailure(f"authentication failed: {exc}") from exc
+        except NotFound as exc:
+            raise PermanentFailure(str(exc)) from exc
+        except AuthError as exc:
+            raise RetryLater(f"authentication failed: {exc}") from exc
+        return await send_smtp(
+            target,
+            sender=str(envelope["from"]),
+            recipients=list(envelope["to"]),
+            raw=raw,
+            io_timeout=self.settings.timeout,
+        )
+
+    async def _smtp_target(self, row: Mapping[Any, Any], root: Mapping[Any, Any]) -> SmtpTarget:
+        """Server and credentials: a shared mailbox logs in as the main user with its token."""
+        smtp = _section(_section(row["config"]).get("smtp")) or _section(
+            _section(root["config"]).get("smtp")
+        )
+        host = str(smtp.get("host") or "smtp.office365.com")
+        port = int(smtp.get("port") or 587)
+        secure = bool(smtp.get("secure", False))
+        verify = bool(_section(smtp.get("tls")).get("rejectUnauthorized", True))
+        oauth = (
+            row["delegated_account"] is not None
+            or root["oauth2_app"] is not None
+            or bool(_section(root["config"]).get("oauth2"))
+        )
+        if oauth:
+            _, token = await self.tokens.access_token(str(row["id"]), EXCHANGE)
+            # access_token names the shared mailbox for a delegated account; SMTP wants the
+            # user who owns the token.
+            return SmtpTarget(host, port, secure, account_user(root), token=token, verify=verify)
+        auth = _section(smtp.get("auth"))
+        secrets: dict[str, Any] = {}
+        if row["secrets"] is not None:
+            secrets = dict(
+                self.cipher.decrypt_json(row["secrets"], context=secrets_context(str(row["id"])))
+            )
+        password = secrets.get("smtp.auth.pass")
+        return SmtpTarget(
+            host,
+            port,
+            secure,
+            str(auth.get("user") or row["email"]),
+            password=str(password) if password is not None and auth else None,
+            verify=verify,
+        )
+
+    # -- recording ---------------------------------------------------------------------------
+
+    async def _record(
+        self,
+        claimed: Claimed,
+        attempt: int,
+        *,
+        response: str | None = None,
+        failure: SendFailed | None = None,
+    ) -> None:
+        now = self._now_ms()
+        envelope = claimed.envelope
+        common = {"messageId": claimed.message_id, "queueId": claimed.queue_id}
+        batch: list[Event] = []
+        next_ms: int | None = None
+        if failure is None:
+            status = OutboxStatus.SENT
+            data = {**common, "response": response, "envelope": envelope}
+            batch.append(Event("messageSent", claimed.account, data, now))
+        else:
+            final = isinstance(failure, PermanentFailure) or attempt >= claimed.max_attempts
+            status = OutboxStatus.FAILED if final else OutboxStatus.QUEUED
+            if not final:
+                delay = retry_delay(
+                    attempt, minimum=self.settings.retry_min, maximum=self.settings.retry_max
+                )
+                next_ms = now + int(delay * 1000)
+            error: dict[str, Any] = {
+                **common,
+                "envelope": envelope,
+                "error": failure.reason,
+                "errorCode": failure.code,
+                "job": {
+                    "attemptsMade": attempt,
+                    "attempts": claimed.max_attempts,
+                    "nextAttempt": None if next_ms is None else iso_ms(next_ms),
+                },
+            }
+            batch.append(Event("messageDeliveryError", claimed.account, error, now))
+            if final:
+                failed = {**common, "envelope": envelope, "error": failure.reason}
+                batch.append(Event("messageFailed", claimed.account, failed, now))
+        while True:
+            try:
+                async with self.store.write(notify=False) as conn:
+                    held = await queue.finish(
+                        conn,
+                        claimed.queue_id,
+                        node=self.node,
+                        now=now,
+                        status=status,
+                        attempts=attempt,
+                        next_attempt_ms=next_ms,
+                        error=None if failure is None else failure.reason,
+                        response=response,
+                    )
+                    if held:
+                        await events_store.record(
+                            conn,
+                            batch,
+                            default_service_url=self.service_url,
+                            max_bytes=self.max_payload_bytes,
+                        )
+                break
+            except StoreError:
+                # The lease protects the row meanwhile; give up only when it has run out.
+                if self._now_ms() > now + int(self.settings.lease * 1000):
+                    log.error("could not record the outcome of a send", status=status)
+                    return
+                await asyncio.sleep(_RECORD_RETRY)
+        if not held:
+            log.info("message was deleted or taken back during the attempt", status=status)
+            return
+        if failure is None:
+            self.counters.sent += 1
+            log.info("message sent", response=response)
+        elif status == OutboxStatus.FAILED:
+            self.counters.failed += 1
+            log.warning("message failed", error=failure.reason)
+        else:
+            self.counters.retried += 1
+            log.info("send failed; will retry", error=failure.reason)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        last_prune = 0.0
+        interval = max(0.2, min(5.0, self.settings.lease / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = self._now_ms()
+                async with self.store.write(notify=False) as conn:
+                    reaped = await queue.reap(conn, now=now)
+                    if self.clock() - last_prune > _PRUNE_EVERY:
+                        await queue.prune(conn, before_ms=now - _RETENTION_MS)
+                        last_prune = self.clock()
+                if reaped:
+                    log.info("took back messages whose lease ran out", count=reaped)
+                    self._wakeup.set()
+            except StoreError:
+                log.warning("outbox maintenance failed; will retry")
