@@ -438,7 +438,6 @@ class FolderListener:
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")
                 if self._sync:
-                    self._sync = False
                     await self._select_and_sync(session)
                     continue
                 if self._pending():
@@ -465,7 +464,8 @@ class FolderListener:
     async def _select_and_sync(self, session: _Session) -> None:
         """SELECT the folder and bring the stored state up to date with the server."""
         client = session.client
-        # Anything announced before this point is covered by the full sync below.
+        # Anything announced (or requested) before this point is covered by this full sync.
+        self._sync = False
         self._want_new = self._want_search = self._want_flags = False
         self._flag_updates.clear()
         selected = await client.select(self.path, condstore=session.condstore)
