@@ -89,6 +89,8 @@ class OutboxWorker:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Outcomes being written: shutdown waits for them before giving messages back.
+        self._records: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -126,6 +128,7 @@ class OutboxWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._records, return_exceptions=True)
         if self._inflight:
             # Cancelled mid-attempt: whether the server took the message is unknown, and
             # waiting for the lease would delay it; queue it again now.
@@ -183,25 +186,24 @@ class OutboxWorker:
         with structlog.contextvars.bound_contextvars(
             account=claimed.account, queue_id=claimed.queue_id, attempt=attempt
         ):
+            response: str | None = None
+            failure: SendFailed | None = None
             try:
                 response = await asyncio.wait_for(self._attempt(claimed), self.settings.timeout)
             except SendFailed as exc:
-                failure: SendFailed = exc
+                failure = exc
             except TimeoutError:
                 failure = RetryLater(f"timed out after {self.settings.timeout:g} s")
-            except (
-                Exception
-            ) as exc:  # a bug must not leave the message claimed until the lease ends
+            except Exception as exc:
+                # A bug must not leave the message claimed until its lease runs out.
                 log.exception("sending failed unexpectedly")
                 failure = RetryLater(f"internal error: {exc.__class__.__name__}")
-            else:
-                await asyncio.shield(self._record(claimed, attempt, response=response))
-                self._inflight.pop(claimed.queue_id, None)
-                self._wakeup.set()
-                return
-            await asyncio.shield(self._record(claimed, attempt, failure=failure))
-            self._inflight.pop(claimed.queue_id, None)
-            self._wakeup.set()
+            record = asyncio.ensure_future(
+                self._record(claimed, attempt, response=response, failure=failure)
+            )
+            self._records.add(record)
+            record.add_done_callback(self._records.discard)
+            await asyncio.shield(record)
 
     async def _attempt(self, claimed: Claimed) -> str:
         async with self.store.read() as conn:
@@ -285,6 +287,20 @@ class OutboxWorker:
         *,
         response: str | None = None,
         failure: SendFailed | None = None,
+    ) -> None:
+        try:
+            await self._write_outcome(claimed, attempt, response=response, failure=failure)
+        finally:
+            self._inflight.pop(claimed.queue_id, None)
+            self._wakeup.set()
+
+    async def _write_outcome(
+        self,
+        claimed: Claimed,
+        attempt: int,
+        *,
+        response: str | None,
+        failure: SendFailed | None,
     ) -> None:
         now = self._now_ms()
         envelope = claimed.envelope

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import warnings
@@ -49,6 +50,15 @@ class Received:
         return str(msg.get("Message-ID", ""))
 
 
+class _ExchangeSMTP(SMTP):
+    # XOAUTH2 carries a JWT on the AUTH line; Exchange takes lines far longer than 512 bytes.
+    line_length_limit = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command_size_limits = collections.defaultdict(lambda: 65536)
+
+
 @dataclass
 class SmtpPeer:
     """The handler and what it saw; ``replies`` are answered to DATA first, in order."""
@@ -57,6 +67,8 @@ class SmtpPeer:
     check_token: CheckToken | None = None
     on_sent: OnSent | None = None
     replies: list[str] = field(default_factory=list)
+    # Seconds each DATA takes before the reply (a slow server).
+    delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
     port: int = 0
@@ -71,7 +83,7 @@ class SmtpPeer:
             with warnings.catch_warnings():
                 # AUTH without TLS: the tests talk plain SMTP on loopback on purpose.
                 warnings.simplefilter("ignore", UserWarning)
-                return SMTP(
+                return _ExchangeSMTP(
                     self,
                     hostname="smtp.test",
                     authenticator=self._password,
@@ -88,7 +100,7 @@ class SmtpPeer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def wait_for(self, count: int, seconds: float = 10.0) -> list[Received]:
+    async def wait_for(self, count: int, seconds: float | None = 10.0) -> list[Received]:
         """Wait until ``count`` messages have been accepted."""
         async with asyncio.timeout(seconds):
             while len(self.received) < count:
@@ -130,6 +142,8 @@ class SmtpPeer:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.attempts += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.replies:
             return self.replies.pop(0)
         login = session.auth_data if isinstance(session.auth_data, str) else None

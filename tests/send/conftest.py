@@ -11,6 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from relay.config import SendSettings, Settings
 from tests.api.helpers import call
+
+# The sandbox fixtures of the OAuth2 tests (sending as Microsoft 365 mailboxes uses them).
+from tests.auth.conftest import _no_ca_bundle_override, http, sandbox, signer  # noqa: F401
 from tests.peers.smtp import SmtpPeer
 
 ME = "me@example.com"
