@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
@@ -111,6 +111,8 @@ class AccountFields(Body):
     ) = None
     notifyFrom: datetime | None = None
     webhooks: HttpUrl | None = None
+    # Sent Items copies after an SMTP send (relay.send.sentcopy); Graph: saveToSentItems.
+    sentCopy: Literal["provider", "shared", "none"] | None = None
 
 
 class AccountCreate(AccountFields):
@@ -128,6 +130,7 @@ class AccountUpdate(Body):
     path: str | list[str] | None = None
     notifyFrom: datetime | None = None
     webhooks: HttpUrl | None = None
+    sentCopy: Literal["provider", "shared", "none"] | None = None
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:

@@ -81,6 +81,7 @@ class AccountView(Out):
     path: list[str] | None = None
     notifyFrom: str | None = None
     webhooks: str | None = None
+    sentCopy: str | None = None
     secrets: dict[str, bool] = Field(description="Which secrets are stored (never their values)")
     lastError: dict[str, Any] | None = None
     reconnectRequested: str | None = None
@@ -152,6 +153,7 @@ def _view(row: Any, cipher: Cipher) -> AccountView:
         path=[path] if isinstance(path, str) else path,
         notifyFrom=config.get("notifyFrom"),
         webhooks=config.get("webhooks"),
+        sentCopy=config.get("sentCopy"),
         secrets=secret_flags(_load_secrets(cipher, row)),
         lastError=row["last_error"],
         reconnectRequested=iso_ms(row["reconnect_requested_ms"])

@@ -25,10 +25,11 @@ from relay.auth.crypto import Cipher
 from relay.auth.scopes import EXCHANGE, GRAPH
 from relay.auth.tokens import TokenManager, account_user, secrets_context
 from relay.config import MicrosoftSettings, SendSettings
-from relay.errors import AuthError, ConsentRequired, NotFound, StoreError
+from relay.errors import AuthError, ConsentRequired, NotFound, RelayError, StoreError
 from relay.events.model import Event, iso_ms
 from relay.send.graph import graph_message, send_graph
 from relay.send.outcome import PermanentFailure, RetryLater, SendFailed, retry_delay
+from relay.send.sentcopy import MODES, ImapTarget, SentCopy, tidy
 from relay.send.smtp import SmtpTarget, send_smtp
 from relay.store import Store
 from relay.store import accounts as accounts_store
@@ -60,6 +61,11 @@ def _section(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+def _sent_copy(row: Mapping[Any, Any]) -> SentCopy:
+    mode = _section(row["config"]).get("sentCopy")
+    return mode if mode in MODES else "provider"
+
+
 class OutboxWorker:
     """Owns the sending loop of one node."""
 
@@ -89,6 +95,7 @@ class OutboxWorker:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._tls_contexts: dict[bool, ssl.SSLContext] = {}
         # Outcomes being written: shutdown waits for them before giving messages back.
         self._records: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,9 +194,12 @@ class OutboxWorker:
             account=claimed.account, queue_id=claimed.queue_id, attempt=attempt
         ):
             response: str | None = None
+            extra: dict[str, Any] = {}
             failure: SendFailed | None = None
             try:
-                response = await asyncio.wait_for(self._attempt(claimed), self.settings.timeout)
+                response, extra = await asyncio.wait_for(
+                    self._attempt(claimed), self.settings.timeout
+                )
             except SendFailed as exc:
                 failure = exc
             except TimeoutError:
@@ -199,13 +209,14 @@ class OutboxWorker:
                 log.exception("sending failed unexpectedly")
                 failure = RetryLater(f"internal error: {exc.__class__.__name__}")
             record = asyncio.ensure_future(
-                self._record(claimed, attempt, response=response, failure=failure)
+                self._record(claimed, attempt, response=response, failure=failure, extra=extra)
             )
             self._records.add(record)
             record.add_done_callback(self._records.discard)
             await asyncio.shield(record)
 
-    async def _attempt(self, claimed: Claimed) -> str:
+    async def _attempt(self, claimed: Claimed) -> tuple[str, dict[str, Any]]:
+        """Send once: the server's reply, and what became of the Sent Items copies."""
         async with self.store.read() as conn:
             row = await accounts_store.get(conn, claimed.account)
             if row is None:
@@ -216,18 +227,21 @@ class OutboxWorker:
             raise PermanentFailure(f"delegated account {chain[-1]!r} no longer exists")
         raw = self.cipher.decrypt(claimed.raw, context=raw_context(claimed.queue_id))
         envelope = claimed.envelope
+        mode = _sent_copy(row)
         try:
             if row["backend"] == "graph":
                 _, token = await self.tokens.access_token(claimed.account, GRAPH)
                 assert self._session is not None
-                return await send_graph(
+                save = {"shared": True, "none": False}.get(mode, self.settings.save_to_sent_items)
+                reply = await send_graph(
                     self._session,
                     graph_url=self.microsoft.graph_url,
                     token=token,
                     mailbox=str(row["delegated_user"] or row["email"]),
                     message=graph_message(raw, envelope),
-                    save_to_sent_items=self.settings.save_to_sent_items,
+                    save_to_sent_items=save,
                 )
+                return reply, {}
             target = await self._smtp_target(row, root)
         except ConsentRequired as exc:
             raise PermanentFailure(f"authentication failed: {exc}") from exc
@@ -235,13 +249,64 @@ class OutboxWorker:
             raise PermanentFailure(str(exc)) from exc
         except AuthError as exc:
             raise RetryLater(f"authentication failed: {exc}") from exc
-        return await send_smtp(
+        reply = await send_smtp(
             target,
             sender=str(envelope["from"]),
             recipients=list(envelope["to"]),
             raw=raw,
             io_timeout=self.settings.timeout,
         )
+        if mode == "provider" or target.token is None:
+            return reply, {}
+        return reply, {"sentCopy": await self._tidy(mode, row, root, target, claimed, raw)}
+
+    async def _tidy(
+        self,
+        mode: SentCopy,
+        row: Mapping[Any, Any],
+        root: Mapping[Any, Any],
+        smtp: SmtpTarget,
+        claimed: Claimed,
+        raw: bytes,
+    ) -> dict[str, Any]:
+        """Apply ``sentCopy``; the message is gone already, so a failure is only reported."""
+        imap = _section(_section(root["config"]).get("imap"))
+        secure = bool(imap.get("secure", True))
+        tls: ssl.SSLContext | None = None
+        if secure:
+            verify = bool(_section(imap.get("tls")).get("rejectUnauthorized", True))
+            tls = await self._tls(verify)
+        target = ImapTarget(
+            host=str(imap.get("host") or "outlook.office365.com"),
+            port=int(imap.get("port") or 993),
+            secure=secure,
+            token=smtp.token or "",
+            tls=tls,
+        )
+        try:
+            done = await tidy(
+                mode,
+                target,
+                main_user=smtp.user,
+                shared_user=str(row["delegated_user"]) if row["delegated_user"] else None,
+                message_id=claimed.message_id,
+                raw=raw,
+                command_timeout=self.settings.timeout,
+            )
+        except (RelayError, OSError) as exc:
+            log.warning("could not tidy the Sent Items copies", error=str(exc), mode=mode)
+            return {"mode": mode, "error": str(exc)}
+        return {"mode": mode, "removed": done.removed, "appended": done.appended}
+
+    async def _tls(self, verify: bool) -> ssl.SSLContext:
+        context = self._tls_contexts.get(verify)
+        if context is None:
+            context = await asyncio.to_thread(ssl.create_default_context)
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls_contexts[verify] = context
+        return context
 
     async def _smtp_target(self, row: Mapping[Any, Any], root: Mapping[Any, Any]) -> SmtpTarget:
         """Server and credentials: a shared mailbox logs in as the main user with its token."""
@@ -287,9 +352,12 @@ class OutboxWorker:
         *,
         response: str | None = None,
         failure: SendFailed | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         try:
-            await self._write_outcome(claimed, attempt, response=response, failure=failure)
+            await self._write_outcome(
+                claimed, attempt, response=response, failure=failure, extra=extra or {}
+            )
         finally:
             self._inflight.pop(claimed.queue_id, None)
             self._wakeup.set()
@@ -301,6 +369,7 @@ class OutboxWorker:
         *,
         response: str | None,
         failure: SendFailed | None,
+        extra: dict[str, Any],
     ) -> None:
         now = self._now_ms()
         envelope = claimed.envelope
@@ -309,7 +378,7 @@ class OutboxWorker:
         next_ms: int | None = None
         if failure is None:
             status = OutboxStatus.SENT
-            data = {**common, "response": response, "envelope": envelope}
+            data = {**common, "response": response, "envelope": envelope, **extra}
             batch.append(Event("messageSent", claimed.account, data, now))
         else:
             final = isinstance(failure, PermanentFailure) or attempt >= claimed.max_attempts

@@ -49,6 +49,7 @@ async def _relay(
     http: aiohttp.ClientSession,
     sandbox: RunningSandbox,
     exchange: SmtpPeer | None = None,
+    sent_copy: str | None = None,
     **app: Any,
 ) -> TestClient:
     """A relay with the consented main account ``my-account`` and the shared account."""
@@ -59,7 +60,8 @@ async def _relay(
     if exchange is not None:
         smtp = {"host": "127.0.0.1", "port": exchange.port, "secure": False}
         await call(client, "PUT", "/v1/account/my-account", {"smtp": smtp})
-    await call(client, "POST", "/v1/account", SHARED_PAYLOAD)
+    shared = {**SHARED_PAYLOAD, **({"sentCopy": sent_copy} if sent_copy else {})}
+    await call(client, "POST", "/v1/account", shared)
     return client
 
 
@@ -172,3 +174,26 @@ async def test_graph_send_as_denied_fails(
     assert "ErrorSendAsDenied" in failed["data"]["error"]
     entry = await outbox_entry(client, queued["queueId"])
     assert (entry["status"], entry["attempts"]) == ("failed", 1)
+
+
+async def test_graph_sent_copy_none_saves_no_copy(
+    make_client: MakeClient,
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+) -> None:
+    """sentCopy "none" on a Graph account sends with saveToSentItems false: no copy anywhere."""
+    client = await _relay(
+        make_client,
+        settings,
+        http,
+        sandbox,
+        sent_copy="none",
+        baseScopes="api",
+        extraScopes=GRAPH_SCOPES,
+    )
+    await submit(client, {**TO, "cc": [{"address": MAIN}]}, account="shared")
+    await wait_events(client, "shared", "messageSent")
+    assert await _graph_messages(http, sandbox, SHARED, "sentitems") == []
+    assert await _graph_messages(http, sandbox, MAIN, "sentitems") == []
+    assert len(await _graph_messages(http, sandbox, MAIN, "inbox")) == 1
