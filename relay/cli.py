@@ -53,6 +53,21 @@ def _announce(token: str) -> None:
     print(f"API token (shown once, store it now): {token}", file=sys.stderr, flush=True)
 
 
+def _raise_open_files_limit() -> None:
+    """Every watched folder holds a connection: lift the soft descriptor limit to the hard one."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # keep the soft limit; the scale is then bounded by it
+
+
 def _serve(settings: Settings) -> None:
     from aiohttp import web
 
@@ -60,6 +75,7 @@ def _serve(settings: Settings) -> None:
     from relay.log import configure
 
     configure(settings.log)
+    _raise_open_files_limit()
     loop: asyncio.AbstractEventLoop | None = None
     try:
         import uvloop
