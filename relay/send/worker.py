@@ -41,6 +41,7 @@ from relay.store.schema import OutboxStatus
 log = structlog.get_logger(__name__)
 
 _RECORD_RETRY = 0.5
+_FLUSH_EVERY = 0.02
 _PRUNE_EVERY = 3600.0
 _RETENTION_MS = 7 * 86_400_000
 
@@ -48,6 +49,21 @@ _RETENTION_MS = 7 * 86_400_000
 def raw_context(queue_id: str) -> str:
     """The encryption context of a queued message's MIME."""
     return f"outbox/{queue_id}"
+
+
+@dataclass
+class _Outcome:
+    """One attempt's result, waiting for the next flush."""
+
+    queue_id: str
+    attempt: int
+    now: int
+    status: str
+    next_ms: int | None
+    error: str | None
+    response: str | None
+    events: list[Event]
+    written: asyncio.Future[None]
 
 
 @dataclass
@@ -98,6 +114,9 @@ class OutboxWorker:
         self._tls_contexts: dict[bool, ssl.SSLContext] = {}
         # Outcomes being written: shutdown waits for them before giving messages back.
         self._records: set[asyncio.Future[None]] = set()
+        self._outcomes: list[_Outcome] = []
+        self._refill_at = max(1, settings.concurrency // 4)
+        self._flush_needed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -118,6 +137,7 @@ class OutboxWorker:
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="outbox.claim"),
             asyncio.create_task(self._maintenance_loop(), name="outbox.maintenance"),
+            asyncio.create_task(self._flush_loop(), name="outbox.flush"),
         ]
 
     async def stop(self, grace: float) -> None:
@@ -135,6 +155,12 @@ class OutboxWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+        for o in self._outcomes:
+            # Not written (the store is down): the lease runs out and the message goes again.
+            if not o.written.done():
+                o.written.set_result(None)
+        self._outcomes = []
         await asyncio.gather(*self._records, return_exceptions=True)
         if self._inflight:
             # Cancelled mid-attempt: whether the server took the message is unknown, and
@@ -161,7 +187,9 @@ class OutboxWorker:
         while not self._stopping:
             self._wakeup.clear()
             free = self.settings.concurrency - len(self._inflight)
-            if free > 0:
+            # Claim again once a good share of the slots is free, not after every message: a
+            # claim is a write transaction.
+            if free >= self._refill_at or (free > 0 and not self._inflight):
                 now = self._now_ms()
                 try:
                     async with self.store.write(notify=False) as conn:
@@ -354,23 +382,24 @@ class OutboxWorker:
         failure: SendFailed | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        """Queue the outcome for the next flush and wait until it is written."""
+        outcome = self._outcome(claimed, attempt, response, failure, extra or {})
+        self._outcomes.append(outcome)
+        self._flush_needed.set()
         try:
-            await self._write_outcome(
-                claimed, attempt, response=response, failure=failure, extra=extra or {}
-            )
+            await outcome.written
         finally:
             self._inflight.pop(claimed.queue_id, None)
             self._wakeup.set()
 
-    async def _write_outcome(
+    def _outcome(
         self,
         claimed: Claimed,
         attempt: int,
-        *,
         response: str | None,
         failure: SendFailed | None,
         extra: dict[str, Any],
-    ) -> None:
+    ) -> _Outcome:
         now = self._now_ms()
         envelope = claimed.envelope
         common = {"messageId": claimed.message_id, "queueId": claimed.queue_id}
@@ -403,46 +432,85 @@ class OutboxWorker:
             if final:
                 failed = {**common, "envelope": envelope, "error": failure.reason}
                 batch.append(Event("messageFailed", claimed.account, failed, now))
+        return _Outcome(
+            queue_id=claimed.queue_id,
+            attempt=attempt,
+            now=now,
+            status=status,
+            next_ms=next_ms,
+            error=None if failure is None else failure.reason,
+            response=response,
+            events=batch,
+            written=asyncio.get_running_loop().create_future(),
+        )
+
+    async def _flush_loop(self) -> None:
         while True:
-            try:
-                async with self.store.write(notify=False) as conn:
-                    held = await queue.finish(
-                        conn,
-                        claimed.queue_id,
-                        node=self.node,
-                        now=now,
-                        status=status,
-                        attempts=attempt,
-                        next_attempt_ms=next_ms,
-                        error=None if failure is None else failure.reason,
-                        response=response,
-                    )
-                    if held:
-                        await events_store.record(
-                            conn,
-                            batch,
-                            default_service_url=self.service_url,
-                            max_bytes=self.max_payload_bytes,
-                        )
-                break
-            except StoreError:
-                # The lease protects the row meanwhile; give up only when it has run out.
-                if self._now_ms() > now + int(self.settings.lease * 1000):
-                    log.error("could not record the outcome of a send", status=status)
-                    return
-                await asyncio.sleep(_RECORD_RETRY)
-        if not held:
-            log.info("message was deleted or taken back during the attempt", status=status)
+            await self._flush_needed.wait()
+            await asyncio.sleep(_FLUSH_EVERY)  # gather a batch
+            self._flush_needed.clear()
+            await asyncio.shield(self._flush())
+
+    async def _flush(self) -> None:
+        """Write the pending outcomes and their events in one transaction."""
+        if not self._outcomes:
             return
-        if failure is None:
-            self.counters.sent += 1
-            log.info("message sent", response=response)
-        elif status == OutboxStatus.FAILED:
-            self.counters.failed += 1
-            log.warning("message failed", error=failure.reason)
-        else:
-            self.counters.retried += 1
-            log.info("send failed; will retry", error=failure.reason)
+        batch, self._outcomes = self._outcomes, []
+        try:
+            async with self.store.write(notify=False) as conn:
+                held = []
+                for o in batch:
+                    if await queue.finish(
+                        conn,
+                        o.queue_id,
+                        node=self.node,
+                        now=o.now,
+                        status=o.status,
+                        attempts=o.attempt,
+                        next_attempt_ms=o.next_ms,
+                        error=o.error,
+                        response=o.response,
+                    ):
+                        held.append(o)
+                await events_store.record(
+                    conn,
+                    [e for o in held for e in o.events],
+                    default_service_url=self.service_url,
+                    max_bytes=self.max_payload_bytes,
+                )
+        except StoreError:
+            # Keep them: the leases protect the rows meanwhile; a row whose lease ran out is
+            # queued again by reap and its outcome is then no longer written.
+            now = self._now_ms()
+            lease_ms = int(self.settings.lease * 1000)
+            keep = [o for o in batch if now - o.now < lease_ms]
+            for o in batch:
+                if o not in keep and not o.written.done():
+                    o.written.set_result(None)
+            self._outcomes = keep + self._outcomes
+            self._flush_needed.set()
+            log.warning("recording send outcomes failed; will retry", count=len(batch))
+            await asyncio.sleep(_RECORD_RETRY)
+            return
+        kept = {o.queue_id for o in held}
+        for o in batch:
+            self._count(o, o.queue_id in kept)
+            if not o.written.done():
+                o.written.set_result(None)
+
+    def _count(self, o: _Outcome, held: bool) -> None:
+        with structlog.contextvars.bound_contextvars(queue_id=o.queue_id, attempt=o.attempt):
+            if not held:
+                log.info("message was deleted or taken back during the attempt")
+            elif o.status == OutboxStatus.SENT:
+                self.counters.sent += 1
+                log.info("message sent", response=o.response)
+            elif o.status == OutboxStatus.FAILED:
+                self.counters.failed += 1
+                log.warning("message failed", error=o.error)
+            else:
+                self.counters.retried += 1
+                log.info("send failed; will retry", error=o.error)
 
     # -- housekeeping ------------------------------------------------------------------------
 
