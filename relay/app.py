@@ -29,10 +29,13 @@ from relay.api.routes import setup_routes
 from relay.auth.api_tokens import new_token
 from relay.auth.crypto import load_cipher
 from relay.auth.identity import MicrosoftIdentity
+from relay.auth.scopes import GRAPH
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
 from relay.metrics import Metrics
 from relay.send.worker import OutboxWorker
+from relay.sources.graph.client import GraphClients
+from relay.sources.graph.watcher import GraphContext
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, tokens
 from relay.store.migrate import migrate
@@ -113,6 +116,21 @@ def create_app(
         if not settings.imap.watch:
             yield
             return
+        tokens = app[TOKENS]
+
+        async def graph_token(account: str) -> tuple[str, str]:
+            return await tokens.access_token(account, GRAPH)
+
+        clients = GraphClients(settings.microsoft, graph_token)
+        await clients.start()
+        graph = GraphContext(
+            app[STORE],
+            app[CIPHER],
+            settings.graph,
+            clients,
+            service_url=settings.service_url,
+            max_payload_bytes=settings.webhooks.max_payload_bytes,
+        )
         supervisor = Supervisor(
             app[STORE],
             app[CIPHER],
@@ -120,11 +138,13 @@ def create_app(
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
             token_for=app[TOKENS].token_for,
+            graph=graph,
         )
         await supervisor.start()
         app[SUPERVISOR] = supervisor
         yield
         await supervisor.stop(settings.server.shutdown_timeout)
+        await clients.close()
 
     async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.send.deliver:

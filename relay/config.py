@@ -152,6 +152,20 @@ class SendSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GraphSettings:
+    # Seconds between delta polls of accounts Graph will not notify about (delegated shared
+    # mailboxes); jittered by 10%.
+    poll_interval: float = 30.0
+    # Seconds a subscription is created or renewed for (Graph allows at most 604,200).
+    subscription_lifetime: float = 259200.0
+    # Seconds before expiry at which a subscription is renewed.
+    subscription_renew_before: float = 86400.0
+    # Backoff after a failure: retry_min seconds, doubling up to retry_max, with jitter.
+    retry_min: float = 1.0
+    retry_max: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -160,6 +174,7 @@ class Settings:
     microsoft: MicrosoftSettings = field(default_factory=MicrosoftSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
+    graph: GraphSettings = field(default_factory=GraphSettings)
     send: SendSettings = field(default_factory=SendSettings)
 
     @property
@@ -327,6 +342,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("microsoft.consent_link_ttl", "must be greater than 0")
     _check_webhooks(s.webhooks)
     _check_imap(s.imap)
+    _check_graph(s.graph)
     _check_send(s.send)
 
 
@@ -401,6 +417,20 @@ def _check_send(m: SendSettings) -> None:
         raise ConfigError("send.lease", "must be longer than send.timeout")
     if m.retry_max < m.retry_min:
         raise ConfigError("send.retry_max", "must not be less than send.retry_min")
+
+
+def _check_graph(g: GraphSettings) -> None:
+    for key in ("poll_interval", "subscription_lifetime", "retry_min", "retry_max"):
+        if getattr(g, key) <= 0:
+            raise ConfigError(f"graph.{key}", "must be greater than 0")
+    if g.subscription_lifetime > 10070 * 60:
+        raise ConfigError("graph.subscription_lifetime", "must be at most 604200 (10,070 min)")
+    if not 0 <= g.subscription_renew_before < g.subscription_lifetime:
+        raise ConfigError(
+            "graph.subscription_renew_before", "must be less than graph.subscription_lifetime"
+        )
+    if g.retry_max < g.retry_min:
+        raise ConfigError("graph.retry_max", "must not be less than graph.retry_min")
 
 
 def _check_http_url(key: str, value: str) -> None:

@@ -39,6 +39,7 @@ from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import Event, iso_ms
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
+from relay.store import graph as graph_store
 from relay.store import oauth2_apps as apps_store
 from relay.store.engine import now_ms
 from relay.store.schema import AccountState
@@ -69,6 +70,23 @@ class AccountDeleted(Out):
     deleted: bool = True
 
 
+class GraphView(Out):
+    mode: str = Field(description="subscription | polling")
+    subscriptionId: str | None = None
+    expires: str | None = Field(default=None, description="When the subscription expires")
+    lastError: dict[str, Any] | None = None
+
+
+def graph_view(row: Any) -> GraphView:
+    """What ``graph_accounts`` shows of an account (never the clientState)."""
+    return GraphView(
+        mode=row["mode"],
+        subscriptionId=row["subscription_id"],
+        expires=iso_ms(row["expires_ms"]) if row["expires_ms"] else None,
+        lastError=row["last_error"],
+    )
+
+
 class AccountView(Out):
     account: str
     name: str
@@ -84,6 +102,9 @@ class AccountView(Out):
     sentCopy: str | None = None
     secrets: dict[str, bool] = Field(description="Which secrets are stored (never their values)")
     lastError: dict[str, Any] | None = None
+    graph: GraphView | None = Field(
+        default=None, description="Graph accounts: how the mailbox is watched"
+    )
     reconnectRequested: str | None = None
     syncRequested: str | None = None
     created: str
@@ -404,7 +425,11 @@ async def get_account(request: web.Request) -> web.Response:
     account = request.match_info["account"]
     async with request.app[STORE].read() as conn:
         row = await _row_or_404(conn, account)
-    return json_response(_view(row, request.app[CIPHER]))
+        graph = await graph_store.get_account(conn, account)
+    view = _view(row, request.app[CIPHER])
+    if graph is not None:
+        view.graph = graph_view(graph)
+    return json_response(view)
 
 
 async def update_account(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from aiohttp import web
 from relay.api import (
     accounts,
     authentication,
+    graph,
     health,
     oauth2_apps,
     openapi,
@@ -26,6 +27,7 @@ def endpoints() -> list[Endpoint]:
         *outbox.ENDPOINTS,
         *settings.ENDPOINTS,
         *health.ENDPOINTS,
+        *graph.ENDPOINTS,
         openapi.ENDPOINT,
     ]
 
@@ -35,3 +37,4 @@ def setup_routes(app: web.Application) -> None:
     for ep in table:
         app.router.add_route(ep.method, ep.path, ep.handler)
     app[openapi.OPENAPI] = openapi.build_document(table)
+    graph.setup(app)

@@ -2,7 +2,10 @@
 
 IMAP (``imap_fetch_to_event``, ``message_deleted``, ``message_updated``, ``mailbox_reset``)
 produces EmailEngine's field names and shapes (``postalsys/emailengine``,
-``lib/payload-examples-webhooks.json``).
+``lib/payload-examples-webhooks.json``); Graph (``graph_message_to_event``,
+``graph_message_updated``) produces the same keys for the same message, with Graph's
+properties mapped to IMAP's flags (``isRead`` -> ``\\Seen``, ``flag`` -> ``\\Flagged``,
+``isDraft`` -> ``\\Draft``). A Graph message's ``id`` is Graph's own id.
 
 Message ids
 -----------
@@ -32,6 +35,10 @@ __all__ = [
     "attachment_id",
     "attachments",
     "decode_words",
+    "graph_flags",
+    "graph_message_deleted",
+    "graph_message_to_event",
+    "graph_message_updated",
     "imap_fetch_to_event",
     "iso_datetime",
     "mailbox_reset",
@@ -415,3 +422,129 @@ def mailbox_reset(
     if uidnext is not None:
         data["uidNext"] = uidnext
     return data
+
+
+# -- Microsoft Graph ------------------------------------------------------------------------
+
+# What graph_message_to_event reads: the $select of every message the relay fetches.
+GRAPH_FIELDS = (
+    "id",
+    "internetMessageId",
+    "conversationId",
+    "subject",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "replyTo",
+    "sentDateTime",
+    "receivedDateTime",
+    "isRead",
+    "isDraft",
+    "flag",
+    "parentFolderId",
+)
+
+
+def _graph_address(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    inner = value.get("emailAddress")
+    if not isinstance(inner, Mapping) or not inner.get("address"):
+        return None
+    return {"name": str(inner.get("name") or ""), "address": str(inner["address"])}
+
+
+def _graph_addresses(values: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for value in values or ():
+        item = _graph_address(value)
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def graph_flags(message: Mapping[str, Any]) -> list[str]:
+    """IMAP's flags for a Graph message: ``\\Seen``, ``\\Flagged``, ``\\Draft``."""
+    flags: list[str] = []
+    if message.get("isRead"):
+        flags.append("\\Seen")
+    flag = message.get("flag")
+    if isinstance(flag, Mapping) and str(flag.get("flagStatus", "")).lower() == "flagged":
+        flags.append("\\Flagged")
+    if message.get("isDraft"):
+        flags.append("\\Draft")
+    return flags
+
+
+def _graph_date(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return iso_datetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def graph_message_to_event(message: Mapping[str, Any], *, uid: int) -> dict[str, Any]:
+    """The ``messageNew`` data of a Graph message (its JSON, with :data:`GRAPH_FIELDS`).
+
+    ``uid`` is the number the relay assigned to the message in its folder. The keys are
+    those of :func:`imap_fetch_to_event`: ``emailId`` is Graph's id, ``threadId`` the
+    conversation id; Graph does not tell the size without an extra request, so it is 0, and
+    attachments are not listed.
+    """
+    graph_id = str(message["id"])
+    data: dict[str, Any] = {"id": graph_id, "uid": uid, "emailId": graph_id}
+    if message.get("conversationId"):
+        data["threadId"] = str(message["conversationId"])
+    if message.get("internetMessageId"):
+        data["messageId"] = str(message["internetMessageId"]).strip()
+    if message.get("subject") is not None:
+        data["subject"] = str(message["subject"])
+    for key, source in (("from", "from"), ("sender", "sender")):
+        single = _graph_address(message.get(source))
+        if single is not None:
+            data[key] = single
+    for key, source in (
+        ("to", "toRecipients"),
+        ("cc", "ccRecipients"),
+        ("bcc", "bccRecipients"),
+        ("replyTo", "replyTo"),
+    ):
+        found = _graph_addresses(message.get(source))
+        if found:
+            data[key] = found
+    moment = _graph_date(message.get("sentDateTime")) or _graph_date(
+        message.get("receivedDateTime")
+    )
+    if moment is not None:
+        data["date"] = moment
+    flags = graph_flags(message)
+    data["flags"] = flags
+    data["unseen"] = "\\Seen" not in flags
+    data["size"] = 0
+    data["attachments"] = []
+    return data
+
+
+def graph_message_deleted(graph_id: str, uid: int) -> dict[str, Any]:
+    """The ``messageDeleted`` data of a Graph message: ``{id, uid}``."""
+    return {"id": graph_id, "uid": uid}
+
+
+def graph_message_updated(
+    graph_id: str, uid: int, before: Sequence[str], after: Sequence[str]
+) -> dict[str, Any] | None:
+    """The ``messageUpdated`` data of a Graph message whose flags changed, else None."""
+    added = [f for f in after if f not in before]
+    removed = [f for f in before if f not in after]
+    if not added and not removed:
+        return None
+    return {
+        "id": graph_id,
+        "uid": uid,
+        "changes": {"flags": {"added": added, "removed": removed, "value": list(after)}},
+    }

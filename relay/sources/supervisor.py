@@ -48,6 +48,7 @@ from relay.auth.delegation import MAX_HOPS
 from relay.config import ImapSettings
 from relay.errors import StoreError
 from relay.events.model import Event
+from relay.sources.graph.watcher import GraphContext, GraphWatcher
 from relay.sources.imap.credentials import StoredTokens, TokenProvider
 from relay.sources.imap.listener import (
     INBOX,
@@ -250,8 +251,9 @@ class Supervisor:
         max_payload_bytes: int = 256 * 1024,
         token_for: TokenProvider | None = None,
         node: str | None = None,
+        graph: GraphContext | None = None,
     ) -> None:
-        """Nothing runs until :meth:`start`."""
+        """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts."""
         self.store = store
         self.cipher = cipher
         self.settings = settings
@@ -259,7 +261,8 @@ class Supervisor:
         self.max_payload_bytes = max_payload_bytes
         self.token_for: TokenProvider = token_for or StoredTokens(store, cipher)
         self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.watchers: dict[str, AccountWatcher] = {}
+        self.graph = graph
+        self.watchers: dict[str, AccountWatcher | GraphWatcher] = {}
         self._context: ListenerContext | None = None
         self._wake = asyncio.Event()
         self._state_wake = asyncio.Event()
@@ -326,6 +329,12 @@ class Supervisor:
             log.warning("could not record shutdown", error=str(exc))
         log.info("imap supervisor stopped", node=self.node)
 
+    def wake_graph(self, account: str) -> None:
+        """A Graph notification for ``account`` was stored: its watcher (if here) looks now."""
+        watcher = self.watchers.get(account)
+        if isinstance(watcher, GraphWatcher):
+            watcher.wake()
+
     def notify(self, account: str | None = None) -> None:
         """Look at the accounts table now (an account was added, changed or deleted, or a
         reconnect or sync was requested). Safe to call from any handler; never blocks."""
@@ -352,7 +361,11 @@ class Supervisor:
             async with self.store.read() as conn:
                 rows = (await conn.execute(select(accounts))).mappings().all()
             by_id = {str(r["id"]): r for r in rows}
-            wanted = {a: r for a, r in by_id.items() if _watchable(r)}
+            wanted = {
+                a: r
+                for a, r in by_id.items()
+                if _watchable(r) or (self.graph is not None and r["backend"] == "graph")
+            }
             async with self.store.write(notify=False) as conn:
                 held = await leases_store.claim(
                     conn,
@@ -362,7 +375,10 @@ class Supervisor:
                     lease_ms=int(self.settings.lease * 1000),
                 )
             for account in [a for a in self.watchers if a not in held]:
-                await self.watchers.pop(account).stop()
+                gone = self.watchers.pop(account)
+                if isinstance(gone, GraphWatcher):
+                    gone.deleted = account not in by_id
+                await gone.stop()
                 self._forget(account)
             starting = [
                 a
@@ -414,7 +430,10 @@ class Supervisor:
                     connect_failed=row["state"] == AccountState.CONNECT_ERROR,
                 ),
             )
-            watcher = AccountWatcher(self, row, stamp, folder_rows)
+            if row["backend"] == "graph" and self.graph is not None:
+                watcher = GraphWatcher(self.graph, row, stamp, self.report_state)
+            else:
+                watcher = AccountWatcher(self, row, stamp, folder_rows)
             self.watchers[account] = watcher
             watcher.start()
             return

@@ -1,0 +1,1 @@
+"""The Microsoft Graph backend: subscriptions, notifications and delta catch-up."""

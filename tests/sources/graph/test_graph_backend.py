@@ -1,0 +1,363 @@
+"""End to end: Graph accounts watched by subscription or delta polling against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from blockbuster import blockbuster_ctx
+
+from relay.api.keys import STORE
+from relay.app import create_app
+from relay.config import GraphSettings, ServerSettings, Settings
+from relay.sandbox.server import RunningSandbox
+from relay.store.graph import get_account, pending
+from tests.api.helpers import call
+from tests.auth.conftest import (
+    MAIN,
+    SHARED,
+    SHARED_PAYLOAD,
+    add_sandbox_app,
+    consented_main,
+    sandbox_admin,
+    with_microsoft,
+)
+from tests.conftest import API_TOKEN
+from tests.peers.receiver import Receiver
+from tests.sandbox.graph_helpers import admin, deliver
+from tests.sources.imap.relay_support import (
+    relay_settings,
+    stored_events,
+    wait_events,
+    wait_state,
+    wait_until,
+)
+from tests.webhooks.conftest import loopback_settings
+
+# What a shared mailbox needs on top of the api base scopes.
+SHARED_SCOPES = ["Mail.ReadWrite.Shared", "Mail.Send.Shared", "User.ReadBasic.All"]
+Start = Callable[..., Awaitable[TestClient]]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def start(
+    aiohttp_client: Any, settings: Settings, sandbox: RunningSandbox, tmp_path: Path
+) -> AsyncIterator[Start]:
+    """Start a relay on a fixed loopback port that Graph can notify (http allowed)."""
+    port = _free_port()
+    guards: list[Any] = []
+
+    async def make(**graph: Any) -> TestClient:
+        while guards:
+            # A restart has its own start-up work to do.
+            guards.pop().__exit__(None, None, None)
+        values = {"retry_min": 0.2, "poll_interval": 0.3, **graph}
+        base = relay_settings(
+            loopback_settings(with_microsoft(settings, sandbox, graph_url=sandbox.url))
+        )
+        configured = dataclasses.replace(
+            base,
+            server=ServerSettings(
+                host="127.0.0.1", port=port, service_url=f"http://127.0.0.1:{port}"
+            ),
+            graph=GraphSettings(**values),
+        )
+        client: TestClient = await aiohttp_client(
+            create_app(configured, base_dir=tmp_path),
+            server_kwargs={"port": port},
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+        guard = blockbuster_ctx()
+        bb = guard.__enter__()
+        for function in bb.functions.values():
+            function.can_block_in(
+                "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
+            ).can_block_in("rich/traceback.py", ("_render_stack", "from_exception"))
+        guards.append(guard)
+        return client
+
+    yield make
+    for guard in guards:
+        guard.__exit__(None, None, None)
+
+
+async def _graph_main(
+    client: TestClient, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> str:
+    """Register the sandbox app for Graph and consent as the main user (``my-account``)."""
+    await sandbox_admin(http, sandbox, "settings", {"allowHttpNotifications": True})
+    return await consented_main(client, http, sandbox, baseScopes="api", extraScopes=SHARED_SCOPES)
+
+
+async def _route(client: TestClient, rx: Receiver) -> None:
+    created = await call(client, "POST", "/v1/webhooks", {"url": rx.url}, status=201)
+    rx.secret = created["secret"]
+
+
+async def _graph_state(client: TestClient, account: str) -> Any:
+    async with client.app[STORE].read() as conn:
+        return await get_account(conn, account)
+
+
+async def test_main_mailbox_new_updated_deleted_by_subscription(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """Mail delivered to the main mailbox reaches the receiver as a signed messageNew; a flag
+    change is a messageUpdated and a delete a messageDeleted, all through the subscription."""
+    client = await start()
+    async with Receiver(secret="whsec_" + "A" * 44) as rx:
+        await _route(client, rx)
+        await _graph_main(client, http, sandbox)
+        await wait_state(client, "my-account", "connected")
+        state = await _graph_state(client, "my-account")
+        assert state["mode"] == "subscription"
+        assert state["subscription_id"]
+        subs = await admin(http, sandbox, "GET", "subscriptions")
+        assert any(s["id"] == state["subscription_id"] for s in subs)
+
+        sent = await deliver(http, sandbox, subject="Hello Graph")
+        (new,) = await wait_events(client, "my-account", "messageNew")
+        assert new["data"]["id"] == sent["id"]
+        assert new["data"]["subject"] == "Hello Graph"
+        assert new["path"] == "INBOX"
+        await wait_until(lambda: _verified(rx, "messageNew"), "signed messageNew")
+
+        await admin(
+            http, sandbox, "PATCH", f"mailboxes/{MAIN}/messages/{sent['id']}", {"isRead": True}
+        )
+        (updated,) = await wait_events(client, "my-account", "messageUpdated")
+        assert updated["data"]["changes"]["flags"]["added"] == ["\\Seen"]
+
+        await admin(http, sandbox, "DELETE", f"mailboxes/{MAIN}/messages/{sent['id']}")
+        (deleted,) = await wait_events(client, "my-account", "messageDeleted")
+        assert deleted["data"] == {"id": sent["id"], "uid": new["data"]["uid"]}
+        notes = await admin(http, sandbox, "GET", "notifications")
+        assert notes
+
+
+async def _verified(rx: Receiver, event: str) -> bool:
+    return any(d.verified and d.json()["event"] == event for d in rx.requests)
+
+
+async def test_shared_mailbox_is_polled(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """A delegated shared mailbox (Graph refuses its subscription) is watched by delta
+    polling with the main user's token and its mail arrives as messageNew."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await call(client, "POST", "/v1/account", SHARED_PAYLOAD)
+    await wait_state(client, "shared", "connected")
+    state = await _graph_state(client, "shared")
+    assert state["mode"] == "polling"
+    await deliver(http, sandbox, mailbox=SHARED, subject="For the team")
+    (new,) = await wait_events(client, "shared", "messageNew")
+    assert new["data"]["subject"] == "For the team"
+
+
+async def test_wrong_client_state_is_ignored_and_handshake_echoes(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """The handshake echoes the token as text/plain; a notification with a wrong
+    clientState is answered 202 but stores nothing."""
+    client = await start()
+    resp = await client.post("/graph/notify?validationToken=a%20b%3Cc%3E")
+    assert resp.status == 200
+    assert resp.content_type == "text/plain"
+    assert await resp.text() == "a b<c>"
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    state = await _graph_state(client, "my-account")
+    forged = {
+        "value": [
+            {
+                "subscriptionId": state["subscription_id"],
+                "clientState": "not-the-secret",
+                "changeType": "created",
+                "resource": "x",
+            }
+        ]
+    }
+    resp = await client.post("/graph/notify", json=forged)
+    assert resp.status == 202
+    async with client.app[STORE].read() as conn:
+        assert await pending(conn, "my-account") == []
+
+
+async def test_relay_down_then_delta_catches_up(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """Mail that arrives while the relay is down is reported by delta on the next start;
+    lifecycle missed triggers a catch-up too."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    await client.close()
+    await deliver(http, sandbox, subject="while down")
+    client = await start()
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert new["data"]["subject"] == "while down"
+    assert len(await stored_events(client, "my-account", "accountInitialized")) == 1
+
+
+async def _subscription(http: aiohttp.ClientSession, sandbox: RunningSandbox, sub_id: str) -> Any:
+    subs = await admin(http, sandbox, "GET", "subscriptions")
+    return next((s for s in subs if s["id"] == sub_id), None)
+
+
+async def test_lifecycle_missed_and_removed_lose_nothing(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """After a subscriptionRemoved the relay subscribes again and catches up with delta; a
+    missed event triggers a catch-up too; each message is reported once."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    first = (await _graph_state(client, "my-account"))["subscription_id"]
+
+    await admin(
+        http, sandbox, "POST", f"subscriptions/{first}/lifecycle", {"event": "subscriptionRemoved"}
+    )
+    # Delivered while no subscription exists: only delta can find it.
+    await deliver(http, sandbox, subject="between subscriptions")
+
+    async def recreated() -> Any:
+        state = await _graph_state(client, "my-account")
+        return state["subscription_id"] not in (None, first)
+
+    await wait_until(recreated, "a new subscription")
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert new["data"]["subject"] == "between subscriptions"
+    second = (await _graph_state(client, "my-account"))["subscription_id"]
+    assert await _subscription(http, sandbox, second) is not None
+
+    await admin(http, sandbox, "POST", f"subscriptions/{second}/lifecycle", {"event": "missed"})
+    await wait_events(client, "my-account", "messageNew")
+    await deliver(http, sandbox, subject="after missed")
+    found = await wait_events(client, "my-account", "messageNew", count=2)
+    assert [e["data"]["subject"] for e in found] == ["between subscriptions", "after missed"]
+
+
+async def test_reauthorization_required_is_answered(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """reauthorizationRequired makes the relay reauthorize the subscription."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    sub_id = (await _graph_state(client, "my-account"))["subscription_id"]
+    await admin(
+        http,
+        sandbox,
+        "POST",
+        f"subscriptions/{sub_id}/lifecycle",
+        {"event": "reauthorizationRequired"},
+    )
+
+    async def reauthorized() -> bool:
+        sub = await _subscription(http, sandbox, sub_id)
+        return sub is not None and not sub["needsReauthorization"]
+
+    await wait_until(reauthorized, "the subscription reauthorized")
+
+
+async def test_subscription_is_renewed_before_expiry(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """A subscription close to its expiry is renewed (PATCH), so it outlives its first
+    lifetime; the account view shows the mode, the id and the expiry."""
+    client = await start(subscription_lifetime=3.0, subscription_renew_before=2.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    sub_id = (await _graph_state(client, "my-account"))["subscription_id"]
+    created = (await _subscription(http, sandbox, sub_id))["expirationDateTime"]
+
+    async def renewed() -> bool:
+        sub = await _subscription(http, sandbox, sub_id)
+        return sub is not None and sub["expirationDateTime"] > created
+
+    await wait_until(renewed, "a renewed subscription")
+    view = await call(client, "GET", "/v1/account/my-account")
+    assert view["graph"]["mode"] == "subscription"
+    assert view["graph"]["subscriptionId"] == sub_id
+    assert view["graph"]["expires"]
+    assert "clientState" not in str(view)
+
+
+async def test_shared_mailbox_of_app_only_account_is_subscribed(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """A shared mailbox of an app-only (outlookService) account is watched by subscription."""
+    client = await start(poll_interval=600.0)
+    await sandbox_admin(http, sandbox, "settings", {"allowHttpNotifications": True})
+    app_id = await add_sandbox_app(client, sandbox, provider="outlookService", baseScopes="api")
+    await call(
+        client,
+        "POST",
+        "/v1/account",
+        {"account": "svc", "name": "Service", "email": MAIN, "oauth2": {"provider": app_id}},
+    )
+    await call(
+        client,
+        "POST",
+        "/v1/account",
+        {
+            **SHARED_PAYLOAD,
+            "oauth2": {"auth": {"delegatedUser": SHARED, "delegatedAccount": "svc"}},
+        },
+    )
+    await wait_state(client, "shared", "connected")
+    view = await call(client, "GET", "/v1/account/shared")
+    assert view["graph"]["mode"] == "subscription"
+    await deliver(http, sandbox, mailbox=SHARED, subject="to the team")
+    (new,) = await wait_events(client, "shared", "messageNew")
+    assert new["data"]["subject"] == "to the team"
+
+
+async def test_expired_delta_token_rebaselines_without_a_flood(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """An expired delta token (syncStateNotFound) re-baselines: PUT /sync reports the new
+    message only, not the mailbox's old ones again."""
+    client = await start(poll_interval=600.0)
+    for n in range(3):
+        await deliver(http, sandbox, subject=f"old {n}")
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    await sandbox_admin(http, sandbox, f"mailboxes/{MAIN}/folders/inbox/expire-delta")
+    await deliver(http, sandbox, subject="new one")
+    await call(client, "PUT", "/v1/account/my-account/sync", {"sync": True})
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert new["data"]["subject"] == "new one"
+    await asyncio.sleep(0.5)
+    assert len(await stored_events(client, "my-account", "messageNew")) == 1
+
+
+async def test_deleting_the_account_deletes_its_subscription(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """DELETE /v1/account/{id} removes the account's subscription at Graph."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    sub_id = (await _graph_state(client, "my-account"))["subscription_id"]
+    assert await _subscription(http, sandbox, sub_id) is not None
+    await call(client, "DELETE", "/v1/account/my-account")
+
+    async def gone() -> bool:
+        return await _subscription(http, sandbox, sub_id) is None
+
+    await wait_until(gone, "the subscription deleted")
