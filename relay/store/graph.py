@@ -183,3 +183,8 @@ async def consume(conn: AsyncConnection, account: str, upto: int) -> None:
             graph_notifications.c.account == account, graph_notifications.c.seq <= upto
         )
     )
+
+
+async def forget(conn: AsyncConnection, account: str) -> None:
+    """Drop every stored notification of ``account`` (it was deleted)."""
+    await conn.execute(delete(graph_notifications).where(graph_notifications.c.account == account))

@@ -166,11 +166,19 @@ class GraphWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.deleted and self._subscription is not None:
+        if not self.deleted:
+            return
+        if self._subscription is not None:
             try:
                 await subscriptions.delete(self._client, self._subscription)
             except Exception as exc:
                 log.info("could not delete subscription", account=self.account, error=str(exc))
+        try:
+            # Received before the account went; nothing will consume them now.
+            async with self.context.store.write(notify=False) as conn:
+                await graph_store.forget(conn, self.account)
+        except Exception as exc:
+            log.info("could not drop notifications", account=self.account, error=str(exc))
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from relay.api.keys import STORE
 from relay.app import create_app
 from relay.config import GraphSettings, ServerSettings, Settings
 from relay.sandbox.server import RunningSandbox
-from relay.store.graph import get_account, pending
+from relay.store.graph import get_account, pending, queue
 from tests.api.helpers import call
 from tests.auth.conftest import (
     MAIN,
@@ -349,15 +349,36 @@ async def test_expired_delta_token_rebaselines_without_a_flood(
 async def test_deleting_the_account_deletes_its_subscription(
     start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
 ) -> None:
-    """DELETE /v1/account/{id} removes the account's subscription at Graph."""
+    """DELETE /v1/account/{id} removes the account's subscription at Graph and the
+    notifications stored for it."""
     client = await start()
     await _graph_main(client, http, sandbox)
     await wait_state(client, "my-account", "connected")
     sub_id = (await _graph_state(client, "my-account"))["subscription_id"]
     assert await _subscription(http, sandbox, sub_id) is not None
+    # A notification stored but not yet consumed when the account goes.
+    async with client.app[STORE].write() as conn:
+        await queue(
+            conn,
+            [
+                {
+                    "account": "my-account",
+                    "subscription_id": sub_id,
+                    "kind": "created",
+                    "lifecycle": 0,
+                    "payload": {},
+                }
+            ],
+        )
     await call(client, "DELETE", "/v1/account/my-account")
 
     async def gone() -> bool:
         return await _subscription(http, sandbox, sub_id) is None
 
     await wait_until(gone, "the subscription deleted")
+
+    async def dropped() -> bool:
+        async with client.app[STORE].read() as conn:
+            return list(await pending(conn, "my-account")) == []
+
+    await wait_until(dropped, "its stored notifications dropped")
