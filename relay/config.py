@@ -101,8 +101,8 @@ class WebhookSettings:
 
 @dataclass(frozen=True, slots=True)
 class ImapSettings:
-    # Run the IMAP listeners on this node (one connection per watched folder of every account
-    # with the imap backend).
+    # Watch mailboxes on this node: IMAP listeners for imap-backend accounts and Graph
+    # subscriptions/polling for graph-backend ones (the supervisor runs both).
     watch: bool = True
     # Seconds between IDLE restarts: servers drop an IDLE that runs too long (RFC 2177: 29 min).
     idle_restart: float = 600.0

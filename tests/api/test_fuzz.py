@@ -25,6 +25,7 @@ CHECKS = ",".join(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_schemathesis_finds_no_server_error(tmp_path: Path, store_url: str) -> None:
     """Generated requests never produce a 5xx or a response the document does not describe."""
     port = free_port()

@@ -20,6 +20,7 @@ CONCURRENCY = 4
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_kill_9_mid_sending_sends_everything(tmp_path: Path, store_url: str) -> None:
     """200 queued messages, SIGKILL after some were sent, restart: each is sent; only those in
     flight at the kill may go twice."""

@@ -22,6 +22,7 @@ EVENTS = 5000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_kill_9_mid_delivery_loses_nothing(tmp_path: Path, store_url: str) -> None:
     """5,000 events, SIGKILL once some were delivered, restart: every event id is received."""
     port = free_port()
