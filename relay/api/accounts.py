@@ -463,25 +463,26 @@ async def delete_account(request: web.Request) -> web.Response:
     return json_response(AccountDeleted(account=account))
 
 
-async def reconnect_account(request: web.Request) -> web.Response:
+async def _record_request(request: web.Request, column: str) -> None:
+    """Store a reconnect or sync request on the account and tell the supervisor."""
     account = request.match_info["account"]
+    async with request.app[STORE].write() as conn:
+        await _row_or_404(conn, account)
+        await accounts_store.request(conn, account, column)
+    _notify_supervisor(request, account)
+
+
+async def reconnect_account(request: web.Request) -> web.Response:
     body = await read_body(request, ReconnectBody)
     if body.reconnect:
-        async with request.app[STORE].write() as conn:
-            await _row_or_404(conn, account)
-            await accounts_store.request(conn, account, "reconnect_requested_ms")
-        _notify_supervisor(request, account)
+        await _record_request(request, "reconnect_requested_ms")
     return json_response(Requested(reconnect=body.reconnect))
 
 
 async def sync_account(request: web.Request) -> web.Response:
-    account = request.match_info["account"]
     body = await read_body(request, SyncBody)
     if body.sync:
-        async with request.app[STORE].write() as conn:
-            await _row_or_404(conn, account)
-            await accounts_store.request(conn, account, "sync_requested_ms")
-        _notify_supervisor(request, account)
+        await _record_request(request, "sync_requested_ms")
     return json_response(Requested(sync=body.sync))
 
 
