@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from relay.sandbox.scopes import GRAPH
@@ -67,6 +68,19 @@ class Graph:
         token: str | None = None,
     ) -> tuple[int, Any]:
         """``(status, JSON body or None)``; ``path`` is below /v1.0/ or an absolute URL."""
+        status, _, result = await self.exchange(method, path, body, headers=headers, token=token)
+        return status, result
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> tuple[int, CIMultiDictProxy[str], Any]:
+        """``(status, response headers, JSON body or None)``."""
         url = path if path.startswith("https://") else f"{self.sandbox.url}/v1.0/{path}"
         sent = {"Authorization": f"Bearer {token or self.token}", **(headers or {})}
         data = None if body is None else json.dumps(body)
@@ -76,7 +90,7 @@ class Graph:
             method, URL(url, encoded=True), data=data, headers=sent
         ) as response:
             text = await response.text()
-            return response.status, json.loads(text) if text else None
+            return response.status, response.headers, json.loads(text) if text else None
 
     async def ok(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
         """The JSON of a 2xx answer; fails the test otherwise."""

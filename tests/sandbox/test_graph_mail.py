@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -465,3 +468,29 @@ async def test_bodies_that_are_not_json_are_400(
         ) as response:
             body = await response.json()
             assert (response.status, body["error"]["code"]) == (400, "BadRequest"), data
+
+
+_IMF_FIXDATE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$"
+)
+
+
+async def test_date_header_follows_the_sandbox_clock(
+    http: aiohttp.ClientSession, graph: Graph, sandbox: RunningSandbox
+) -> None:
+    """Every Graph answer, errors too, has an IMF-fixdate Date read from the sandbox clock."""
+    _, before, _ = await graph.exchange("GET", "me/mailFolders")
+    await admin(http, sandbox, "POST", "clock", {"advanceSeconds": 86400 * 3})
+    _, after, _ = await graph.exchange("GET", "me/mailFolders")
+    status, refused, _ = await graph.exchange("GET", "me/mailFolders", token="a.b.c")
+
+    assert _IMF_FIXDATE.match(before["Date"]), before["Date"]
+    assert _IMF_FIXDATE.match(after["Date"]), after["Date"]
+    wall = datetime.now(UTC)
+    assert abs((parsedate_to_datetime(before["Date"]) - wall).total_seconds()) < 60
+    ahead = parsedate_to_datetime(after["Date"]) - wall
+    assert timedelta(days=3, minutes=-1) < ahead < timedelta(days=3, minutes=1)
+    assert status == 401
+    gap = parsedate_to_datetime(refused["Date"]) - parsedate_to_datetime(after["Date"])
+    assert abs(gap) < timedelta(minutes=1)

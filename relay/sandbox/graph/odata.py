@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
@@ -69,6 +70,11 @@ def format_precise(when: float, *, offset: bool = False) -> str:
     moment = datetime.fromtimestamp(when, UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0"
     return text + ("+00:00" if offset else "Z")
+
+
+def http_date(when: float) -> str:
+    """An HTTP ``Date`` (RFC 7231 IMF-fixdate): ``Tue, 24 Nov 2026 10:00:00 GMT``."""
+    return formatdate(when, usegmt=True)
 
 
 def parse_datetime(raw: Any, name: str) -> float:

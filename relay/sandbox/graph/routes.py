@@ -18,7 +18,9 @@ may carry the ``microsoft.graph.`` prefix, and ``delta`` may be written ``delta(
   ``POST /subscriptions/{id}/reauthorize``
 
 Every call needs a sandbox access token for ``https://graph.microsoft.com``; see
-:mod:`relay.sandbox.graph.access` for what each token may do.
+:mod:`relay.sandbox.graph.access` for what each token may do. Every answer, errors
+included, carries a ``Date`` header (IMF-fixdate) read from the sandbox clock, so a client
+sees the server's time after ``POST /sandbox/clock`` moved it.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from relay.sandbox.graph.mail import (
     MessageInput,
     is_address,
 )
-from relay.sandbox.graph.odata import Segment, fold_keys, parse_datetime, split_path
+from relay.sandbox.graph.odata import Segment, fold_keys, http_date, parse_datetime, split_path
 from relay.sandbox.graph.subscriptions import (
     MAX_PER_MAILBOX,
     Subscription,
@@ -182,6 +184,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
     response.headers["request-id"] = request_id
     response.headers["client-request-id"] = client_request_id
+    # The sandbox clock, not the wall clock: clients plan renewals in server time.
+    response.headers["Date"] = http_date(state.now())
     return response
 
 
