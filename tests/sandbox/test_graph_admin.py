@@ -110,7 +110,14 @@ async def test_custom_folders_and_listing(
             "receivedDateTime",
         ),
         ("PATCH", f"mailboxes/{MAIN}/messages/AAMkAnone", {"isRead": True}, 404, "message"),
-        ("POST", f"mailboxes/{MAIN}/folders", {"displayName": "inbox"}, 400, "displayName"),
+        ("POST", f"mailboxes/{MAIN}/folders", {"displayName": "inbox"}, 409, "displayName"),
+        (
+            "POST",
+            f"mailboxes/{MAIN}/folders",
+            {"displayName": "Orders", "parentFolderId": "AQMkAnone"},
+            404,
+            "parentFolderId",
+        ),
         ("POST", "subscriptions/none/lifecycle", {"event": "missed"}, 404, "id"),
         ("POST", "settings", {"allowHttpNotifications": "on"}, 400, "allowHttpNotifications"),
         (

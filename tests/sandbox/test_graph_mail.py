@@ -65,7 +65,7 @@ async def test_folders_are_listed_with_well_known_names(graph: Graph) -> None:
     inbox = await graph.ok("GET", "me/mailFolders/INBOX")
     by_id = await graph.ok("GET", f"me/mailFolders('{inbox['id']}')")
 
-    assert names == ["Inbox", "Sent Items", "Drafts", "Deleted Items"]
+    assert names == ["Inbox", "Sent Items", "Drafts", "Deleted Items", "Junk Email", "Archive"]
     assert by_id == inbox
     assert inbox["displayName"] == "Inbox"
     assert await graph.error("GET", "me/mailFolders/nosuchfolder") == (

@@ -167,6 +167,8 @@ async def test_sdk_lists_folders_and_reads_messages(
         "Sent Items",
         "Drafts",
         "Deleted Items",
+        "Junk Email",
+        "Archive",
     ]
     assert listed is not None
     assert listed.value is not None

@@ -4,8 +4,12 @@ Changes made here are real mailbox changes: they show up in delta query and prod
 change notifications, exactly as changes made through Graph do.
 
 - ``GET /sandbox/mailboxes/{email}/folders`` -> 200 ``[{id, wellKnownName, displayName,
-  hidden, totalItemCount, unreadItemCount}]`` (the hidden Recoverable Items folder too)
-- ``POST /sandbox/mailboxes/{email}/folders`` ``{displayName}`` -> 201 the folder
+  parentFolderId, childFolderCount, hidden, totalItemCount, unreadItemCount}]`` (nested
+  folders and the hidden Recoverable Items folder too; top-level folders have the
+  mailbox root as parent)
+- ``POST /sandbox/mailboxes/{email}/folders`` ``{displayName, parentFolderId?}`` -> 201 the
+  folder; ``parentFolderId`` is a folder id or a well-known name (the root by default); a
+  name already taken among its siblings is a 409
 - ``GET /sandbox/mailboxes/{email}/folders/{folder}/messages`` -> 200 ``[message]``
 - ``POST /sandbox/mailboxes/{email}/folders/{folder}/expire-delta`` -> 200: every delta
   and skip token of the folder now gets ``410 Gone`` (``syncStateNotFound``)
@@ -46,6 +50,7 @@ from relay.sandbox.graph.mail import (
     INBOX,
     Address,
     Folder,
+    Mailbox,
     MessageInput,
     is_address,
 )
@@ -96,11 +101,13 @@ def _categories(body: dict[str, Any]) -> list[str] | None:
     return value
 
 
-def _folder_view(folder: Folder) -> dict[str, Any]:
+def _folder_view(mailbox: Mailbox, folder: Folder) -> dict[str, Any]:
     return {
         "id": folder.id,
         "wellKnownName": folder.well_known,
         "displayName": folder.display_name,
+        "parentFolderId": folder.parent_id,
+        "childFolderCount": len(mailbox.children(folder.id)),
         "hidden": folder.hidden,
         "totalItemCount": len(folder.messages),
         "unreadItemCount": folder.unread,
@@ -108,18 +115,22 @@ def _folder_view(folder: Folder) -> dict[str, Any]:
 
 
 async def list_folders(request: web.Request) -> web.Response:
-    """Every folder of a mailbox, hidden ones included."""
+    """Every folder of a mailbox, nested and hidden ones included."""
     mailbox = request.app[STATE].mail.mailbox(request.match_info["email"])
-    return web.json_response([_folder_view(f) for f in mailbox.folders.values()])
+    return web.json_response([_folder_view(mailbox, f) for f in mailbox.folders.values()])
 
 
 async def add_folder(request: web.Request) -> web.Response:
-    """Create a top-level folder."""
+    """Create a folder, at the top or under ``parentFolderId``."""
+    mail = request.app[STATE].mail
     body = await json_body(request)
-    folder = request.app[STATE].mail.add_folder(
-        request.match_info["email"], required_text(body, "displayName")
+    email = request.match_info["email"]
+    folder = mail.add_folder(
+        email,
+        required_text(body, "displayName"),
+        parent=text(body, "parentFolderId", required=False),
     )
-    return web.json_response(_folder_view(folder), status=201)
+    return web.json_response(_folder_view(mail.mailbox(email), folder), status=201)
 
 
 async def list_messages(request: web.Request) -> web.Response:

@@ -1,9 +1,11 @@
 """Mailboxes, folders and messages of the sandbox tenant, held in memory.
 
 Every user and shared mailbox owns one :class:`Mailbox` with the well-known folders
-``inbox``, ``sentitems``, ``drafts`` and ``deleteditems`` (display names may be localized)
-and the hidden ``recoverableitemsdeletions`` folder that Graph's ``DELETE`` moves messages
-to. Messages get a new id whenever they change folder, as Exchange's default ids do.
+``inbox``, ``sentitems``, ``drafts``, ``deleteditems``, ``junkemail`` and ``archive``
+(display names may be localized) and the hidden ``recoverableitemsdeletions`` folder that
+Graph's ``DELETE`` moves messages to, all directly under the mailbox's root. Folders nest:
+a folder's display name is unique among its siblings. Messages get a new id whenever they
+change folder, as Exchange's default ids do.
 
 Each change bumps the mailbox's sequence number and stamps it on the message (or, for a
 message that left a folder, on the folder's tombstone for it), which is all that delta
@@ -20,12 +22,14 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from relay.errors import InputError, NotFound
+from relay.errors import Conflict, InputError, NotFound
 
 INBOX = "inbox"
 SENT_ITEMS = "sentitems"
 DRAFTS = "drafts"
 DELETED_ITEMS = "deleteditems"
+JUNK_EMAIL = "junkemail"
+ARCHIVE = "archive"
 RECOVERABLE_DELETIONS = "recoverableitemsdeletions"
 
 DEFAULT_FOLDER_NAMES: Mapping[str, str] = {
@@ -33,6 +37,8 @@ DEFAULT_FOLDER_NAMES: Mapping[str, str] = {
     SENT_ITEMS: "Sent Items",
     DRAFTS: "Drafts",
     DELETED_ITEMS: "Deleted Items",
+    JUNK_EMAIL: "Junk Email",
+    ARCHIVE: "Archive",
 }
 _HIDDEN_FOLDER_NAMES: Mapping[str, str] = {RECOVERABLE_DELETIONS: "Deletions"}
 
@@ -202,6 +208,10 @@ class Mailbox:
         assert found is not None, name
         return found
 
+    def children(self, parent_id: str) -> list[Folder]:
+        """The folders directly under ``parent_id`` (the root's for top-level folders)."""
+        return [f for f in self.folders.values() if f.parent_id == parent_id]
+
     def find(self, message_id: str) -> Message | None:
         """A message by id, in any folder."""
         for folder in self.folders.values():
@@ -280,22 +290,39 @@ class MailStore:
             raise NotFound(f"folder: no folder {key!r} in {email}", field="folder")
         return found
 
-    def add_folder(self, email: str, display_name: str) -> Folder:
-        """Create a top-level folder (display names are unique among siblings)."""
+    def add_folder(
+        self, email: str, display_name: str, *, parent: str | None = None, hidden: bool = False
+    ) -> Folder:
+        """Create a folder under ``parent`` (id or well-known name; the root by default).
+
+        Display names are unique among siblings, ignoring case: Conflict otherwise.
+        """
         mailbox = self.mailbox(email)
+        parent_id = mailbox.root_id
+        if parent is not None:
+            found = mailbox.folder(parent)
+            if found is None:
+                raise NotFound(
+                    f"parentFolderId: no folder {parent!r} in {email}", field="parentFolderId"
+                )
+            parent_id = found.id
         if not display_name.strip():
             raise InputError("displayName: must not be empty", field="displayName")
-        for folder in mailbox.folders.values():
-            if not folder.hidden and folder.display_name.lower() == display_name.lower():
-                raise InputError(
-                    f"displayName: a folder named {display_name!r} already exists",
+        for sibling in mailbox.children(parent_id):
+            # Recoverable Items lives outside the folders a user sees in Exchange.
+            if sibling.well_known in _HIDDEN_FOLDER_NAMES:
+                continue
+            if sibling.display_name.lower() == display_name.lower():
+                raise Conflict(
+                    f"displayName: a folder named {display_name!r} already exists there",
                     field="displayName",
                 )
         folder = Folder(
             id=new_folder_id(email, f"custom:{secrets.token_hex(8)}"),
             display_name=display_name,
             well_known=None,
-            parent_id=mailbox.root_id,
+            parent_id=parent_id,
+            hidden=hidden,
         )
         mailbox.folders[folder.id] = folder
         return folder

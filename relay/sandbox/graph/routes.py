@@ -5,7 +5,13 @@ case-insensitive, percent-decoded one by one, and empty ones (``//``) are ignore
 may carry the ``microsoft.graph.`` prefix, and ``delta`` may be written ``delta()``.
 
 - ``GET {user}``
-- ``GET {user}/mailFolders[?includeHiddenFolders=true]``, ``GET {user}/mailFolders/{id}``
+- ``GET {user}/mailFolders`` (the folders directly under the mailbox's root),
+  ``GET {user}/mailFolders/{id}[/childFolders/{id}...]/childFolders`` (``$select``,
+  ``$top``, ``$skip``, ``includeHiddenFolders=true``; ``@odata.nextLink`` paging),
+  ``GET {user}/mailFolders/{id}`` (an id or a well-known name such as ``inbox``)
+- ``POST {user}/mailFolders``, ``POST {user}/mailFolders/{id}/childFolders``
+  ``{displayName, isHidden?}`` -> 201; a name taken among the siblings (ignoring case)
+  -> 409 ``ErrorFolderExists``
 - ``GET {user}/messages``, ``GET {user}/mailFolders/{id}/messages``
   (``$select``, ``$top``, ``$skip``, ``$count``, ``$orderby=receivedDateTime [asc|desc]``;
   ``@odata.nextLink`` paging)
@@ -28,14 +34,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from relay.errors import InputError, NotFound
+from relay.errors import Conflict, InputError, NotFound
 from relay.sandbox.graph import delta
 from relay.sandbox.graph.access import (
     Caller,
@@ -76,9 +82,11 @@ from relay.sandbox.graph.subscriptions import (
     parse_resource,
 )
 from relay.sandbox.graph.views import (
+    FOLDER_PROPERTIES,
     MESSAGE_PROPERTIES,
     folder_json,
     message_json,
+    parse_folder_select,
     parse_select,
     removed_json,
 )
@@ -104,9 +112,12 @@ class Call:
         # Graph reads $select and select alike, in any case.
         self.query = {key.lower().removeprefix("$"): value for key, value in request.query.items()}
 
-    def link(self, path: str, **options: str) -> str:
-        """An absolute link to ``/v1.0/{path}`` with query options."""
-        query = "&".join(f"${name}={quote(value, safe=',')}" for name, value in options.items())
+    def link(
+        self, path: str, options: Mapping[str, str], params: Mapping[str, str] | None = None
+    ) -> str:
+        """An absolute link to ``/v1.0/{path}`` with ``params`` and ``$options``."""
+        pairs = [*(params or {}).items(), *((f"${k}", v) for k, v in options.items())]
+        query = "&".join(f"{name}={quote(value, safe=',')}" for name, value in pairs)
         return f"{self.origin}{PREFIX}/{path}" + (f"?{query}" if query else "")
 
     async def body(self) -> dict[str, Any]:
@@ -227,7 +238,7 @@ async def _user(call: Call, user: User, rest: list[Segment]) -> web.StreamRespon
         if keyed is None:
             if len(rest) > 1 or rest[0].call:
                 raise _not_a_segment(rest[-1])
-            return _list_folders(call, user, mailbox)
+            return await _folders(call, user, mailbox, None)
         folder = _folder(mailbox, keyed[0])
         return await _in_folder(call, user, mailbox, folder, keyed[1])
     if rest[0].name == "messages":
@@ -268,23 +279,77 @@ def _folder(mailbox: Mailbox, key: str) -> Folder:
     return folder
 
 
-def _list_folders(call: Call, user: User, mailbox: Mailbox) -> web.Response:
+def _folder_json(mailbox: Mailbox, folder: Folder, select: tuple[str, ...] | None) -> Any:
+    return folder_json(folder, len(mailbox.children(folder.id)), select)
+
+
+async def _folders(call: Call, user: User, mailbox: Mailbox, parent: Folder | None) -> web.Response:
+    """``mailFolders`` (the root's children) or ``mailFolders/{id}/childFolders``."""
+    if call.method == "POST":
+        return await _create_folder(call, user, mailbox, parent)
     if call.method != "GET":
         raise _unsupported(call)
     check_mailbox(call.state, call.caller, user, Need.READ)
     hidden = call.query.get("includehiddenfolders", "").lower() == "true"
-    folders = [f for f in mailbox.folders.values() if hidden or not f.hidden]
+    select = parse_folder_select(call.query.get("select"))
+    folders = [
+        f
+        for f in mailbox.children(parent.id if parent else mailbox.root_id)
+        if hidden or not f.hidden
+    ]
     top, skip = _paging(call)
     page = folders[skip : skip + top]
+    path, context = f"users/{user.object_id}/mailFolders", f"users('{user.object_id}')/mailFolders"
+    if parent is not None:
+        path += f"/{parent.id}/childFolders"
+        context += f"('{parent.id}')/childFolders"
     body: dict[str, Any] = {
-        "@odata.context": f"{call.origin}{PREFIX}/$metadata#users('{user.object_id}')/mailFolders",
-        "value": [folder_json(f) for f in page],
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#{context}",
+        "value": [_folder_json(mailbox, f, select) for f in page],
     }
     if skip + top < len(folders):
-        body["@odata.nextLink"] = call.link(
-            f"users/{user.object_id}/mailFolders", top=str(top), skip=str(skip + top)
-        )
+        options = {"top": str(top), "skip": str(skip + top)}
+        if select is not None:
+            options["select"] = ",".join(select)
+        params = {"includeHiddenFolders": "true"} if hidden else None
+        body["@odata.nextLink"] = call.link(path, options, params)
     return web.json_response(body)
+
+
+async def _create_folder(
+    call: Call, user: User, mailbox: Mailbox, parent: Folder | None
+) -> web.Response:
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    body = await call.body()
+    for name in body:
+        if not name.startswith("@odata.") and name not in _FOLDER_FOLDED:
+            raise bad_request(
+                f"The property '{name}' does not exist on type 'microsoft.graph.mailFolder'.",
+                "RequestBroker--ParseUri",
+            )
+    display_name = body.get("displayname")
+    if not isinstance(display_name, str) or not display_name.strip():
+        raise bad_request("The displayName property is required.", "ErrorInvalidParameter")
+    hidden = _bool(body.get("ishidden", False), "isHidden")
+    try:
+        folder = call.state.mail.add_folder(
+            user.email, display_name, parent=parent.id if parent else None, hidden=hidden
+        )
+    except Conflict:
+        raise GraphError(
+            409, "ErrorFolderExists", "A folder with the specified name already exists."
+        ) from None
+    context = f"users('{user.object_id}')/mailFolders/$entity"
+    return web.json_response(
+        {
+            "@odata.context": f"{call.origin}{PREFIX}/$metadata#{context}",
+            **_folder_json(mailbox, folder, None),
+        },
+        status=201,
+    )
+
+
+_FOLDER_FOLDED = frozenset(name.lower() for name in FOLDER_PROPERTIES)
 
 
 async def _in_folder(
@@ -294,7 +359,18 @@ async def _in_folder(
         if call.method != "GET":
             raise _unsupported(call)
         check_mailbox(call.state, call.caller, user, Need.READ)
-        return web.json_response(folder_json(folder))
+        select = parse_folder_select(call.query.get("select"))
+        return web.json_response(_folder_json(mailbox, folder, select))
+    if rest[0].name == "childfolders":
+        keyed = _keyed(rest, "childfolders")
+        if keyed is None:
+            if len(rest) > 1 or rest[0].call:
+                raise _not_a_segment(rest[-1])
+            return await _folders(call, user, mailbox, folder)
+        child = _folder(mailbox, keyed[0])
+        if child.parent_id != folder.id:
+            raise item_not_found()
+        return await _in_folder(call, user, mailbox, child, keyed[1])
     if rest[0].name != "messages":
         raise _not_a_segment(rest[0])
     if len(rest) == 1 and rest[0].key is None:
@@ -352,7 +428,7 @@ def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | No
             options["select"] = ",".join(select)
         if "orderby" in call.query:
             options["orderby"] = call.query["orderby"]
-        body["@odata.nextLink"] = call.link(path, **options)
+        body["@odata.nextLink"] = call.link(path, options)
     return web.json_response(body)
 
 
@@ -410,10 +486,10 @@ def _delta(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> web.Resp
         "value": value,
     }
     if result.next is not None:
-        body["@odata.nextLink"] = call.link(path, skiptoken=result.next.encode())
+        body["@odata.nextLink"] = call.link(path, {"skiptoken": result.next.encode()})
     else:
         assert result.delta is not None
-        body["@odata.deltaLink"] = call.link(path, deltatoken=result.delta.encode())
+        body["@odata.deltaLink"] = call.link(path, {"deltatoken": result.delta.encode()})
     headers = {"Preference-Applied": f"odata.maxpagesize={size}"} if prefer else None
     return web.json_response(body, headers=headers)
 

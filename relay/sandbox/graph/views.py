@@ -63,7 +63,18 @@ _BY_FOLDED = {name.lower(): name for name in MESSAGE_PROPERTIES}
 
 
 def parse_select(raw: str | None) -> tuple[str, ...] | None:
-    """``$select`` as canonical property names (case-insensitive); 400 for unknown ones."""
+    """A message ``$select`` as canonical property names (case-insensitive); 400 if unknown."""
+    return _parse_select(raw, _BY_FOLDED, "message")
+
+
+def parse_folder_select(raw: str | None) -> tuple[str, ...] | None:
+    """A mailFolder ``$select`` as canonical property names; 400 for unknown ones."""
+    return _parse_select(raw, _FOLDER_BY_FOLDED, "mailFolder")
+
+
+def _parse_select(
+    raw: str | None, known: Mapping[str, str], type_name: str
+) -> tuple[str, ...] | None:
     if raw is None:
         return None
     names: list[str] = []
@@ -71,10 +82,10 @@ def parse_select(raw: str | None) -> tuple[str, ...] | None:
         name = part.strip()
         if not name:
             continue
-        canonical = _BY_FOLDED.get(name.lower())
+        canonical = known.get(name.lower())
         if canonical is None:
             raise bad_request(
-                f"Could not find a property named '{name}' on type 'microsoft.graph.message'.",
+                f"Could not find a property named '{name}' on type 'microsoft.graph.{type_name}'.",
                 "RequestBroker--ParseUri",
             )
         if canonical not in names:
@@ -112,15 +123,33 @@ def removed_json(message_id: str) -> dict[str, Any]:
     }
 
 
-def folder_json(folder: Folder) -> dict[str, Any]:
-    """A mailFolder resource."""
-    return {
+def folder_json(
+    folder: Folder, child_count: int, select: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """A mailFolder resource; ``child_count`` is how many folders it holds (hidden too)."""
+    full: dict[str, Any] = {
         "id": folder.id,
         "displayName": folder.display_name,
         "parentFolderId": folder.parent_id,
-        "childFolderCount": 0,
+        "childFolderCount": child_count,
         "unreadItemCount": folder.unread,
         "totalItemCount": len(folder.messages),
         "sizeInBytes": sum(len(m.body.encode()) + 512 for m in folder.messages.values()),
         "isHidden": folder.hidden,
     }
+    if select is None:
+        return full
+    return {"id": folder.id, **{name: full[name] for name in select if name != "id"}}
+
+
+FOLDER_PROPERTIES = (
+    "id",
+    "displayName",
+    "parentFolderId",
+    "childFolderCount",
+    "unreadItemCount",
+    "totalItemCount",
+    "sizeInBytes",
+    "isHidden",
+)
+_FOLDER_BY_FOLDED = {name.lower(): name for name in FOLDER_PROPERTIES}
