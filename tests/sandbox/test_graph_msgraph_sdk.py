@@ -291,6 +291,42 @@ async def test_sdk_patch_and_move(
     assert list(deleted_items.messages) == [moved.id]
 
 
+def _prefer(*preferences: str) -> RequestConfiguration[Any]:
+    config: RequestConfiguration[Any] = RequestConfiguration()
+    for preference in preferences:
+        config.headers.add("Prefer", preference)
+    return config
+
+
+async def test_sdk_immutable_ids_with_the_prefer_header(
+    client: GraphServiceClient, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """With Prefer: IdType="ImmutableId" a message keeps its id across a move and in delta."""
+    delivered = await deliver(http, sandbox, mailbox=SHARED)
+    messages = client.users.by_user_id(SHARED).messages
+    immutable = _prefer('IdType="ImmutableId"')
+
+    seen = await messages.by_message_id(delivered["id"]).get(request_configuration=immutable)
+    moved = await messages.by_message_id(delivered["immutableId"]).move.post(
+        MovePostRequestBody(destination_id="archive"), request_configuration=immutable
+    )
+    archive = client.users.by_user_id(SHARED).mail_folders.by_mail_folder_id("archive")
+    page = await archive.messages.delta.get(
+        request_configuration=_prefer("odata.maxpagesize=1", 'IdType="ImmutableId"')
+    )
+    plain = await messages.by_message_id(delivered["immutableId"]).get()
+
+    assert seen is not None
+    assert moved is not None
+    assert seen.id == moved.id == delivered["immutableId"]
+    assert page is not None
+    assert page.value is not None
+    assert [m.id for m in page.value] == [delivered["immutableId"]]
+    assert plain is not None
+    assert plain.id not in (delivered["id"], delivered["immutableId"])
+    assert plain.id in sandbox.state.mail.folder(SHARED, "archive").messages
+
+
 async def test_sdk_subscription_create_renew_delete(
     client: GraphServiceClient, sandbox: RunningSandbox, receiver: Receiver
 ) -> None:

@@ -1,7 +1,9 @@
 """The admin API for mailboxes, subscriptions and notifications, under ``/sandbox/``.
 
 Changes made here are real mailbox changes: they show up in delta query and produce
-change notifications, exactly as changes made through Graph do.
+change notifications, exactly as changes made through Graph do. Messages are shown as
+Graph shows them (``id`` is the default id) plus ``immutableId``; every ``{id}`` below
+takes either.
 
 - ``GET /sandbox/mailboxes/{email}/folders`` -> 200 ``[{id, wellKnownName, displayName,
   parentFolderId, childFolderCount, hidden, totalItemCount, unreadItemCount}]`` (nested
@@ -23,9 +25,9 @@ change notifications, exactly as changes made through Graph do.
 - ``DELETE /sandbox/mailboxes/{email}/messages/{id}[?permanent=true]`` -> 204 (a soft
   delete into Recoverable Items, like Graph's ``DELETE``; ``permanent`` purges it)
 - ``POST /sandbox/mailboxes/{email}/messages/{id}/move`` ``{destination}`` -> 200 the
-  message, with its new id
+  message, with its new id (and the same ``immutableId``)
 - ``GET /sandbox/subscriptions`` -> 200 ``[subscription + {mailbox, folderId, user,
-  needsReauthorization}]``
+  needsReauthorization, immutableIds}]``
 - ``POST /sandbox/subscriptions/{id}/lifecycle`` ``{event: missed | subscriptionRemoved |
   reauthorizationRequired}`` -> 200 ``{sent, removed}``; ``subscriptionRemoved`` also
   removes the subscription, ``reauthorizationRequired`` marks it until it is reauthorized
@@ -51,6 +53,7 @@ from relay.sandbox.graph.mail import (
     Address,
     Folder,
     Mailbox,
+    Message,
     MessageInput,
     is_address,
 )
@@ -101,6 +104,10 @@ def _categories(body: dict[str, Any]) -> list[str] | None:
     return value
 
 
+def _message_view(message: Message) -> dict[str, Any]:
+    return {**message_json(message), "immutableId": message.immutable_id}
+
+
 def _folder_view(mailbox: Mailbox, folder: Folder) -> dict[str, Any]:
     return {
         "id": folder.id,
@@ -139,7 +146,7 @@ async def list_messages(request: web.Request) -> web.Response:
         request.match_info["email"], request.match_info["folder"]
     )
     messages = sorted(folder.messages.values(), key=lambda m: (m.received, m.seq), reverse=True)
-    return web.json_response([message_json(m) for m in messages])
+    return web.json_response([_message_view(m) for m in messages])
 
 
 async def expire_delta(request: web.Request) -> web.Response:
@@ -183,7 +190,7 @@ async def deliver(request: web.Request) -> web.Response:
     )
     folder = text(body, "folder", required=False) or INBOX
     message = state.mail.add_message(request.match_info["email"], folder, data)
-    return web.json_response(message_json(message), status=201)
+    return web.json_response(_message_view(message), status=201)
 
 
 async def update(request: web.Request) -> web.Response:
@@ -207,7 +214,7 @@ async def update(request: web.Request) -> web.Response:
         categories=_categories(body),
         importance=importance,
     )
-    return web.json_response(message_json(message))
+    return web.json_response(_message_view(message))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -231,7 +238,7 @@ async def move(request: web.Request) -> web.Response:
     moved = state.mail.move(
         request.match_info["email"], request.match_info["id"], required_text(body, "destination")
     )
-    return web.json_response(message_json(moved))
+    return web.json_response(_message_view(moved))
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
@@ -245,6 +252,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
                 "folderId": sub.folder_id,
                 "user": sub.user,
                 "needsReauthorization": sub.needs_reauthorization,
+                "immutableIds": sub.immutable_ids,
             }
             for sub in state.subscriptions.values()
         ]

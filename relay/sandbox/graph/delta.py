@@ -17,7 +17,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from relay.sandbox.graph.mail import Folder, Message
+from relay.sandbox.graph.mail import Folder, Message, Removed
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
@@ -102,9 +102,9 @@ def resume(token: Cursor, sequence: int) -> Cursor:
 
 @dataclass(frozen=True)
 class Page:
-    """One page: live messages and ids of removed ones, in change order."""
+    """One page: live messages and tombstones of removed ones, in change order."""
 
-    messages: list[Message | str]
+    messages: list[Message | Removed]
     next: Cursor | None
     delta: Cursor | None
 
@@ -112,14 +112,14 @@ class Page:
 def page(folder: Folder, cursor: Cursor, size: int) -> Page:
     """The next ``size`` changes of a round, then the cursor that continues it."""
     assert cursor.until is not None
-    changes: list[tuple[int, Message | str]] = [
+    changes: list[tuple[int, Message | Removed]] = [
         (m.seq, m) for m in folder.messages.values() if cursor.after < m.seq <= cursor.until
     ]
     if cursor.since > 0:
         changes += [
-            (seq, message_id)
-            for message_id, seq in folder.removed.items()
-            if cursor.after < seq <= cursor.until
+            (gone.seq, gone)
+            for gone in folder.removed.values()
+            if cursor.after < gone.seq <= cursor.until
         ]
     changes.sort(key=lambda change: change[0])
     taken = changes[:size]

@@ -4,8 +4,13 @@ Every user and shared mailbox owns one :class:`Mailbox` with the well-known fold
 ``inbox``, ``sentitems``, ``drafts``, ``deleteditems``, ``junkemail`` and ``archive``
 (display names may be localized) and the hidden ``recoverableitemsdeletions`` folder that
 Graph's ``DELETE`` moves messages to, all directly under the mailbox's root. Folders nest:
-a folder's display name is unique among its siblings. Messages get a new id whenever they
-change folder, as Exchange's default ids do.
+a folder's display name is unique among its siblings.
+
+A message has two ids, as in Exchange Online: its default id (``AAMk...``), which changes
+whenever the message changes folder, and its immutable id (``AAkALg...``), which stays the
+same for as long as the message stays in its mailbox: moves, Graph's ``DELETE`` (a move
+into Recoverable Items) and sending a draft (a move into Sent Items) keep it. Lookups
+accept either.
 
 Each change bumps the mailbox's sequence number and stamps it on the message (or, for a
 message that left a folder, on the folder's tombstone for it), which is all that delta
@@ -21,6 +26,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from relay.errors import Conflict, InputError, NotFound
 
@@ -64,6 +70,16 @@ def _b64(data: bytes) -> str:
 def new_item_id() -> str:
     """A message id shaped like Exchange's: base64url, ``AAMk`` prefix, ``=`` padding."""
     return "AAMkA" + _b64(secrets.token_bytes(92))
+
+
+def new_immutable_id() -> str:
+    """An immutable message id shaped like Exchange's: base64url with the ``AAkALg`` prefix."""
+    return "AAkALgAA" + _b64(secrets.token_bytes(60))
+
+
+def looks_like_item_id(value: str) -> bool:
+    """Whether ``value`` could be an Exchange id (default, immutable or folder id)."""
+    return value.startswith(("AAMk", "AQMk", "AAkA"))
 
 
 def new_folder_id(mailbox: str, name: str) -> str:
@@ -118,9 +134,13 @@ class MessageInput:
 
 @dataclass
 class Message:
-    """One message in one folder. ``seq`` is the mailbox sequence of its last change."""
+    """One message in one folder. ``seq`` is the mailbox sequence of its last change.
+
+    ``id`` is the default id (new in every folder); ``immutable_id`` never changes.
+    """
 
     id: str
+    immutable_id: str
     folder_id: str
     subject: str
     body: str
@@ -157,9 +177,18 @@ class Message:
         return preview(self.body, self.body_type)
 
 
+@dataclass(frozen=True)
+class Removed:
+    """A message that left a folder: its ids there, and the sequence number of the change."""
+
+    id: str
+    immutable_id: str
+    seq: int
+
+
 @dataclass
 class Folder:
-    """A mail folder; ``removed`` maps ids of messages that left it to the sequence then."""
+    """A mail folder; ``removed`` maps default ids of messages that left it to tombstones."""
 
     id: str
     display_name: str
@@ -167,7 +196,7 @@ class Folder:
     parent_id: str
     hidden: bool = False
     messages: dict[str, Message] = field(default_factory=dict)
-    removed: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, Removed] = field(default_factory=dict)
     sync_epoch: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
@@ -178,12 +207,16 @@ class Folder:
 
 @dataclass
 class Mailbox:
-    """A user's or shared mailbox: its folders and a change sequence."""
+    """A user's or shared mailbox: its folders and a change sequence.
+
+    ``immutable`` maps the immutable id of every message to its current default id.
+    """
 
     email: str
     owner_id: str
     root_id: str
     folders: dict[str, Folder] = field(default_factory=dict)
+    immutable: dict[str, str] = field(default_factory=dict)
     seq: int = 0
 
     def next_seq(self) -> int:
@@ -213,9 +246,10 @@ class Mailbox:
         return [f for f in self.folders.values() if f.parent_id == parent_id]
 
     def find(self, message_id: str) -> Message | None:
-        """A message by id, in any folder."""
+        """A message by default or immutable id, in any folder."""
+        current = self.immutable.get(message_id, message_id)
         for folder in self.folders.values():
-            found = folder.messages.get(message_id)
+            found = folder.messages.get(current)
             if found is not None:
                 return found
         return None
@@ -229,6 +263,7 @@ class MailChange:
     owner_id: str
     folder_id: str
     message_id: str
+    immutable_id: str
     change_type: str
     etag: str
 
@@ -352,6 +387,7 @@ class MailStore:
         domain = (data.from_.address if data.from_ else email).rpartition("@")[2]
         message = Message(
             id=new_item_id(),
+            immutable_id=new_immutable_id(),
             folder_id=folder.id,
             subject=data.subject,
             body=data.body,
@@ -379,6 +415,7 @@ class MailStore:
             seq=mailbox.next_seq(),
         )
         folder.messages[message.id] = message
+        mailbox.immutable[message.immutable_id] = message.id
         self._emit(mailbox, folder.id, message, "created")
         return message
 
@@ -427,7 +464,7 @@ class MailStore:
         return message
 
     def move(self, email: str, message_id: str, destination: str) -> Message:
-        """Move a message to another folder; it gets a new id there.
+        """Move a message to another folder; it gets a new default id there.
 
         Reported as ``deleted`` in the source folder and ``created`` in the destination.
         Moving to the folder it is in changes nothing and keeps the id.
@@ -437,10 +474,13 @@ class MailStore:
         target = self.folder(email, destination)
         if target.id == message.folder_id:
             return message
-        source = mailbox.folders[message.folder_id]
-        del source.messages[message.id]
-        source.removed[message.id] = mailbox.next_seq()
-        self._emit(mailbox, source.id, message, "deleted")
+        return self._relocate(mailbox, message, target)
+
+    def _relocate(
+        self, mailbox: Mailbox, message: Message, target: Folder, **changes: Any
+    ) -> Message:
+        """Take ``message`` out of its folder and put it, with ``changes``, into ``target``."""
+        self._take_out(mailbox, message)
         moved = replace(
             message,
             id=new_item_id(),
@@ -448,10 +488,18 @@ class MailStore:
             modified=self.now(),
             change_key=new_change_key(),
             seq=mailbox.next_seq(),
+            **changes,
         )
         target.messages[moved.id] = moved
+        mailbox.immutable[moved.immutable_id] = moved.id
         self._emit(mailbox, target.id, moved, "created")
         return moved
+
+    def _take_out(self, mailbox: Mailbox, message: Message) -> None:
+        folder = mailbox.folders[message.folder_id]
+        del folder.messages[message.id]
+        folder.removed[message.id] = Removed(message.id, message.immutable_id, mailbox.next_seq())
+        self._emit(mailbox, folder.id, message, "deleted")
 
     def delete(self, email: str, message_id: str) -> None:
         """Graph's ``DELETE``: a soft delete into the hidden Recoverable Items folder."""
@@ -467,10 +515,8 @@ class MailStore:
         """``permanentDelete``: the message is gone from every folder."""
         mailbox = self.mailbox(email)
         message = self.message(email, message_id)
-        folder = mailbox.folders[message.folder_id]
-        del folder.messages[message.id]
-        folder.removed[message.id] = mailbox.next_seq()
-        self._emit(mailbox, folder.id, message, "deleted")
+        self._take_out(mailbox, message)
+        del mailbox.immutable[message.immutable_id]
 
     def _emit(self, mailbox: Mailbox, folder_id: str, message: Message, change_type: str) -> None:
         change = MailChange(
@@ -478,6 +524,7 @@ class MailStore:
             owner_id=mailbox.owner_id,
             folder_id=folder_id,
             message_id=message.id,
+            immutable_id=message.immutable_id,
             change_type=change_type,
             etag=message.etag,
         )

@@ -175,8 +175,12 @@ class NotifierSettings:
 
 
 def change_payload(sub: Subscription, change: MailChange) -> dict[str, Any]:
-    """One change notification as Graph sends it (without resource data)."""
-    resource = f"Users/{change.owner_id}/Messages/{change.message_id}"
+    """One change notification as Graph sends it (without resource data).
+
+    A subscription created with immutable ids names the message by its immutable id.
+    """
+    message_id = change.immutable_id if sub.immutable_ids else change.message_id
+    resource = f"Users/{change.owner_id}/Messages/{message_id}"
     return {
         "subscriptionId": sub.id,
         "subscriptionExpirationDateTime": format_precise(sub.expires_at, offset=True),
@@ -186,7 +190,7 @@ def change_payload(sub: Subscription, change: MailChange) -> dict[str, Any]:
             "@odata.type": "#Microsoft.Graph.Message",
             "@odata.id": resource,
             "@odata.etag": change.etag,
-            "id": change.message_id,
+            "id": message_id,
         },
         "clientState": sub.client_state,
         "tenantId": sub.tenant_id,

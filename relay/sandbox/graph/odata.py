@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -70,6 +71,23 @@ def format_precise(when: float, *, offset: bool = False) -> str:
     moment = datetime.fromtimestamp(when, UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0"
     return text + ("+00:00" if offset else "Z")
+
+
+def parse_prefer(values: Iterable[str]) -> dict[str, str]:
+    """The preferences of ``Prefer`` headers: lower-cased names, unquoted values.
+
+    ``odata.maxpagesize=2, IdType="ImmutableId"`` gives ``{"odata.maxpagesize": "2",
+    "idtype": "ImmutableId"}``; a preference's parameters (``; name=value``) are dropped and
+    the first of repeated preferences wins (RFC 7240).
+    """
+    found: dict[str, str] = {}
+    for value in values:
+        for part in value.split(","):
+            name, _, raw = part.partition(";")[0].partition("=")
+            name = name.strip().lower()
+            if name and name not in found:
+                found[name] = raw.strip().strip('"')
+    return found
 
 
 def http_date(when: float) -> str:

@@ -3,21 +3,21 @@
 Users are addressed as ``me``, ``users/{id|upn}`` or ``users('{id|upn}')``; segments are
 case-insensitive, percent-decoded one by one, and empty ones (``//``) are ignored. Actions
 may carry the ``microsoft.graph.`` prefix, and ``delta`` may be written ``delta()``.
+``{folder}`` is ``mailFolders/{id}`` followed by any number of ``childFolders/{id}``; a
+folder id may be a well-known name such as ``inbox``.
 
 - ``GET {user}``
 - ``GET {user}/mailFolders`` (the folders directly under the mailbox's root),
-  ``GET {user}/mailFolders/{id}[/childFolders/{id}...]/childFolders`` (``$select``,
-  ``$top``, ``$skip``, ``includeHiddenFolders=true``; ``@odata.nextLink`` paging),
-  ``GET {user}/mailFolders/{id}`` (an id or a well-known name such as ``inbox``)
-- ``POST {user}/mailFolders``, ``POST {user}/mailFolders/{id}/childFolders``
-  ``{displayName, isHidden?}`` -> 201; a name taken among the siblings (ignoring case)
-  -> 409 ``ErrorFolderExists``
-- ``GET {user}/messages``, ``GET {user}/mailFolders/{id}/messages``
+  ``GET {folder}/childFolders`` (``$select``, ``$top``, ``$skip``,
+  ``includeHiddenFolders=true``; ``@odata.nextLink`` paging), ``GET {folder}``
+- ``POST {user}/mailFolders``, ``POST {folder}/childFolders`` ``{displayName, isHidden?}``
+  -> 201; a name taken among the siblings (ignoring case) -> 409 ``ErrorFolderExists``
+- ``GET {user}/messages``, ``GET {folder}/messages``
   (``$select``, ``$top``, ``$skip``, ``$count``, ``$orderby=receivedDateTime [asc|desc]``;
   ``@odata.nextLink`` paging)
-- ``GET {user}/mailFolders/{id}/messages/delta`` (``$select``, ``$skiptoken``,
-  ``$deltatoken``, ``Prefer: odata.maxpagesize=N``)
-- ``GET|PATCH|DELETE {user}[/mailFolders/{id}]/messages/{id}``,
+- ``GET {folder}/messages/delta`` (``$select``, ``$skiptoken``, ``$deltatoken``,
+  ``Prefer: odata.maxpagesize=N``)
+- ``GET|PATCH|DELETE {user}[/{folder}]/messages/{id}``,
   ``POST .../messages/{id}/move``, ``POST .../messages/{id}/permanentDelete``
 - ``POST {user}/sendMail``
 - ``POST|GET /subscriptions``, ``GET|PATCH|DELETE /subscriptions/{id}``,
@@ -27,12 +27,19 @@ Every call needs a sandbox access token for ``https://graph.microsoft.com``; see
 :mod:`relay.sandbox.graph.access` for what each token may do. Every answer, errors
 included, carries a ``Date`` header (IMF-fixdate) read from the sandbox clock, so a client
 sees the server's time after ``POST /sandbox/clock`` moved it.
+
+**Immutable ids.** A request with ``Prefer: IdType="ImmutableId"`` (among other
+comma-separated preferences, matched ignoring case) sees every message ``id`` as its
+immutable id (reads, lists, delta entries and ``@removed`` ones, the answers of move,
+PATCH and create) and gets ``Preference-Applied: IdType="ImmutableId"``. It applies to that
+request only, as in Graph: delta and skip tokens work with either kind. A subscription
+created with the header sends immutable ids in its notifications, for its whole life.
+Message ids in URLs may be default or immutable ids, whatever the header.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -69,9 +76,18 @@ from relay.sandbox.graph.mail import (
     Mailbox,
     Message,
     MessageInput,
+    Removed,
     is_address,
+    looks_like_item_id,
 )
-from relay.sandbox.graph.odata import Segment, fold_keys, http_date, parse_datetime, split_path
+from relay.sandbox.graph.odata import (
+    Segment,
+    fold_keys,
+    http_date,
+    parse_datetime,
+    parse_prefer,
+    split_path,
+)
 from relay.sandbox.graph.subscriptions import (
     MAX_PER_MAILBOX,
     Subscription,
@@ -96,7 +112,7 @@ from relay.sandbox.state import SandboxState, User
 PREFIX = "/v1.0"
 DEFAULT_TOP = 10
 MAX_TOP = 1000
-_MAX_PAGE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+IMMUTABLE_ID = 'IdType="ImmutableId"'
 _ACTION_PREFIX = "microsoft.graph."
 
 
@@ -111,6 +127,23 @@ class Call:
         self.origin = f"{request.scheme}://{request.host}"
         # Graph reads $select and select alike, in any case.
         self.query = {key.lower().removeprefix("$"): value for key, value in request.query.items()}
+        self.prefer = parse_prefer(request.headers.getall("Prefer", []))
+        # Per request, as Graph does: delta and skip tokens work with either kind of id.
+        self.immutable = self.prefer.get("idtype", "").lower() == "immutableid"
+        self.applied: list[str] = []
+
+    def message(
+        self,
+        message: Message,
+        select: tuple[str, ...] | None = None,
+        *,
+        bodies: bool = True,
+        odata_type: bool = False,
+    ) -> dict[str, Any]:
+        """A message as this request asks for it: default or immutable id."""
+        return message_json(
+            message, select, bodies=bodies, odata_type=odata_type, immutable=self.immutable
+        )
 
     def link(
         self, path: str, options: Mapping[str, str], params: Mapping[str, str] | None = None
@@ -184,6 +217,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         call = Call(request, state, caller)
         segments = split_path(request.rel_url.raw_path)[1:]
         response = await _route(call, segments)
+        if call.applied:
+            response.headers["Preference-Applied"] = ", ".join(call.applied)
     except GraphError as exc:
         response = web.json_response(
             error_body(exc, state.now(), request_id, client_request_id), status=exc.status
@@ -223,6 +258,8 @@ async def _route(call: Call, segments: list[Segment]) -> web.StreamResponse:
 
 async def _user(call: Call, user: User, rest: list[Segment]) -> web.StreamResponse:
     mailbox = call.state.mail.mailbox(user.email)
+    if call.immutable:
+        call.applied.append(IMMUTABLE_ID)
     if not rest:
         if call.method != "GET":
             raise _unsupported(call)
@@ -273,7 +310,7 @@ def _user_json(call: Call, user: User) -> dict[str, Any]:
 def _folder(mailbox: Mailbox, key: str) -> Folder:
     folder = mailbox.folder(key)
     if folder is None:
-        if key.startswith("AQMk") or key.startswith("AAMk"):
+        if looks_like_item_id(key):
             raise item_not_found()
         raise malformed_id()
     return folder
@@ -418,7 +455,7 @@ def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | No
     )
     body: dict[str, Any] = {
         "@odata.context": f"{call.origin}{PREFIX}/$metadata#{path}",
-        "value": [message_json(m, select, bodies=bodies) for m in page],
+        "value": [call.message(m, select, bodies=bodies) for m in page],
     }
     if call.query.get("count", "").lower() == "true":
         body["@odata.count"] = len(messages)
@@ -447,9 +484,10 @@ def _order(call: Call) -> bool:
 def _delta(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> web.Response:
     bodies = check_mailbox(call.state, call.caller, user, Need.READ)
     size = DEFAULT_TOP
-    prefer = _MAX_PAGE.search(call.request.headers.get("Prefer", ""))
-    if prefer is not None:
-        size = max(1, min(int(prefer.group(1)), MAX_TOP))
+    prefer = call.prefer.get("odata.maxpagesize", "")
+    if prefer.isdigit():
+        size = max(1, min(int(prefer), MAX_TOP))
+        call.applied.append(f"odata.maxpagesize={size}")
     skip_token = call.query.get("skiptoken")
     delta_token = call.query.get("deltatoken")
     try:
@@ -475,9 +513,9 @@ def _delta(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> web.Resp
         raise bad_request("The delta or skip token is not valid for this request.") from None
     result = delta.page(folder, cursor, size)
     value = [
-        removed_json(item)
-        if isinstance(item, str)
-        else message_json(item, cursor.select, bodies=bodies, odata_type=True)
+        removed_json(item.immutable_id if call.immutable else item.id)
+        if isinstance(item, Removed)
+        else call.message(item, cursor.select, bodies=bodies, odata_type=True)
         for item in result.messages
     ]
     path = f"users/{user.object_id}/mailFolders('{folder.id}')/messages/delta"
@@ -490,8 +528,7 @@ def _delta(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> web.Resp
     else:
         assert result.delta is not None
         body["@odata.deltaLink"] = call.link(path, {"deltatoken": result.delta.encode()})
-    headers = {"Preference-Applied": f"odata.maxpagesize={size}"} if prefer else None
-    return web.json_response(body, headers=headers)
+    return web.json_response(body)
 
 
 async def _message_path(
@@ -501,14 +538,14 @@ async def _message_path(
     if keyed is None:
         raise _not_a_segment(rest[0])
     message_id, tail = keyed
-    if not (message_id.startswith("AAMk") or message_id.startswith("AQMk")):
+    if not looks_like_item_id(message_id):
         raise malformed_id()
     if not tail:
         if call.method == "GET":
             bodies = check_mailbox(call.state, call.caller, user, Need.READ)
             select = parse_select(call.query.get("select"))
             message = _message(mailbox, message_id)
-            return web.json_response(message_json(message, select, bodies=bodies))
+            return web.json_response(call.message(message, select, bodies=bodies))
         if call.method == "PATCH":
             return await _patch_message(call, user, mailbox, message_id)
         if call.method == "DELETE":
@@ -538,7 +575,7 @@ async def _message_path(
     target = _folder(mailbox, destination)
     with _input_errors():
         moved = call.state.mail.move(user.email, message_id, target.id)
-    return web.json_response(message_json(moved), status=201)
+    return web.json_response(call.message(moved), status=201)
 
 
 def _message(mailbox: Mailbox, message_id: str) -> Message:
@@ -593,7 +630,7 @@ async def _patch_message(call: Call, user: User, mailbox: Mailbox, message_id: s
             )
     with _input_errors():
         updated = call.state.mail.update(user.email, message_id, **changes)
-    return web.json_response(message_json(updated))
+    return web.json_response(call.message(updated))
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -827,8 +864,11 @@ async def _create_subscription(call: Call) -> web.Response:
         creator_id=caller.user.object_id if caller.user else (app.object_id if app else ""),
         user=caller.user.email if caller.user else None,
         tenant_id=state.tenant_id,
+        immutable_ids=call.immutable,
     )
     state.subscriptions[sub.id] = sub
+    if sub.immutable_ids:
+        call.applied.append(IMMUTABLE_ID)
     notifier.wake()
     return web.json_response(_subscription_json(call, sub), status=201)
 

@@ -41,7 +41,11 @@ class Target:
 
 @dataclass
 class Subscription:
-    """An active subscription; ``folder_id`` None watches the whole mailbox."""
+    """An active subscription; ``folder_id`` None watches the whole mailbox.
+
+    ``immutable_ids`` is fixed at creation (``Prefer: IdType="ImmutableId"``): its change
+    notifications name messages by immutable id.
+    """
 
     id: str
     resource: str
@@ -58,6 +62,7 @@ class Subscription:
     user: str | None
     tenant_id: str
     needs_reauthorization: bool = False
+    immutable_ids: bool = False
 
     def watches(self, mailbox: str, folder_id: str, change_type: str) -> bool:
         """Whether a change of a message in ``folder_id`` of ``mailbox`` is reported."""

@@ -99,13 +99,17 @@ def message_json(
     *,
     bodies: bool = True,
     odata_type: bool = False,
+    immutable: bool = False,
 ) -> dict[str, Any]:
-    """A message resource; ``bodies`` False leaves out the body (``Mail.ReadBasic``)."""
+    """A message resource; ``bodies`` False leaves out the body (``Mail.ReadBasic``).
+
+    ``immutable`` shows the immutable id as ``id`` (``Prefer: IdType="ImmutableId"``).
+    """
     out: dict[str, Any] = {}
     if odata_type:
         out["@odata.type"] = "#microsoft.graph.message"
     out["@odata.etag"] = message.etag
-    out["id"] = message.id
+    out["id"] = message.immutable_id if immutable else message.id
     names = _MESSAGE_FIELDS if select is None else [n for n in select if n != "id"]
     for name in names:
         if not bodies and name in _BODY_FIELDS:
