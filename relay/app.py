@@ -121,7 +121,7 @@ def create_app(
         async def graph_token(account: str) -> tuple[str, str]:
             return await tokens.access_token(account, GRAPH)
 
-        clients = GraphClients(settings.microsoft, graph_token)
+        clients = GraphClients(settings.microsoft, graph_token, tokens.reject)
         await clients.start()
         graph = GraphContext(
             app[STORE],

@@ -70,20 +70,44 @@ class AccountDeleted(Out):
     deleted: bool = True
 
 
-class GraphView(Out):
-    mode: str = Field(description="subscription | polling")
+class GraphFolderView(Out):
+    path: str | None = None
+    specialUse: str | None = None
     subscriptionId: str | None = None
     expires: str | None = Field(default=None, description="When the subscription expires")
+
+
+class GraphView(Out):
+    mode: str = Field(description="subscription | polling")
+    subscriptionId: str | None = Field(default=None, description="INBOX's subscription")
+    expires: str | None = Field(default=None, description="When INBOX's subscription expires")
     lastError: dict[str, Any] | None = None
+    folders: list[GraphFolderView] = Field(
+        default_factory=list, description="Every watched folder and its subscription"
+    )
 
 
-def graph_view(row: Any) -> GraphView:
-    """What ``graph_accounts`` shows of an account (never the clientState)."""
+def graph_view(row: Any, folders: Any, subscriptions: Any) -> GraphView:
+    """What the Graph tables show of an account (never a clientState)."""
+    by_folder = {str(s["folder"]): s for s in subscriptions}
+    views = []
+    for key in sorted(folders, key=lambda k: (k != "inbox", str(folders[k]["path"] or ""))):
+        sub = by_folder.get(key)
+        views.append(
+            GraphFolderView(
+                path=folders[key]["path"],
+                specialUse=folders[key]["special_use"],
+                subscriptionId=sub["subscription_id"] if sub is not None else None,
+                expires=iso_ms(sub["expires_ms"]) if sub is not None else None,
+            )
+        )
+    inbox = by_folder.get("inbox")
     return GraphView(
         mode=row["mode"],
-        subscriptionId=row["subscription_id"],
-        expires=iso_ms(row["expires_ms"]) if row["expires_ms"] else None,
+        subscriptionId=inbox["subscription_id"] if inbox is not None else None,
+        expires=iso_ms(inbox["expires_ms"]) if inbox is not None else None,
         lastError=row["last_error"],
+        folders=views,
     )
 
 
@@ -426,9 +450,12 @@ async def get_account(request: web.Request) -> web.Response:
     async with request.app[STORE].read() as conn:
         row = await _row_or_404(conn, account)
         graph = await graph_store.get_account(conn, account)
+        if graph is not None:
+            folders = await graph_store.folder_paths(conn, account)
+            subs = await graph_store.subscriptions_of(conn, account)
     view = _view(row, request.app[CIPHER])
     if graph is not None:
-        view.graph = graph_view(graph)
+        view.graph = graph_view(graph, folders, subs)
     return json_response(view)
 
 

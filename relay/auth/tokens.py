@@ -32,6 +32,7 @@ last an hour when a refresh token is there to replace it, and forever when not.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ _BACKOFF_MIN = 1.0
 _BACKOFF_MAX = 300.0
 # Re-reads when another writer changed the account while a refresh was running.
 _ATTEMPTS = 3
+# Refused tokens remembered at most (a token lives an hour; this is plenty).
+_MAX_REJECTED = 10_000
 
 
 def secrets_context(account: str) -> str:
@@ -154,6 +157,18 @@ class TokenManager:
         self._max_payload_bytes = max_payload_bytes
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, _Failure] = {}
+        # Digests of access tokens a server refused before they expired (revoked early, or
+        # the server's clock is ahead): never handed out again.
+        self._rejected: set[bytes] = set()
+
+    def reject(self, token: str) -> None:
+        """A server answered 401 to ``token``: the next request for it refreshes."""
+        if len(self._rejected) >= _MAX_REJECTED:
+            self._rejected.clear()
+        self._rejected.add(hashlib.sha256(token.encode()).digest())
+
+    def _rejected_token(self, token: str) -> bool:
+        return bool(self._rejected) and (hashlib.sha256(token.encode()).digest() in self._rejected)
 
     async def access_token(self, account: str, resource: str = EXCHANGE) -> tuple[str, str]:
         """``(user, access token)`` for ``account`` and ``resource`` (Exchange or Graph).
@@ -240,10 +255,15 @@ class TokenManager:
     def _usable(self, view: _View, resource: str) -> str | None:
         """A token that is not about to expire, or None."""
         now = now_ms()
-        if view.cached is not None and view.cached[1] - self._margin_ms > now:
-            return view.cached[0]
+        cached = view.cached
+        if (
+            cached is not None
+            and cached[1] - self._margin_ms > now
+            and not self._rejected_token(cached[0])
+        ):
+            return cached[0]
         given = view.secrets.get(ACCESS_TOKEN)
-        if given and resource == view.main_resource:
+        if given and resource == view.main_resource and not self._rejected_token(given):
             expires = view.given_expires_ms
             if expires is None or expires - self._margin_ms > now:
                 return given

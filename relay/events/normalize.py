@@ -37,6 +37,7 @@ __all__ = [
     "decode_words",
     "graph_flags",
     "graph_message_deleted",
+    "graph_message_moved",
     "graph_message_to_event",
     "graph_message_updated",
     "imap_fetch_to_event",
@@ -548,3 +549,32 @@ def graph_message_updated(
         "uid": uid,
         "changes": {"flags": {"added": added, "removed": removed, "value": list(after)}},
     }
+
+
+def graph_message_moved(
+    graph_id: str,
+    uid: int,
+    *,
+    source: tuple[str, str | None],
+    target: tuple[str | None, str | None],
+    target_uid: int | None,
+    before: Sequence[str],
+    after: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The ``messageUpdated`` data of a Graph message that moved to another folder.
+
+    ``source`` and ``target`` are ``(path, specialUse)``; the target path is None when the
+    folder could not be found. ``changes`` holds ``path`` (``{old, new}``), ``specialUse``
+    when either folder has one, ``uid`` when the target is watched too (its uid there), and
+    ``flags`` when they changed on the way (``after`` None: not known).
+    """
+    changes: dict[str, Any] = {"path": {"old": source[0], "new": target[0]}}
+    if source[1] is not None or target[1] is not None:
+        changes["specialUse"] = {"old": source[1], "new": target[1]}
+    if target_uid is not None:
+        changes["uid"] = {"old": uid, "new": target_uid}
+    if after is not None:
+        flags = graph_message_updated(graph_id, uid, before, after)
+        if flags is not None:
+            changes["flags"] = flags["changes"]["flags"]
+    return {"id": graph_id, "uid": uid, "changes": changes}

@@ -60,6 +60,7 @@ from relay.sources.imap.listener import (
 )
 from relay.sources.imap.parse import Mailbox
 from relay.sources.imap.sink import FolderSink
+from relay.sources.specs import folder_specs, spec_matches
 from relay.store import Store
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
@@ -84,16 +85,6 @@ _STATE_BATCH = 0.02
 _STATE_RETRY = 1.0
 
 
-def folder_specs(path: Any) -> list[str]:
-    """The folders an account's ``path`` setting adds to INBOX (string or list), in order."""
-    items = [path] if isinstance(path, str) else list(path or [])
-    out: list[str] = []
-    for item in items:
-        if isinstance(item, str) and item and item.upper() != INBOX and item not in out:
-            out.append(item)
-    return out
-
-
 def resolve_folders(specs: Sequence[str], boxes: Sequence[Mailbox]) -> dict[str, str | None]:
     """Folder path -> special use, for every LISTed folder that ``specs`` name (INBOX aside).
 
@@ -106,14 +97,8 @@ def resolve_folders(specs: Sequence[str], boxes: Sequence[Mailbox]) -> dict[str,
         if "\\noselect" in flags or "\\nonexistent" in flags or box.name.upper() == INBOX:
             continue
         use = box.special_use
-        for spec in specs:
-            if (
-                spec == "*"
-                or spec == box.name
-                or (spec.startswith("\\") and use is not None and use.lower() == spec.lower())
-            ):
-                out[box.name] = use
-                break
+        if any(spec_matches(spec, box.name, use) for spec in specs):
+            out[box.name] = use
     return out
 
 

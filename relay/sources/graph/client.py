@@ -4,16 +4,24 @@ One httpx client (with msgraph's retry middleware, which honours ``Retry-After``
 serves every account; each account gets a cheap :class:`GraphServiceClient` whose bearer
 tokens come from the :class:`~relay.auth.tokens.TokenManager` (a shared mailbox resolves to
 its main account's Graph token).
+
+Every request asks for immutable ids (``Prefer: IdType="ImmutableId"``): a message keeps
+its id when it moves between folders, which is how a move is told from a delete. Every
+response's ``Date`` tells Graph's time; subscription expiries are planned on it, so a skewed
+local clock neither renews too late nor asks for an expiry Graph refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import ssl
+import time
 import warnings
 from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +48,16 @@ with warnings.catch_warnings():
 from relay.config import MicrosoftSettings
 from relay.errors import NotFound
 
-__all__ = ["GraphClients", "TokenSource", "to_json", "warm"]
+__all__ = ["IMMUTABLE_IDS", "GraphClients", "TokenSource", "to_json", "warm"]
 
 log = structlog.get_logger(__name__)
 
 # (account) -> (user, access token) for the Graph resource.
 TokenSource = Callable[[str], Awaitable[tuple[str, str]]]
+
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
+# A Date header has whole seconds: smaller differences are not skew.
+_SKEW_FLOOR_MS = 2000
 
 # The request builders the backend reaches; msgraph-sdk would import them on first use.
 _BUILDERS = (
@@ -141,13 +153,34 @@ class AccountClient:
 class GraphClients:
     """Factory of per-account Graph clients sharing one HTTP client."""
 
-    def __init__(self, settings: MicrosoftSettings, tokens: TokenSource) -> None:
-        """Nothing is opened until :meth:`start`."""
+    def __init__(
+        self,
+        settings: MicrosoftSettings,
+        tokens: TokenSource,
+        reject: Callable[[str], None] | None = None,
+    ) -> None:
+        """Nothing is opened until :meth:`start`; ``reject(token)`` is told of a token Graph
+        refused (401) so that the next one is fresh."""
         self.settings = settings
+        self.reject = reject or (lambda token: None)
         self.base_url = settings.graph_url.rstrip("/") + "/v1.0"
         self._tokens = tokens
         self._http: httpx.AsyncClient | None = None
         self._transport: httpx.AsyncHTTPTransport | None = None
+        # Graph's clock minus ours, from the last response's Date header.
+        self.skew_ms = 0
+
+    def server_ms(self) -> int:
+        """Graph's current time in epoch milliseconds, as far as its responses tell."""
+        return int(time.time() * 1000) + self.skew_ms
+
+    async def _on_response(self, response: httpx.Response) -> None:
+        value = response.headers.get("date")
+        if not value:
+            return
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            skew = int((parsedate_to_datetime(value).timestamp() - time.time()) * 1000)
+            self.skew_ms = skew if abs(skew) >= _SKEW_FLOOR_MS else 0
 
     async def start(self) -> None:
         """Build the TLS context and the HTTP client; warm msgraph-sdk in a thread."""
@@ -160,7 +193,12 @@ class GraphClients:
         log.debug("msgraph-sdk warmed", modules=loaded)
         self._transport = httpx.AsyncHTTPTransport(verify=verify)
         self._http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(transport=self._transport, timeout=30.0),
+            client=httpx.AsyncClient(
+                transport=self._transport,
+                timeout=30.0,
+                headers={"Prefer": IMMUTABLE_IDS},
+                event_hooks={"response": [self._on_response]},
+            ),
             options=graph_options,
         )
 

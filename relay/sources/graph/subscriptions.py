@@ -35,21 +35,25 @@ def resource_for(user: str, folder: str) -> str:
     return f"users/{user}/mailFolders('{folder}')/messages"
 
 
-def _expiry(lifetime: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=min(lifetime, MAX_LIFETIME))
+def _expiry(lifetime: float, now_ms: int) -> datetime:
+    start = datetime.fromtimestamp(now_ms / 1000, UTC)
+    return start + timedelta(seconds=min(lifetime, MAX_LIFETIME))
 
 
 async def create(
-    client: AccountClient, *, resource: str, base_url: str, lifetime: float
+    client: AccountClient, *, resource: str, base_url: str, lifetime: float, now_ms: int
 ) -> Created:
-    """Create a subscription; Graph calls ``{base_url}/graph/notify`` to validate it first."""
+    """Create a subscription; Graph calls ``{base_url}/graph/notify`` to validate it first.
+
+    ``now_ms`` is Graph's time: the expiry is ``lifetime`` seconds after it.
+    """
     state = secrets.token_urlsafe(48)
     body = Subscription(
         change_type=CHANGE_TYPES,
         notification_url=f"{base_url}/graph/notify",
         lifecycle_notification_url=f"{base_url}/graph/lifecycle",
         resource=resource,
-        expiration_date_time=_expiry(lifetime),
+        expiration_date_time=_expiry(lifetime, now_ms),
         client_state=state,
     )
     made = await client.service.subscriptions.post(body)
@@ -60,9 +64,11 @@ async def create(
     return Created(made.id, resource, state, int(expires.timestamp() * 1000))
 
 
-async def renew(client: AccountClient, subscription_id: str, *, lifetime: float) -> int:
-    """Push the expiry out again; the new expiry in epoch milliseconds."""
-    body = Subscription(expiration_date_time=_expiry(lifetime))
+async def renew(
+    client: AccountClient, subscription_id: str, *, lifetime: float, now_ms: int
+) -> int:
+    """Push the expiry out to ``lifetime`` after ``now_ms`` (Graph's time); the new expiry."""
+    body = Subscription(expiration_date_time=_expiry(lifetime, now_ms))
     made = await client.service.subscriptions.by_subscription_id(subscription_id).patch(body)
     expires = (made.expiration_date_time if made else None) or body.expiration_date_time
     assert expires is not None

@@ -2,15 +2,19 @@
 
 What a :class:`GraphWatcher` does, in one loop::
 
-    start ─▶ delta baseline of INBOX ─▶ subscription (or polling when Graph refuses it:
-             delegated shared mailboxes) ─▶ delta catch-up
+    start ─▶ which folders: INBOX plus the account's ``path`` (paths, special uses such as
+             ``\\Sent``, or ``*``; the mailbox's folder tree is listed only when needed)
+          ─▶ delta baseline of each ─▶ one subscription per folder (or polling when Graph
+             refuses it: delegated shared mailboxes) ─▶ delta catch-up
     then  ─▶ wait for: a notification (the API stored it and woke us), the polling
              interval, the renewal time, a sync or reconnect request
-          ─▶ lifecycle events (reauthorize, re-create), delta catch-up, renewal
+          ─▶ lifecycle events (reauthorize, re-create), delta catch-up of the notified
+             folders, renewal
 
-Every change comes from delta, so repeated notifications, a notification for a change
-already seen and the draft -> sent sequence produce one event each. The events, the new
-delta state and the consumed notifications are written in one transaction.
+Every change comes from delta and is turned into events by
+:class:`~relay.sources.graph.changes.Changes` (moves, de-duplication). The events, the new
+delta state and the consumed notifications are written in one transaction. Expiries are
+planned in Graph's time (:meth:`GraphClients.server_ms`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -33,6 +37,9 @@ with warnings.catch_warnings():
     from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (  # noqa: E501
         DeltaRequestBuilder,
     )
+    from msgraph.generated.users.item.messages.item.message_item_request_builder import (
+        MessageItemRequestBuilder,
+    )
 
 from relay.auth.crypto import Cipher
 from relay.config import GraphSettings
@@ -40,8 +47,11 @@ from relay.errors import AuthError, ConsentRequired
 from relay.events import normalize
 from relay.events.model import Event
 from relay.sources.graph import subscriptions
+from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, FolderState
 from relay.sources.graph.client import AccountClient, GraphClients, to_json
+from relay.sources.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder, load_tree, select
 from relay.sources.imap.listener import StateReport
+from relay.sources.specs import folder_specs
 from relay.store import Store
 from relay.store import events as events_store
 from relay.store import graph as graph_store
@@ -53,15 +63,13 @@ __all__ = ["GraphContext", "GraphWatcher"]
 
 log = structlog.get_logger(__name__)
 
-INBOX_ID = "inbox"
-INBOX_PATH = "INBOX"
-INBOX_SPECIAL_USE = "\\Inbox"
 # Without a notification, the queue is still looked at this often (another node may
 # have stored one for us).
 _QUEUE_CHECK = 15.0
-# On a re-baseline (expired delta token), messages received this long before the last
-# sync are still reported as new.
-_REBASELINE_SLACK_MS = 60_000
+# A second 401 this soon after a fresh token is a failure, not a stale token.
+_REFUSED_AGAIN = 60.0
+# Concurrent Graph requests of one catch-up (delta of several folders, message lookups).
+_PARALLEL = 4
 
 
 def client_state_context(account: str) -> str:
@@ -79,6 +87,13 @@ class GraphContext:
     clients: GraphClients
     service_url: str
     max_payload_bytes: int
+
+
+@dataclass
+class _Subscription:
+    id: str
+    folder: str
+    expires_ms: int
 
 
 class _Rebaseline(Exception):
@@ -102,16 +117,6 @@ def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _received_ms(message: Mapping[str, Any]) -> int:
-    value = message.get("receivedDateTime")
-    if not isinstance(value, str):
-        return 0
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return 0
-
-
 class GraphWatcher:
     """Watches one Graph account (see the module docstring)."""
 
@@ -129,16 +134,21 @@ class GraphWatcher:
         self.reconnect_ms = row["reconnect_requested_ms"]
         self.sync_ms = row["sync_requested_ms"]
         self.active = True
-        # Set by the supervisor when the account itself is gone: the subscription goes too.
+        # Set by the supervisor when the account itself is gone: the subscriptions go too.
         self.deleted = False
+        self._specs = folder_specs((row["config"] or {}).get("path"))
         self._report = report
         self._client: AccountClient = context.clients.for_account(self.account)
         self._wake = asyncio.Event()
         self._reconnect = False
+        self._sync = False
         self._task: asyncio.Task[None] | None = None
-        self._subscription: str | None = None
-        self._expires_ms: int | None = None
+        self._folders: list[GraphFolder] = [INBOX_FOLDER]
+        self._tree: FolderTree | None = None
+        self._subs: dict[str, _Subscription] = {}
         self._mode: str | None = None
+        # When Graph last answered 401 (monotonic).
+        self._refused_at = -_REFUSED_AGAIN
 
     # -- control ----------------------------------------------------------------------------
 
@@ -151,16 +161,17 @@ class GraphWatcher:
         self._wake.set()
 
     def sync(self) -> None:
-        """Catch up with delta now."""
+        """Catch up with delta now (every watched folder)."""
+        self._sync = True
         self._wake.set()
 
     def reconnect(self) -> None:
-        """Re-create the subscription now."""
+        """Re-create the subscriptions now."""
         self._reconnect = True
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop the loop; delete the subscription when the account was deleted."""
+        """Stop the loop; delete the subscriptions when the account was deleted."""
         self.active = False
         if self._task is not None:
             self._task.cancel()
@@ -168,9 +179,9 @@ class GraphWatcher:
                 await self._task
         if not self.deleted:
             return
-        if self._subscription is not None:
+        for sub in list(self._subs.values()):
             try:
-                await subscriptions.delete(self._client, self._subscription)
+                await subscriptions.delete(self._client, sub.id)
             except Exception as exc:
                 log.info("could not delete subscription", account=self.account, error=str(exc))
         try:
@@ -191,6 +202,7 @@ class GraphWatcher:
                 if not ready or self._reconnect:
                     self._reconnect = False
                     self._report(self.account, StateReport(AccountState.CONNECTING))
+                    await self._choose_folders()
                     await self._catch_up()
                     await self._watch()
                     await self._catch_up()
@@ -199,12 +211,15 @@ class GraphWatcher:
                     self._report(self.account, StateReport(AccountState.CONNECTED))
                 await self._handle_queue()
                 await self._renew_if_due()
-                if self._mode == GraphMode.POLLING:
+                if self._mode == GraphMode.POLLING or self._sync:
+                    self._sync = False
                     await self._catch_up()
                 await self._sleep()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._token_refused(exc):
+                    continue
                 ready = False
                 await self._failed(exc)
                 with contextlib.suppress(TimeoutError):
@@ -219,13 +234,28 @@ class GraphWatcher:
             timeout = s.poll_interval * random.uniform(0.9, 1.1)
         else:
             timeout = _QUEUE_CHECK
-        if self._expires_ms is not None:
-            due = (self._expires_ms - now_ms()) / 1000 - s.subscription_renew_before
+        if self._subs:
+            soonest = min(sub.expires_ms for sub in self._subs.values())
+            due = (soonest - self.context.clients.server_ms()) / 1000 - s.subscription_renew_before
             timeout = min(timeout, max(due, 0.05))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
         self._wake.clear()
+
+    def _token_refused(self, exc: BaseException) -> bool:
+        """A 401: drop the token and try again at once with a fresh one; but not again
+        within a minute (then it is a failure, with backoff)."""
+        token = self._client.last_token
+        if not isinstance(exc, APIError) or _status(exc) != 401 or token is None:
+            return False
+        now = time.monotonic()
+        if now - self._refused_at < _REFUSED_AGAIN:
+            return False
+        self._refused_at = now
+        self.context.clients.reject(token)
+        log.info("graph refused the access token; refreshing", account=self.account)
+        return True
 
     async def _failed(self, exc: BaseException) -> None:
         message = _message(exc)
@@ -253,6 +283,25 @@ class GraphWatcher:
             with contextlib.suppress(ValueError):
                 await asyncio.sleep(min(float(retry_after[0]), self.context.settings.retry_max))
 
+    # -- folders ----------------------------------------------------------------------------
+
+    async def _choose_folders(self) -> None:
+        """INBOX and what the account's ``path`` names; forget folders no longer watched."""
+        if self._specs:
+            self._tree = await load_tree(self._client)
+            self._folders, missing = select(self._specs, self._tree)
+            if missing:
+                log.warning("folders not found", account=self.account, folders=missing)
+        else:
+            self._folders = [INBOX_FOLDER]
+        keys = {f.key for f in self._folders}
+        async with self.context.store.read() as conn:
+            stored = await graph_store.folders_of(conn, self.account)
+        gone = [key for key in stored if key not in keys]
+        if gone:
+            async with self.context.store.write(notify=False) as conn:
+                await graph_store.drop_folders(conn, self.account, gone)
+
     # -- subscriptions ----------------------------------------------------------------------
 
     async def _base_url(self) -> str:
@@ -260,114 +309,132 @@ class GraphWatcher:
             return await events_store.service_url(conn, self.context.service_url)
 
     async def _watch(self) -> None:
-        """Create the subscription, or fall back to polling when Graph refuses it."""
+        """One subscription per folder, or polling when Graph refuses them."""
+        async with self.context.store.read() as conn:
+            old = await graph_store.subscriptions_of(conn, self.account)
+        for row in old:
+            with contextlib.suppress(Exception):
+                await subscriptions.delete(self._client, str(row["subscription_id"]))
+        async with self.context.store.write(notify=False) as conn:
+            await graph_store.drop_subscriptions(conn, [str(r["subscription_id"]) for r in old])
+        self._subs.clear()
+        base_url = await self._base_url()
+        for folder in self._folders:
+            try:
+                await self._subscribe(folder, base_url)
+            except APIError as exc:
+                if _status(exc) != 403 or self._subs:
+                    raise
+                log.info("subscription refused; polling", account=self.account, error=_message(exc))
+                await self._save_mode(GraphMode.POLLING)
+                return
+        await self._save_mode(GraphMode.SUBSCRIPTION)
+
+    async def _save_mode(self, mode: str) -> None:
+        self._mode = mode
+        async with self.context.store.write(notify=False) as conn:
+            await graph_store.save_account(conn, self.account, {"mode": mode, "last_error": None})
+
+    async def _subscribe(self, folder: GraphFolder, base_url: str | None = None) -> None:
         s = self.context.settings
         user = await self._client.user()
-        resource = subscriptions.resource_for(user, INBOX_ID)
-        async with self.context.store.read() as conn:
-            old = await graph_store.get_account(conn, self.account)
-        if old is not None and old["subscription_id"]:
-            with contextlib.suppress(Exception):
-                await subscriptions.delete(self._client, str(old["subscription_id"]))
-        try:
-            made = await subscriptions.create(
-                self._client,
-                resource=resource,
-                base_url=await self._base_url(),
-                lifetime=s.subscription_lifetime,
-            )
-        except APIError as exc:
-            if _status(exc) != 403:
-                raise
-            log.info("subscription refused; polling", account=self.account, error=_message(exc))
-            self._mode, self._subscription, self._expires_ms = GraphMode.POLLING, None, None
-            async with self.context.store.write(notify=False) as conn:
-                await graph_store.save_account(
-                    conn,
-                    self.account,
-                    {
-                        "mode": GraphMode.POLLING,
-                        "subscription_id": None,
-                        "resource": resource,
-                        "expires_ms": None,
-                        "client_state": None,
-                        "last_error": None,
-                    },
-                )
-            return
-        self._mode, self._subscription, self._expires_ms = (
-            GraphMode.SUBSCRIPTION,
-            made.id,
-            made.expires_ms,
+        made = await subscriptions.create(
+            self._client,
+            resource=subscriptions.resource_for(user, folder.key),
+            base_url=base_url or await self._base_url(),
+            lifetime=s.subscription_lifetime,
+            now_ms=self.context.clients.server_ms(),
         )
+        self._subs[folder.key] = _Subscription(made.id, folder.key, made.expires_ms)
         async with self.context.store.write(notify=False) as conn:
-            await graph_store.save_account(
+            await graph_store.add_subscription(
                 conn,
-                self.account,
-                {
-                    "mode": GraphMode.SUBSCRIPTION,
-                    "subscription_id": made.id,
-                    "resource": made.resource,
-                    "expires_ms": made.expires_ms,
-                    "client_state": self.context.cipher.encrypt(
-                        made.client_state.encode(), context=client_state_context(self.account)
-                    ),
-                    "last_error": None,
-                },
+                subscription_id=made.id,
+                account=self.account,
+                folder=folder.key,
+                resource=made.resource,
+                expires_ms=made.expires_ms,
+                client_state=self.context.cipher.encrypt(
+                    made.client_state.encode(), context=client_state_context(self.account)
+                ),
             )
-        log.info("subscription created", account=self.account, subscription=made.id)
+        log.info("subscription created", account=self.account, folder=folder.path, id=made.id)
+
+    async def _resubscribe(self, key: str) -> None:
+        """Replace the subscription of folder ``key`` (Graph removed or lost it)."""
+        old = self._subs.pop(key, None)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await subscriptions.delete(self._client, old.id)
+            async with self.context.store.write(notify=False) as conn:
+                await graph_store.drop_subscriptions(conn, [old.id])
+        folder = next((f for f in self._folders if f.key == key), None)
+        if folder is not None:
+            await self._subscribe(folder)
 
     async def _renew_if_due(self) -> None:
         s = self.context.settings
-        if self._subscription is None or self._expires_ms is None:
-            return
-        if (self._expires_ms - now_ms()) / 1000 > s.subscription_renew_before:
-            return
-        try:
-            expires = await subscriptions.renew(
-                self._client, self._subscription, lifetime=s.subscription_lifetime
-            )
-        except APIError as exc:
-            if _status(exc) != 404:
-                raise
-            # Gone already: create it again and catch up on what was missed.
-            await self._watch()
-            await self._catch_up()
-            return
-        self._expires_ms = expires
-        async with self.context.store.write(notify=False) as conn:
-            await graph_store.save_account(conn, self.account, {"expires_ms": expires})
-        log.info("subscription renewed", account=self.account, subscription=self._subscription)
+        for sub in list(self._subs.values()):
+            now = self.context.clients.server_ms()
+            if (sub.expires_ms - now) / 1000 > s.subscription_renew_before:
+                continue
+            try:
+                expires = await subscriptions.renew(
+                    self._client, sub.id, lifetime=s.subscription_lifetime, now_ms=now
+                )
+            except APIError as exc:
+                if _status(exc) != 404:
+                    raise
+                # Gone already: create it again and catch up on what was missed.
+                await self._resubscribe(sub.folder)
+                await self._catch_up([sub.folder])
+                continue
+            sub.expires_ms = expires
+            async with self.context.store.write(notify=False) as conn:
+                await graph_store.renew_subscription(conn, sub.id, expires)
+            log.info("subscription renewed", account=self.account, id=sub.id)
 
     async def _handle_queue(self) -> None:
-        """Lifecycle events first, then one delta catch-up for all change notifications."""
+        """Lifecycle events first, then one delta catch-up of the notified folders."""
         async with self.context.store.read() as conn:
             rows = await graph_store.pending(conn, self.account)
         if not rows:
             return
         upto = max(int(r["seq"]) for r in rows)
-        kinds = {str(r["kind"]) for r in rows if r["lifecycle"]}
-        if self._subscription is not None and "subscriptionRemoved" in kinds:
-            log.info("subscription removed by Graph; re-creating", account=self.account)
-            self._subscription = None
-            await self._watch()
-        elif self._subscription is not None and "reauthorizationRequired" in kinds:
-            try:
-                await subscriptions.reauthorize(self._client, self._subscription)
-            except APIError as exc:
-                if _status(exc) != 404:
-                    raise
-                await self._watch()
-        await self._catch_up(consume_upto=upto)
+        by_id = {sub.id: sub for sub in self._subs.values()}
+        keys: set[str] = set()
+        everything = False
+        for row in rows:
+            sub = by_id.get(str(row["subscription_id"]))
+            if sub is None:
+                # From a subscription replaced meanwhile: look everywhere.
+                everything = True
+                continue
+            keys.add(sub.folder)
+            if not row["lifecycle"]:
+                continue
+            if row["kind"] == "subscriptionRemoved":
+                log.info("subscription removed by Graph; re-creating", account=self.account)
+                await self._resubscribe(sub.folder)
+            elif row["kind"] == "reauthorizationRequired":
+                try:
+                    await subscriptions.reauthorize(self._client, sub.id)
+                except APIError as exc:
+                    if _status(exc) != 404:
+                        raise
+                    await self._resubscribe(sub.folder)
+        await self._catch_up(None if everything else keys, consume_upto=upto)
 
     # -- delta ------------------------------------------------------------------------------
 
-    def _folder_builder(self, user: str) -> Any:
-        return self._client.service.users.by_user_id(user).mail_folders.by_mail_folder_id(INBOX_ID)
-
-    async def _pages(self, link: str | None) -> tuple[list[dict[str, Any]], str]:
-        """Every change since ``link`` (everything when None) and the next delta link."""
-        builder = self._folder_builder(await self._client.user()).messages.delta
+    async def _pages(self, key: str, link: str | None) -> tuple[list[dict[str, Any]], str]:
+        """Every change of folder ``key`` since ``link`` (all when None) and the next link."""
+        user = await self._client.user()
+        builder = (
+            self._client.service.users.by_user_id(user)
+            .mail_folders.by_mail_folder_id(key)
+            .messages.delta
+        )
         if link is None:
             config: RequestConfiguration[Any] = RequestConfiguration(
                 query_parameters=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
@@ -397,67 +464,78 @@ class GraphWatcher:
                 raise ValueError("delta page without nextLink or deltaLink")
             page = await builder.with_url(page.odata_next_link).get()
 
-    async def _catch_up(self, consume_upto: int | None = None) -> None:
-        """Apply delta to the stored folder state; store events, state and consumed rows."""
-        async with self.context.store.read() as conn:
-            folder = await graph_store.get_folder(conn, self.account, INBOX_ID)
-        link = folder["delta_link"] if folder is not None else None
-        known: dict[str, Any] = dict(folder["messages"]) if folder is not None else {}
-        uid_next = int(folder["uid_next"]) if folder is not None else 1
-        since_ms: int | None = None
+    async def _delta(self, state: FolderState) -> Delta:
+        key = state.folder.key
         try:
-            items, new_link = await self._pages(link)
+            items, link = await self._pages(key, state.link)
         except _Rebaseline:
-            log.info("delta token expired; re-baselining", account=self.account)
-            items, new_link = await self._pages(None)
-            link = None
-            since_ms = (folder["synced_ms"] or 0) - _REBASELINE_SLACK_MS if folder else None
-        baseline = link is None
-        ms = now_ms()
-        batch: list[Event] = []
-        seen: set[str] = set()
-        for item in items:
-            graph_id = str(item.get("id") or "")
-            if not graph_id:
-                continue
-            seen.add(graph_id)
-            entry = known.get(graph_id)
-            if "@removed" in item:
-                if entry is not None:
-                    del known[graph_id]
-                    batch.append(
-                        self._event(
-                            "messageDeleted",
-                            normalize.graph_message_deleted(graph_id, entry[0]),
-                            ms,
-                        )
-                    )
-                continue
-            flags = normalize.graph_flags(item)
-            if entry is None:
-                uid = uid_next
-                uid_next += 1
-                known[graph_id] = [uid, flags]
-                report = not baseline or (
-                    since_ms is not None and _received_ms(item) >= since_ms and folder is not None
-                )
-                if report:
-                    data = normalize.graph_message_to_event(item, uid=uid)
-                    batch.append(self._event("messageNew", data, ms))
-                continue
-            changed = normalize.graph_message_updated(graph_id, entry[0], entry[1], flags)
-            known[graph_id] = [entry[0], flags]
-            if changed is not None:
-                batch.append(self._event("messageUpdated", changed, ms))
-        if baseline and folder is not None:
-            # A full listing: what is not in it any more was removed meanwhile.
-            for graph_id in [g for g in known if g not in seen]:
-                uid = known.pop(graph_id)[0]
-                data = normalize.graph_message_deleted(graph_id, uid)
-                batch.append(self._event("messageDeleted", data, ms))
-        first = folder is None
+            log.info("delta token expired; re-baselining", account=self.account, folder=key)
+            items, link = await self._pages(key, None)
+            since = (state.synced_ms or 0) - REBASELINE_SLACK_MS
+            return Delta(items, link, full=True, since_ms=since)
+        return Delta(items, link, full=state.link is None)
+
+    async def _where(self, graph_id: str) -> tuple[bool, GraphFolder | None]:
+        """Where a message that left a folder is now: ``(deleted, folder)``."""
+        user = await self._client.user()
+        builder = self._client.service.users.by_user_id(user).messages.by_message_id(graph_id)
+        config: RequestConfiguration[Any] = RequestConfiguration(
+            query_parameters=MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
+                select=["id", "parentFolderId"]
+            )
+        )
+        try:
+            found = await builder.get(request_configuration=config)
+        except APIError as exc:
+            if _status(exc) in (404, 400):
+                return True, None
+            raise
+        parent = found.parent_folder_id if found is not None else None
+        if not parent:
+            return True, None
+        if self._tree is None or self._tree.find(parent) is None:
+            self._tree = await load_tree(self._client)
+        if parent in self._tree.deletions:
+            return True, None
+        return False, self._tree.find(parent)
+
+    async def _catch_up(
+        self, keys: Collection[str] | None = None, consume_upto: int | None = None
+    ) -> None:
+        """Delta of the folders ``keys`` (None: all); store events, state, consumed rows."""
+        async with self.context.store.read() as conn:
+            rows = await graph_store.folders_of(conn, self.account)
+        first = not rows
+        states = {f.key: FolderState.of(f, rows.get(f.key)) for f in self._folders}
+        chosen = [s for s in states.values() if keys is None or s.folder.key in keys]
+        gate = asyncio.Semaphore(_PARALLEL)
+
+        async def delta_of(state: FolderState) -> Delta:
+            async with gate:
+                return await self._delta(state)
+
+        deltas = await asyncio.gather(*(delta_of(state) for state in chosen))
+        ids = [str(i.get("id") or "") for d in deltas for i in d.items]
+        full = [state.folder.key for state, d in zip(chosen, deltas, strict=True) if d.full]
+        async with self.context.store.read() as conn:
+            known = await graph_store.known_messages(conn, self.account, ids, full)
+        changes = Changes(self.account, states, known, now_ms())
+        for state, delta in zip(chosen, deltas, strict=True):
+            changes.apply(state.folder.key, delta)
+        left = changes.settle()
+
+        async def where(graph_id: str) -> tuple[bool, GraphFolder | None]:
+            async with gate:
+                return await self._where(graph_id)
+
+        found = await asyncio.gather(*(where(graph_id) for graph_id, _ in left))
+        for (graph_id, source), (deleted, folder) in zip(left, found, strict=True):
+            changes.resolve(graph_id, source, folder, deleted=deleted)
+        batch = changes.events
         if first:
-            batch.append(Event("accountInitialized", self.account, {"initialized": True}, ms))
+            batch.append(
+                Event("accountInitialized", self.account, {"initialized": True}, changes.ms)
+            )
         async with self.context.store.write(notify=bool(batch)) as conn:
             if batch:
                 await events_store.record(
@@ -466,18 +544,21 @@ class GraphWatcher:
                     default_service_url=self.context.service_url,
                     max_bytes=self.context.max_payload_bytes,
                 )
-            await graph_store.save_folder(
-                conn,
-                self.account,
-                INBOX_ID,
-                delta_link=new_link,
-                messages=known,
-                uid_next=uid_next,
+            for key in sorted(changes.dirty):
+                state = states[key]
+                await graph_store.save_folder(
+                    conn,
+                    self.account,
+                    key,
+                    path=state.folder.path,
+                    special_use=state.folder.special_use,
+                    delta_link=state.link,
+                    uid_next=state.uid_next,
+                )
+            await graph_store.save_messages(
+                conn, self.account, changes.upserts, sorted(changes.removed)
             )
             if consume_upto is not None:
                 await graph_store.consume(conn, self.account, consume_upto)
         if batch:
             log.info("graph changes", account=self.account, events=len(batch))
-
-    def _event(self, name: str, data: dict[str, Any], ms: int) -> Event:
-        return Event(name, self.account, data, ms, path=INBOX_PATH, special_use=INBOX_SPECIAL_USE)

@@ -1,0 +1,249 @@
+"""From delta pages to events: what changed in the watched folders of one account (pure).
+
+The relay asks Graph for immutable ids, so a message keeps its id when it moves. One
+catch-up gives :class:`Changes` the delta of some of the watched folders; it then tells
+
+- a message new to a folder and unknown elsewhere: ``messageNew`` (a baseline reports
+  nothing; a re-baseline after an expired token only what arrived since the last sync);
+- a message new to one folder that another watched folder knew: a **move**, reported once
+  as ``messageUpdated`` with ``changes.path`` (``{old, new}``), not as a delete and a new;
+- flags that changed: ``messageUpdated`` with ``changes.flags``;
+- a message that left a folder without turning up in another watched one: ``unresolved``.
+  The caller looks it up (Graph knows where it is now) and calls :meth:`Changes.resolve`:
+  gone or in Recoverable Items (Graph's DELETE) is ``messageDeleted``; anywhere else is a
+  move (into a watched folder, which then knows it, or out of the watched ones).
+
+This is also what de-duplicates: a repeated ``created`` finds the message known, and a sent
+draft (same immutable id, Drafts -> Sent Items) is one move, not a delete plus a new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from relay.events import normalize
+from relay.events.model import Event
+from relay.sources.graph.folders import GraphFolder
+
+__all__ = ["Changes", "Delta", "FolderState", "Known"]
+
+# On a re-baseline (expired delta token), messages received this long before the last
+# sync are still reported as new.
+REBASELINE_SLACK_MS = 60_000
+
+
+@dataclass
+class FolderState:
+    """A watched folder's ``graph_folders`` row: delta link and next uid."""
+
+    folder: GraphFolder
+    link: str | None = None
+    uid_next: int = 1
+    synced_ms: int | None = None
+    stored: bool = False
+
+    @classmethod
+    def of(cls, folder: GraphFolder, row: Mapping[Any, Any] | None) -> FolderState:
+        """The state of ``folder`` from its stored row (a fresh one when there is none)."""
+        if row is None:
+            return cls(folder)
+        return cls(
+            folder,
+            link=row["delta_link"],
+            uid_next=int(row["uid_next"]),
+            synced_ms=row["synced_ms"],
+            stored=True,
+        )
+
+    def take_uid(self) -> int:
+        """The next uid of this folder."""
+        uid = self.uid_next
+        self.uid_next += 1
+        return uid
+
+
+# A known message: (folder key, uid, flags).
+Known = tuple[str, int, list[str]]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One folder's delta: its items, the next link, and whether it listed everything."""
+
+    items: Sequence[Mapping[str, Any]]
+    link: str
+    full: bool = False
+    # A full listing after an expired token: report messages received since then as new.
+    since_ms: int | None = None
+
+
+def received_ms(message: Mapping[str, Any]) -> int:
+    """``receivedDateTime`` in epoch milliseconds (0 when missing or malformed)."""
+    value = message.get("receivedDateTime")
+    if not isinstance(value, str):
+        return 0
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
+
+
+class Changes:
+    """The events of one catch-up over an account's watched folders (see the module doc)."""
+
+    def __init__(
+        self,
+        account: str,
+        states: Mapping[str, FolderState],
+        known: Mapping[str, Known],
+        ms: int,
+    ) -> None:
+        """``states`` holds every watched folder by key (changed in place); ``known`` what
+        the store knows of the messages the deltas name, and of every message of a folder
+        whose delta is a full listing."""
+        self.account = account
+        self.states = states
+        self.ms = ms
+        self.events: list[Event] = []
+        self.dirty: set[str] = set()
+        # The rows to write: id -> (folder, uid, flags), and the ids to forget.
+        self.upserts: dict[str, Known] = {}
+        self.removed: set[str] = set()
+        self._known = dict(known)
+        self._left: dict[str, str] = {}
+        # (folder key, graph id) -> (latest item, report): delta may list a message twice.
+        self._new: dict[tuple[str, str], tuple[Mapping[str, Any], bool]] = {}
+
+    def known(self, graph_id: str) -> Known | None:
+        """What is known of a message now (with this catch-up's changes)."""
+        return self._known.get(graph_id)
+
+    # -- phase 1: each folder's delta -------------------------------------------------------
+
+    def apply(self, key: str, delta: Delta) -> None:
+        """Take in one folder's delta (before :meth:`settle`)."""
+        state = self.states[key]
+        self.dirty.add(key)
+        state.link = delta.link
+        seen: set[str] = set()
+        for item in delta.items:
+            graph_id = str(item.get("id") or "")
+            if not graph_id:
+                continue
+            seen.add(graph_id)
+            entry = self._known.get(graph_id)
+            here = entry is not None and entry[0] == key
+            if "@removed" in item:
+                if here:
+                    self._left[graph_id] = key
+                continue
+            if here:
+                self._flags(state, graph_id, normalize.graph_flags(item))
+                continue
+            if not delta.full or not state.stored:
+                report = state.stored
+            else:
+                report = delta.since_ms is not None and received_ms(item) >= delta.since_ms
+            self._new[(key, graph_id)] = (item, report)
+        if delta.full and state.stored:
+            # A full listing: what is not in it any more left meanwhile.
+            for graph_id, (folder, _, _) in self._known.items():
+                if folder == key and graph_id not in seen:
+                    self._left[graph_id] = key
+
+    # -- phase 2: moves among the watched folders -------------------------------------------
+
+    def settle(self) -> list[tuple[str, str]]:
+        """Report new messages and moves; the ``(graph id, folder key)`` left unexplained."""
+        for (key, graph_id), (item, report) in self._new.items():
+            flags = normalize.graph_flags(item)
+            target = self.states[key]
+            entry = self._known.get(graph_id)
+            if entry is not None and entry[0] != key and entry[0] in self.states:
+                # Known in another watched folder: it moved here.
+                self._left.pop(graph_id, None)
+                self._move(graph_id, target.folder, flags)
+                continue
+            uid = target.take_uid()
+            self._put(graph_id, (key, uid, flags))
+            if report:
+                data = normalize.graph_message_to_event(item, uid=uid)
+                self.events.append(self._event("messageNew", data, target.folder))
+        self._new.clear()
+        left = sorted(self._left.items())
+        self._left.clear()
+        return left
+
+    # -- phase 3: what the caller looked up -------------------------------------------------
+
+    def resolve(
+        self, graph_id: str, source: str, where: GraphFolder | None, *, deleted: bool
+    ) -> None:
+        """A message that left ``source``: ``deleted``, or now in ``where`` (None: unknown)."""
+        entry = self._known.get(graph_id)
+        if entry is None or entry[0] != source:
+            return
+        if not deleted and where is not None and where.key == source:
+            return  # still there after all (delta and the lookup crossed)
+        if deleted:
+            self._forget(graph_id)
+            data = normalize.graph_message_deleted(graph_id, entry[1])
+            self.events.append(self._event("messageDeleted", data, self.states[source].folder))
+            return
+        self._move(graph_id, where, None)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _put(self, graph_id: str, entry: Known) -> None:
+        self._known[graph_id] = entry
+        self.upserts[graph_id] = entry
+        self.removed.discard(graph_id)
+        self.dirty.add(entry[0])
+
+    def _forget(self, graph_id: str) -> None:
+        entry = self._known.pop(graph_id, None)
+        self.upserts.pop(graph_id, None)
+        self.removed.add(graph_id)
+        if entry is not None:
+            self.dirty.add(entry[0])
+
+    def _flags(self, state: FolderState, graph_id: str, flags: list[str]) -> None:
+        _, uid, before = self._known[graph_id]
+        if before == flags:
+            return
+        self._put(graph_id, (state.folder.key, uid, flags))
+        changed = normalize.graph_message_updated(graph_id, uid, before, flags)
+        if changed is not None:
+            self.events.append(self._event("messageUpdated", changed, state.folder))
+
+    def _move(self, graph_id: str, where: GraphFolder | None, flags: list[str] | None) -> None:
+        source, uid, before = self._known[graph_id]
+        origin = self.states[source]
+        target = self.states.get(where.key) if where is not None else None
+        new_uid = None
+        if target is not None:
+            new_uid = target.take_uid()
+            self._put(
+                graph_id, (target.folder.key, new_uid, flags if flags is not None else before)
+            )
+        else:
+            self._forget(graph_id)
+        self.dirty.add(source)
+        data = normalize.graph_message_moved(
+            graph_id,
+            uid,
+            source=(origin.folder.path, origin.folder.special_use),
+            target=(where.path, where.special_use) if where is not None else (None, None),
+            target_uid=new_uid,
+            before=before,
+            after=flags,
+        )
+        self.events.append(self._event("messageUpdated", data, origin.folder))
+
+    def _event(self, name: str, data: dict[str, Any], folder: GraphFolder) -> Event:
+        return Event(
+            name, self.account, data, self.ms, path=folder.path, special_use=folder.special_use
+        )

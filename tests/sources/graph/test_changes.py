@@ -1,0 +1,182 @@
+"""Delta pages to events: moves, deletes, de-duplication (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.sources.graph.changes import Changes, Delta, FolderState
+from relay.sources.graph.folders import INBOX_FOLDER, GraphFolder
+
+ARCHIVE = GraphFolder("AQMkArchive", "Archive", "\\Archive")
+DRAFTS = GraphFolder("AQMkDrafts", "Drafts", "\\Drafts")
+SENT = GraphFolder("AQMkSent", "Sent Items", "\\Sent")
+
+
+def _item(graph_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": graph_id, "subject": f"about {graph_id}", "isRead": False, **extra}
+
+
+def _removed(graph_id: str) -> dict[str, Any]:
+    return {"id": graph_id, "@removed": {"reason": "deleted"}}
+
+
+def _states(*folders: GraphFolder) -> dict[str, FolderState]:
+    return {
+        f.key: FolderState(f, link="old", uid_next=10, synced_ms=0, stored=True) for f in folders
+    }
+
+
+def _known(changes: Changes) -> dict[str, Any]:
+    """The rows the catch-up would write: id -> (folder, uid, flags), None when removed."""
+    out: dict[str, Any] = dict(changes.upserts)
+    out.update({graph_id: None for graph_id in changes.removed})
+    return out
+
+
+def _names(changes: Changes) -> list[tuple[str, str | None]]:
+    return [(e.event, e.path) for e in changes.events]
+
+
+def test_new_message_is_reported_once_even_when_delta_repeats_it() -> None:
+    """A repeated ``created`` (the same id twice, or again in the next round) is one event."""
+    states = _states(INBOX_FOLDER)
+    changes = Changes("a", states, {}, 1)
+    changes.apply("inbox", Delta([_item("m1"), _item("m1")], "next"))
+    assert changes.settle() == []
+    assert _names(changes) == [("messageNew", "INBOX")]
+    assert _known(changes) == {"m1": ("inbox", 10, [])}
+    again = Changes("a", states, dict(changes.upserts), 2)
+    again.apply("inbox", Delta([_item("m1")], "next2"))
+    again.settle()
+    assert again.events == []
+    assert again.upserts == {}
+    assert states["inbox"].link == "next2"
+
+
+def test_first_baseline_reports_nothing() -> None:
+    states = {"inbox": FolderState(INBOX_FOLDER)}
+    changes = Changes("a", states, {}, 1)
+    changes.apply("inbox", Delta([_item("m1"), _item("m2")], "l1", full=True))
+    changes.settle()
+    assert changes.events == []
+    assert sorted(changes.upserts) == ["m1", "m2"]
+    assert states["inbox"].uid_next == 3
+
+
+def test_move_between_watched_folders_in_one_pass_is_one_update() -> None:
+    """Removed from INBOX and new in Archive with the same (immutable) id: a move."""
+    states = _states(INBOX_FOLDER, ARCHIVE)
+    changes = Changes("a", states, {"m1": ("inbox", 3, ["\\Seen"])}, 1)
+    changes.apply("inbox", Delta([_removed("m1")], "i2"))
+    changes.apply(ARCHIVE.key, Delta([_item("m1", isRead=True)], "a2"))
+    assert changes.settle() == []
+    (event,) = changes.events
+    assert (event.event, event.path, event.special_use) == ("messageUpdated", "INBOX", "\\Inbox")
+    assert event.data == {
+        "id": "m1",
+        "uid": 3,
+        "changes": {
+            "path": {"old": "INBOX", "new": "Archive"},
+            "specialUse": {"old": "\\Inbox", "new": "\\Archive"},
+            "uid": {"old": 3, "new": 10},
+        },
+    }
+    assert _known(changes) == {"m1": (ARCHIVE.key, 10, ["\\Seen"])}
+    assert changes.dirty == {"inbox", ARCHIVE.key}
+
+
+def test_new_in_one_folder_before_the_other_folder_reports_its_removal() -> None:
+    """Only Archive was notified so far: the message it gained is INBOX's, moved. INBOX's
+    removal, when its delta comes, is then nothing new."""
+    states = _states(INBOX_FOLDER, ARCHIVE)
+    changes = Changes("a", states, {"m1": ("inbox", 3, [])}, 1)
+    changes.apply(ARCHIVE.key, Delta([_item("m1")], "a2"))
+    changes.settle()
+    assert _names(changes) == [("messageUpdated", "INBOX")]
+    later = Changes("a", states, dict(changes.upserts), 2)
+    later.apply("inbox", Delta([_removed("m1")], "i2"))
+    assert later.settle() == []
+    assert later.events == []
+
+
+def test_removal_without_a_new_home_is_left_to_look_up() -> None:
+    states = _states(INBOX_FOLDER)
+    changes = Changes("a", states, {"m1": ("inbox", 3, []), "m2": ("inbox", 4, [])}, 1)
+    changes.apply("inbox", Delta([_removed("m1"), _removed("m2"), _removed("never")], "i2"))
+    assert changes.settle() == [("m1", "inbox"), ("m2", "inbox")]
+    changes.resolve("m1", "inbox", None, deleted=True)
+    changes.resolve("m2", "inbox", ARCHIVE, deleted=False)
+    deleted, moved = changes.events
+    assert (deleted.event, deleted.data) == ("messageDeleted", {"id": "m1", "uid": 3})
+    assert moved.event == "messageUpdated"
+    assert moved.data["changes"]["path"] == {"old": "INBOX", "new": "Archive"}
+    assert "uid" not in moved.data["changes"]
+    assert _known(changes) == {"m1": None, "m2": None}
+
+
+def test_lookup_that_finds_the_message_where_it_was_changes_nothing() -> None:
+    states = _states(INBOX_FOLDER)
+    changes = Changes("a", states, {"m1": ("inbox", 3, [])}, 1)
+    changes.apply("inbox", Delta([_removed("m1")], "i2"))
+    (left,) = changes.settle()
+    changes.resolve(*left, INBOX_FOLDER, deleted=False)
+    assert changes.events == []
+    assert _known(changes) == {}
+
+
+def test_move_into_a_watched_folder_found_by_lookup_is_known_there() -> None:
+    """INBOX -> Archive found by looking the message up: Archive's own delta later lists it
+    as a known message, so no messageNew follows."""
+    states = _states(INBOX_FOLDER, ARCHIVE)
+    changes = Changes("a", states, {"m1": ("inbox", 3, [])}, 1)
+    changes.apply("inbox", Delta([_removed("m1")], "i2"))
+    (left,) = changes.settle()
+    changes.resolve(*left, ARCHIVE, deleted=False)
+    assert _known(changes) == {"m1": (ARCHIVE.key, 10, [])}
+    later = Changes("a", states, dict(changes.upserts), 2)
+    later.apply(ARCHIVE.key, Delta([_item("m1")], "a2"))
+    later.settle()
+    assert later.events == []
+
+
+def test_sent_draft_is_one_move_not_a_delete_and_a_new() -> None:
+    """Drafts -> Sent Items keeps the immutable id: one messageUpdated (path and \\Draft)."""
+    states = _states(DRAFTS, SENT)
+    changes = Changes("a", states, {"d1": (DRAFTS.key, 1, ["\\Draft"])}, 1)
+    changes.apply(DRAFTS.key, Delta([_removed("d1")], "d2"))
+    changes.apply(SENT.key, Delta([_item("d1", isRead=True)], "s2"))
+    changes.settle()
+    (event,) = changes.events
+    assert event.event == "messageUpdated"
+    assert event.data["changes"]["path"] == {"old": "Drafts", "new": "Sent Items"}
+    assert event.data["changes"]["flags"] == {
+        "added": ["\\Seen"],
+        "removed": ["\\Draft"],
+        "value": ["\\Seen"],
+    }
+
+
+def test_flag_change_is_an_update() -> None:
+    states = _states(INBOX_FOLDER)
+    changes = Changes("a", states, {"m1": ("inbox", 3, [])}, 1)
+    changes.apply("inbox", Delta([_item("m1", isRead=True)], "i2"))
+    changes.settle()
+    (event,) = changes.events
+    assert event.data["changes"]["flags"]["added"] == ["\\Seen"]
+    assert _known(changes) == {"m1": ("inbox", 3, ["\\Seen"])}
+
+
+def test_rebaseline_reports_only_recent_mail_and_what_went_missing() -> None:
+    """A full listing after an expired token: old mail is not new again; mail received
+    since the last sync is; a known message missing from the listing left."""
+    states = _states(INBOX_FOLDER)
+    known = {"old": ("inbox", 1, []), "gone": ("inbox", 2, [])}
+    items = [
+        _item("old"),
+        _item("older", receivedDateTime="2020-01-01T00:00:00Z"),
+        _item("fresh", receivedDateTime="2030-01-01T00:00:00Z"),
+    ]
+    changes = Changes("a", states, known, 1)
+    changes.apply("inbox", Delta(items, "l", full=True, since_ms=1_700_000_000_000))
+    assert changes.settle() == [("gone", "inbox")]
+    assert [e.data["id"] for e in changes.events] == ["fresh"]
