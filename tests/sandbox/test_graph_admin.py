@@ -110,6 +110,9 @@ async def test_custom_folders_and_listing(
             "receivedDateTime",
         ),
         ("PATCH", f"mailboxes/{MAIN}/messages/AAMkAnone", {"isRead": True}, 404, "message"),
+        ("POST", f"mailboxes/{MAIN}/messages/AAkALgnone/send", {}, 404, "message"),
+        ("POST", f"mailboxes/{MAIN}/drafts", {"bcc": "a@example.net"}, 400, "bcc"),
+        ("POST", f"mailboxes/{MAIN}/drafts", {"folder": "nope"}, 404, "folder"),
         ("POST", f"mailboxes/{MAIN}/folders", {"displayName": "inbox"}, 409, "displayName"),
         (
             "POST",

@@ -327,6 +327,35 @@ async def test_sdk_immutable_ids_with_the_prefer_header(
     assert plain.id in sandbox.state.mail.folder(SHARED, "archive").messages
 
 
+async def test_sdk_draft_sent_is_found_by_its_immutable_id(
+    client: GraphServiceClient, sandbox: RunningSandbox
+) -> None:
+    """Microsoft's recipe: create a draft with immutable ids, send it, get the sent copy."""
+    messages = client.users.by_user_id(SHARED).messages
+    immutable = _prefer('IdType="ImmutableId"')
+
+    draft = await messages.post(
+        Message(
+            subject="Your order",
+            body=ItemBody(content_type=BodyType.Text, content="Shipped today."),
+            to_recipients=[Recipient(email_address=EmailAddress(address=MAIN))],
+        ),
+        request_configuration=immutable,
+    )
+    assert draft is not None
+    assert draft.id is not None
+    await messages.by_message_id(draft.id).send.post()
+    sent = await messages.by_message_id(draft.id).get(request_configuration=immutable)
+
+    assert draft.is_draft is True
+    assert sent is not None
+    assert (sent.id, sent.is_draft) == (draft.id, False)
+    assert sent.parent_folder_id == sandbox.state.mail.folder(SHARED, "sentitems").id
+    assert sent.sent_date_time is not None
+    inbox = sandbox.state.mail.folder(MAIN, "inbox").messages.values()
+    assert [m.subject for m in inbox] == ["Your order"]
+
+
 async def test_sdk_subscription_create_renew_delete(
     client: GraphServiceClient, sandbox: RunningSandbox, receiver: Receiver
 ) -> None:

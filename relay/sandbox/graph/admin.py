@@ -16,10 +16,16 @@ takes either.
 - ``POST /sandbox/mailboxes/{email}/folders/{folder}/expire-delta`` -> 200: every delta
   and skip token of the folder now gets ``410 Gone`` (``syncStateNotFound``)
 - ``POST /sandbox/mailboxes/{email}/messages`` ``{folder? ("inbox"), from?, to[]?, cc[]?,
-  replyTo[]?, subject?, body?, bodyType? (text|html), hasAttachments?, internetMessageId?,
-  isRead?, isDraft?, flag? (notFlagged|flagged|complete), importance?, categories[]?,
-  receivedDateTime?}`` -> 201 the message as Graph shows it. Addresses are strings or
-  ``{name, address}``.
+  bcc[]?, replyTo[]?, subject?, body?, bodyType? (text|html), hasAttachments?,
+  internetMessageId?, isRead?, isDraft?, flag? (notFlagged|flagged|complete), importance?,
+  categories[]?, receivedDateTime?}`` -> 201 the message as Graph shows it. Addresses are
+  strings or ``{name, address}``.
+- ``POST /sandbox/mailboxes/{email}/drafts`` (the same body; ``folder`` defaults to
+  ``drafts``, ``isRead`` to true) -> 201 a draft, as Outlook saves one while composing
+- ``POST /sandbox/mailboxes/{email}/messages/{id}/send`` (no body) -> 200 the sent message:
+  the draft moves to Sent Items (new ``id``, same ``immutableId``), sent as its ``from``
+  (the mailbox by default), and reaches recipients that are sandbox mailboxes; 400 if it
+  is not a draft (field ``message``) or has no recipients (field ``to``)
 - ``PATCH /sandbox/mailboxes/{email}/messages/{id}`` ``{isRead?, flag?, categories?,
   importance?}`` -> 200 the message
 - ``DELETE /sandbox/mailboxes/{email}/messages/{id}[?permanent=true]`` -> 204 (a soft
@@ -47,6 +53,7 @@ from aiohttp import web
 from relay.errors import InputError, NotFound
 from relay.sandbox.graph.errors import GraphError
 from relay.sandbox.graph.mail import (
+    DRAFTS,
     FLAG_STATUS,
     IMPORTANCE,
     INBOX,
@@ -157,10 +164,8 @@ async def expire_delta(request: web.Request) -> web.Response:
     return web.json_response({"folder": folder.id, "expired": True})
 
 
-async def deliver(request: web.Request) -> web.Response:
-    """Put a message into a mailbox folder, as if it had arrived."""
-    state = request.app[STATE]
-    body = await json_body(request)
+def _message_input(body: dict[str, Any], *, draft: bool) -> MessageInput:
+    """A message from an admin body; a draft is read and has ``isDraft`` set."""
     received = None
     if body.get("receivedDateTime") is not None:
         try:
@@ -171,16 +176,17 @@ async def deliver(request: web.Request) -> web.Response:
             ) from None
     sender = _address(body["from"], "from") if body.get("from") is not None else None
     body_type = _choice(body, "bodyType", ("text", "html"), "text")
-    data = MessageInput(
+    return MessageInput(
         subject=text(body, "subject", required=False) or "",
         body=text(body, "body", required=False) or "",
         body_type=body_type,
         from_=sender,
         to=_addresses(body, "to"),
         cc=_addresses(body, "cc"),
+        bcc=_addresses(body, "bcc"),
         reply_to=_addresses(body, "replyTo"),
-        is_read=flag(body, "isRead"),
-        is_draft=flag(body, "isDraft"),
+        is_read=flag(body, "isRead", draft),
+        is_draft=draft or flag(body, "isDraft"),
         has_attachments=flag(body, "hasAttachments"),
         importance=_choice(body, "importance", IMPORTANCE, "normal"),
         flag_status=_choice(body, "flag", FLAG_STATUS, "notFlagged"),
@@ -188,9 +194,37 @@ async def deliver(request: web.Request) -> web.Response:
         internet_message_id=text(body, "internetMessageId", required=False),
         received=received,
     )
+
+
+async def deliver(request: web.Request) -> web.Response:
+    """Put a message into a mailbox folder, as if it had arrived."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    data = _message_input(body, draft=False)
     folder = text(body, "folder", required=False) or INBOX
     message = state.mail.add_message(request.match_info["email"], folder, data)
     return web.json_response(_message_view(message), status=201)
+
+
+async def save_draft(request: web.Request) -> web.Response:
+    """Save a draft, as Outlook does while the user writes a message."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    data = _message_input(body, draft=True)
+    folder = text(body, "folder", required=False) or DRAFTS
+    message = state.mail.add_message(request.match_info["email"], folder, data)
+    return web.json_response(_message_view(message), status=201)
+
+
+async def send_draft(request: web.Request) -> web.Response:
+    """Send a draft as the mailbox's owner would in Outlook (no permission checks)."""
+    state = request.app[STATE]
+    email, message_id = request.match_info["email"], request.match_info["id"]
+    owner = state.user(email, field_name="mailbox")
+    draft = state.mail.message(email, message_id)
+    from_ = draft.from_ or Address(owner.display_name, owner.email)
+    sent = state.mail.send_draft(email, message_id, from_=from_, sender=from_)
+    return web.json_response(_message_view(sent))
 
 
 async def update(request: web.Request) -> web.Response:
@@ -303,6 +337,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/mailboxes/{email}/folders/{folder}/messages", list_messages)
     app.router.add_post("/mailboxes/{email}/folders/{folder}/expire-delta", expire_delta)
     app.router.add_post("/mailboxes/{email}/messages", deliver)
+    app.router.add_post("/mailboxes/{email}/drafts", save_draft)
+    app.router.add_post("/mailboxes/{email}/messages/{id}/send", send_draft)
     app.router.add_patch("/mailboxes/{email}/messages/{id}", update)
     app.router.add_delete("/mailboxes/{email}/messages/{id}", delete)
     app.router.add_post("/mailboxes/{email}/messages/{id}/move", move)

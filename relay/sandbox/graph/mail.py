@@ -501,6 +501,52 @@ class MailStore:
         folder.removed[message.id] = Removed(message.id, message.immutable_id, mailbox.next_seq())
         self._emit(mailbox, folder.id, message, "deleted")
 
+    def send_draft(
+        self, email: str, message_id: str, *, from_: Address, sender: Address
+    ) -> Message:
+        """Send a draft: it becomes the sent message in Sent Items, and recipients get it.
+
+        Like a move, the message gets a new default id and keeps its immutable id; it is
+        reported as ``deleted`` where the draft was and ``created`` in Sent Items. ``from_``
+        and ``sender`` are whom it is sent as and by (checked by the caller).
+        """
+        mailbox = self.mailbox(email)
+        message = self.message(email, message_id)
+        if not message.is_draft:
+            raise InputError(f"message: {message_id!r} is not a draft", field="message")
+        if not (message.to or message.cc or message.bcc):
+            raise InputError("to: a message needs at least one recipient", field="to")
+        now = self.now()
+        sent = self._relocate(
+            mailbox,
+            message,
+            mailbox.well_known(SENT_ITEMS),
+            is_draft=False,
+            is_read=True,
+            from_=from_,
+            sender=sender,
+            received=now,
+            sent=now,
+        )
+        self.deliver(as_input(sent))
+        return sent
+
+    def deliver(self, data: MessageInput) -> list[Message]:
+        """Put a sent message into the inbox of every recipient with a sandbox mailbox.
+
+        The copies are unread and carry no Bcc; they share ``data``'s internetMessageId
+        and conversationId, or the first copy's when ``data`` has none.
+        """
+        copy = replace(data, is_read=False, is_draft=False, bcc=[])
+        delivered: list[Message] = []
+        for address in dict.fromkeys(a.address.lower() for a in [*data.to, *data.cc, *data.bcc]):
+            if address in self.mailboxes:
+                received = self.add_message(address, INBOX, copy)
+                copy.internet_message_id = received.internet_message_id
+                copy.conversation_id = received.conversation_id
+                delivered.append(received)
+        return delivered
+
     def delete(self, email: str, message_id: str) -> None:
         """Graph's ``DELETE``: a soft delete into the hidden Recoverable Items folder."""
         mailbox = self.mailbox(email)
@@ -530,6 +576,26 @@ class MailStore:
         )
         for listener in list(self.listeners):
             listener(change)
+
+
+def as_input(message: Message) -> MessageInput:
+    """What a recipient's copy of a sent message is made of."""
+    return MessageInput(
+        subject=message.subject,
+        body=message.body,
+        body_type=message.body_type,
+        from_=message.from_,
+        sender=message.sender,
+        to=list(message.to),
+        cc=list(message.cc),
+        bcc=list(message.bcc),
+        reply_to=list(message.reply_to),
+        has_attachments=message.has_attachments,
+        importance=message.importance,
+        internet_message_id=message.internet_message_id,
+        conversation_id=message.conversation_id,
+        sent=message.sent,
+    )
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -17,8 +17,16 @@ folder id may be a well-known name such as ``inbox``.
   ``@odata.nextLink`` paging)
 - ``GET {folder}/messages/delta`` (``$select``, ``$skiptoken``, ``$deltatoken``,
   ``Prefer: odata.maxpagesize=N``)
-- ``GET|PATCH|DELETE {user}[/{folder}]/messages/{id}``,
-  ``POST .../messages/{id}/move``, ``POST .../messages/{id}/permanentDelete``
+- ``POST {user}/messages``, ``POST {folder}/messages`` -> 201: a draft (``isDraft``), in
+  Drafts or in that folder (``subject``, ``body``, ``toRecipients``, ``ccRecipients``,
+  ``bccRecipients``, ``replyTo``, ``from``, ``importance``, ``categories``, ``flag``)
+- ``GET|PATCH|DELETE {user}[/{folder}]/messages/{id}`` (PATCH changes ``subject`` and
+  ``body`` of drafts only), ``POST .../messages/{id}/move``,
+  ``POST .../messages/{id}/permanentDelete``
+- ``POST .../messages/{id}/send`` -> 202: the draft moves to Sent Items (a new default id,
+  the same immutable id) and reaches recipients that are sandbox mailboxes; the checks of
+  ``sendMail`` (403 ``ErrorSendAsDenied``, 400 ``ErrorInvalidRecipients``) apply, and a
+  message that is not a draft is 400 ``ErrorInvalidRequest``
 - ``POST {user}/sendMail``
 - ``POST|GET /subscriptions``, ``GET|PATCH|DELETE /subscriptions/{id}``,
   ``POST /subscriptions/{id}/reauthorize``
@@ -69,7 +77,9 @@ from relay.sandbox.graph.errors import (
     send_as_denied,
 )
 from relay.sandbox.graph.mail import (
-    INBOX,
+    DRAFTS,
+    FLAG_STATUS,
+    IMPORTANCE,
     SENT_ITEMS,
     Address,
     Folder,
@@ -280,7 +290,7 @@ async def _user(call: Call, user: User, rest: list[Segment]) -> web.StreamRespon
         return await _in_folder(call, user, mailbox, folder, keyed[1])
     if rest[0].name == "messages":
         if len(rest) == 1 and rest[0].key is None:
-            return _list_messages(call, user, mailbox, None)
+            return await _messages(call, user, mailbox, None)
         if len(rest) >= 2 and _action(rest[1]) == "delta" and rest[0].key is None:
             raise bad_request(
                 "Change tracking is supported on a mail folder's messages only: use "
@@ -411,7 +421,7 @@ async def _in_folder(
     if rest[0].name != "messages":
         raise _not_a_segment(rest[0])
     if len(rest) == 1 and rest[0].key is None:
-        return _list_messages(call, user, mailbox, folder)
+        return await _messages(call, user, mailbox, folder)
     if len(rest) == 2 and _action(rest[1]) == "delta" and rest[1].key is None:
         if call.method != "GET":
             raise _unsupported(call)
@@ -437,9 +447,18 @@ def _int_option(call: Call, name: str, default: int, low: int, high: int | None)
     return value
 
 
-def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | None) -> web.Response:
+async def _messages(
+    call: Call, user: User, mailbox: Mailbox, folder: Folder | None
+) -> web.Response:
+    """``GET`` lists messages; ``POST`` creates a draft (in Drafts, or in ``folder``)."""
+    if call.method == "POST":
+        return await _create_draft(call, user, mailbox, folder)
     if call.method != "GET":
         raise _unsupported(call)
+    return _list_messages(call, user, mailbox, folder)
+
+
+def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | None) -> web.Response:
     bodies = check_mailbox(call.state, call.caller, user, Need.READ)
     if "filter" in call.query or "search" in call.query:
         raise bad_request("The sandbox does not support $filter or $search on messages.")
@@ -558,10 +577,12 @@ async def _message_path(
     if len(tail) != 1:
         raise _not_a_segment(tail[-1])
     action = _action(tail[0])
-    if call.method != "POST" or action not in ("move", "permanentdelete"):
-        if action in ("move", "permanentdelete"):
-            raise _unsupported(call)
+    if action not in ("move", "permanentdelete", "send"):
         raise _not_a_segment(tail[0])
+    if call.method != "POST":
+        raise _unsupported(call)
+    if action == "send":
+        return await _send_draft(call, user, mailbox, message_id)
     check_mailbox(call.state, call.caller, user, Need.WRITE)
     _message(mailbox, message_id)
     if action == "permanentdelete":
@@ -601,16 +622,11 @@ async def _patch_message(call: Call, user: User, mailbox: Mailbox, message_id: s
         if name == "isread":
             changes["is_read"] = _bool(value, "isRead")
         elif name == "flag":
-            status = value.get("flagstatus") if isinstance(value, dict) else None
-            if not isinstance(status, str):
-                raise bad_request("flag.flagStatus must be a string.", "ErrorInvalidArgument")
-            changes["flag_status"] = _choice(status, ("notFlagged", "flagged", "complete"))
+            changes["flag_status"] = _flag_of(value)
         elif name == "categories":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise bad_request("categories must be a list of strings.", "ErrorInvalidArgument")
-            changes["categories"] = value
+            changes["categories"] = _categories_of(value)
         elif name == "importance":
-            changes["importance"] = _choice(str(value), ("low", "normal", "high"))
+            changes["importance"] = _choice(str(value), IMPORTANCE)
         elif name == "inferenceclassification":
             continue
         elif name in _DRAFT_WRITABLE and message.is_draft:
@@ -631,6 +647,76 @@ async def _patch_message(call: Call, user: User, mailbox: Mailbox, message_id: s
     with _input_errors():
         updated = call.state.mail.update(user.email, message_id, **changes)
     return web.json_response(call.message(updated))
+
+
+_DRAFT_FIELDS = frozenset(
+    {
+        "subject",
+        "body",
+        "torecipients",
+        "ccrecipients",
+        "bccrecipients",
+        "replyto",
+        "from",
+        "importance",
+        "categories",
+        "flag",
+        "isread",
+    }
+)
+
+
+async def _create_draft(
+    call: Call, user: User, mailbox: Mailbox, folder: Folder | None
+) -> web.Response:
+    """``POST .../messages``: a draft; read-only properties in the body are ignored."""
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    body = await call.body()
+    for name in body:
+        if not (name.startswith("@odata.") or name in _DRAFT_FIELDS or name in _READ_ONLY):
+            raise bad_request(
+                f"The property '{name}' does not exist on type 'microsoft.graph.message'.",
+                "RequestBroker--ParseUri",
+            )
+    subject = body.get("subject", "")
+    if not isinstance(subject, str):
+        raise bad_request("subject must be a string.", "ErrorInvalidArgument")
+    content, kind = _body_of(body.get("body", {"content": "", "contentType": "text"}))
+    data = MessageInput(
+        subject=subject,
+        body=content,
+        body_type=kind,
+        from_=_recipient(body["from"], "from") if body.get("from") is not None else None,
+        to=_recipients(body, "toRecipients"),
+        cc=_recipients(body, "ccRecipients"),
+        bcc=_recipients(body, "bccRecipients"),
+        reply_to=_recipients(body, "replyTo"),
+        importance=_choice(str(body.get("importance", "normal")), IMPORTANCE),
+        categories=_categories_of(body.get("categories", [])),
+        flag_status=_flag_of(body["flag"]) if body.get("flag") is not None else "notFlagged",
+        is_read=_bool(body.get("isread", True), "isRead"),
+        is_draft=True,
+    )
+    with _input_errors():
+        draft = call.state.mail.add_message(user.email, folder.id if folder else DRAFTS, data)
+    context = f"users('{user.object_id}')/messages/$entity"
+    return web.json_response(
+        {"@odata.context": f"{call.origin}{PREFIX}/$metadata#{context}", **call.message(draft)},
+        status=201,
+    )
+
+
+def _flag_of(value: Any) -> str:
+    status = value.get("flagstatus") if isinstance(value, dict) else None
+    if not isinstance(status, str):
+        raise bad_request("flag.flagStatus must be a string.", "ErrorInvalidArgument")
+    return _choice(status, FLAG_STATUS)
+
+
+def _categories_of(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request("categories must be a list of strings.", "ErrorInvalidArgument")
+    return value
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -722,7 +808,7 @@ async def _send_mail(call: Call, mailbox_user: User) -> web.Response:
         cc=cc,
         bcc=bcc,
         reply_to=reply_to,
-        importance=_choice(str(message.get("importance", "normal")), ("low", "normal", "high")),
+        importance=_choice(str(message.get("importance", "normal")), IMPORTANCE),
         has_attachments=bool(attachments),
         is_read=True,
     )
@@ -732,13 +818,42 @@ async def _send_mail(call: Call, mailbox_user: User) -> web.Response:
             copy = mail.add_message(mailbox_user.email, SENT_ITEMS, data)
             data.internet_message_id = copy.internet_message_id
             data.conversation_id = copy.conversation_id
-        data.is_read = False
-        data.bcc = []
-        for address in dict.fromkeys(a.address.lower() for a in [*to, *cc, *bcc]):
-            if address in call.state.users:
-                received = mail.add_message(address, INBOX, data)
-                data.internet_message_id = received.internet_message_id
-                data.conversation_id = received.conversation_id
+        mail.deliver(data)
+    return web.Response(status=202)
+
+
+async def _send_draft(
+    call: Call, mailbox_user: User, mailbox: Mailbox, message_id: str
+) -> web.Response:
+    """``POST .../messages/{id}/send``: the draft moves to Sent Items and goes out.
+
+    Microsoft does not document the answer to sending a message that is not a draft;
+    the sandbox answers 400 ``ErrorInvalidRequest``.
+    """
+    message = _message(mailbox, message_id)
+    if not message.is_draft:
+        raise bad_request(
+            "Only a draft can be sent; this message was sent or received already.",
+            "ErrorInvalidRequest",
+        )
+    from_user = mailbox_user
+    if message.from_ is not None:
+        found = call.state.users.get(message.from_.address.lower())
+        if found is None:
+            raise send_as_denied()
+        from_user = found
+    rights = check_send(call.state, call.caller, mailbox_user, from_user)
+    if not (message.to or message.cc or message.bcc):
+        raise bad_request(
+            "At least one recipient is required, but none were found.", "ErrorInvalidRecipients"
+        )
+    with _input_errors():
+        call.state.mail.send_draft(
+            mailbox_user.email,
+            message.id,
+            from_=Address(rights.from_.display_name, rights.from_.email),
+            sender=Address(rights.sender.display_name, rights.sender.email),
+        )
     return web.Response(status=202)
 
 
