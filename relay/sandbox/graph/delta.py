@@ -7,7 +7,9 @@ changed during paging may therefore come twice; clients de-duplicate, as with Gr
 
 Tokens are opaque to clients: base64url JSON naming the folder, the folder's sync epoch
 (changed by the admin API to expire tokens), the range of sequence numbers and the
-``$select`` of the first request, which Graph also carries in its tokens.
+``$select`` of the first request, which Graph also carries in its tokens. They carry no id
+type: as in Graph, ``Prefer: IdType="ImmutableId"`` applies to each request on its own and
+a round may switch between default and immutable ids at any page.
 """
 
 from __future__ import annotations
