@@ -1,18 +1,22 @@
 """Graph notifications: how fast ``/graph/notify`` accepts them, and mail -> webhook latency.
 
-Runs the sandbox, a relay (SQLite) and a verifying webhook receiver in this process. An
-account is created through the consent flow and subscribed. Then:
+Runs ``relay serve`` (SQLite) in its own process, as deployed; the sandbox, the load
+generator and a verifying webhook receiver share this one. An account is created through
+the consent flow and subscribed. Then:
 
 1. ``/graph/notify`` gets ``--rate`` valid notifications per second for ``--seconds``
-   (each one persisted before its 202); a bare aiohttp handler that only answers 202 gets
-   the same load in the same run, as the baseline.
+   while ``--mail-rate`` messages per second arrive in the mailbox
+   (each one persisted before its 202, and each one makes the account's watcher catch up
+   with delta, so catch-ups run all along); a bare aiohttp handler in a process of its own
+   that only answers 202 gets the same load in the same run, as the baseline.
 2. ``--messages`` messages are delivered one at a time through the sandbox; each is timed
    from delivery to the signed ``messageNew`` at the receiver.
 
 Prints one JSON line: ``{offered_per_s, accepted_per_s, p50_ms, p99_ms, bare_p50_ms,
-bare_p99_ms, delivery_p50_ms, delivery_p99_ms, ...}``.
+bare_p99_ms, mail_during_load (webhooks received for it), delivery_p50_ms,
+delivery_p99_ms, ...}``.
 
-    python bench/graph_notify.py [--rate 500] [--seconds 5] [--messages 20]
+    python bench/graph_notify.py [--rate 500] [--seconds 5] [--messages 20] [--mail-rate 20]
 """
 
 from __future__ import annotations
@@ -29,28 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relay.app import create_app  # noqa: E402
-from relay.config import (  # noqa: E402
-    GraphSettings,
-    ImapSettings,
-    LogSettings,
-    MicrosoftSettings,
-    SecuritySettings,
-    ServerSettings,
-    Settings,
-    StoreSettings,
-    WebhookSettings,
-)
-from relay.log import configure as configure_logging  # noqa: E402
 from relay.sandbox.browser import sign_in  # noqa: E402
 from relay.sandbox.server import start_sandbox  # noqa: E402
 from tests.peers.receiver import Receiver  # noqa: E402
-from tests.proc import free_port  # noqa: E402
+from tests.proc import RelayProcess, free_port, relay_env  # noqa: E402
 
 TOKEN = "bench-token-" + "0" * 32
 MAIN = "main@example.com"
@@ -89,44 +79,72 @@ async def _load(
     return latencies, ok, time.perf_counter() - start
 
 
-async def _bare(port: int) -> web.AppRunner:
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(status=202)
+_BARE = """
+import sys
+from aiohttp import web
 
-    app = web.Application()
-    app.router.add_post("/graph/notify", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+async def handler(request):
+    await request.read()
+    return web.Response(status=202)
+
+app = web.Application()
+app.router.add_post("/graph/notify", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
 
 
-async def main(rate: int, seconds: float, messages: int) -> dict[str, Any]:
+async def _bare(port: int) -> asyncio.subprocess.Process:
+    """The baseline: an aiohttp server that answers 202, in a process of its own."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _BARE, str(port))
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.post(f"http://127.0.0.1:{port}/graph/notify", data=b"{}"):
+                    return proc
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError("the baseline server did not start")
+
+
+async def _mail(http: aiohttp.ClientSession, sandbox_url: str, rate: int, seconds: float) -> int:
+    """Deliver ``rate`` messages per second into the inbox for ``seconds``; how many."""
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    for n in range(total):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await http.post(
+            f"{sandbox_url}/sandbox/mailboxes/{MAIN}/messages",
+            json={"folder": "inbox", "from": "a@example.net", "to": [MAIN], "subject": f"l{n}"},
+        )
+    return total
+
+
+async def main(rate: int, seconds: float, messages: int, mail_rate: int) -> dict[str, Any]:
     """Run both measurements; the result line."""
     work = Path(tempfile.mkdtemp(prefix="bench-graph-"))
     sandbox = await start_sandbox("127.0.0.1", 0, work / "sandbox", seed=True)
     assert sandbox.seed is not None
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        server=ServerSettings(host="127.0.0.1", port=port, service_url=base),
-        store=StoreSettings(url=f"sqlite:///{work / 'relay.db'}"),
-        security=SecuritySettings(
-            api_token=TOKEN, secret="bench-secret-for-credentials", key_file=str(work / "k")
-        ),
-        log=LogSettings(level="warning", format="json"),
-        microsoft=MicrosoftSettings(
-            graph_url=sandbox.url, authority_host=sandbox.url, ca_bundle=str(sandbox.ca_path)
-        ),
-        webhooks=WebhookSettings(allow_networks=("127.0.0.0/8",), poll_interval=0.05),
-        imap=ImapSettings(),
-        graph=GraphSettings(poll_interval=600.0),
+    env = relay_env(
+        work,
+        port,
+        {
+            "RELAY_API_TOKEN": TOKEN,
+            "RELAY_SECRET": "bench-secret-for-credentials",
+            "RELAY_SERVER_SERVICE_URL": base,
+            "RELAY_LOG_LEVEL": "warning",
+            "RELAY_MICROSOFT_GRAPH_URL": sandbox.url,
+            "RELAY_MICROSOFT_AUTHORITY_HOST": sandbox.url,
+            "RELAY_MICROSOFT_CA_BUNDLE": str(sandbox.ca_path),
+            "RELAY_WEBHOOKS_ALLOW_NETWORKS": "127.0.0.0/8",
+            "RELAY_GRAPH_POLL_INTERVAL": "600",
+        },
     )
-    configure_logging(settings.log)
-    runner = web.AppRunner(create_app(settings, base_dir=work), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    relay = RelayProcess(work, port, env)
+    await asyncio.to_thread(relay.start)
     bare_port = free_port()
     bare = await _bare(bare_port)
     context = await asyncio.to_thread(ssl.create_default_context, cafile=str(sandbox.ca_path))
@@ -195,8 +213,13 @@ async def main(rate: int, seconds: float, messages: int) -> dict[str, Any]:
             bare_lat, _, _ = await _load(
                 http, f"http://127.0.0.1:{bare_port}/graph/notify", body, rate, seconds
             )
+            # Real mail arrives during the load too: its notifications, catch-ups, events
+            # and webhooks compete with the notification endpoint.
+            arriving = asyncio.create_task(_mail(http, sandbox.url, mail_rate, seconds))
             lat, ok, wall = await _load(http, f"{base}/graph/notify", body, rate, seconds)
-            await asyncio.sleep(1.0)
+            mailed = await arriving
+            await rx.wait_for(mailed, timeout=60.0)
+            during = len(rx.requests)
 
             delivery: list[float] = []
             for n in range(messages):
@@ -216,8 +239,9 @@ async def main(rate: int, seconds: float, messages: int) -> dict[str, Any]:
             verified = all(d.verified for d in rx.requests)
     finally:
         await rx.stop()
-        await bare.cleanup()
-        await runner.cleanup()
+        bare.terminate()
+        await bare.wait()
+        await asyncio.to_thread(relay.stop)
         await sandbox.close()
     return {
         "bench": "graph_notify",
@@ -229,6 +253,7 @@ async def main(rate: int, seconds: float, messages: int) -> dict[str, Any]:
         "p99_ms": _pct(lat, 0.99),
         "bare_p50_ms": _pct(bare_lat, 0.5),
         "bare_p99_ms": _pct(bare_lat, 0.99),
+        "mail_during_load": during,
         "messages": messages,
         "delivery_p50_ms": round(statistics.median(delivery) * 1000, 1),
         "delivery_p99_ms": _pct(delivery, 0.99),
@@ -242,5 +267,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--mail-rate", type=int, default=20)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.rate, args.seconds, args.messages))))
+    print(json.dumps(asyncio.run(main(args.rate, args.seconds, args.messages, args.mail_rate))))

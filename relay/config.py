@@ -163,6 +163,9 @@ class GraphSettings:
     # Backoff after a failure: retry_min seconds, doubling up to retry_max, with jitter.
     retry_min: float = 1.0
     retry_max: float = 300.0
+    # While notifications for an account arrive faster than its catch-ups finish, seconds
+    # at least between two catch-ups (the notifications meanwhile are handled together).
+    catch_up_interval: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +434,8 @@ def _check_graph(g: GraphSettings) -> None:
         )
     if g.retry_max < g.retry_min:
         raise ConfigError("graph.retry_max", "must not be less than graph.retry_min")
+    if not 0 <= g.catch_up_interval <= 60:
+        raise ConfigError("graph.catch_up_interval", "must be between 0 and 60")
 
 
 def _check_http_url(key: str, value: str) -> None:

@@ -147,6 +147,8 @@ class GraphWatcher:
         self._tree: FolderTree | None = None
         self._subs: dict[str, _Subscription] = {}
         self._mode: str | None = None
+        # When the notification queue was last handled (monotonic).
+        self._caught_up = -1e9
         # When Graph last answered 401 (monotonic).
         self._refused_at = -_REFUSED_AGAIN
 
@@ -400,6 +402,12 @@ class GraphWatcher:
             rows = await graph_store.pending(conn, self.account)
         if not rows:
             return
+        pause = self.context.settings.catch_up_interval - (time.monotonic() - self._caught_up)
+        if pause > 0 and len(rows) > 1:
+            # Notifications come faster than catch-ups: gather more into this one.
+            await asyncio.sleep(pause)
+            async with self.context.store.read() as conn:
+                rows = await graph_store.pending(conn, self.account)
         upto = max(int(r["seq"]) for r in rows)
         by_id = {sub.id: sub for sub in self._subs.values()}
         keys: set[str] = set()
@@ -424,6 +432,7 @@ class GraphWatcher:
                         raise
                     await self._resubscribe(sub.folder)
         await self._catch_up(None if everything else keys, consume_upto=upto)
+        self._caught_up = time.monotonic()
 
     # -- delta ------------------------------------------------------------------------------
 

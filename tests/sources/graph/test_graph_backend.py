@@ -18,7 +18,7 @@ from relay.api.keys import STORE
 from relay.app import create_app
 from relay.config import GraphSettings, ServerSettings, Settings
 from relay.sandbox.server import RunningSandbox
-from relay.store.graph import get_account, pending, queue
+from relay.store.graph import get_account, pending, queue, subscriptions_of
 from tests.api.helpers import call
 from tests.auth.conftest import (
     MAIN,
@@ -108,8 +108,15 @@ async def _route(client: TestClient, rx: Receiver) -> None:
 
 
 async def _graph_state(client: TestClient, account: str) -> Any:
+    """``mode`` and INBOX's ``subscription_id`` (None while polling or not subscribed)."""
     async with client.app[STORE].read() as conn:
-        return await get_account(conn, account)
+        row = await get_account(conn, account)
+        subs = {s["folder"]: s for s in await subscriptions_of(conn, account)}
+    inbox = subs.get("inbox")
+    return {
+        "mode": row["mode"] if row is not None else None,
+        "subscription_id": inbox["subscription_id"] if inbox is not None else None,
+    }
 
 
 async def test_main_mailbox_new_updated_deleted_by_subscription(
@@ -130,7 +137,7 @@ async def test_main_mailbox_new_updated_deleted_by_subscription(
 
         sent = await deliver(http, sandbox, subject="Hello Graph")
         (new,) = await wait_events(client, "my-account", "messageNew")
-        assert new["data"]["id"] == sent["id"]
+        assert new["data"]["id"] == sent["immutableId"]
         assert new["data"]["subject"] == "Hello Graph"
         assert new["path"] == "INBOX"
         await wait_until(lambda: _verified(rx, "messageNew"), "signed messageNew")
@@ -143,7 +150,7 @@ async def test_main_mailbox_new_updated_deleted_by_subscription(
 
         await admin(http, sandbox, "DELETE", f"mailboxes/{MAIN}/messages/{sent['id']}")
         (deleted,) = await wait_events(client, "my-account", "messageDeleted")
-        assert deleted["data"] == {"id": sent["id"], "uid": new["data"]["uid"]}
+        assert deleted["data"] == {"id": sent["immutableId"], "uid": new["data"]["uid"]}
         notes = await admin(http, sandbox, "GET", "notifications")
         assert notes
 
@@ -382,3 +389,130 @@ async def test_deleting_the_account_deletes_its_subscription(
             return list(await pending(conn, "my-account")) == []
 
     await wait_until(dropped, "its stored notifications dropped")
+
+
+async def _watch_paths(client: TestClient, paths: list[str]) -> None:
+    """Set the account's ``path`` and wait until its watcher has taken it up."""
+    await call(client, "PUT", "/v1/account/my-account", {"path": paths})
+
+    async def watching() -> bool:
+        view = await call(client, "GET", "/v1/account/my-account")
+        graph = view.get("graph") or {}
+        subscribed = [f for f in graph.get("folders", []) if f.get("subscriptionId")]
+        return view["state"] == "connected" and len(subscribed) == len(paths) + 1
+
+    await wait_until(watching, f"subscriptions for INBOX and {paths}")
+
+
+async def test_folders_besides_inbox_moves_and_deletes(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """``path`` adds folders by special use or by name, each with its subscription; mail in
+    them carries their path and special use. A move between watched folders is one
+    messageUpdated (changes.path), a move out of them too; Graph's DELETE is a delete."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    await admin(http, sandbox, "POST", f"mailboxes/{MAIN}/folders", {"displayName": "Projects"})
+    elsewhere = await admin(
+        http, sandbox, "POST", f"mailboxes/{MAIN}/folders", {"displayName": "Elsewhere"}
+    )
+    await _watch_paths(client, ["\\Archive", "Projects"])
+    view = await call(client, "GET", "/v1/account/my-account")
+    assert [(f["path"], f.get("specialUse")) for f in view["graph"]["folders"]] == [
+        ("INBOX", "\\Inbox"),
+        ("Archive", "\\Archive"),
+        ("Projects", None),
+    ]
+
+    filed = await deliver(http, sandbox, folder="archive", subject="filed")
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert (new["path"], new["specialUse"]) == ("Archive", "\\Archive")
+    assert new["data"]["id"] == filed["immutableId"]
+
+    first = await deliver(http, sandbox, subject="to be moved")
+    await wait_events(client, "my-account", "messageNew", count=2)
+    await admin(
+        http,
+        sandbox,
+        "POST",
+        f"mailboxes/{MAIN}/messages/{first['id']}/move",
+        {"destination": "archive"},
+    )
+    (moved,) = await wait_events(client, "my-account", "messageUpdated")
+    assert (moved["path"], moved["specialUse"]) == ("INBOX", "\\Inbox")
+    assert moved["data"]["id"] == first["immutableId"]
+    assert moved["data"]["changes"]["path"] == {"old": "INBOX", "new": "Archive"}
+    assert moved["data"]["changes"]["specialUse"] == {"old": "\\Inbox", "new": "\\Archive"}
+
+    await admin(
+        http,
+        sandbox,
+        "POST",
+        f"mailboxes/{MAIN}/messages/{first['immutableId']}/move",
+        {"destination": elsewhere["id"]},
+    )
+    _, out = await wait_events(client, "my-account", "messageUpdated", count=2)
+    assert out["path"] == "Archive"
+    assert out["data"]["changes"]["path"] == {"old": "Archive", "new": "Elsewhere"}
+
+    await admin(http, sandbox, "DELETE", f"mailboxes/{MAIN}/messages/{filed['immutableId']}")
+    (deleted,) = await wait_events(client, "my-account", "messageDeleted")
+    assert deleted["path"] == "Archive"
+    assert deleted["data"]["id"] == filed["immutableId"]
+    await asyncio.sleep(0.5)
+    assert len(await stored_events(client, "my-account", "messageNew")) == 2
+
+
+async def test_sent_draft_is_one_move_from_drafts_to_sent_items(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """Drafts and Sent Items watched: a saved draft is a messageNew in Drafts; sending it is
+    one messageUpdated (Drafts -> Sent Items, \\Draft removed), not a delete and a new."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    await _watch_paths(client, ["\\Drafts", "\\Sent"])
+    draft = await admin(
+        http,
+        sandbox,
+        "POST",
+        f"mailboxes/{MAIN}/drafts",
+        {"subject": "draft", "to": ["bob@example.net"]},
+    )
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert (new["path"], new["specialUse"]) == ("Drafts", "\\Drafts")
+    assert "\\Draft" in new["data"]["flags"]
+    await admin(http, sandbox, "POST", f"mailboxes/{MAIN}/messages/{draft['id']}/send")
+    (sent,) = await wait_events(client, "my-account", "messageUpdated")
+    assert sent["data"]["id"] == draft["immutableId"]
+    assert sent["data"]["changes"]["path"] == {"old": "Drafts", "new": "Sent Items"}
+    assert "\\Draft" in sent["data"]["changes"]["flags"]["removed"]
+    await asyncio.sleep(0.5)
+    assert len(await stored_events(client, "my-account", "messageNew")) == 1
+    assert await stored_events(client, "my-account", "messageDeleted") == []
+
+
+async def test_renewal_follows_graphs_clock(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """The sandbox clock jumps two days ahead (default lifetime three days, renewed a day
+    before expiry): the relay reads Graph's time from its answers and renews at once, with
+    an expiry Graph accepts, so the subscription never lapses."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    sub_id = (await _graph_state(client, "my-account"))["subscription_id"]
+    created = (await _subscription(http, sandbox, sub_id))["expirationDateTime"]
+    await sandbox_admin(http, sandbox, "clock", {"advanceSeconds": 2 * 86400 + 3600})
+    # Any Graph answer tells the relay the new time; a sync makes one.
+    await call(client, "PUT", "/v1/account/my-account/sync", {"sync": True})
+
+    async def renewed() -> bool:
+        sub = await _subscription(http, sandbox, sub_id)
+        return sub is not None and sub["expirationDateTime"] > created
+
+    await wait_until(renewed, "a subscription renewed on Graph's clock")
+    await deliver(http, sandbox, subject="after the jump")
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert new["data"]["subject"] == "after the jump"
