@@ -66,6 +66,9 @@ log = structlog.get_logger(__name__)
 # Without a notification, the queue is still looked at this often (another node may
 # have stored one for us).
 _QUEUE_CHECK = 15.0
+# Seconds between looks at the mailbox's folder tree, for accounts whose ``path`` names
+# folders (new, renamed or deleted ones); a sync request looks at once.
+_FOLDER_CHECK = 900.0
 # A second 401 this soon after a fresh token is a failure, not a stale token.
 _REFUSED_AGAIN = 60.0
 # Concurrent Graph requests of one catch-up (delta of several folders, message lookups).
@@ -147,6 +150,8 @@ class GraphWatcher:
         self._tree: FolderTree | None = None
         self._subs: dict[str, _Subscription] = {}
         self._mode: str | None = None
+        # When the folder tree is looked at again (monotonic).
+        self._folder_check = 0.0
         # When the notification queue was last handled (monotonic).
         self._caught_up = -1e9
         # When Graph last answered 401 (monotonic).
@@ -213,6 +218,12 @@ class GraphWatcher:
                     self._report(self.account, StateReport(AccountState.CONNECTED))
                 await self._handle_queue()
                 await self._renew_if_due()
+                if (self._sync or time.monotonic() >= self._folder_check) and (
+                    await self._folders_changed()
+                ):
+                    log.info("watched folders changed", account=self.account)
+                    self._reconnect = True
+                    continue
                 if self._mode == GraphMode.POLLING or self._sync:
                     self._sync = False
                     await self._catch_up()
@@ -287,8 +298,18 @@ class GraphWatcher:
 
     # -- folders ----------------------------------------------------------------------------
 
+    async def _folders_changed(self) -> bool:
+        """Whether the folders ``path`` names are others now (created, renamed, deleted)."""
+        self._folder_check = time.monotonic() + _FOLDER_CHECK
+        if not self._specs:
+            return False
+        self._tree = await load_tree(self._client)
+        chosen, _ = select(self._specs, self._tree)
+        return chosen != self._folders
+
     async def _choose_folders(self) -> None:
         """INBOX and what the account's ``path`` names; forget folders no longer watched."""
+        self._folder_check = time.monotonic() + _FOLDER_CHECK
         if self._specs:
             self._tree = await load_tree(self._client)
             self._folders, missing = select(self._specs, self._tree)

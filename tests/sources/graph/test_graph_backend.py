@@ -516,3 +516,48 @@ async def test_renewal_follows_graphs_clock(
     await deliver(http, sandbox, subject="after the jump")
     (new,) = await wait_events(client, "my-account", "messageNew")
     assert new["data"]["subject"] == "after the jump"
+
+
+async def test_star_takes_up_a_folder_created_later_on_sync(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """``path: *`` watches every folder, nested ones by their full path; a folder created
+    afterwards is watched once the relay looks again (on PUT /sync, or every 15 minutes)."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    await call(client, "PUT", "/v1/account/my-account", {"path": "*"})
+
+    async def folders() -> list[str]:
+        view = await call(client, "GET", "/v1/account/my-account")
+        graph = view.get("graph") or {}
+        return [f["path"] for f in graph.get("folders", []) if f.get("subscriptionId")]
+
+    async def all_subscribed() -> bool:
+        return "Sent Items" in await folders()
+
+    await wait_until(all_subscribed, "every folder subscribed")
+    projects = await admin(
+        http, sandbox, "POST", f"mailboxes/{MAIN}/folders", {"displayName": "Projects"}
+    )
+    await admin(
+        http,
+        sandbox,
+        "POST",
+        f"mailboxes/{MAIN}/folders",
+        {"displayName": "Alpha", "parentFolderId": projects["id"]},
+    )
+    await call(client, "PUT", "/v1/account/my-account/sync", {"sync": True})
+
+    async def nested() -> bool:
+        return "Projects/Alpha" in await folders()
+
+    await wait_until(nested, "the new folders subscribed")
+    alpha = next(
+        f
+        for f in await admin(http, sandbox, "GET", f"mailboxes/{MAIN}/folders")
+        if f["displayName"] == "Alpha"
+    )
+    await deliver(http, sandbox, folder=alpha["id"], subject="filed deep")
+    (new,) = await wait_events(client, "my-account", "messageNew")
+    assert (new["path"], new.get("specialUse")) == ("Projects/Alpha", None)
