@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,21 @@ async def _load(
         latencies.append(time.perf_counter() - began)
 
     tasks = []
-    total = int(rate * seconds)
     start = time.perf_counter()
-    for n in range(total):
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for _ in _paced(rate, seconds):
         tasks.append(asyncio.create_task(one()))
     await asyncio.gather(*tasks)
     return latencies, ok, time.perf_counter() - start
+
+
+async def _paced(rate: int, seconds: float) -> AsyncIterator[int]:
+    """Yield 0, 1, ... at ``rate`` per second for ``seconds`` (on schedule, not after work)."""
+    start = time.perf_counter()
+    for n in range(int(rate * seconds)):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield n
 
 
 _BARE = """
@@ -108,16 +115,13 @@ async def _bare(port: int) -> asyncio.subprocess.Process:
 
 async def _mail(http: aiohttp.ClientSession, sandbox_url: str, rate: int, seconds: float) -> int:
     """Deliver ``rate`` messages per second into the inbox for ``seconds``; how many."""
-    total = int(rate * seconds)
-    start = time.perf_counter()
-    for n in range(total):
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    total = 0
+    async for n in _paced(rate, seconds):
         await http.post(
             f"{sandbox_url}/sandbox/mailboxes/{MAIN}/messages",
             json={"folder": "inbox", "from": "a@example.net", "to": [MAIN], "subject": f"l{n}"},
         )
+        total += 1
     return total
 
 
