@@ -9,7 +9,8 @@ Model:
   *Send As* or *Send on Behalf*. A user's mailboxes are its own (unless it is shared) plus
   every granted one.
 - Every user and shared mailbox has a mailbox with folders and messages (``mail``, see
-  :mod:`relay.sandbox.graph.mail`); ``subscriptions`` holds Graph change subscriptions.
+  :mod:`relay.sandbox.graph.mail`); ``subscriptions`` holds Graph change subscriptions;
+  ``throttling`` the mailboxes told to answer 429 and the requests each mailbox received.
 - An **app** is a confidential client: id, secret, exact redirect URIs and the application
   permissions an administrator consented to (used by ``client_credentials``).
 - **Consent** is remembered per (user, app) as full scope strings; a token carries every
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from relay.errors import Conflict, InputError, NotFound
 from relay.sandbox.errors import IdentityError
 from relay.sandbox.graph.mail import MailStore
+from relay.sandbox.graph.throttling import Throttling
 from relay.sandbox.scopes import ScopeSet
 from relay.sandbox.signing import Signer, b64url, b64url_json
 
@@ -195,6 +197,7 @@ class SandboxState:
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    throttling: Throttling = field(default_factory=Throttling)
     allow_http_notifications: bool = False
     clock_listeners: list[Callable[[], None]] = field(default_factory=list)
     version: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import ssl
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -459,3 +460,47 @@ async def test_sdk_sees_401_for_a_foreign_token(sdk: Client, sandbox: RunningSan
         await client.me.mail_folders.get()
 
     assert raised.value.response_status_code == 401
+
+
+async def test_sdk_retry_handler_waits_retry_after_then_succeeds(
+    client: GraphServiceClient, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """Two throttled answers: msgraph's retry handler waits Retry-After before each retry
+    and the call succeeds; the caller sees only the answer."""
+    await deliver(http, sandbox, mailbox=SHARED, subject="after the wait")
+    await admin(
+        http, sandbox, "POST", f"mailboxes/{SHARED}/throttle", {"requests": 2, "retryAfter": 1}
+    )
+
+    inbox = client.users.by_user_id(SHARED).mail_folders.by_mail_folder_id("inbox")
+    listed = await inbox.messages.get()
+    recorded = await admin(http, sandbox, "GET", f"mailboxes/{SHARED}/requests")
+
+    assert listed is not None
+    assert listed.value is not None
+    assert [m.subject for m in listed.value] == ["after the wait"]
+    assert [r["status"] for r in recorded] == [429, 429, 200]
+    gaps = [later["time"] - earlier["time"] for earlier, later in itertools.pairwise(recorded)]
+    # Clock readings of two processes' requests: a few milliseconds of slack.
+    assert min(gaps) >= 1 - 0.02, gaps
+
+
+async def test_sdk_gives_up_after_its_retries_with_the_429(
+    client: GraphServiceClient, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """Throttled for longer than its three retries, the SDK raises ODataError 429 with the
+    error code and the Retry-After header, after four requests."""
+    await admin(
+        http, sandbox, "POST", f"mailboxes/{SHARED}/throttle", {"requests": 10, "retryAfter": 1}
+    )
+
+    with pytest.raises(ODataError) as raised:
+        await client.users.by_user_id(SHARED).mail_folders.get()
+
+    recorded = await admin(http, sandbox, "GET", f"mailboxes/{SHARED}/requests")
+    assert raised.value.response_status_code == 429
+    assert raised.value.error is not None
+    assert raised.value.error.code == "ApplicationThrottled"
+    assert raised.value.response_headers is not None
+    assert raised.value.response_headers.get("retry-after") == "1"
+    assert [r["status"] for r in recorded] == [429] * 4

@@ -5,6 +5,7 @@
 - :mod:`~relay.sandbox.graph.access`: what a token may do with a mailbox.
 - :mod:`~relay.sandbox.graph.subscriptions`: change subscriptions and their rules.
 - :mod:`~relay.sandbox.graph.notifier`: validation, batching, retries, slow endpoints.
+- :mod:`~relay.sandbox.graph.throttling`: 429 on demand, and the requests each mailbox got.
 - :mod:`~relay.sandbox.graph.routes`: the ``/v1.0/`` endpoints.
 - :mod:`~relay.sandbox.graph.admin`: the admin API for mail and subscriptions.
 

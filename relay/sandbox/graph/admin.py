@@ -32,6 +32,18 @@ takes either.
   delete into Recoverable Items, like Graph's ``DELETE``; ``permanent`` purges it)
 - ``POST /sandbox/mailboxes/{email}/messages/{id}/move`` ``{destination}`` -> 200 the
   message, with its new id (and the same ``immutableId``)
+- ``POST /sandbox/mailboxes/{email}/throttle`` ``{requests, retryAfter, code?}`` -> 200
+  ``{mailbox, requests, retryAfter, code}``: the next ``requests`` Graph requests to the
+  mailbox (``me/...`` and ``users/{id|upn}/...``; not subscriptions) are answered 429 with
+  ``Retry-After: retryAfter`` (whole seconds) and the error ``code``
+  (``ApplicationThrottled`` by default, ``MailboxConcurrency`` or ``TooManyRequests``);
+  replaces an earlier throttle of the mailbox
+- ``DELETE /sandbox/mailboxes/{email}/throttle`` -> 200 ``{mailbox, requestsLeft}``: stop
+  throttling it
+- ``GET /sandbox/mailboxes/{email}/requests`` -> 200 ``[{time, method, path, status,
+  throttled, retryAfter}]``: the last 1000 Graph requests to the mailbox, oldest first;
+  ``time`` is the arrival on the sandbox clock (epoch seconds), ``path`` has no query, and
+  a throttled one carries its ``retryAfter`` (null otherwise)
 - ``GET /sandbox/subscriptions`` -> 200 ``[subscription + {mailbox, folderId, user,
   needsReauthorization, immutableIds}]``
 - ``POST /sandbox/subscriptions/{id}/lifecycle`` ``{event: missed | subscriptionRemoved |
@@ -66,6 +78,7 @@ from relay.sandbox.graph.mail import (
 )
 from relay.sandbox.graph.notifier import LIFECYCLE_EVENTS
 from relay.sandbox.graph.odata import format_precise, parse_datetime
+from relay.sandbox.graph.throttling import CODES, DEFAULT_CODE
 from relay.sandbox.graph.views import message_json
 from relay.sandbox.inputs import flag, json_body, required_text, text
 from relay.sandbox.keys import NOTIFIER, STATE
@@ -275,6 +288,42 @@ async def move(request: web.Request) -> web.Response:
     return web.json_response(_message_view(moved))
 
 
+def _at_least_one(body: dict[str, Any], name: str, what: str) -> int:
+    value = body.get(name)
+    if value is None:
+        raise InputError(f"{name}: required", field=name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name}: must be a whole number of {what}, at least 1", field=name)
+    return value
+
+
+async def throttle(request: web.Request) -> web.Response:
+    """Answer the mailbox's next ``requests`` Graph requests with 429 and ``Retry-After``."""
+    state = request.app[STATE]
+    mailbox = state.mail.mailbox(request.match_info["email"])
+    body = await json_body(request)
+    requests = _at_least_one(body, "requests", "requests")
+    retry_after = _at_least_one(body, "retryAfter", "seconds")
+    code = _choice(body, "code", tuple(CODES), DEFAULT_CODE)
+    made = state.throttling.throttle(mailbox.email, requests, retry_after, code)
+    return web.json_response({"mailbox": mailbox.email, **made.to_json()})
+
+
+async def unthrottle(request: web.Request) -> web.Response:
+    """Stop throttling a mailbox."""
+    state = request.app[STATE]
+    mailbox = state.mail.mailbox(request.match_info["email"])
+    left = state.throttling.clear(mailbox.email)
+    return web.json_response({"mailbox": mailbox.email, "requestsLeft": left})
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """The last Graph requests to a mailbox, oldest first, throttled ones marked."""
+    state = request.app[STATE]
+    mailbox = state.mail.mailbox(request.match_info["email"])
+    return web.json_response([r.to_json() for r in state.throttling.requests(mailbox.email)])
+
+
 async def list_subscriptions(request: web.Request) -> web.Response:
     """Every active subscription, with what it watches."""
     state = request.app[STATE]
@@ -342,6 +391,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/mailboxes/{email}/messages/{id}", update)
     app.router.add_delete("/mailboxes/{email}/messages/{id}", delete)
     app.router.add_post("/mailboxes/{email}/messages/{id}/move", move)
+    app.router.add_post("/mailboxes/{email}/throttle", throttle)
+    app.router.add_delete("/mailboxes/{email}/throttle", unthrottle)
+    app.router.add_get("/mailboxes/{email}/requests", list_requests)
     app.router.add_get("/subscriptions", list_subscriptions)
     app.router.add_post("/subscriptions/{id}/lifecycle", fire_lifecycle)
     app.router.add_get("/notifications", notifications)

@@ -1,24 +1,28 @@
 """Microsoft Graph's error answers, as the sandbox gives them.
 
 Graph answers ``{"error": {"code", "message", "innerError": {"date", "request-id",
-"client-request-id"}}}``; :class:`GraphError` carries the status, code and message and
-:func:`error_body` adds the rest.
+"client-request-id"}}}``; :class:`GraphError` carries the status, code and message (and
+headers of the answer, such as ``Retry-After``) and :func:`error_body` adds the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 
 class GraphError(Exception):
-    """An error answer: HTTP status, Graph's error code and message."""
+    """An error answer: HTTP status, Graph's error code and message, extra headers."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
 
 
 def error_body(exc: GraphError, now: float, request_id: str, client_request_id: str) -> Any:
@@ -83,3 +87,8 @@ def extension_error(status: int, operation: str, reason: str) -> GraphError:
         f"Operation: {operation}; Exception: [Status Code: {reasons.get(status, status)}; "
         f"Reason: {reason}]",
     )
+
+
+def throttled(code: str, message: str, retry_after: int) -> GraphError:
+    """429 ``Too Many Requests`` with ``Retry-After`` in seconds, as Graph throttles."""
+    return GraphError(429, code, message, {"Retry-After": str(retry_after)})

@@ -43,6 +43,13 @@ PATCH and create) and gets ``Preference-Applied: IdType="ImmutableId"``. It appl
 request only, as in Graph: delta and skip tokens work with either kind. A subscription
 created with the header sends immutable ids in its notifications, for its whole life.
 Message ids in URLs may be default or immutable ids, whatever the header.
+
+**Throttling.** Requests under ``{user}/`` (``me/...``, ``users/{id|upn}/...``) are mailbox
+requests; each is recorded for that mailbox with its arrival time on the sandbox clock and
+its status (see :mod:`relay.sandbox.graph.throttling`). While the admin API throttles a
+mailbox, its next requests are answered ``429`` with ``Retry-After`` and Graph's error
+(``ApplicationThrottled`` by default), after authentication and before anything else.
+``GET {user}`` (a directory read) and subscriptions are not mailbox requests.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ from relay.sandbox.graph.errors import (
     item_not_found,
     malformed_id,
     send_as_denied,
+    throttled,
 )
 from relay.sandbox.graph.mail import (
     DRAFTS,
@@ -107,6 +115,7 @@ from relay.sandbox.graph.subscriptions import (
     parse_change_types,
     parse_resource,
 )
+from relay.sandbox.graph.throttling import RecordedRequest
 from relay.sandbox.graph.views import (
     FOLDER_PROPERTIES,
     MESSAGE_PROPERTIES,
@@ -141,6 +150,9 @@ class Call:
         # Per request, as Graph does: delta and skip tokens work with either kind of id.
         self.immutable = self.prefer.get("idtype", "").lower() == "immutableid"
         self.applied: list[str] = []
+        # The mailbox a mailbox request touches, and its Retry-After when throttled.
+        self.mailbox: str | None = None
+        self.retry_after: int | None = None
 
     def message(
         self,
@@ -220,8 +232,10 @@ def _input_errors() -> Iterator[None]:
 async def handle(request: web.Request) -> web.StreamResponse:
     """Every ``/v1.0/`` request: authenticate, route, answer errors as Graph does."""
     state = request.app[STATE]
+    received = state.now()
     request_id = str(uuid.uuid4())
     client_request_id = request.headers.get("client-request-id") or request_id
+    call: Call | None = None
     try:
         caller = authenticate(state, request.headers.get("Authorization"))
         call = Call(request, state, caller)
@@ -233,6 +247,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = web.json_response(
             error_body(exc, state.now(), request_id, client_request_id), status=exc.status
         )
+        response.headers.update(exc.headers)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = (
                 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
@@ -242,6 +257,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
     response.headers["client-request-id"] = client_request_id
     # The sandbox clock, not the wall clock: clients plan renewals in server time.
     response.headers["Date"] = http_date(state.now())
+    if call is not None and call.mailbox is not None:
+        state.throttling.record(
+            call.mailbox,
+            RecordedRequest(
+                time=received,
+                method=request.method,
+                path=request.path,
+                status=response.status,
+                retry_after=call.retry_after,
+            ),
+        )
     return response
 
 
@@ -275,6 +301,11 @@ async def _user(call: Call, user: User, rest: list[Segment]) -> web.StreamRespon
             raise _unsupported(call)
         check_user_read(call.caller, user)
         return web.json_response(_user_json(call, user))
+    call.mailbox = user.email
+    throttle = call.state.throttling.take(user.email)
+    if throttle is not None:
+        call.retry_after = throttle.retry_after
+        raise throttled(throttle.code, throttle.message, throttle.retry_after)
     name = _action(rest[0])
     if name == "sendmail" and len(rest) == 1:
         if call.method != "POST":
