@@ -58,6 +58,7 @@ from relay.store import graph as graph_store
 from relay.store.engine import now_ms
 from relay.store.graph import GraphMode
 from relay.store.schema import AccountState
+from relay.webhooks.retry import parse_retry_after
 
 __all__ = ["GraphContext", "GraphWatcher"]
 
@@ -110,6 +111,24 @@ def _status(exc: APIError) -> int:
 def _code(exc: APIError) -> str:
     error = getattr(exc, "error", None)
     return str(getattr(error, "code", "") or "")
+
+
+def _retry_after(exc: BaseException, now: float) -> float | None:
+    """Seconds to wait from a Graph error's ``Retry-After`` (delta-seconds or an HTTP date).
+
+    kiota hands over httpx's headers, one string per name; a plain mapping may spell the
+    name in any case or hold a list of values.
+    """
+    headers: Any = exc.response_headers if isinstance(exc, APIError) else None
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if str(name).lower() != "retry-after":
+            continue
+        if isinstance(value, list | tuple | set | frozenset):
+            value = next(iter(value), None)
+        return parse_retry_after(value if isinstance(value, str) else None, now)
+    return None
 
 
 def _message(exc: BaseException) -> str:
@@ -233,6 +252,8 @@ class GraphWatcher:
             except Exception as exc:
                 if self._token_refused(exc):
                     continue
+                if await self._throttled(exc, backoff):
+                    continue
                 ready = False
                 await self._failed(exc)
                 with contextlib.suppress(TimeoutError):
@@ -270,11 +291,32 @@ class GraphWatcher:
         log.info("graph refused the access token; refreshing", account=self.account)
         return True
 
+    async def _throttled(self, exc: BaseException, backoff: float) -> bool:
+        """A 429 that outlasted msgraph's own retries: wait ``Retry-After`` (``backoff``
+        without one), then carry on where the loop was.
+
+        Throttling is not a connection failure: the account keeps its state and no event is
+        emitted. Nothing is lost: a catch-up stores its delta link only when it succeeds.
+        """
+        if not isinstance(exc, APIError) or _status(exc) != 429:
+            return False
+        s = self.context.settings
+        retry_after = _retry_after(exc, self.context.clients.server_ms() / 1000)
+        delay = backoff * random.uniform(0.8, 1.2) if retry_after is None else retry_after
+        delay = min(delay, s.retry_max)
+        log.warning(
+            "graph throttled; waiting",
+            account=self.account,
+            retry_after=retry_after,
+            seconds=round(delay, 3),
+            error=_message(exc),
+        )
+        await asyncio.sleep(delay)
+        return True
+
     async def _failed(self, exc: BaseException) -> None:
         message = _message(exc)
-        retry_after = None
-        if isinstance(exc, APIError) and exc.response_headers:
-            retry_after = exc.response_headers.get("retry-after")
+        retry_after = _retry_after(exc, self.context.clients.server_ms() / 1000)
         log.warning("graph account failed", account=self.account, error=message)
         state = (
             AccountState.AUTHENTICATION_ERROR
@@ -293,8 +335,7 @@ class GraphWatcher:
         except Exception as store_exc:
             log.warning("could not record graph error", error=str(store_exc))
         if retry_after:
-            with contextlib.suppress(ValueError):
-                await asyncio.sleep(min(float(retry_after[0]), self.context.settings.retry_max))
+            await asyncio.sleep(min(retry_after, self.context.settings.retry_max))
 
     # -- folders ----------------------------------------------------------------------------
 
