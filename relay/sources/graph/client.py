@@ -20,10 +20,10 @@ import json
 import ssl
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -48,13 +48,14 @@ with warnings.catch_warnings():
 from relay.config import MicrosoftSettings
 from relay.errors import NotFound
 
-__all__ = ["IMMUTABLE_IDS", "GraphClients", "TokenSource", "to_json", "warm"]
+__all__ = ["IMMUTABLE_IDS", "GraphClients", "TokenSource", "gather_all", "to_json", "warm"]
 
 log = structlog.get_logger(__name__)
 
 # (account) -> (user, access token) for the Graph resource.
 TokenSource = Callable[[str], Awaitable[tuple[str, str]]]
 
+_T = TypeVar("_T")
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 # A Date header has whole seconds: smaller differences are not skew.
 _SKEW_FLOOR_MS = 2000
@@ -93,6 +94,22 @@ def warm() -> int:
                 importlib.import_module(".".join(("msgraph", *parts)))
                 count += 1
     return count
+
+
+async def gather_all(calls: Iterable[Awaitable[_T]]) -> list[_T]:
+    """Run ``calls`` together; the first failure cancels the others and is raised as is.
+
+    (``asyncio.gather`` leaves the others running, so a throttled mailbox would still get
+    their requests; ``TaskGroup`` would wrap the failure in an ``ExceptionGroup``.)
+    """
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def to_json(value: Parsable) -> dict[str, Any]:

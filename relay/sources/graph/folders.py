@@ -10,7 +10,6 @@ come from Graph's well-known folder names (``sentitems`` is ``\\Sent``, and so o
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ with warnings.catch_warnings():
         MailFoldersRequestBuilder,
     )
 
-from relay.sources.graph.client import AccountClient
+from relay.sources.graph.client import AccountClient, gather_all
 from relay.sources.specs import INBOX, spec_matches
 
 __all__ = [
@@ -170,7 +169,7 @@ async def load_tree(client: AccountClient) -> FolderTree:
         )
         parents.extend(await _collect(children, page, listing))
     names = [*SPECIAL_USES, DELETIONS]
-    ids = await asyncio.gather(*(_well_known_id(client, name) for name in names))
+    ids = await gather_all(_well_known_id(client, name) for name in names)
     well_known = {name: found for name, found in zip(names, ids, strict=True) if found}
     return build_tree(listing, well_known)
 

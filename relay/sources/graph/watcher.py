@@ -48,7 +48,7 @@ from relay.events import normalize
 from relay.events.model import Event
 from relay.sources.graph import subscriptions
 from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, FolderState
-from relay.sources.graph.client import AccountClient, GraphClients, to_json
+from relay.sources.graph.client import AccountClient, GraphClients, gather_all, to_json
 from relay.sources.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder, load_tree, select
 from relay.sources.imap.listener import StateReport
 from relay.sources.specs import folder_specs
@@ -585,7 +585,7 @@ class GraphWatcher:
             async with gate:
                 return await self._delta(state)
 
-        deltas = await asyncio.gather(*(delta_of(state) for state in chosen))
+        deltas = await gather_all(delta_of(state) for state in chosen)
         ids = [str(i.get("id") or "") for d in deltas for i in d.items]
         full = [state.folder.key for state, d in zip(chosen, deltas, strict=True) if d.full]
         async with self.context.store.read() as conn:
@@ -599,7 +599,7 @@ class GraphWatcher:
             async with gate:
                 return await self._where(graph_id)
 
-        found = await asyncio.gather(*(where(graph_id) for graph_id, _ in left))
+        found = await gather_all(where(graph_id) for graph_id, _ in left)
         for (graph_id, source), (deleted, folder) in zip(left, found, strict=True):
             changes.resolve(graph_id, source, folder, deleted=deleted)
         batch = changes.events
