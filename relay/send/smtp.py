@@ -1,13 +1,24 @@
-"""Sending over SMTP with aiosmtplib: password or XOAUTH2, STARTTLS when offered."""
+"""Sending over SMTP with aiosmtplib: password or XOAUTH2, STARTTLS when offered.
+
+An :class:`SmtpSession` is one logged-in connection that sends messages one after another
+(``MAIL``, ``RCPT``..., ``DATA``; ``RSET`` after a refusal); :mod:`relay.send.smtp_pool`
+keeps them open between messages.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
 from relay.send.outcome import PermanentFailure, RetryLater, SendFailed
+
+# Reply codes after which the server will not take another message on this connection.
+_CLOSING = frozenset({421})
+# QUIT is a courtesy: do not let a slow server hold up shutdown.
+_QUIT_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +34,16 @@ class SmtpTarget:
     token: str | None = field(default=None, repr=False)
     verify: bool = True
 
+    def fingerprint(self) -> str:
+        """Identifies server, user and credential: a changed password or new token differs."""
+        secret = f"{self.password or ''}\x00{self.token or ''}"
+        material = f"{self.host}\x00{self.port}\x00{self.secure}\x00{self.verify}\x00{self.user}"
+        return hashlib.sha256(f"{material}\x00{secret}".encode()).hexdigest()
+
+
+class StaleSession(RetryLater):
+    """A kept connection turned out closed before any of the message went out."""
+
 
 def _classify(code: int, message: str) -> SendFailed:
     reason = f"{code} {message}".strip()
@@ -31,45 +52,133 @@ def _classify(code: int, message: str) -> SendFailed:
     return PermanentFailure(reason, code=code)
 
 
-async def send_smtp(
-    target: SmtpTarget,
-    *,
-    sender: str,
-    recipients: list[str],
-    raw: bytes,
-    io_timeout: float,
-    tls_context: ssl.SSLContext | None = None,
-) -> str:
-    """Send ``raw`` and return the server's final reply.
+def _refused(exc: aiosmtplib.SMTPRecipientsRefused) -> SendFailed:
+    codes = [e.code for e in exc.recipients]
+    worst = max(codes) if codes else 550
+    detail = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
+    return _classify(worst, f"all recipients refused ({detail})")
 
-    ``io_timeout`` bounds each read and write. Raises RetryLater or PermanentFailure.
-    """
-    client = aiosmtplib.SMTP(
-        hostname=target.host,
-        port=target.port,
-        use_tls=target.secure,
-        start_tls=None if not target.secure else False,
-        validate_certs=target.verify,
-        tls_context=tls_context,
-        timeout=io_timeout,
-    )
-    try:
-        async with client:
+
+class SmtpSession:
+    """One connection, logged in, that sends messages in turn (never two at once)."""
+
+    def __init__(self, client: aiosmtplib.SMTP, target: SmtpTarget) -> None:
+        self._client = client
+        self.target = target
+        # When it was opened (by the clock of whoever keeps it).
+        self.opened = 0.0
+        self.messages = 0
+        # False once the connection's state is unknown (a timeout, a cut, a 421).
+        self.usable = True
+
+    @classmethod
+    async def open(
+        cls,
+        target: SmtpTarget,
+        *,
+        io_timeout: float,
+        local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> SmtpSession:
+        """Connect and log in; raises RetryLater or PermanentFailure."""
+        client = aiosmtplib.SMTP(
+            hostname=target.host,
+            port=target.port,
+            use_tls=target.secure,
+            start_tls=None if not target.secure else False,
+            validate_certs=target.verify,
+            tls_context=tls_context,
+            local_hostname=local_hostname,
+            timeout=io_timeout,
+        )
+        try:
+            await client.connect()
             if target.token is not None:
                 await client.auth_xoauth2(target.user, target.token)
             elif target.password is not None:
                 await client.login(target.user, target.password)
-            refused, reply = await client.sendmail(sender, recipients, raw)
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        codes = [e.code for e in exc.recipients]
-        worst = max(codes) if codes else 550
-        detail = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
-        raise _classify(worst, f"all recipients refused ({detail})") from exc
-    except aiosmtplib.SMTPResponseException as exc:
-        raise _classify(exc.code, exc.message) from exc
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise RetryLater(f"{exc.__class__.__name__}: {exc}") from exc
-    if refused:
-        detail = "; ".join(f"{r}: {resp.code} {resp.message}" for r, resp in refused.items())
-        return f"{reply} (refused: {detail})"
-    return reply
+        except BaseException as exc:
+            client.close()
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                raise _classify(exc.code, exc.message) from exc
+            if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+                raise RetryLater(f"{exc.__class__.__name__}: {exc}") from exc
+            raise
+        return cls(client, target)
+
+    @property
+    def connected(self) -> bool:
+        return self.usable and self._client.is_connected
+
+    async def send(self, *, sender: str, recipients: list[str], raw: bytes) -> str:
+        """Send ``raw`` and return the server's final reply.
+
+        Raises :class:`StaleSession` when the connection was found closed at ``MAIL FROM``
+        (nothing of the message was sent), else RetryLater or PermanentFailure. A refusal
+        leaves the session usable (the envelope is reset); anything else does not.
+        """
+        client = self._client
+        options = [f"SIZE={len(raw)}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(sender, options=options)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            self.usable = False
+            raise StaleSession(f"{exc.__class__.__name__}: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(exc.code)
+            if exc.code in _CLOSING and self.messages:
+                raise StaleSession(f"{exc.code} {exc.message}") from exc
+            raise _classify(exc.code, exc.message) from exc
+        except BaseException:
+            self.usable = False
+            raise
+        try:
+            refused: list[aiosmtplib.SMTPRecipientRefused] = []
+            for recipient in recipients:
+                try:
+                    await client.rcpt(recipient)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    if exc.code in _CLOSING:
+                        raise
+                    refused.append(exc)
+            if len(refused) == len(recipients):
+                raise aiosmtplib.SMTPRecipientsRefused(refused)
+            reply = await client.data(raw)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            await self._reset(0)
+            raise _refused(exc) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(exc.code)
+            raise _classify(exc.code, exc.message) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self.usable = False
+            raise RetryLater(f"{exc.__class__.__name__}: {exc}") from exc
+        except BaseException:
+            # Cancelled mid-command: the connection is in an unknown state.
+            self.usable = False
+            raise
+        self.messages += 1
+        if refused:
+            detail = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in refused)
+            return f"{reply.message} (refused: {detail})"
+        return reply.message
+
+    async def _reset(self, code: int) -> None:
+        """Clear the envelope after a refusal; a failed reset or a 421 ends the session."""
+        if code in _CLOSING:
+            self.usable = False
+            return
+        try:
+            await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            self.usable = False
+
+    async def close(self) -> None:
+        """Say QUIT when the connection is in a known state, then close it."""
+        try:
+            if self.connected:
+                await self._client.quit(timeout=_QUIT_TIMEOUT)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            self._client.close()

@@ -14,8 +14,8 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -27,12 +27,14 @@ from relay.auth.tokens import TokenManager, account_user, secrets_context
 from relay.config import MicrosoftSettings, SendSettings
 from relay.errors import AuthError, ConsentRequired, NotFound, RelayError, StoreError
 from relay.events.model import Event, iso_ms
+from relay.send import accounts as senders
+from relay.send.accounts import Missing, Sender, section
 from relay.send.graph import graph_message, send_graph
 from relay.send.outcome import PermanentFailure, RetryLater, SendFailed, retry_delay
-from relay.send.sentcopy import MODES, ImapTarget, SentCopy, tidy
-from relay.send.smtp import SmtpTarget, send_smtp
+from relay.send.sentcopy import ImapTarget, SentCopy, tidy
+from relay.send.smtp import SmtpTarget
+from relay.send.smtp_pool import SmtpPool
 from relay.store import Store
-from relay.store import accounts as accounts_store
 from relay.store import events as events_store
 from relay.store import outbox as queue
 from relay.store.outbox import Claimed
@@ -73,13 +75,19 @@ class Counters:
     failed: int = 0
 
 
-def _section(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
+@dataclass
+class _Batch:
+    """What the messages of one claim share: account rows and credentials, looked up once."""
 
+    senders: asyncio.Future[dict[str, Sender | Missing]]
+    lookups: dict[tuple[str, str], asyncio.Future[Any]] = field(default_factory=dict)
 
-def _sent_copy(row: Mapping[Any, Any]) -> SentCopy:
-    mode = _section(row["config"]).get("sentCopy")
-    return mode if mode in MODES else "provider"
+    async def once(self, key: tuple[str, str], make: Callable[[], Awaitable[Any]]) -> Any:
+        """``await make()`` for the first message that asks; the others share its result."""
+        future = self.lookups.get(key)
+        if future is None:
+            future = self.lookups[key] = asyncio.ensure_future(make())
+        return await asyncio.shield(future)
 
 
 class OutboxWorker:
@@ -119,6 +127,7 @@ class OutboxWorker:
         self._flush_needed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        self.smtp = SmtpPool(io_timeout=settings.timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -170,6 +179,7 @@ class OutboxWorker:
                     await queue.release(
                         conn, list(self._inflight), node=self.node, now=self._now_ms()
                     )
+        await self.smtp.close()
         if self._session is not None:
             await self._session.close()
 
@@ -206,8 +216,12 @@ class OutboxWorker:
                     log.warning("claiming outgoing messages failed; retrying", retry_in=backoff)
                     await asyncio.sleep(backoff)
                     continue
+                if batch:
+                    shared = _Batch(asyncio.ensure_future(self._senders(batch)))
                 for claimed in batch:
-                    self._inflight[claimed.queue_id] = asyncio.create_task(self._run(claimed))
+                    self._inflight[claimed.queue_id] = asyncio.create_task(
+                        self._run(claimed, shared)
+                    )
                 if batch and len(batch) == free:
                     await asyncio.sleep(0)
                     continue
@@ -216,7 +230,11 @@ class OutboxWorker:
 
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _run(self, claimed: Claimed) -> None:
+    async def _senders(self, batch: list[Claimed]) -> dict[str, Sender | Missing]:
+        async with self.store.read() as conn:
+            return await senders.load(conn, (c.account for c in batch))
+
+    async def _run(self, claimed: Claimed, shared: _Batch) -> None:
         attempt = claimed.attempts + 1
         with structlog.contextvars.bound_contextvars(
             account=claimed.account, queue_id=claimed.queue_id, attempt=attempt
@@ -226,7 +244,7 @@ class OutboxWorker:
             failure: SendFailed | None = None
             try:
                 response, extra = await asyncio.wait_for(
-                    self._attempt(claimed), self.settings.timeout
+                    self._attempt(claimed, shared), self.settings.timeout
                 )
             except SendFailed as exc:
                 failure = exc
@@ -243,22 +261,21 @@ class OutboxWorker:
             record.add_done_callback(self._records.discard)
             await asyncio.shield(record)
 
-    async def _attempt(self, claimed: Claimed) -> tuple[str, dict[str, Any]]:
+    async def _attempt(self, claimed: Claimed, shared: _Batch) -> tuple[str, dict[str, Any]]:
         """Send once: the server's reply, and what became of the Sent Items copies."""
-        async with self.store.read() as conn:
-            row = await accounts_store.get(conn, claimed.account)
-            if row is None:
-                raise PermanentFailure(f"account {claimed.account!r} no longer exists")
-            chain = await accounts_store.delegation_chain(conn, claimed.account)
-            root = await accounts_store.get(conn, chain[-1]) if len(chain) > 1 else row
-        if root is None:
-            raise PermanentFailure(f"delegated account {chain[-1]!r} no longer exists")
+        sender = (await asyncio.shield(shared.senders))[claimed.account]
+        if isinstance(sender, Missing):
+            raise PermanentFailure(sender.reason)
+        row, root = sender.row, sender.root
         raw = self.cipher.decrypt(claimed.raw, context=raw_context(claimed.queue_id))
         envelope = claimed.envelope
-        mode = _sent_copy(row)
+        mode = senders.sent_copy(row)
+        account = claimed.account
         try:
             if row["backend"] == "graph":
-                _, token = await self.tokens.access_token(claimed.account, GRAPH)
+                _, token = await shared.once(
+                    ("graph", account), lambda: self.tokens.access_token(account, GRAPH)
+                )
                 assert self._session is not None
                 save = {"shared": True, "none": False}.get(mode, self.settings.save_to_sent_items)
                 reply = await send_graph(
@@ -270,19 +287,21 @@ class OutboxWorker:
                     save_to_sent_items=save,
                 )
                 return reply, {}
-            target = await self._smtp_target(row, root)
+            target: SmtpTarget = await shared.once(
+                ("smtp", account), lambda: self._smtp_target(row, root)
+            )
         except ConsentRequired as exc:
             raise PermanentFailure(f"authentication failed: {exc}") from exc
         except NotFound as exc:
             raise PermanentFailure(str(exc)) from exc
         except AuthError as exc:
             raise RetryLater(f"authentication failed: {exc}") from exc
-        reply = await send_smtp(
+        reply = await self.smtp.send(
+            account,
             target,
             sender=str(envelope["from"]),
             recipients=list(envelope["to"]),
             raw=raw,
-            io_timeout=self.settings.timeout,
         )
         if mode == "provider" or target.token is None:
             return reply, {}
@@ -298,11 +317,11 @@ class OutboxWorker:
         raw: bytes,
     ) -> dict[str, Any]:
         """Apply ``sentCopy``; the message is gone already, so a failure is only reported."""
-        imap = _section(_section(root["config"]).get("imap"))
+        imap = section(section(root["config"]).get("imap"))
         secure = bool(imap.get("secure", True))
         tls: ssl.SSLContext | None = None
         if secure:
-            verify = bool(_section(imap.get("tls")).get("rejectUnauthorized", True))
+            verify = bool(section(imap.get("tls")).get("rejectUnauthorized", True))
             tls = await self._tls(verify)
         target = ImapTarget(
             host=str(imap.get("host") or "outlook.office365.com"),
@@ -338,24 +357,13 @@ class OutboxWorker:
 
     async def _smtp_target(self, row: Mapping[Any, Any], root: Mapping[Any, Any]) -> SmtpTarget:
         """Server and credentials: a shared mailbox logs in as the main user with its token."""
-        smtp = _section(_section(row["config"]).get("smtp")) or _section(
-            _section(root["config"]).get("smtp")
-        )
-        host = str(smtp.get("host") or "smtp.office365.com")
-        port = int(smtp.get("port") or 587)
-        secure = bool(smtp.get("secure", False))
-        verify = bool(_section(smtp.get("tls")).get("rejectUnauthorized", True))
-        oauth = (
-            row["delegated_account"] is not None
-            or root["oauth2_app"] is not None
-            or bool(_section(root["config"]).get("oauth2"))
-        )
-        if oauth:
+        server = senders.smtp_server(row, root)
+        place = (server.host, server.port, server.secure)
+        if server.oauth:
             _, token = await self.tokens.access_token(str(row["id"]), EXCHANGE)
             # access_token names the shared mailbox for a delegated account; SMTP wants the
             # user who owns the token.
-            return SmtpTarget(host, port, secure, account_user(root), token=token, verify=verify)
-        auth = _section(smtp.get("auth"))
+            return SmtpTarget(*place, account_user(root), token=token, verify=server.verify)
         secrets: dict[str, Any] = {}
         if row["secrets"] is not None:
             secrets = dict(
@@ -363,12 +371,10 @@ class OutboxWorker:
             )
         password = secrets.get("smtp.auth.pass")
         return SmtpTarget(
-            host,
-            port,
-            secure,
-            str(auth.get("user") or row["email"]),
-            password=str(password) if password is not None and auth else None,
-            verify=verify,
+            *place,
+            str(server.auth.get("user") or row["email"]),
+            password=str(password) if password is not None and server.auth else None,
+            verify=server.verify,
         )
 
     # -- recording ---------------------------------------------------------------------------
@@ -458,20 +464,23 @@ class OutboxWorker:
         batch, self._outcomes = self._outcomes, []
         try:
             async with self.store.write(notify=False) as conn:
-                held = []
-                for o in batch:
-                    if await queue.finish(
-                        conn,
-                        o.queue_id,
-                        node=self.node,
-                        now=o.now,
-                        status=o.status,
-                        attempts=o.attempt,
-                        next_attempt_ms=o.next_ms,
-                        error=o.error,
-                        response=o.response,
-                    ):
-                        held.append(o)
+                kept = await queue.finish_many(
+                    conn,
+                    [
+                        queue.Outcome(
+                            o.queue_id,
+                            now=o.now,
+                            status=o.status,
+                            attempts=o.attempt,
+                            next_attempt_ms=o.next_ms,
+                            error=o.error,
+                            response=o.response,
+                        )
+                        for o in batch
+                    ],
+                    node=self.node,
+                )
+                held = [o for o in batch if o.queue_id in kept]
                 await events_store.record(
                     conn,
                     [e for o in held for e in o.events],
@@ -492,7 +501,6 @@ class OutboxWorker:
             log.warning("recording send outcomes failed; will retry", count=len(batch))
             await asyncio.sleep(_RECORD_RETRY)
             return
-        kept = {o.queue_id for o in held}
         for o in batch:
             self._count(o, o.queue_id in kept)
             if not o.written.done():
@@ -519,6 +527,7 @@ class OutboxWorker:
         interval = max(0.2, min(5.0, self.settings.lease / 4))
         while True:
             await asyncio.sleep(interval)
+            self.smtp.prune()
             try:
                 now = self._now_ms()
                 async with self.store.write(notify=False) as conn:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -112,47 +112,100 @@ async def claim(
     ]
 
 
-async def finish(
-    conn: AsyncConnection,
-    queue_id: str,
-    *,
-    node: str,
-    now: int,
-    status: str,
-    attempts: int,
-    next_attempt_ms: int | None = None,
-    error: str | None = None,
-    response: str | None = None,
-) -> bool:
-    """Record an attempt's outcome; False when this node no longer holds the message.
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, for :func:`finish_many`."""
+
+    queue_id: str
+    now: int
+    status: str
+    attempts: int
+    next_attempt_ms: int | None = None
+    error: str | None = None
+    response: str | None = None
+
+
+_FINISH_SENT = (
+    update(outbox)
+    .where(
+        outbox.c.queue_id == bindparam("b_queue_id"),
+        outbox.c.status == S.SENDING,
+        outbox.c.claimed_by == bindparam("b_node"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        lease_until_ms=None,
+        claimed_by=None,
+        updated_ms=bindparam("b_now"),
+        last_error=bindparam("b_error"),
+        response=bindparam("b_response"),
+        sent_ms=bindparam("b_now"),
+        # The content is not needed any more; the row stays for the listing and the key.
+        raw=b"",
+    )
+)
+
+_FINISH_OTHER = (
+    update(outbox)
+    .where(
+        outbox.c.queue_id == bindparam("b_queue_id"),
+        outbox.c.status == S.SENDING,
+        outbox.c.claimed_by == bindparam("b_node"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        lease_until_ms=None,
+        claimed_by=None,
+        updated_ms=bindparam("b_now"),
+        last_error=bindparam("b_error"),
+        response=bindparam("b_response"),
+        next_attempt_ms=func.coalesce(
+            bindparam("b_next", type_=outbox.c.next_attempt_ms.type), outbox.c.next_attempt_ms
+        ),
+    )
+)
+
+
+async def finish_many(conn: AsyncConnection, outcomes: Sequence[Outcome], *, node: str) -> set[str]:
+    """Record attempts' outcomes; return the queue ids this node still held.
 
     A message deleted meanwhile, or taken back after the lease ran out, is not touched.
+    Three statements for any number of outcomes: which rows are held (locked on PostgreSQL
+    so that no reaper takes them back meanwhile), then one update per kind of outcome.
     """
-    values: dict[str, Any] = {
-        "status": status,
-        "attempts": attempts,
-        "lease_until_ms": None,
-        "claimed_by": None,
-        "updated_ms": now,
-        "last_error": error,
-        "response": response,
-    }
-    if next_attempt_ms is not None:
-        values["next_attempt_ms"] = next_attempt_ms
-    if status == S.SENT:
-        values["sent_ms"] = now
-        # The content is not needed any more; the row stays for the listing and the key.
-        values["raw"] = b""
-    result = await conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.queue_id == queue_id,
-            outbox.c.status == S.SENDING,
-            outbox.c.claimed_by == node,
-        )
-        .values(**values)
+    if not outcomes:
+        return set()
+    ids = [o.queue_id for o in outcomes]
+    query = select(outbox.c.queue_id).where(
+        outbox.c.queue_id.in_(ids), outbox.c.status == S.SENDING, outbox.c.claimed_by == node
     )
-    return bool(result.rowcount)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    held = {str(q) for q in (await conn.execute(query)).scalars()}
+    sent, other = [], []
+    for o in outcomes:
+        if o.queue_id not in held:
+            continue
+        params = {
+            "b_queue_id": o.queue_id,
+            "b_node": node,
+            "b_status": o.status,
+            "b_attempts": o.attempts,
+            "b_now": o.now,
+            "b_error": o.error,
+            "b_response": o.response,
+        }
+        if o.status == S.SENT:
+            sent.append(params)
+        else:
+            other.append({**params, "b_next": o.next_attempt_ms})
+    if sent:
+        await conn.execute(_FINISH_SENT, sent)
+    if other:
+        await conn.execute(_FINISH_OTHER, other)
+    return held
 
 
 async def release(conn: AsyncConnection, queue_ids: Sequence[str], *, node: str, now: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,9 +44,14 @@ async def smtp() -> AsyncIterator[SmtpPeer]:
 
 
 async def add_password_account(
-    client: TestClient, smtp: SmtpPeer, account: str = "acct", email: str = ME
+    client: TestClient,
+    smtp: SmtpPeer,
+    account: str = "acct",
+    email: str = ME,
+    *,
+    port: int | None = None,
 ) -> None:
-    """An account that sends through ``smtp`` with a password (plain, no TLS offered)."""
+    """An account that sends through ``smtp`` (or ``port``) with a password, no TLS."""
     await call(
         client,
         "POST",
@@ -56,7 +63,7 @@ async def add_password_account(
             "imap": {"host": "127.0.0.1", "port": 1, "auth": {"user": email, "pass": "x"}},
             "smtp": {
                 "host": "127.0.0.1",
-                "port": smtp.port,
+                "port": port or smtp.port,
                 "secure": False,
                 "auth": {"user": email, "pass": PASSWORD},
             },
@@ -83,3 +90,69 @@ async def submit(
 async def outbox_entry(client: TestClient, queue_id: str) -> Any:
     """GET /v1/outbox/{queueId}."""
     return await call(client, "GET", f"/v1/outbox/{queue_id}")
+
+
+class CountingProxy:
+    """A TCP relay in front of a server: counts connections and can cut them all."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.accepted = 0
+        # Hang up on the next thing a client says, instead of passing it on.
+        self.hang_up_next = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> CountingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers |= {writer, up_writer}
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer, client=True)),
+            asyncio.create_task(self._pump(up_reader, writer, client=False)),
+        ]
+        self._tasks.update(pumps)
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for w in (writer, up_writer):
+            w.close()
+            self._writers.discard(w)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, client: bool
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if client and self.hang_up_next:
+                    self.hang_up_next = False
+                    return
+                writer.write(data)
+                await writer.drain()
+
+    def cut(self) -> None:
+        """Close every open connection (a server dropping idle clients)."""
+        for w in list(self._writers):
+            w.close()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture
+async def proxy(smtp: SmtpPeer) -> AsyncIterator[CountingProxy]:
+    """A connection-counting relay in front of ``smtp``."""
+    relay = await CountingProxy(smtp.port).start()
+    yield relay
+    await relay.stop()

@@ -1,4 +1,4 @@
-"""Pure parts of sending: backoff, MIME building, the Graph message of a MIME message."""
+"""Pure parts of sending: backoff, MIME, the Graph message of a MIME message, session reuse."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from relay.send.graph import graph_message
 from relay.send.mime import MimeError, build
 from relay.send.model import Address, Submit
 from relay.send.outcome import retry_delay
+from relay.send.smtp_pool import Limits, reusable
 
 SENDER = Address(name="Support", address="shared@example.com")
 
@@ -93,3 +94,23 @@ def test_graph_message_keeps_recipients_bcc_and_attachments() -> None:
     assert graph["internetMessageHeaders"] == [{"name": "X-Ticket", "value": "77"}]
     (attachment,) = graph["attachments"]
     assert (attachment["name"], base64.b64decode(attachment["contentBytes"])) == ("d.bin", b"data")
+
+
+@pytest.mark.parametrize(
+    ("connected", "messages", "age", "idle", "expected"),
+    [
+        (True, 0, 0.0, 0.0, True),
+        (True, 99, 599.0, 29.0, True),
+        (False, 0, 0.0, 0.0, False),
+        (True, 100, 0.0, 0.0, False),
+        (True, 1, 600.0, 0.0, False),
+        (True, 1, 10.0, 30.0, False),
+    ],
+)
+def test_a_kept_smtp_session_is_reused_within_its_limits(
+    connected: bool, messages: int, age: float, idle: float, expected: bool
+) -> None:
+    """A session is reused while connected, under the message count, age and idle limits."""
+    limits = Limits(idle=30.0, age=600.0, messages=100)
+    got = reusable(connected=connected, messages=messages, age=age, idle=idle, limits=limits)
+    assert got is expected
