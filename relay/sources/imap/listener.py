@@ -2,7 +2,8 @@
 
 Life of a :class:`FolderListener` (one task, one connection)::
 
-    connect -> log in -> [LIST, primary only] -> ENABLE QRESYNC -> SELECT
+    connect -> log in -> [LIST, primary only; again on sync and every 15 min]
+      -> ENABLE QRESYNC -> SELECT
       -> sync against the stored folder state -> IDLE
       -> on EXISTS / EXPUNGE / VANISHED / FETCH: DONE -> incremental sync -> IDLE again
       -> every ``idle_restart`` s: DONE (unanswered in ``done_timeout`` s = dead) -> IDLE
@@ -37,6 +38,7 @@ import asyncio
 import contextlib
 import random
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +97,8 @@ log = structlog.get_logger(__name__)
 INBOX = "INBOX"
 INBOX_SPECIAL_USE = "\\Inbox"
 MESSAGE_ITEMS = ("UID", "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "RFC822.SIZE")
+# The primary listener of an account with a ``path`` LISTs its folders this often.
+_LIST_INTERVAL = 900.0
 # Without IDLE the listener polls with NOOP this often (at most).
 _POLL_INTERVAL = 60.0
 
@@ -222,6 +226,7 @@ class FolderListener:
         self.state = AccountState.CONNECTING
         self._report_to = report
         self._on_folders = on_folders
+        self._next_list = 0.0
         self._notify_from = notify_from
         self._ref = FolderRef(account, path, special_use)
         self._folder: FolderState | None = None
@@ -379,8 +384,7 @@ class FolderListener:
         """One connection, from login until it breaks or a reconnect is requested."""
         client, creds = await self._connect()
         session = _Session(client)
-        if self._on_folders is not None:
-            self._on_folders(await client.list_mailboxes())
+        await self._list_folders(client)
         if session.qresync:
             await client.enable("QRESYNC")
         self._folder = await self._load()
@@ -438,6 +442,7 @@ class FolderListener:
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")
                 if self._sync:
+                    await self._list_folders(client)
                     await self._select_and_sync(session)
                     continue
                 if self._pending():
@@ -456,8 +461,17 @@ class FolderListener:
                     # Like DONE, an unanswered NOOP means the connection is dead.
                     async with asyncio.timeout(self.ctx.settings.done_timeout):
                         await client.noop()
+                if time.monotonic() >= self._next_list:
+                    await self._list_folders(client)
         finally:
             closed.cancel()
+
+    async def _list_folders(self, client: ImapClient) -> None:
+        """The primary listener of an account with a ``path``: LIST, so that folders
+        created, renamed or deleted are taken up (on connect, on sync, every 15 minutes)."""
+        self._next_list = time.monotonic() + _LIST_INTERVAL
+        if self._on_folders is not None:
+            self._on_folders(await client.list_mailboxes())
 
     # -- sync -------------------------------------------------------------------------------
 

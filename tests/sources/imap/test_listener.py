@@ -468,6 +468,31 @@ async def test_path_setting_watches_more_folders(
     await other.logout()
 
 
+async def test_folder_created_later_is_watched_after_a_sync(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """With ``path: *`` a folder created after the connect is LISTed again on a sync
+    request (and every 15 minutes) and then watched."""
+    user = await _fresh(dovecot)
+    other = await mailbox(dovecot, user)
+    client = await _start(make_client, settings)
+    await add_account(client, password_account("later", user, dovecot.port, path="*"))
+    await wait_state(client, "later", "connected")
+    await wait_until(lambda: folder_row(client, "later", "Sent"), "Sent watched")
+    await dovecot.doveadm("mailbox", "create", "-u", user.user, "Later")
+    await call(client, "PUT", "/v1/account/later/sync", {"sync": True})
+
+    async def later_synced() -> bool:
+        row = await folder_row(client, "later", "Later")
+        return row is not None and bool(row.synced_ms)
+
+    await wait_until(later_synced, "the new folder watched and synced")
+    await other.append("Later", message("late mail"))
+    (event,) = await wait_events(client, "later", "messageNew")
+    assert event["path"] == "Later"
+    await other.logout()
+
+
 async def test_tls_with_ca_bundle(
     make_client: MakeClient, settings: Settings, dovecot: DovecotServer, tmp_path: Path
 ) -> None:
