@@ -52,7 +52,7 @@ class RunningSandbox:
             "",
             "Point the relay at it:",
             f"  RELAY_AUTHORITY_HOST={self.url}",
-            f"  RELAY_GRAPH_URL={self.url}/v1.0",
+            f"  RELAY_GRAPH_URL={self.url}",
             f"  RELAY_CA_BUNDLE={self.ca_path}",
         ]
         if self.state.allow_http_notifications:

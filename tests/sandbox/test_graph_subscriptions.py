@@ -347,6 +347,6 @@ async def test_sandbox_start_options(tmp_path: Path, signer: Signer) -> None:
         assert running.state.allow_http_notifications is True
         assert running.notifier.settings.validation_timeout == 2.0
         assert "http notification URLs" in running.summary()
-        assert f"RELAY_GRAPH_URL={running.url}/v1.0" in running.summary()
+        assert f"RELAY_GRAPH_URL={running.url}\n" in running.summary() + "\n"
     finally:
         await running.close()
