@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
@@ -21,10 +22,10 @@ from relay.api.keys import CIPHER, SETTINGS, STORE
 from relay.api.models import Out, Paging
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
+from relay.send.intake import intake as send_intake
 from relay.send.mime import MimeError, build
 from relay.send.model import Address, Submit
 from relay.send.worker import raw_context
-from relay.store import accounts as accounts_store
 from relay.store import outbox as outbox_store
 from relay.store.engine import now_ms
 from relay.store.schema import OutboxStatus
@@ -102,7 +103,7 @@ def _entry(row: RowMapping) -> OutboxEntry:
     )
 
 
-def _queued(row: RowMapping) -> Queued:
+def _queued(row: Mapping[Any, Any]) -> Queued:
     return Queued(
         messageId=row["message_id"], queueId=row["queue_id"], sendAt=iso_ms(row["send_at_ms"])
     )
@@ -134,8 +135,8 @@ async def submit(request: web.Request) -> web.Response:
         json.dumps(raw_body, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
 
-    async with request.app[STORE].read() as conn:
-        row = await accounts_store.get(conn, account)
+    intake = send_intake(request.app[STORE])
+    row = await intake.account(account)
     if row is None:
         raise NotFound(f"Account {account!r} not found", field="account")
     own = str(row["email"])
@@ -170,42 +171,33 @@ async def submit(request: web.Request) -> web.Response:
     message_id = str(message["Message-ID"])
     envelope = {"from": sender.address, "to": recipients}
     sealed = request.app[CIPHER].encrypt(raw, context=raw_context(queue_id))
-    async with request.app[STORE].write() as conn:
-        if key is not None:
-            earlier = await outbox_store.by_idempotency_key(conn, account, key)
-            if earlier is not None:
-                if earlier["created_ms"] > now - int(settings.idempotency_ttl * 1000):
-                    if earlier["request_hash"] != request_hash:
-                        raise Conflict(
-                            "Idempotency-Key was used for a different request",
-                            field="Idempotency-Key",
-                        )
-                    response = json_response(_queued(earlier))
-                    response.headers["Idempotent-Replayed"] = "true"
-                    return response
-                await outbox_store.forget_idempotency_key(conn, str(earlier["queue_id"]))
-        await outbox_store.insert(
-            conn,
-            {
-                "queue_id": queue_id,
-                "account": account,
-                "message_id": message_id,
-                "subject": body.subject or "",
-                "envelope": envelope,
-                "raw": sealed,
-                "size": len(raw),
-                "status": OutboxStatus.QUEUED,
-                "attempts": 0,
-                "max_attempts": body.deliveryAttempts or settings.attempts,
-                "send_at_ms": send_at,
-                "next_attempt_ms": send_at,
-                "idempotency_key": key,
-                "request_hash": request_hash,
-                "created_ms": now,
-                "updated_ms": now,
-            },
-        )
-    return json_response(Queued(messageId=message_id, queueId=queue_id, sendAt=iso_ms(send_at)))
+    admitted = await intake.store_row(
+        {
+            "queue_id": queue_id,
+            "account": account,
+            "message_id": message_id,
+            "subject": body.subject or "",
+            "envelope": envelope,
+            "raw": sealed,
+            "size": len(raw),
+            "status": OutboxStatus.QUEUED,
+            "attempts": 0,
+            "max_attempts": body.deliveryAttempts or settings.attempts,
+            "send_at_ms": send_at,
+            "next_attempt_ms": send_at,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "created_ms": now,
+            "updated_ms": now,
+        },
+        keys_since_ms=now - int(settings.idempotency_ttl * 1000),
+    )
+    if admitted.conflict:
+        raise Conflict("Idempotency-Key was used for a different request", field="Idempotency-Key")
+    response = json_response(_queued(admitted.row))
+    if admitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 async def list_outbox(request: web.Request) -> web.Response:

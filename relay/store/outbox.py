@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Insert, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,25 +35,105 @@ class Claimed:
     max_attempts: int
 
 
-async def insert(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
-    await conn.execute(outbox.insert().values(**values))
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What became of one submit: its own row, or the earlier one its Idempotency-Key names.
+
+    ``replayed``: an earlier submit with the same key and body; ``conflict``: with the same key
+    and another body. ``row`` holds ``queue_id``, ``message_id`` and ``send_at_ms``.
+    """
+
+    row: Mapping[Any, Any]
+    replayed: bool = False
+    conflict: bool = False
+
+
+_ANSWER = (outbox.c.queue_id, outbox.c.message_id, outbox.c.send_at_ms, outbox.c.request_hash)
+
+
+def _insert_new(conn: AsyncConnection) -> Insert:
+    """An insert that skips a row whose (account, Idempotency-Key) another submit holds."""
+    target = [outbox.c.account, outbox.c.idempotency_key]
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(outbox).on_conflict_do_nothing(index_elements=target)
+    return sqlite.insert(outbox).on_conflict_do_nothing(index_elements=target)
+
+
+async def _by_keys(
+    conn: AsyncConnection, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], RowMapping]:
+    if not keys:
+        return {}
+    query = select(outbox.c.account, outbox.c.idempotency_key, outbox.c.created_ms, *_ANSWER)
+    query = query.where(
+        or_(*((outbox.c.account == a) & (outbox.c.idempotency_key == k) for a, k in keys))
+    )
+    rows = (await conn.execute(query)).mappings()
+    return {(str(r["account"]), str(r["idempotency_key"])): r for r in rows}
+
+
+def _answer(row: Mapping[Any, Any], request_hash: Any) -> Admitted:
+    if row["request_hash"] != request_hash:
+        return Admitted(row, conflict=True)
+    return Admitted(row, replayed=True)
+
+
+async def insert_many(
+    conn: AsyncConnection, rows: Sequence[Mapping[Any, Any]], *, keys_since_ms: int
+) -> list[Admitted]:
+    """Insert submits (full ``outbox`` rows), honouring their Idempotency-Keys.
+
+    A key used since ``keys_since_ms`` answers with the row that used it (also when that row
+    is earlier in ``rows``, or committed meanwhile by a concurrent transaction: the insert
+    skips conflicting rows, on PostgreSQL after waiting for the other transaction); an older
+    use of a key is forgotten. A few statements for any number of rows.
+    """
+    keys = {(str(r["account"]), str(r["idempotency_key"])) for r in rows if r["idempotency_key"]}
+    earlier = await _by_keys(conn, keys)
+    stale = [r["queue_id"] for r in earlier.values() if r["created_ms"] < keys_since_ms]
+    if stale:
+        await conn.execute(
+            update(outbox).where(outbox.c.queue_id.in_(stale)).values(idempotency_key=None)
+        )
+    holders: dict[tuple[str, str], Mapping[Any, Any]] = {
+        k: r for k, r in earlier.items() if r["created_ms"] >= keys_since_ms
+    }
+    out: list[Admitted | None] = []
+    new: list[Mapping[Any, Any]] = []
+    for row in rows:
+        key = (str(row["account"]), str(row["idempotency_key"]))
+        holder = holders.get(key) if row["idempotency_key"] else None
+        if holder is not None:
+            out.append(_answer(holder, row["request_hash"]))
+            continue
+        if row["idempotency_key"]:
+            holders[key] = row
+        new.append(row)
+        out.append(None)
+    if new:
+        await conn.execute(_insert_new(conn), [dict(r) for r in new])
+    # A concurrent transaction may have committed the same key first: its row is the answer.
+    new_keys = {(str(r["account"]), str(r["idempotency_key"])) for r in new if r["idempotency_key"]}
+    won: Mapping[tuple[str, str], Mapping[Any, Any]] = await _by_keys(conn, new_keys)
+    answers = iter(new)
+    result = []
+    for admitted in out:
+        if admitted is not None:
+            result.append(admitted)
+            continue
+        row = next(answers)
+        key = (str(row["account"]), str(row["idempotency_key"]))
+        holder = won.get(key) if row["idempotency_key"] else None
+        if holder is not None and holder["queue_id"] != row["queue_id"]:
+            result.append(_answer(holder, row["request_hash"]))
+        else:
+            result.append(Admitted(row))
+    return result
 
 
 async def get(conn: AsyncConnection, queue_id: str) -> RowMapping | None:
     return (
         (await conn.execute(select(outbox).where(outbox.c.queue_id == queue_id))).mappings().first()
-    )
-
-
-async def by_idempotency_key(conn: AsyncConnection, account: str, key: str) -> RowMapping | None:
-    query = select(outbox).where(outbox.c.account == account, outbox.c.idempotency_key == key)
-    return (await conn.execute(query)).mappings().first()
-
-
-async def forget_idempotency_key(conn: AsyncConnection, queue_id: str) -> None:
-    """Free the key of an old submit so that a new one may use it."""
-    await conn.execute(
-        update(outbox).where(outbox.c.queue_id == queue_id).values(idempotency_key=None)
     )
 
 
