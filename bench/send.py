@@ -4,8 +4,9 @@ The SMTP server (aiosmtpd, accepting everything) runs in its own process. The re
 this process on SQLite with its HTTP API on a free port: N submits go through the API at a
 fixed concurrency (``submits_per_s``: accepted and stored), while the outbox worker sends
 them (``sent_per_s``: first submit -> last message recorded as sent). The bare loop sends N
-messages with aiosmtplib, one connection per message as the worker does, with the worker's
-concurrency. Prints one JSON line:
+messages with aiosmtplib, one connection per message, with the worker's concurrency (the
+worker keeps its connections open between messages, so ``ratio`` compares it with a client
+that does not; the bare loop stores nothing). Prints one JSON line:
 ``{submits_per_s, sent_per_s, bare_per_s, ratio, messages, concurrency, engine}``.
 
     python bench/send.py [--messages 2000]
