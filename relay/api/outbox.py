@@ -22,7 +22,7 @@ from relay.api.keys import CIPHER, SETTINGS, STORE
 from relay.api.models import Out, Paging
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
-from relay.send.intake import intake as send_intake
+from relay.send.intake import Intake
 from relay.send.mime import MimeError, build
 from relay.send.model import Address, Submit
 from relay.send.worker import raw_context
@@ -82,6 +82,14 @@ class OutboxDeleted(Out):
     deleted: bool = True
 
 
+INTAKE = web.AppKey("send_intake", Intake)
+
+
+def setup(app: web.Application) -> None:
+    """Give the application its submit intake (before it starts)."""
+    app[INTAKE] = Intake(lambda: app[STORE])
+
+
 def _entry(row: RowMapping) -> OutboxEntry:
     status = str(row["status"])
     return OutboxEntry(
@@ -135,7 +143,7 @@ async def submit(request: web.Request) -> web.Response:
         json.dumps(raw_body, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
 
-    intake = send_intake(request.app[STORE])
+    intake = request.app[INTAKE]
     row = await intake.account(account)
     if row is None:
         raise NotFound(f"Account {account!r} not found", field="account")

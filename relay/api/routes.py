@@ -38,3 +38,4 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_route(ep.method, ep.path, ep.handler)
     app[openapi.OPENAPI] = openapi.build_document(table)
     graph.setup(app)
+    outbox.setup(app)

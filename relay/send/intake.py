@@ -8,8 +8,7 @@ concurrent requests are one read as well.
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -26,8 +25,9 @@ _Waiting = tuple[Mapping[str, Any], int, "asyncio.Future[Admitted]"]
 class Intake:
     """Batches the store work of submits for one store."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Callable[[], Store]) -> None:
+        """``store()`` gives the store (the application's, opened at start-up)."""
+        self._store = store
         self._rows: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
         self._wanted: dict[str, asyncio.Future[RowMapping | None]] = {}
@@ -57,7 +57,7 @@ class Intake:
                 await asyncio.sleep(0)  # let the requests of this loop turn join
                 batch, self._wanted = self._wanted, {}
                 try:
-                    async with self.store.read() as conn:
+                    async with self._store().read() as conn:
                         query = select(accounts).where(accounts.c.id.in_(list(batch)))
                         rows = {str(r["id"]): r for r in (await conn.execute(query)).mappings()}
                 except Exception as exc:
@@ -79,7 +79,7 @@ class Intake:
                 # the batch (the requests are milliseconds apart).
                 since = max(k for _, k, _ in batch)
                 try:
-                    async with self.store.write() as conn:
+                    async with self._store().write() as conn:
                         admitted = await outbox_store.insert_many(
                             conn, [row for row, _, _ in batch], keys_since_ms=since
                         )
@@ -93,14 +93,3 @@ class Intake:
                         future.set_result(answer)
         finally:
             self._writer = None
-
-
-_INTAKES: weakref.WeakKeyDictionary[Store, Intake] = weakref.WeakKeyDictionary()
-
-
-def intake(store: Store) -> Intake:
-    """The intake of ``store`` (one per store, made on first use)."""
-    found = _INTAKES.get(store)
-    if found is None:
-        found = _INTAKES[store] = Intake(store)
-    return found
