@@ -206,45 +206,33 @@ class Outcome:
     response: str | None = None
 
 
-_FINISH_SENT = (
-    update(outbox)
-    .where(
-        outbox.c.queue_id == bindparam("b_queue_id"),
-        outbox.c.status == S.SENDING,
-        outbox.c.claimed_by == bindparam("b_node"),
+def _finish(**extra: Any) -> Any:
+    """An UPDATE of one message this node holds as ``sending`` to its outcome."""
+    return (
+        update(outbox)
+        .where(
+            outbox.c.queue_id == bindparam("b_queue_id"),
+            outbox.c.status == S.SENDING,
+            outbox.c.claimed_by == bindparam("b_node"),
+        )
+        .values(
+            status=bindparam("b_status"),
+            attempts=bindparam("b_attempts"),
+            lease_until_ms=None,
+            claimed_by=None,
+            updated_ms=bindparam("b_now"),
+            last_error=bindparam("b_error"),
+            response=bindparam("b_response"),
+            **extra,
+        )
     )
-    .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempts"),
-        lease_until_ms=None,
-        claimed_by=None,
-        updated_ms=bindparam("b_now"),
-        last_error=bindparam("b_error"),
-        response=bindparam("b_response"),
-        sent_ms=bindparam("b_now"),
-        # The content is not needed any more; the row stays for the listing and the key.
-        raw=b"",
-    )
-)
 
-_FINISH_OTHER = (
-    update(outbox)
-    .where(
-        outbox.c.queue_id == bindparam("b_queue_id"),
-        outbox.c.status == S.SENDING,
-        outbox.c.claimed_by == bindparam("b_node"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempts"),
-        lease_until_ms=None,
-        claimed_by=None,
-        updated_ms=bindparam("b_now"),
-        last_error=bindparam("b_error"),
-        response=bindparam("b_response"),
-        next_attempt_ms=func.coalesce(
-            bindparam("b_next", type_=outbox.c.next_attempt_ms.type), outbox.c.next_attempt_ms
-        ),
+
+# The content is not needed any more once sent; the row stays for the listing and the key.
+_FINISH_SENT = _finish(sent_ms=bindparam("b_now"), raw=b"")
+_FINISH_OTHER = _finish(
+    next_attempt_ms=func.coalesce(
+        bindparam("b_next", type_=outbox.c.next_attempt_ms.type), outbox.c.next_attempt_ms
     )
 )
 
