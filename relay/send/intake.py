@@ -16,6 +16,7 @@ from sqlalchemy.engine import RowMapping
 
 from relay.store import Store
 from relay.store import outbox as outbox_store
+from relay.store.engine import Wake
 from relay.store.outbox import Admitted
 from relay.store.schema import accounts
 
@@ -79,7 +80,7 @@ class Intake:
                 # the batch (the requests are milliseconds apart).
                 since = max(k for _, k, _ in batch)
                 try:
-                    async with self._store().write() as conn:
+                    async with self._store().write(notify=Wake.OUTBOX) as conn:
                         admitted = await outbox_store.insert_many(
                             conn, [row for row, _, _ in batch], keys_since_ms=since
                         )

@@ -37,6 +37,7 @@ from relay.send.smtp_pool import SmtpPool
 from relay.store import Store
 from relay.store import events as events_store
 from relay.store import outbox as queue
+from relay.store.engine import Wake
 from relay.store.outbox import Claimed
 from relay.store.schema import OutboxStatus
 
@@ -142,7 +143,7 @@ class OutboxWorker:
             connector=aiohttp.TCPConnector(ssl=context),
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
         )
-        self.store.after_commit.append(self.wake)
+        self.store.on_commit(Wake.OUTBOX, self.wake)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="outbox.claim"),
             asyncio.create_task(self._maintenance_loop(), name="outbox.maintenance"),
@@ -153,8 +154,7 @@ class OutboxWorker:
         """Stop claiming, let running attempts finish for up to ``grace`` s, give back the rest."""
         self._stopping = True
         self._wakeup.set()
-        with contextlib.suppress(ValueError):
-            self.store.after_commit.remove(self.wake)
+        self.store.off_commit(Wake.OUTBOX, self.wake)
         running = list(self._inflight.values())
         if running:
             await asyncio.wait(running, timeout=grace)
@@ -462,8 +462,10 @@ class OutboxWorker:
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
+        # The outcomes' events are due deliveries (the outbox itself need not look again).
+        notify = Wake.DELIVERIES if any(o.events for o in batch) else False
         try:
-            async with self.store.write(notify=False) as conn:
+            async with self.store.write(notify=notify) as conn:
                 kept = await queue.finish_many(
                     conn,
                     [

@@ -65,7 +65,7 @@ from relay.store import Store
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
 from relay.store import leases as leases_store
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import AccountState, accounts, imap_folders
 
 __all__ = ["AccountWatcher", "Supervisor", "folder_specs", "resolve_folders"]
@@ -483,7 +483,7 @@ class Supervisor:
         if not states and not queued:
             return
         try:
-            async with self.store.write(notify=bool(queued)) as conn:
+            async with self.store.write(notify=Wake.DELIVERIES if queued else False) as conn:
                 gone: set[str] = set()
                 for account, report in states.items():
                     error = None

@@ -8,6 +8,7 @@ to be upgraded; reads use plain deferred transactions and never block writers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -43,14 +44,23 @@ def engine_url(url: str) -> str:
     raise StoreError(f"unsupported store url {url!r}")
 
 
+class Wake:
+    """Topics of ``Store.write(notify=...)``: which workers a committed write concerns."""
+
+    # The write recorded events, so deliveries are due (the webhook worker).
+    DELIVERIES = "deliveries"
+    # The write queued outgoing mail (the outbox worker).
+    OUTBOX = "outbox"
+
+
 class Store:
     """Owns the engine; hands out read and write transactions."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        # Called after every committed write (the delivery worker wakes up on them).
-        self.after_commit: list[Callable[[], None]] = []
+        # Topic -> what to call after a committed write that names it (workers wake up).
+        self._hooks: dict[str, list[Callable[[], None]]] = {}
         # SQLite has one writer at a time; queueing writers here (FIFO) instead of in
         # SQLite's busy handler, which sleeps up to 100 ms between retries, keeps tails short.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
@@ -86,11 +96,22 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database read failed: {exc.__class__.__name__}") from exc
 
+    def on_commit(self, topic: str, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after each committed write that notifies ``topic`` (see :class:`Wake`)."""
+        self._hooks.setdefault(topic, []).append(hook)
+
+    def off_commit(self, topic: str, hook: Callable[[], None]) -> None:
+        """Stop calling ``hook`` for ``topic``."""
+        with contextlib.suppress(ValueError):
+            self._hooks.get(topic, []).remove(hook)
+
     @asynccontextmanager
-    async def write(self, *, notify: bool = True) -> AsyncIterator[AsyncConnection]:
+    async def write(self, *, notify: bool | str = True) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed when the block exits without an exception.
 
-        ``notify=False`` skips the ``after_commit`` hooks (for the worker's own bookkeeping).
+        After the commit, ``notify`` wakes the workers of one topic (a :class:`Wake` value:
+        the write queued deliveries, or outgoing mail), every topic (True: a write whose
+        effects are not known here), or none (False: a worker's own bookkeeping).
         """
         if self._write_lock is None:
             async with self._write(notify) as conn:
@@ -108,7 +129,7 @@ class Store:
             self._write_lock.release()
 
     @asynccontextmanager
-    async def _write(self, notify: bool) -> AsyncIterator[AsyncConnection]:
+    async def _write(self, notify: bool | str) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.connect() as conn:
                 if self.is_sqlite:
@@ -117,8 +138,11 @@ class Store:
                     yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
-        if notify:
-            for hook in self.after_commit:
+        if notify is False:
+            return
+        topics = self._hooks if notify is True else {notify: self._hooks.get(notify, [])}
+        for hooks in list(topics.values()):
+            for hook in list(hooks):
                 hook()
 
     async def ping(self) -> None:

@@ -27,6 +27,7 @@ from relay.store import Store
 from relay.store import deliveries as queue
 from relay.store import webhook_routes as routes_store
 from relay.store.deliveries import Claimed, Outcome
+from relay.store.engine import Wake
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.outcome import judge
 from relay.webhooks.routes import Route, route_from_row, service_secret
@@ -109,7 +110,7 @@ class DeliveryWorker:
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
             skip_auto_headers=("User-Agent",),
         )
-        self.store.after_commit.append(self.wake)
+        self.store.on_commit(Wake.DELIVERIES, self.wake)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="webhooks.claim"),
             asyncio.create_task(self._flush_loop(), name="webhooks.flush"),
@@ -120,8 +121,7 @@ class DeliveryWorker:
         """Stop claiming, let running attempts finish for up to ``grace`` s, record everything."""
         self._stopping = True
         self._wakeup.set()
-        with contextlib.suppress(ValueError):
-            self.store.after_commit.remove(self.wake)
+        self.store.off_commit(Wake.DELIVERIES, self.wake)
         running = [i.task for i in self._inflight.values() if i.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)

@@ -28,7 +28,7 @@ from relay.sources.imap.state import FolderState
 from relay.store import Store
 from relay.store import events as events_store
 from relay.store import folders as folders_store
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 
 __all__ = [
     "Change",
@@ -234,7 +234,8 @@ class FolderSink:
         """One transaction for ``group``; returns the ids of the pendings that lost a race."""
         conflicts: set[int] = set()
         batch: list[Event] = []
-        async with self._store.write(notify=any(p.events for p in group)) as conn:
+        notify = Wake.DELIVERIES if any(p.events for p in group) else False
+        async with self._store.write(notify=notify) as conn:
             for pending in group:
                 saved = await folders_store.save(
                     conn,
