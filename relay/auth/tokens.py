@@ -36,7 +36,6 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -45,7 +44,7 @@ from relay.auth.crypto import Cipher
 from relay.auth.identity import AppConfig, GrantInvalid, MicrosoftIdentity, TokenResult
 from relay.auth.scopes import EXCHANGE, PRIMARY_RESOURCE, canonical_resource
 from relay.errors import AuthError, ConsentRequired, NotFound, TokenRefreshFailed
-from relay.events.model import Event
+from relay.events.model import Event, parse_iso
 from relay.store import Store
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
@@ -97,15 +96,8 @@ def account_user(row: Mapping[Any, Any]) -> str:
 
 
 def _expires_ms(value: Any) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    moment = parse_iso(value)
+    return int(moment.timestamp() * 1000) if moment is not None else None
 
 
 @dataclass

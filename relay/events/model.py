@@ -37,6 +37,18 @@ def iso_ms(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def parse_iso(value: Any) -> datetime | None:
+    """An ISO 8601 date and time as an aware datetime (UTC when it names no zone); None
+    when ``value`` is not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def new_event_id() -> str:
     return str(uuid.uuid4())
 

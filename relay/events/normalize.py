@@ -31,6 +31,8 @@ from email.header import decode_header, make_header
 from typing import Any
 from urllib.parse import unquote
 
+from relay.events.model import parse_iso
+
 __all__ = [
     "attachment_id",
     "attachments",
@@ -480,13 +482,8 @@ def graph_flags(message: Mapping[str, Any]) -> list[str]:
 
 
 def _graph_date(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return iso_datetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    moment = parse_iso(value)
+    return iso_datetime(moment) if moment is not None else None
 
 
 def graph_message_to_event(message: Mapping[str, Any], *, uid: int) -> dict[str, Any]:

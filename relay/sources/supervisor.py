@@ -36,7 +36,6 @@ import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -47,7 +46,7 @@ from relay.auth.crypto import Cipher
 from relay.auth.delegation import MAX_HOPS
 from relay.config import ImapSettings
 from relay.errors import StoreError
-from relay.events.model import Event
+from relay.events.model import Event, parse_iso
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
 from relay.sources.imap.credentials import StoredTokens, TokenProvider
 from relay.sources.imap.listener import (
@@ -102,16 +101,6 @@ def resolve_folders(specs: Sequence[str], boxes: Sequence[Mailbox]) -> dict[str,
     return out
 
 
-def _notify_from(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _watchable(row: Mapping[Any, Any]) -> bool:
     if row["backend"] != "imap":
         return False
@@ -140,7 +129,7 @@ class AccountWatcher:
         self.sync_ms = row["sync_requested_ms"]
         config = row["config"] or {}
         self.specs = folder_specs(config.get("path"))
-        self.notify_from = _notify_from(config.get("notifyFrom"))
+        self.notify_from = parse_iso(config.get("notifyFrom"))
         self.listeners: dict[str, FolderListener] = {}
         self.active = True
         self._reports: dict[str, StateReport] = {}

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from relay.events import normalize
-from relay.events.model import Event
+from relay.events.model import Event, parse_iso
 from relay.sources.graph.folders import GraphFolder
 
 __all__ = ["Changes", "Delta", "FolderState", "Known"]
@@ -82,13 +81,8 @@ class Delta:
 
 def received_ms(message: Mapping[str, Any]) -> int:
     """``receivedDateTime`` in epoch milliseconds (0 when missing or malformed)."""
-    value = message.get("receivedDateTime")
-    if not isinstance(value, str):
-        return 0
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return 0
+    moment = parse_iso(message.get("receivedDateTime"))
+    return int(moment.timestamp() * 1000) if moment is not None else 0
 
 
 class Changes:
