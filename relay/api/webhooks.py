@@ -29,24 +29,15 @@ from relay.store import webhook_routes as routes_store
 from relay.store.engine import now_ms
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.routes import decrypt_headers, encrypt_headers, secret_context
-from relay.webhooks.signing import new_route_secret
+from relay.webhooks.signing import PROTECTED_HEADERS, new_route_secret
 
 TAG = "Webhooks"
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 REDACTED = "[redacted]"
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
-_RESERVED = {
-    "content-type",
-    "content-length",
-    "host",
-    "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-ee-wh-signature",
-    "x-ee-wh-event-id",
-    "x-ee-wh-attempts-made",
-}
+# What a route's headers may not name: what signing never lets them replace, and (though
+# signing would) the relay's own User-Agent.
+_RESERVED = PROTECTED_HEADERS | {"user-agent"}
 
 
 def _event_name(value: str) -> str:

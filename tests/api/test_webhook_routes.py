@@ -122,6 +122,8 @@ BAD_ROUTES = [
     ({"events": ["messageNope"]}, "events.0"),
     ({"events": []}, "events"),
     ({"headers": {"webhook-signature": "x"}}, "headers"),
+    ({"headers": {"User-Agent": "x"}}, "headers"),
+    ({"headers": {"Transfer-Encoding": "chunked"}}, "headers"),
     ({"headers": {"bad header": "x"}}, "headers"),
     ({"headers": {"X-A": "a\r\nb"}}, "headers"),
     ({"retrySchedule": [-1]}, "retrySchedule.0"),
