@@ -38,10 +38,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relay.sandbox.browser import sign_in  # noqa: E402
 from relay.sandbox.server import start_sandbox  # noqa: E402
 from tests.peers.receiver import Receiver  # noqa: E402
 from tests.proc import RelayProcess, free_port, relay_env  # noqa: E402
+from tests.sandbox.graph_helpers import consent_graph_account  # noqa: E402
 
 TOKEN = "bench-token-" + "0" * 32
 MAIN = "main@example.com"
@@ -165,37 +165,8 @@ async def main(rate: int, seconds: float, messages: int, mail_rate: int) -> dict
                 f"{base}/v1/webhooks", json={"url": rx.url, "events": ["messageNew"]}, headers=auth
             ) as r:
                 rx.secret = (await r.json())["secret"]
-            seed = sandbox.seed
-            async with http.post(
-                f"{base}/v1/oauth2",
-                headers=auth,
-                json={
-                    "name": "Sandbox",
-                    "provider": "outlook",
-                    "clientId": seed.client_id,
-                    "clientSecret": seed.client_secret,
-                    "authority": seed.tenant_id,
-                    "redirectUrl": seed.redirect_uri,
-                    "baseScopes": "api",
-                },
-            ) as r:
-                app_id = (await r.json())["id"]
-            async with http.post(
-                f"{base}/v1/authentication/form",
-                headers=auth,
-                json={
-                    "account": "main",
-                    "name": "Main",
-                    "type": app_id,
-                    "redirectUrl": "https://app.example.com/done",
-                },
-            ) as r:
-                link = (await r.json())["url"]
-            async with http.get(link, allow_redirects=False, headers={"Accept": "text/html"}) as r:
-                auth_uri = r.headers["Location"]
-            answer = await sign_in(http, auth_uri, MAIN, "sandbox-password")
-            async with http.post(f"{base}/oauth", data=answer, allow_redirects=False) as r:
-                assert r.status == 302, await r.text()
+            async with aiohttp.ClientSession(base, headers=auth) as api:
+                await consent_graph_account(api, http, sandbox, "main")
             sub: dict[str, Any] | None = None
             while sub is None:
                 await asyncio.sleep(0.1)
@@ -209,7 +180,7 @@ async def main(rate: int, seconds: float, messages: int, mail_rate: int) -> dict
                         "clientState": sub["clientState"],
                         "changeType": "updated",
                         "resource": sub["resource"],
-                        "tenantId": seed.tenant_id,
+                        "tenantId": sandbox.seed.tenant_id,
                     }
                 ]
             }

@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from relay.sandbox.browser import sign_in
 from relay.sandbox.scopes import GRAPH
 from relay.sandbox.server import RunningSandbox
 
@@ -217,3 +218,40 @@ class Receiver:
         """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+async def consent_graph_account(
+    relay: aiohttp.ClientSession,
+    browser: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+    account: str,
+) -> None:
+    """Through a running relay's API (``relay`` sends the API token, relative URLs):
+    register the sandbox application for Graph and consent as the main user for
+    ``account``. ``browser`` trusts the sandbox's CA."""
+    seed = sandbox.seed
+    assert seed is not None
+    app = {
+        "name": "Sandbox",
+        "provider": "outlook",
+        "clientId": seed.client_id,
+        "clientSecret": seed.client_secret,
+        "authority": seed.tenant_id,
+        "redirectUrl": seed.redirect_uri,
+        "baseScopes": "api",
+    }
+    async with relay.post("/v1/oauth2", json=app) as r:
+        app_id = (await r.json())["id"]
+    form = {
+        "account": account,
+        "name": "Main",
+        "type": app_id,
+        "redirectUrl": "https://app.example/",
+    }
+    async with relay.post("/v1/authentication/form", json=form) as r:
+        link = (await r.json())["url"]
+    async with browser.get(link, allow_redirects=False, headers={"Accept": "text/html"}) as r:
+        authorize = r.headers["Location"]
+    answer = await sign_in(browser, authorize, MAIN, "sandbox-password")
+    async with relay.post("/oauth", data=answer, allow_redirects=False) as r:
+        assert r.status == 302, await r.text()

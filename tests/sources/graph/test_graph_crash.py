@@ -9,47 +9,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay.sandbox.browser import sign_in
 from relay.sandbox.server import RunningSandbox
-from tests.auth.conftest import MAIN
 from tests.peers.receiver import Receiver
 from tests.proc import RelayProcess, free_port, relay_env
-from tests.sandbox.graph_helpers import deliver
+from tests.sandbox.graph_helpers import consent_graph_account, deliver
 
 TOKEN = "graph-crash-" + "g" * 32
 MESSAGES = 60
-
-
-async def _consent(
-    relay: aiohttp.ClientSession, browser: aiohttp.ClientSession, sandbox: RunningSandbox
-) -> None:
-    """Register the sandbox application (Graph) and consent as the main user."""
-    seed = sandbox.seed
-    assert seed is not None
-    app = {
-        "name": "Sandbox",
-        "provider": "outlook",
-        "clientId": seed.client_id,
-        "clientSecret": seed.client_secret,
-        "authority": seed.tenant_id,
-        "redirectUrl": seed.redirect_uri,
-        "baseScopes": "api",
-    }
-    async with relay.post("/v1/oauth2", json=app) as r:
-        app_id = (await r.json())["id"]
-    form = {
-        "account": "main",
-        "name": "Main",
-        "type": app_id,
-        "redirectUrl": "https://app.example/",
-    }
-    async with relay.post("/v1/authentication/form", json=form) as r:
-        link = (await r.json())["url"]
-    async with browser.get(link, allow_redirects=False, headers={"Accept": "text/html"}) as r:
-        authorize = r.headers["Location"]
-    answer = await sign_in(browser, authorize, MAIN, "sandbox-password")
-    async with relay.post("/oauth", data=answer, allow_redirects=False) as r:
-        assert r.status == 302, await r.text()
 
 
 async def _state(relay: aiohttp.ClientSession) -> Any:
@@ -94,7 +60,7 @@ async def test_kill_9_while_mail_arrives_loses_nothing(
             hook = {"url": rx.url, "events": ["messageNew"]}
             async with api.post("/v1/webhooks", json=hook) as r:
                 rx.secret = (await r.json())["secret"]
-            await _consent(api, http, sandbox)
+            await consent_graph_account(api, http, sandbox, "main")
             for _ in range(300):
                 view = await _state(api)
                 if view and view["state"] == "connected" and view.get("graph"):
