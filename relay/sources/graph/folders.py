@@ -84,6 +84,10 @@ class FolderTree:
         """The folder with Graph id ``folder_id``."""
         return self.folders.get(folder_id)
 
+    def knows(self, folder_id: str) -> bool:
+        """Whether ``folder_id`` is a listed folder or a deletions folder."""
+        return folder_id in self.folders or folder_id in self.deletions
+
 
 def build_tree(listing: Sequence[Mapping[str, Any]], well_known: Mapping[str, str]) -> FolderTree:
     """The tree of ``listing`` (``{id, displayName, parentFolderId}`` of every folder).

@@ -167,6 +167,9 @@ class GraphWatcher:
         self._task: asyncio.Task[None] | None = None
         self._folders: list[GraphFolder] = [INBOX_FOLDER]
         self._tree: FolderTree | None = None
+        # Folder ids the last listing did not have (hidden ones): not listed again for them.
+        self._unlisted: set[str] = set()
+        self._tree_lock = asyncio.Lock()
         self._subs: dict[str, _Subscription] = {}
         self._mode: str | None = None
         # When the folder tree is looked at again (monotonic).
@@ -344,16 +347,14 @@ class GraphWatcher:
         self._folder_check = time.monotonic() + _FOLDER_CHECK
         if not self._specs:
             return False
-        self._tree = await load_tree(self._client)
-        chosen, _ = select(self._specs, self._tree)
+        chosen, _ = select(self._specs, await self._load_tree())
         return chosen != self._folders
 
     async def _choose_folders(self) -> None:
         """INBOX and what the account's ``path`` names; forget folders no longer watched."""
         self._folder_check = time.monotonic() + _FOLDER_CHECK
         if self._specs:
-            self._tree = await load_tree(self._client)
-            self._folders, missing = select(self._specs, self._tree)
+            self._folders, missing = select(self._specs, await self._load_tree())
             if missing:
                 log.warning("folders not found", account=self.account, folders=missing)
         else:
@@ -564,11 +565,27 @@ class GraphWatcher:
         parent = found.parent_folder_id if found is not None else None
         if not parent:
             return True, None
-        if self._tree is None or self._tree.find(parent) is None:
-            self._tree = await load_tree(self._client)
-        if parent in self._tree.deletions:
+        tree = await self._tree_knowing(parent)
+        if parent in tree.deletions:
             return True, None
-        return False, self._tree.find(parent)
+        return False, tree.find(parent)
+
+    async def _tree_knowing(self, folder_id: str) -> FolderTree:
+        """The folder tree, listed again (once, whoever else asks meanwhile) when it does
+        not know ``folder_id`` and did not miss it in its last listing already."""
+        async with self._tree_lock:
+            tree = self._tree
+            if tree is None or not (tree.knows(folder_id) or folder_id in self._unlisted):
+                tree = await self._load_tree()
+                if not tree.knows(folder_id):
+                    self._unlisted.add(folder_id)
+            return tree
+
+    async def _load_tree(self) -> FolderTree:
+        """List the mailbox's folders (again)."""
+        self._tree = await load_tree(self._client)
+        self._unlisted = set()
+        return self._tree
 
     async def _catch_up(
         self, keys: Collection[str] | None = None, consume_upto: int | None = None

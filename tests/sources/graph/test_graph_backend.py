@@ -561,3 +561,21 @@ async def test_star_takes_up_a_folder_created_later_on_sync(
     await deliver(http, sandbox, folder=alpha["id"], subject="filed deep")
     (new,) = await wait_events(client, "my-account", "messageNew")
     assert (new["path"], new.get("specialUse")) == ("Projects/Alpha", None)
+
+
+async def test_deletes_list_the_folder_tree_once(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """Telling a delete from a move needs the folder tree; Graph's DELETE puts messages in a
+    folder the listing does not show, which must not make every delete list it again."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    ids = [(await deliver(http, sandbox, subject=f"d{n}"))["immutableId"] for n in range(3)]
+    await wait_events(client, "my-account", "messageNew", count=3)
+    for n, graph_id in enumerate(ids, start=1):
+        await admin(http, sandbox, "DELETE", f"mailboxes/{MAIN}/messages/{graph_id}")
+        await wait_events(client, "my-account", "messageDeleted", count=n)
+    requests = await admin(http, sandbox, "GET", f"mailboxes/{MAIN}/requests")
+    listings = [r for r in requests if r["path"].lower().endswith("/mailfolders")]
+    assert len(listings) == 1
