@@ -229,16 +229,6 @@ async def folder_paths(conn: AsyncConnection, account: str) -> dict[str, RowMapp
     return {str(r["folder"]): r for r in result.mappings()}
 
 
-async def get_folder(conn: AsyncConnection, account: str, folder: str) -> RowMapping | None:
-    """The delta state of one folder."""
-    result = await conn.execute(
-        select(graph_folders).where(
-            graph_folders.c.account == account, graph_folders.c.folder == folder
-        )
-    )
-    return result.mappings().first()
-
-
 async def save_folder(
     conn: AsyncConnection,
     account: str,
