@@ -96,7 +96,12 @@ async def send_graph(
     message: dict[str, Any],
     save_to_sent_items: bool,
 ) -> str:
-    """``POST /users/{mailbox}/sendMail``; raise RetryLater (429, 5xx) or PermanentFailure."""
+    """``POST /users/{mailbox}/sendMail``; raise RetryLater (401, 429, 5xx) or
+    PermanentFailure.
+
+    A 401 is retried: Graph refused a token before its expiry (revoked early, or its clock
+    is ahead); the caller drops the token, so the next attempt gets a fresh one.
+    """
     url = f"{graph_url.rstrip('/')}/v1.0/users/{quote(mailbox, safe='@')}/sendMail"
     body = {"message": message, "saveToSentItems": save_to_sent_items}
     try:
@@ -112,7 +117,7 @@ async def send_graph(
     if status < 300:
         return f"{status} Accepted"
     reason = f"{status} {_graph_error(text)}"
-    if status == 429 or status >= 500:
+    if status in (401, 429) or status >= 500:
         raise RetryLater(reason, code=status)
     raise PermanentFailure(reason, code=status)
 

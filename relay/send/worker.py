@@ -278,14 +278,19 @@ class OutboxWorker:
                 )
                 assert self._session is not None
                 save = {"shared": True, "none": False}.get(mode, self.settings.save_to_sent_items)
-                reply = await send_graph(
-                    self._session,
-                    graph_url=self.microsoft.graph_url,
-                    token=token,
-                    mailbox=str(row["delegated_user"] or row["email"]),
-                    message=graph_message(raw, envelope),
-                    save_to_sent_items=save,
-                )
+                try:
+                    reply = await send_graph(
+                        self._session,
+                        graph_url=self.microsoft.graph_url,
+                        token=token,
+                        mailbox=str(row["delegated_user"] or row["email"]),
+                        message=graph_message(raw, envelope),
+                        save_to_sent_items=save,
+                    )
+                except RetryLater as exc:
+                    if exc.code == 401:
+                        self.tokens.reject(token)
+                    raise
                 return reply, {}
             target: SmtpTarget = await shared.once(
                 ("smtp", account), lambda: self._smtp_target(row, root)

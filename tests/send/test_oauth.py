@@ -23,7 +23,7 @@ from tests.auth.conftest import (
 )
 from tests.conftest import MakeClient
 from tests.peers.smtp import SmtpPeer
-from tests.sources.imap.relay_support import wait_events
+from tests.sources.imap.relay_support import stored_events, wait_events
 
 from .conftest import outbox_entry, send_settings, submit
 
@@ -197,3 +197,26 @@ async def test_graph_sent_copy_none_saves_no_copy(
     assert await _graph_messages(http, sandbox, SHARED, "sentitems") == []
     assert await _graph_messages(http, sandbox, MAIN, "sentitems") == []
     assert len(await _graph_messages(http, sandbox, MAIN, "inbox")) == 1
+
+
+async def test_graph_token_refused_before_expiry_is_replaced(
+    make_client: MakeClient,
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+) -> None:
+    """Graph answers 401 to a token the relay still thinks valid (here: Graph's clock is two
+    hours ahead): the attempt is retried with a fresh token, not failed."""
+    client = await _relay(
+        make_client, settings, http, sandbox, baseScopes="api", extraScopes=GRAPH_SCOPES
+    )
+    await submit(client, TO, account="shared")
+    await wait_events(client, "shared", "messageSent")
+    await sandbox_admin(http, sandbox, "clock", {"advanceSeconds": 2 * 3600})
+    queued = await submit(client, TO, account="shared")
+    await wait_events(client, "shared", "messageSent", count=2)
+    (error,) = await wait_events(client, "shared", "messageDeliveryError")
+    assert error["data"]["errorCode"] == 401
+    entry = await outbox_entry(client, queued["queueId"])
+    assert (entry["status"], entry["attempts"]) == ("sent", 2)
+    assert await stored_events(client, "shared", "messageFailed") == []
