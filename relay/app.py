@@ -16,6 +16,8 @@ from relay.api.health import metrics_middleware
 from relay.api.keys import (
     AUTH_CACHE,
     CIPHER,
+    ENRICHER,
+    MAILBOXES,
     METRICS,
     OUTBOX,
     SETTINGS,
@@ -32,10 +34,15 @@ from relay.auth.identity import MicrosoftIdentity
 from relay.auth.scopes import GRAPH
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
+from relay.mailbox.access import Mailboxes
+from relay.mailbox.notify import Enricher
+from relay.mailbox.pool import ImapPool
 from relay.metrics import Metrics
 from relay.send.worker import OutboxWorker
 from relay.sources.graph.client import GraphClients
 from relay.sources.graph.watcher import GraphContext
+from relay.sources.imap.client import ClientOptions
+from relay.sources.imap.listener import TlsContexts
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, tokens
 from relay.store.migrate import migrate
@@ -112,6 +119,25 @@ def create_app(
         yield
         await app[TOKENS].close()
 
+    async def mailboxes_ctx(app: web.Application) -> AsyncIterator[None]:
+        tokens = app[TOKENS]
+        pool = ImapPool(
+            app[STORE],
+            app[CIPHER],
+            tokens.token_for,
+            TlsContexts(settings.imap.ca_bundle),
+            ClientOptions(
+                connect_timeout=settings.imap.connect_timeout,
+                command_timeout=settings.imap.command_timeout,
+            ),
+            size=settings.mailbox.pool_size,
+            idle=settings.mailbox.pool_idle,
+            reject=tokens.reject,
+        )
+        app[MAILBOXES] = Mailboxes(app[STORE], pool, chunk_bytes=settings.mailbox.chunk_bytes)
+        yield
+        await app[MAILBOXES].close()
+
     async def supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.imap.watch:
             yield
@@ -123,6 +149,8 @@ def create_app(
 
         clients = GraphClients(settings.microsoft, graph_token, tokens.reject)
         await clients.start()
+        enrich = Enricher(app[STORE], app[MAILBOXES], timeout=settings.mailbox.notify_timeout)
+        app[ENRICHER] = enrich
         graph = GraphContext(
             app[STORE],
             app[CIPHER],
@@ -130,6 +158,7 @@ def create_app(
             clients,
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
+            enrich=enrich,
         )
         supervisor = Supervisor(
             app[STORE],
@@ -139,6 +168,7 @@ def create_app(
             max_payload_bytes=settings.webhooks.max_payload_bytes,
             token_for=app[TOKENS].token_for,
             graph=graph,
+            enrich=enrich,
         )
         await supervisor.start()
         app[SUPERVISOR] = supervisor
@@ -167,6 +197,7 @@ def create_app(
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(tokens_ctx)
+    app.cleanup_ctx.append(mailboxes_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(outbox_ctx)
     return app

@@ -169,6 +169,20 @@ class GraphSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxSettings:
+    # IMAP connections per account for API reads and webhook content, apart from the IDLE
+    # listeners (a read never waits behind or disturbs IDLE).
+    pool_size: int = 2
+    # Seconds an unused pooled connection stays open.
+    pool_idle: float = 60.0
+    # Seconds one webhook content fetch (text, headers, attachments) may take; after that the
+    # event is stored with what was read and ``data.textError``.
+    notify_timeout: float = 10.0
+    # Bytes read per FETCH when streaming a source or an attachment.
+    chunk_bytes: int = 1048576
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -179,6 +193,7 @@ class Settings:
     imap: ImapSettings = field(default_factory=ImapSettings)
     graph: GraphSettings = field(default_factory=GraphSettings)
     send: SendSettings = field(default_factory=SendSettings)
+    mailbox: MailboxSettings = field(default_factory=MailboxSettings)
 
     @property
     def service_url(self) -> str:
@@ -347,6 +362,17 @@ def _check(settings: Settings) -> None:
     _check_imap(s.imap)
     _check_graph(s.graph)
     _check_send(s.send)
+    _check_mailbox(s.mailbox)
+
+
+def _check_mailbox(m: MailboxSettings) -> None:
+    if m.pool_size < 1:
+        raise ConfigError("mailbox.pool_size", "must be at least 1")
+    for key, value in (("pool_idle", m.pool_idle), ("notify_timeout", m.notify_timeout)):
+        if value <= 0:
+            raise ConfigError(f"mailbox.{key}", "must be greater than 0")
+    if m.chunk_bytes < 4096:
+        raise ConfigError("mailbox.chunk_bytes", "must be at least 4096")
 
 
 def _check_webhooks(w: WebhookSettings) -> None:

@@ -6,6 +6,7 @@
     │   ├── NotFound           the named resource does not exist (404)
     │   └── Conflict           the request contradicts the stored state (409)
     ├── Unauthorized           missing or unknown API token (401)
+    ├── Unavailable            a mailbox server cannot be used right now (503)
     ├── StoreError             the database failed or is unreachable
     ├── AuthError              credentials for a mailbox could not be obtained
     │   ├── TokenRefreshFailed transient: the token endpoint failed, try again later
@@ -66,6 +67,19 @@ class Conflict(InputError):
 
 class Unauthorized(RelayError):
     """Missing or unknown API token."""
+
+
+class Unavailable(RelayError):
+    """A mailbox's server cannot be used right now (503); ``code`` says why, EmailEngine's way
+    (``IMAPUnavailable``, ``AuthenticationFails``, ``GraphUnavailable``)."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+    def __init__(self, message: str, *, code: str = "IMAPUnavailable") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
 
 
 class StoreError(RelayError):

@@ -216,8 +216,11 @@ async def _resolve(conn: AsyncConnection, account: str, fields: AccountFields) -
     auth = oauth2.auth if oauth2 else None
     delegated_account = auth.delegatedAccount if auth else None
     delegated_user = auth.delegatedUser if auth else None
-    if fields.imap is None and oauth2 is None:
-        raise InputError("imap: either imap or oauth2 settings are required", field="imap")
+    if fields.imap is None and oauth2 is None and fields.smtp is None:
+        # A send-only account (smtp and no imap) is fine, as in EmailEngine.
+        raise InputError(
+            "imap: either imap, smtp or oauth2 settings are required", field="imap"
+        )
     if delegated_account and not delegated_user:
         raise InputError(
             "oauth2.auth.delegatedUser: is required with delegatedAccount"

@@ -7,6 +7,8 @@ from aiohttp import web
 from relay.auth.crypto import Cipher
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
+from relay.mailbox.access import Mailboxes
+from relay.mailbox.notify import Enricher
 from relay.metrics import Metrics
 from relay.send.worker import OutboxWorker
 from relay.sources.supervisor import Supervisor
@@ -25,3 +27,7 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 TOKENS = web.AppKey("tokens", TokenManager)
 # Sends queued mail (only on nodes with send.deliver).
 OUTBOX = web.AppKey("outbox", OutboxWorker)
+# Reads and changes mailboxes (messages API, webhook content).
+MAILBOXES = web.AppKey("mailboxes", Mailboxes)
+# Adds message content to messageNew events (only on nodes that watch mailboxes).
+ENRICHER = web.AppKey("enricher", Enricher)

@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.endpoint import Handler
 from relay.api.keys import AUTH_CACHE, STORE
 from relay.auth.api_tokens import hash_token
-from relay.errors import InputError, StoreError, Unauthorized
+from relay.errors import InputError, StoreError, Unauthorized, Unavailable
 from relay.store import tokens
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, exc.reason, exc.message, exc.code, **extra)
     except Unauthorized as exc:
         return error_response(401, "Unauthorized", str(exc), "Unauthorized")
+    except Unavailable as exc:
+        return error_response(exc.status, exc.reason, exc.message, exc.code)
     except StoreError:
         log.exception("store failure", path=request.path)
         return error_response(503, "Service Unavailable", "The store is unavailable", "StoreError")

@@ -9,6 +9,7 @@ from relay.api import (
     authentication,
     graph,
     health,
+    messages,
     oauth2_apps,
     openapi,
     outbox,
@@ -21,6 +22,7 @@ from relay.api.endpoint import Endpoint
 def endpoints() -> list[Endpoint]:
     return [
         *accounts.ENDPOINTS,
+        *messages.ENDPOINTS,
         *oauth2_apps.ENDPOINTS,
         *authentication.ENDPOINTS,
         *webhooks.ENDPOINTS,

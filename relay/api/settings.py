@@ -3,6 +3,8 @@
 ``webhooks`` (URL), ``webhookEvents`` and ``webhooksEnabled`` drive the route with id
 ``default``; ``serviceSecret`` keys ``X-EE-Wh-Signature``; ``serviceUrl`` is the envelope's
 ``serviceUrl``. The service secret is write-only: reads say only whether it is set.
+The ``notify*`` keys choose the message content added to ``messageNew`` webhooks
+(``relay.mailbox.notify``); ``null`` unsets one.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from aiohttp import web
 from pydantic import Field
 
 from relay.api.endpoint import Endpoint, json_response, read_body
-from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
+from relay.api.keys import CIPHER, ENRICHER, SETTINGS, STORE, WORKER
 from relay.api.models import Body, Out
 from relay.api.webhooks import EventName, RouteCreate, TargetUrl, create_route_row
+from relay.mailbox.notify import KEYS as NOTIFY_KEYS
 from relay.store import settings as settings_store
 from relay.store import webhook_routes as routes_store
 from relay.store.events import service_url
@@ -25,12 +28,22 @@ TAG = "Settings"
 DEFAULT_ROUTE = "default"
 
 
+HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^(\*|[!-9;-~]+)$")]
+Size = Annotated[int, Field(ge=0, le=1024**3)]
+
+
 class SettingsIn(Body):
     webhooks: TargetUrl | None = None
     webhookEvents: Annotated[list[EventName], Field(min_length=1, max_length=64)] | None = None
     webhooksEnabled: bool | None = None
     serviceSecret: Annotated[str, Field(min_length=8, max_length=1024)] | None = None
     serviceUrl: TargetUrl | None = None
+    notifyText: bool | None = None
+    notifyTextSize: Size | None = None
+    notifyWebSafeHtml: bool | None = None
+    notifyHeaders: Annotated[list[HeaderName], Field(max_length=100)] | None = None
+    notifyAttachments: bool | None = None
+    notifyAttachmentSize: Size | None = None
 
 
 class SettingsUpdated(Out):
@@ -46,6 +59,12 @@ class SettingsOut(Out):
     webhooksEnabled: bool
     serviceUrl: str
     serviceSecretSet: bool
+    notifyText: bool = False
+    notifyTextSize: int | None = None
+    notifyWebSafeHtml: bool = False
+    notifyHeaders: list[str] = Field(default_factory=list)
+    notifyAttachments: bool = False
+    notifyAttachmentSize: int | None = None
 
 
 async def update_settings(request: web.Request) -> web.Response:
@@ -61,6 +80,13 @@ async def update_settings(request: web.Request) -> web.Response:
                 await settings_store.put(conn, "serviceUrl", str(body.serviceUrl).rstrip("/"))
         if body.serviceSecret is not None:
             await store_service_secret(conn, cipher, body.serviceSecret)
+        for key in NOTIFY_KEYS:
+            if key in given:
+                value = getattr(body, key)
+                if value is None:
+                    await settings_store.delete(conn, key)
+                else:
+                    await settings_store.put(conn, key, value)
         route_keys = {"webhooks", "webhookEvents", "webhooksEnabled"} & given
         if route_keys:
             row = await routes_store.get(conn, DEFAULT_ROUTE)
@@ -94,6 +120,9 @@ async def update_settings(request: web.Request) -> web.Response:
     worker = request.app.get(WORKER)
     if worker is not None:
         worker.routes_changed()
+    enricher = request.app.get(ENRICHER)
+    if enricher is not None:
+        enricher.forget()
     return json_response(SettingsUpdated(updated=sorted(given), webhooksSecret=new_secret))
 
 
@@ -103,6 +132,7 @@ async def read_settings(request: web.Request) -> web.Response:
         row = await routes_store.get(conn, DEFAULT_ROUTE)
         url = await service_url(conn, request.app[SETTINGS].service_url)
         secret = await service_secret(conn, cipher, create=False)
+        notify = {key: await settings_store.get(conn, key) for key in NOTIFY_KEYS}
     return json_response(
         SettingsOut(
             webhooks=row["url"] if row else None,
@@ -110,6 +140,7 @@ async def read_settings(request: web.Request) -> web.Response:
             webhooksEnabled=bool(row["enabled"]) if row else False,
             serviceUrl=url,
             serviceSecretSet=secret is not None,
+            **{key: value for key, value in notify.items() if value is not None},
         )
     )
 

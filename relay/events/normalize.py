@@ -48,6 +48,8 @@ __all__ = [
     "message_deleted",
     "message_id",
     "message_updated",
+    "param",
+    "param_pairs",
     "parse_message_id",
     "visible_flags",
 ]
@@ -193,7 +195,8 @@ def _object_id(value: Any) -> str | None:
 # -- bodystructure --------------------------------------------------------------------------
 
 
-def _params(raw: Any) -> list[tuple[str, bytes | str]]:
+def param_pairs(raw: Any) -> list[tuple[str, bytes | str]]:
+    """A parsed parameter list ``(name value ...)`` as ``(lower-case name, value)`` pairs."""
     if not isinstance(raw, tuple | list):
         return []
     items = list(raw)
@@ -219,7 +222,7 @@ def _rfc2231(value: str) -> str:
         return unquote(encoded, encoding="utf-8", errors="replace")
 
 
-def _param(pairs: Sequence[tuple[str, bytes | str]], name: str) -> str | None:
+def param(pairs: Sequence[tuple[str, bytes | str]], name: str) -> str | None:
     """A parameter's value, whether plain, RFC 2047 encoded, RFC 2231 extended or continued."""
     values = dict(pairs)
     if name + "*" in values:
@@ -270,8 +273,8 @@ def _leaf_attachment(
     if isinstance(disposition_raw, tuple | list) and disposition_raw:
         disposition = _lower(disposition_raw[0], "") or None
         if len(disposition_raw) > 1:
-            disposition_params = _params(disposition_raw[1])
-    filename = _param(disposition_params, "filename") or _param(_params(node[2]), "name")
+            disposition_params = param_pairs(disposition_raw[1])
+    filename = param(disposition_params, "filename") or param(param_pairs(node[2]), "name")
     content_id = decode_words(node[3]) if isinstance(node[3], bytes | str) else None
     if (
         content_type in _BODY_TYPES

@@ -47,6 +47,7 @@ from relay.auth.delegation import MAX_HOPS
 from relay.config import ImapSettings
 from relay.errors import StoreError
 from relay.events.model import Event, parse_iso
+from relay.mailbox.access import send_only
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
 from relay.sources.imap.credentials import StoredTokens, TokenProvider
 from relay.sources.imap.listener import (
@@ -58,7 +59,7 @@ from relay.sources.imap.listener import (
     TlsContexts,
 )
 from relay.sources.imap.parse import Mailbox
-from relay.sources.imap.sink import FolderSink
+from relay.sources.imap.sink import Enrich, FolderSink
 from relay.sources.specs import folder_specs, spec_matches
 from relay.store import Store
 from relay.store import accounts as accounts_store
@@ -102,10 +103,7 @@ def resolve_folders(specs: Sequence[str], boxes: Sequence[Mailbox]) -> dict[str,
 
 
 def _watchable(row: Mapping[Any, Any]) -> bool:
-    if row["backend"] != "imap":
-        return False
-    imap = (row["config"] or {}).get("imap")
-    return not (isinstance(imap, dict) and imap.get("disabled"))
+    return row["backend"] == "imap" and not send_only(row)
 
 
 class AccountWatcher:
@@ -226,9 +224,12 @@ class Supervisor:
         token_for: TokenProvider | None = None,
         node: str | None = None,
         graph: GraphContext | None = None,
+        enrich: Enrich | None = None,
     ) -> None:
-        """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts."""
+        """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts;
+        ``enrich`` adds message content to new-message events."""
         self.store = store
+        self.enrich = enrich
         self.cipher = cipher
         self.settings = settings
         self.service_url = service_url
@@ -259,7 +260,10 @@ class Supervisor:
         """Build the shared TLS contexts, start the accounts found, then keep scanning."""
         tls = TlsContexts(self.settings.ca_bundle)
         sink = FolderSink(
-            self.store, service_url=self.service_url, max_payload_bytes=self.max_payload_bytes
+            self.store,
+            service_url=self.service_url,
+            max_payload_bytes=self.max_payload_bytes,
+            enrich=self.enrich,
         )
         self._context = ListenerContext(
             self.store, self.cipher, self.settings, sink, self.token_for, tls

@@ -51,6 +51,7 @@ from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, Fol
 from relay.sources.graph.client import AccountClient, GraphClients, gather_all, to_json
 from relay.sources.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder, load_tree, select
 from relay.sources.imap.listener import StateReport
+from relay.sources.imap.sink import Enrich
 from relay.sources.specs import folder_specs
 from relay.store import Store
 from relay.store import events as events_store
@@ -91,6 +92,8 @@ class GraphContext:
     clients: GraphClients
     service_url: str
     max_payload_bytes: int
+    # Adds message content to new-message events before they are stored.
+    enrich: Enrich | None = None
 
 
 @dataclass
@@ -620,6 +623,8 @@ class GraphWatcher:
         for (graph_id, source), (deleted, folder) in zip(left, found, strict=True):
             changes.resolve(graph_id, source, folder, deleted=deleted)
         batch = changes.events
+        if self.context.enrich is not None:
+            await self.context.enrich(batch)
         if first:
             batch.append(
                 Event("accountInitialized", self.account, {"initialized": True}, changes.ms)

@@ -77,6 +77,7 @@ from relay.sources.imap.errors import (
 from relay.sources.imap.parse import (
     AppendResult,
     Bye,
+    CopyResult,
     FetchedMessage,
     Literal,
     Mailbox,
@@ -88,6 +89,7 @@ from relay.sources.imap.parse import (
     Untagged,
     Update,
     encode_mailbox,
+    parse_copyuid,
     parse_fetch,
     parse_list,
     parse_search,
@@ -625,14 +627,62 @@ class ImapClient:
         self._raise_unless_ok("UID FETCH", tagged)
         return _fetch_result(untagged)
 
-    async def uid_search(self, criteria: str = "ALL") -> SearchResult:
-        """UID SEARCH with raw ``criteria`` (``"UNSEEN"``, ``"MODSEQ 42"``); the caller quotes."""
-        if "\r" in criteria or "\n" in criteria:
-            raise ValueError("search criteria must be one line")
-        line = b"UID SEARCH " + criteria.encode("utf-8")
-        tagged, untagged = await self._simple("UID SEARCH", line, owns={"SEARCH"})
+    async def uid_search(self, criteria: str | Sequence[bytes] = "ALL") -> SearchResult:
+        """UID SEARCH with raw ``criteria`` (``"UNSEEN"``, ``"MODSEQ 42"``); the caller quotes.
+
+        ``criteria`` may also be a sequence of parts, where :class:`Literal` parts (from
+        :func:`quote` of non-ASCII text) are sent as literals; prefix ``CHARSET UTF-8`` then.
+        """
+        if isinstance(criteria, str):
+            if "\r" in criteria or "\n" in criteria:
+                raise ValueError("search criteria must be one line")
+            parts: list[bytes] = [criteria.encode("utf-8")]
+        else:
+            parts = list(criteria)
+        tagged, untagged = await self._run("UID SEARCH", [b"UID SEARCH ", *parts], owns={"SEARCH"})
         self._raise_unless_ok("UID SEARCH", tagged)
         return parse_search(untagged)
+
+    async def uid_copy(self, uids: str | int | Iterable[int], mailbox: str) -> CopyResult:
+        """UID COPY to ``mailbox``; the new UIDs come back when the server has UIDPLUS."""
+        return await self._copy("UID COPY", uids, mailbox)
+
+    async def uid_move(self, uids: str | int | Iterable[int], mailbox: str) -> CopyResult:
+        """UID MOVE (RFC 6851) to ``mailbox``; the caller checks the MOVE capability."""
+        return await self._copy("UID MOVE", uids, mailbox)
+
+    async def _copy(self, name: str, uids: str | int | Iterable[int], mailbox: str) -> CopyResult:
+        parts = [name.encode("ascii") + b" ", sequence_set(uids), b" ", encode_mailbox(mailbox)]
+        tagged, untagged = await self._run(name, parts, owns={"EXPUNGE", "VANISHED", "OK"})
+        self._raise_unless_ok(name, tagged)
+        # MOVE reports COPYUID in an untagged OK before its expunges; COPY in the tagged OK.
+        codes = [(tagged.code, tagged.code_data)]
+        for response in untagged:
+            if response.kind == "OK":
+                code, data, _ = split_status(response.text())
+                codes.append((code, data))
+        for code, data in codes:
+            if code == "COPYUID":
+                return parse_copyuid(data)
+        return CopyResult(None, {})
+
+    async def create(self, mailbox: str) -> None:
+        """CREATE a mailbox."""
+        tagged, _ = await self._run("CREATE", [b"CREATE ", encode_mailbox(mailbox)])
+        self._raise_unless_ok("CREATE", tagged)
+
+    async def rename(self, mailbox: str, new_name: str) -> None:
+        """RENAME a mailbox."""
+        parts = [b"RENAME ", encode_mailbox(mailbox), b" ", encode_mailbox(new_name)]
+        tagged, _ = await self._run("RENAME", parts)
+        self._raise_unless_ok("RENAME", tagged)
+
+    async def delete(self, mailbox: str) -> None:
+        """DELETE a mailbox."""
+        if self._selected == mailbox:
+            self._selected = None
+        tagged, _ = await self._run("DELETE", [b"DELETE ", encode_mailbox(mailbox)])
+        self._raise_unless_ok("DELETE", tagged)
 
     async def uid_store(
         self,

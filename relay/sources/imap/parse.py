@@ -486,6 +486,29 @@ class AppendResult:
     uid: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """COPYUID of a COPY or MOVE: the target's UIDVALIDITY and old UID -> new UID."""
+
+    uidvalidity: int | None
+    uids: dict[int, int]
+
+
+def parse_copyuid(data: bytes) -> CopyResult:
+    """``COPYUID <validity> <source set> <target set>`` (RFC 4315); malformed -> empty."""
+    fields = data.split()
+    if len(fields) != 3 or not fields[0].isdigit():
+        return CopyResult(None, {})
+    try:
+        source = [u for lo, hi in parse_sequence_set(fields[1]).ranges for u in range(lo, hi + 1)]
+        target = [u for lo, hi in parse_sequence_set(fields[2]).ranges for u in range(lo, hi + 1)]
+    except ImapProtocolError:
+        return CopyResult(int(fields[0]), {})
+    if len(source) != len(target):
+        return CopyResult(int(fields[0]), {})
+    return CopyResult(int(fields[0]), dict(zip(source, target, strict=True)))
+
+
 # -- updates --------------------------------------------------------------------------------
 
 

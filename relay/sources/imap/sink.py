@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ __all__ = [
     "Reset",
     "StateConflict",
 ]
+
+# Adds message content to events before they are stored (relay.mailbox.notify.Enricher).
+Enrich = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 class StateConflict(SourceError):
@@ -112,9 +115,17 @@ _GROUP = 500
 class FolderSink:
     """Commits listener changes (see the module docstring)."""
 
-    def __init__(self, store: Store, *, service_url: str, max_payload_bytes: int) -> None:
-        """Nothing runs until the first commit."""
+    def __init__(
+        self,
+        store: Store,
+        *,
+        service_url: str,
+        max_payload_bytes: int,
+        enrich: Enrich | None = None,
+    ) -> None:
+        """Nothing runs until the first commit; ``enrich`` adds content to new messages."""
         self._store = store
+        self._enrich = enrich
         self._service_url = service_url
         self._max_bytes = max_payload_bytes
         self._queue: list[_Pending] = []
@@ -190,11 +201,14 @@ class FolderSink:
         the version ``state`` was loaded from, and :class:`relay.errors.StoreError` when the
         database failed.
         """
+        events = self.events(folder, state, changes)
+        if self._enrich is not None:
+            await self._enrich(events)
         pending = _Pending(
             folder,
             state.version,
             state.columns(),
-            self.events(folder, state, changes),
+            events,
             synced,
             asyncio.get_running_loop().create_future(),
         )

@@ -1,0 +1,163 @@
+"""Message content in ``messageNew`` webhooks: EmailEngine's ``notify*`` settings.
+
+``notifyText`` adds ``data.text {id, encodedSize, plain, html, hasMore}`` (each part cut to
+``notifyTextSize`` bytes), ``notifyWebSafeHtml`` makes that HTML web-safe,
+``notifyHeaders`` (names, or ``["*"]``) adds ``data.headers``, ``notifyAttachments`` adds
+each attachment's ``content`` (base64) when it is at most ``notifyAttachmentSize`` bytes.
+
+The content is read once, through the account's mailbox backend, after the change was seen
+and before its event is stored, within ``mailbox.notify_timeout`` seconds. When the read
+fails or runs out of time the event is stored anyway with what was read and
+``data.textError`` saying why: content never costs an event. The payload limit
+(``webhooks.max_payload_bytes``) still applies when the event is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from relay.errors import RelayError
+from relay.events.model import Event
+from relay.mailbox.access import Mailboxes
+from relay.mailbox.content import pick_headers
+from relay.mailbox.model import Mailbox, TextRequest
+from relay.store import Store
+from relay.store import settings as settings_store
+
+__all__ = ["KEYS", "Enricher", "NotifyOptions"]
+
+log = structlog.get_logger(__name__)
+
+KEYS = (
+    "notifyText",
+    "notifyTextSize",
+    "notifyWebSafeHtml",
+    "notifyHeaders",
+    "notifyAttachments",
+    "notifyAttachmentSize",
+)
+# Settings are read at most this often (seconds): they change rarely, mail arrives often.
+_SETTINGS_TTL = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOptions:
+    """The ``notify*`` settings in force."""
+
+    text: bool = False
+    text_size: int | None = None
+    web_safe: bool = False
+    headers: tuple[str, ...] = ()
+    attachments: bool = False
+    attachment_size: int | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> NotifyOptions:
+        """From stored settings (missing keys take the defaults)."""
+        headers = values.get("notifyHeaders") or ()
+        return cls(
+            text=bool(values.get("notifyText")),
+            text_size=int(values["notifyTextSize"]) if values.get("notifyTextSize") else None,
+            web_safe=bool(values.get("notifyWebSafeHtml")),
+            headers=tuple(str(h) for h in headers),
+            attachments=bool(values.get("notifyAttachments")),
+            attachment_size=(
+                int(values["notifyAttachmentSize"]) if values.get("notifyAttachmentSize") else None
+            ),
+        )
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any content is to be read at all."""
+        return self.text or bool(self.headers) or self.attachments
+
+
+class Enricher:
+    """Adds the configured content to ``messageNew`` events before they are stored."""
+
+    def __init__(self, store: Store, mailboxes: Mailboxes, *, timeout: float) -> None:
+        self._store = store
+        self._mailboxes = mailboxes
+        self._timeout = timeout
+        self._options: NotifyOptions | None = None
+        self._read_at = 0.0
+
+    async def options(self) -> NotifyOptions:
+        """The settings in force (re-read every couple of seconds)."""
+        now = time.monotonic()
+        if self._options is None or now - self._read_at > _SETTINGS_TTL:
+            async with self._store.read() as conn:
+                values = {key: await settings_store.get(conn, key) for key in KEYS}
+            self._options = NotifyOptions.of(values)
+            self._read_at = now
+        return self._options
+
+    def forget(self) -> None:
+        """Read the settings again next time (they were just changed on this node)."""
+        self._options = None
+
+    async def __call__(self, events: Sequence[Event]) -> None:
+        """Enrich the ``messageNew`` events of ``events`` in place (bounded in time)."""
+        new = [e for e in events if e.event == "messageNew" and e.account and "id" in e.data]
+        if not new:
+            return
+        options = await self.options()
+        if not options.wanted:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                for event in new:
+                    await self._one(event, options)
+        except TimeoutError:
+            for event in new:
+                event.data.setdefault("textError", f"content not read within {self._timeout:g} s")
+
+    async def _one(self, event: Event, options: NotifyOptions) -> None:
+        data = event.data
+        assert event.account is not None
+        try:
+            mailbox = await self._mailboxes.open(event.account)
+            request = TextRequest(
+                text_type="*",
+                max_bytes=options.text_size,
+                web_safe=options.web_safe,
+            )
+            details = await mailbox.message(str(data["id"]), request if options.text else None)
+            if options.text and "text" in details:
+                data["text"] = details["text"]
+            if options.headers:
+                chosen = pick_headers(
+                    details.get("headers") or {},
+                    "*" if "*" in options.headers else list(options.headers),
+                )
+                if chosen:
+                    data["headers"] = chosen
+            if options.attachments:
+                await self._attachments(mailbox, data, options.attachment_size)
+        except asyncio.CancelledError:
+            raise
+        except (RelayError, OSError) as exc:
+            log.warning("message content not read", account=event.account, error=str(exc))
+            data["textError"] = str(exc) or type(exc).__name__
+
+    async def _attachments(self, mailbox: Mailbox, data: dict[str, Any], limit: int | None) -> None:
+        for item in data.get("attachments") or ():
+            size = int(item.get("encodedSize") or 0)
+            if limit is not None and size > limit:
+                continue
+            download = await mailbox.attachment(str(item["id"]))
+            try:
+                chunks = [chunk async for chunk in download.chunks]
+            finally:
+                await download.close()
+            content = b"".join(chunks)
+            if limit is not None and len(content) > limit:
+                continue
+            item["content"] = base64.b64encode(content).decode("ascii")
