@@ -59,11 +59,12 @@ class SettingsOut(Out):
     webhooksEnabled: bool
     serviceUrl: str
     serviceSecretSet: bool
-    notifyText: bool = False
+    # The notify* settings appear once set.
+    notifyText: bool | None = None
     notifyTextSize: int | None = None
-    notifyWebSafeHtml: bool = False
-    notifyHeaders: list[str] = Field(default_factory=list)
-    notifyAttachments: bool = False
+    notifyWebSafeHtml: bool | None = None
+    notifyHeaders: list[str] | None = None
+    notifyAttachments: bool | None = None
     notifyAttachmentSize: int | None = None
 
 

@@ -24,6 +24,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
+from html import unescape as html_unescape
 from io import BytesIO
 from typing import Literal, NamedTuple, Required, TypedDict
 from urllib.parse import unquote
@@ -86,7 +87,9 @@ def pick_headers(
     headers: Mapping[str, Sequence[str]], wanted: Sequence[str] | Literal["*"]
 ) -> dict[str, list[str]]:
     """The headers named in ``wanted`` (any case), or all for ``"*"`` (``notifyHeaders``)."""
-    if wanted == "*" or "*" in wanted:
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    if "*" in wanted:
         return {name: list(values) for name, values in headers.items()}
     names = {name.strip().lower() for name in wanted}
     return {name: list(values) for name, values in headers.items() if name.lower() in names}
@@ -153,7 +156,7 @@ _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
 
 
 def _cid_key(value: str) -> str:
-    return unquote(value).strip().removeprefix("<").removesuffix(">").strip().lower()
+    return unquote(html_unescape(value)).strip().removeprefix("<").removesuffix(">").strip().lower()
 
 
 def _media_type(content_type: str) -> str:
@@ -221,14 +224,15 @@ _CSS_URL = re.compile(
     r"""url\s*\(\s*(?:"([^"]*)"|'([^']*)'|([^\s"')]*))\s*\)""",
     re.IGNORECASE,
 )
-# Left after every well-formed url(...) is judged: an unclosed url(, other ways of naming
-# a resource (image-set("..."), @import "..."), script (expression(), javascript:) and
-# escapes, which can spell any of them (\75 rl).
+# Script (expression(), javascript:), other ways of naming a resource (image-set("..."),
+# @import "...") and escapes, which can spell any of them (\75 rl).
 _CSS_UNSAFE = re.compile(
-    r"""\\|url\s*\(|image-set|image\s*\(|src\s*\(|@import|expression|javascript:|vbscript:
-    |behavior|binding""",
+    r"""\\|image-set|image\s*\(|src\s*\(|@import|expression|javascript:|vbscript:|behavior
+    |binding""",
     re.IGNORECASE | re.VERBOSE,
 )
+# Left after every well-formed url(...) is judged: an unclosed one, which browsers load.
+_CSS_OPEN_URL = re.compile(r"url\s*\(", re.IGNORECASE)
 
 
 def _loads_ok(url: str, allow_remote: bool) -> bool:
@@ -240,7 +244,7 @@ def _loads_ok(url: str, allow_remote: bool) -> bool:
 def _safe_css(css: str, allow_remote: bool) -> str | None:
     """A ``style`` attribute without remote loads (unless allowed) and script; None: drop."""
     css = _CSS_COMMENT.sub("", css)
-    if _CSS_UNSAFE.search(_CSS_URL.sub("none", css)):
+    if _CSS_UNSAFE.search(css) or _CSS_OPEN_URL.search(_CSS_URL.sub("none", css)):
         return None
 
     def judge(match: re.Match[str]) -> str:
@@ -302,7 +306,7 @@ class Attachment(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ParsedMessage:
-    """A whole message: headers, text, and every other leaf part numbered as IMAP does."""
+    """A whole message: headers, text, leaf parts numbered as IMAP does, and attachments."""
 
     headers: dict[str, list[str]]
     plain: str | None = None

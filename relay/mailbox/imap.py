@@ -494,7 +494,7 @@ class ImapMailbox:
             out["id"] = normalize.message_id(folder_no, result.uidvalidity, result.uid)
             out["uid"] = result.uid
             out["uidValidity"] = str(result.uidvalidity)
-        message_id = content.headers_of(raw.split(b"\r\n\r\n", 1)[0]).get("message-id")
+        message_id = content.headers_of(raw).get("message-id")
         if message_id:
             out["messageId"] = message_id[0].strip()
         return out
