@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from relay.sources.imap import ClientOptions, ImapClient
+from relay.imap import ClientOptions, ImapClient
 from tests.peers.dovecot import DovecotServer, dovecot_server
 
 USERS = 20

@@ -43,7 +43,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relay.sources.imap import ImapClient  # noqa: E402
+from relay.imap import ImapClient  # noqa: E402
 from tests.peers.dovecot import DovecotServer, dovecot_server  # noqa: E402
 from tests.peers.receiver import Receiver  # noqa: E402
 from tests.proc import RelayProcess, free_port, relay_env  # noqa: E402

@@ -6,6 +6,8 @@ Each long-lived resource is one ``cleanup_ctx`` generator under a typed ``web.Ap
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -34,15 +36,16 @@ from relay.auth.identity import MicrosoftIdentity
 from relay.auth.scopes import GRAPH
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
+from relay.imap.client import ClientOptions
+from relay.imap.tls import TlsContexts
 from relay.mailbox.access import Mailboxes
+from relay.mailbox.graph import GraphMailboxes
 from relay.mailbox.notify import Enricher
 from relay.mailbox.pool import ImapPool
 from relay.metrics import Metrics
 from relay.send.worker import OutboxWorker
 from relay.sources.graph.client import GraphClients
 from relay.sources.graph.watcher import GraphContext
-from relay.sources.imap.client import ClientOptions
-from relay.sources.imap.listener import TlsContexts
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, tokens
 from relay.store.migrate import migrate
@@ -134,9 +137,28 @@ def create_app(
             idle=settings.mailbox.pool_idle,
             reject=tokens.reject,
         )
-        app[MAILBOXES] = Mailboxes(app[STORE], pool, chunk_bytes=settings.mailbox.chunk_bytes)
+        bundle = settings.microsoft.ca_bundle
+
+        def context() -> ssl.SSLContext:
+            return ssl.create_default_context(cafile=bundle or None)
+
+        async def graph_token(account: str) -> tuple[str, str]:
+            return await tokens.access_token(account, GRAPH)
+
+        graph = GraphMailboxes(
+            app[STORE],
+            settings.microsoft.graph_url,
+            graph_token,
+            reject=tokens.reject,
+            verify=await asyncio.to_thread(context),
+            chunk_bytes=settings.mailbox.chunk_bytes,
+        )
+        app[MAILBOXES] = Mailboxes(
+            app[STORE], pool, chunk_bytes=settings.mailbox.chunk_bytes, graph=graph.open
+        )
         yield
         await app[MAILBOXES].close()
+        await graph.close()
 
     async def supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.imap.watch:
@@ -188,6 +210,7 @@ def create_app(
             settings.microsoft,
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
+            mailboxes=app[MAILBOXES],
         )
         await outbox.start()
         app[OUTBOX] = outbox

@@ -25,6 +25,7 @@ from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import MAILBOXES
 from relay.api.models import Body, Out
 from relay.errors import AuthError, ImapError, InputError, SourceError, Unavailable
+from relay.imap.errors import ImapCommandError
 from relay.mailbox.imap import check_path
 from relay.mailbox.model import (
     DEFAULT_MAX_BYTES,
@@ -36,7 +37,6 @@ from relay.mailbox.model import (
 )
 from relay.send.mime import MimeError, build
 from relay.send.model import Address, Submit
-from relay.sources.imap.errors import ImapCommandError
 
 TAG = "Messages"
 _CURSOR_PREFIX = "imap_"

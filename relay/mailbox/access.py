@@ -24,11 +24,12 @@ __all__ = ["GraphFactory", "Mailboxes", "send_only"]
 GraphFactory = Callable[[str, Mapping[Any, Any]], Mailbox]
 
 
-def send_only(row: Mapping[Any, Any]) -> bool:
-    """Whether an account only sends: ``imap.disabled``, or SMTP settings and no IMAP/OAuth2."""
+def send_only(row: Mapping[Any, Any], *, unwatched: bool = False) -> bool:
+    """Whether an account only sends: ``imap.disabled`` (unless ``unwatched``), or SMTP
+    settings and no IMAP/OAuth2."""
     config = row["config"] if isinstance(row["config"], dict) else {}
     imap = config.get("imap")
-    if isinstance(imap, dict) and imap.get("disabled"):
+    if isinstance(imap, dict) and imap.get("disabled") and not unwatched:
         return True
     oauth = row["oauth2_app"] or row["delegated_account"] or config.get("oauth2")
     return not imap and not oauth and bool(config.get("smtp"))
@@ -50,14 +51,20 @@ class Mailboxes:
         self._chunk = chunk_bytes
         self._graph = graph
 
-    async def open(self, account: str, row: Mapping[Any, Any] | None = None) -> Mailbox:
-        """The backend of ``account``; NotFound for an unknown account."""
+    async def open(
+        self, account: str, row: Mapping[Any, Any] | None = None, *, unwatched: bool = False
+    ) -> Mailbox:
+        """The backend of ``account``; NotFound for an unknown account.
+
+        ``unwatched`` opens the mailbox of an account whose ``imap.disabled`` says not to
+        watch it (sending tidies its Sent folder all the same).
+        """
         if row is None:
             async with self.store.read() as conn:
                 row = await accounts_store.get(conn, account)
         if row is None:
             raise NotFound("Account record was not found for requested ID", field="account")
-        if send_only(row):
+        if send_only(row, unwatched=unwatched):
             raise NotOffered(f"account {account!r} is send-only: it has no mailbox to read")
         if row["backend"] == "graph":
             if self._graph is None:

@@ -24,6 +24,9 @@ from typing import Any
 
 from relay.errors import InputError
 from relay.events import normalize
+from relay.imap.client import ImapClient
+from relay.imap.errors import ImapCommandError
+from relay.imap.parse import FetchedMessage, Literal, Mailbox, quote
 from relay.mailbox import content, decode, structure
 from relay.mailbox.model import (
     AttachmentNotFound,
@@ -35,9 +38,6 @@ from relay.mailbox.model import (
     TextRequest,
 )
 from relay.mailbox.pool import ImapPool
-from relay.sources.imap.client import ImapClient
-from relay.sources.imap.errors import ImapCommandError
-from relay.sources.imap.parse import FetchedMessage, Literal, Mailbox, quote
 from relay.store import Store
 from relay.store import folders as folders_store
 

@@ -24,11 +24,11 @@ import structlog
 
 from relay.auth.crypto import Cipher
 from relay.errors import AuthError, ImapError
-from relay.sources.imap.client import ClientOptions, ImapClient
-from relay.sources.imap.credentials import TokenProvider, resolve
-from relay.sources.imap.errors import ImapAuthError
-from relay.sources.imap.listener import TlsContexts
-from relay.sources.imap.parse import Update
+from relay.imap.client import ClientOptions, ImapClient
+from relay.imap.errors import ImapAuthError
+from relay.imap.parse import Update
+from relay.imap.tls import TlsContexts
+from relay.mailbox.credentials import TokenProvider, resolve
 from relay.store import Store
 
 __all__ = ["ImapPool"]

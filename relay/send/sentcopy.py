@@ -8,28 +8,22 @@ and, for a shared ``From``, another in the shared mailbox's. ``sentCopy``:
   append one to the shared Sent folder when the server saved none there.
 - ``none``: delete the copies in both Sent folders.
 
-Over IMAP with the same XOAUTH2 token (``user=`` the main user, then the shared address).
+Through the mailbox layer (``relay.mailbox``), as every other read and change: the main
+account's mailbox, then the shared one (XOAUTH2 as the shared address with the main user's
+token), each on the pooled connections of its account.
 """
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from typing import Literal
 
-from relay.sources.imap.client import ClientOptions, ImapClient
+from relay.mailbox.model import Mailbox, MailboxNotFound, Search
 
 SentCopy = Literal["provider", "shared", "none"]
 MODES: tuple[SentCopy, ...] = ("provider", "shared", "none")
-
-
-@dataclass(frozen=True, slots=True)
-class ImapTarget:
-    host: str
-    port: int
-    secure: bool
-    token: str = field(repr=False)
-    tls: ssl.SSLContext | None = None
+# Where a server without special-use folders keeps sent mail (Exchange's name).
+_FALLBACK_SENT = "Sent Items"
 
 
 @dataclass
@@ -40,76 +34,46 @@ class Tidied:
     appended: bool = False
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+async def _copies(mailbox: Mailbox, message_id: str) -> tuple[str, list[str]]:
+    """The Sent folder's path and the ids of the copies of ``message_id`` in it."""
+    search = Search(message_id=message_id)
+    for path in ("\\Sent", _FALLBACK_SENT):
+        try:
+            return path, await mailbox.matching(path, search)
+        except MailboxNotFound:
+            continue
+    raise MailboxNotFound()
 
 
-async def _open(target: ImapTarget, user: str, command_timeout: float) -> ImapClient:
-    options = ClientOptions(connect_timeout=command_timeout, command_timeout=command_timeout)
-    client = await ImapClient.connect(
-        target.host,
-        target.port,
-        ssl=target.tls if target.secure else None,
-        server_hostname=target.host if target.secure else None,
-        options=options,
-    )
-    await client.authenticate_xoauth2(user, target.token)
-    return client
-
-
-async def _sent_folder(client: ImapClient) -> str:
-    boxes = await client.list_mailboxes(special_use_only=True)
-    for box in boxes:
-        if box.special_use == "\\Sent":
-            return box.name
-    return "Sent Items"
-
-
-async def _copies(client: ImapClient, message_id: str) -> tuple[str, tuple[int, ...]]:
-    folder = await _sent_folder(client)
-    await client.select(folder)
-    found = await client.uid_search(f"HEADER Message-ID {_quoted(message_id)}")
-    return folder, found.uids
-
-
-async def _delete(client: ImapClient, uids: tuple[int, ...]) -> None:
-    await client.uid_store(uids, "+FLAGS.SILENT", ["\\Deleted"])
-    await client.uid_expunge(uids)
+async def _delete(mailbox: Mailbox, ids: list[str]) -> None:
+    for message in ids:
+        await mailbox.delete(message, force=True)
 
 
 async def tidy(
     mode: SentCopy,
-    target: ImapTarget,
+    main: Mailbox,
+    shared: Mailbox | None,
     *,
     main_user: str,
     shared_user: str | None,
     message_id: str,
     raw: bytes,
-    command_timeout: float,
 ) -> Tidied:
-    """Apply ``mode`` to the Sent folders; raises ImapError when the server fails."""
+    """Apply ``mode`` to the Sent folders; raises the mailbox layer's errors."""
     done = Tidied()
-    if mode == "provider" or (mode == "shared" and shared_user is None):
+    if mode == "provider" or (mode == "shared" and shared is None):
         return done
-    main = await _open(target, main_user, command_timeout)
-    try:
-        _, uids = await _copies(main, message_id)
-        if uids:
-            await _delete(main, uids)
-        done.removed[main_user] = len(uids)
-    finally:
-        await main.logout()
-    if shared_user is None:
+    _, ids = await _copies(main, message_id)
+    await _delete(main, ids)
+    done.removed[main_user] = len(ids)
+    if shared is None or shared_user is None:
         return done
-    shared = await _open(target, shared_user, command_timeout)
-    try:
-        folder, uids = await _copies(shared, message_id)
-        if mode == "none" and uids:
-            await _delete(shared, uids)
-            done.removed[shared_user] = len(uids)
-        elif mode == "shared" and not uids:
-            await shared.append(folder, raw, flags=["\\Seen"])
-            done.appended = True
-    finally:
-        await shared.logout()
+    folder, ids = await _copies(shared, message_id)
+    if mode == "none" and ids:
+        await _delete(shared, ids)
+        done.removed[shared_user] = len(ids)
+    elif mode == "shared" and not ids:
+        await shared.upload(folder, raw, ("\\Seen",))
+        done.appended = True
     return done

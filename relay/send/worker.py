@@ -27,11 +27,13 @@ from relay.auth.tokens import TokenManager, account_user, secrets_context
 from relay.config import MicrosoftSettings, SendSettings
 from relay.errors import AuthError, ConsentRequired, NotFound, RelayError, StoreError
 from relay.events.model import Event, iso_ms
+from relay.mailbox.access import Mailboxes
+from relay.mailbox.model import NotOffered
 from relay.send import accounts as senders
-from relay.send.accounts import Missing, Sender, section
+from relay.send.accounts import Missing, Sender
 from relay.send.graph import graph_message, send_graph
 from relay.send.outcome import PermanentFailure, RetryLater, SendFailed, retry_delay
-from relay.send.sentcopy import ImapTarget, SentCopy, tidy
+from relay.send.sentcopy import SentCopy, tidy
 from relay.send.smtp import SmtpTarget
 from relay.send.smtp_pool import SmtpPool
 from relay.store import Store
@@ -106,8 +108,11 @@ class OutboxWorker:
         max_payload_bytes: int,
         node: str | None = None,
         clock: Callable[[], float] = time.time,
+        mailboxes: Mailboxes | None = None,
     ) -> None:
+        """``mailboxes`` reads and changes Sent folders for ``sentCopy``."""
         self.store = store
+        self.mailboxes = mailboxes
         self.cipher = cipher
         self.settings = settings
         self.tokens = tokens
@@ -120,7 +125,6 @@ class OutboxWorker:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._tls_contexts: dict[bool, ssl.SSLContext] = {}
         # Outcomes being written: shutdown waits for them before giving messages back.
         self._records: set[asyncio.Future[None]] = set()
         self._outcomes: list[_Outcome] = []
@@ -322,43 +326,28 @@ class OutboxWorker:
         raw: bytes,
     ) -> dict[str, Any]:
         """Apply ``sentCopy``; the message is gone already, so a failure is only reported."""
-        imap = section(section(root["config"]).get("imap"))
-        secure = bool(imap.get("secure", True))
-        tls: ssl.SSLContext | None = None
-        if secure:
-            verify = bool(section(imap.get("tls")).get("rejectUnauthorized", True))
-            tls = await self._tls(verify)
-        target = ImapTarget(
-            host=str(imap.get("host") or "outlook.office365.com"),
-            port=int(imap.get("port") or 993),
-            secure=secure,
-            token=smtp.token or "",
-            tls=tls,
-        )
         try:
+            if self.mailboxes is None:
+                raise NotOffered("no mailbox access on this node")
+            main = await self.mailboxes.open(str(root["id"]), root, unwatched=True)
+            shared = (
+                await self.mailboxes.open(str(row["id"]), row, unwatched=True)
+                if row["delegated_user"]
+                else None
+            )
             done = await tidy(
                 mode,
-                target,
+                main,
+                shared,
                 main_user=smtp.user,
                 shared_user=str(row["delegated_user"]) if row["delegated_user"] else None,
                 message_id=claimed.message_id,
                 raw=raw,
-                command_timeout=self.settings.timeout,
             )
         except (RelayError, OSError) as exc:
             log.warning("could not tidy the Sent Items copies", error=str(exc), mode=mode)
             return {"mode": mode, "error": str(exc)}
         return {"mode": mode, "removed": done.removed, "appended": done.appended}
-
-    async def _tls(self, verify: bool) -> ssl.SSLContext:
-        context = self._tls_contexts.get(verify)
-        if context is None:
-            context = await asyncio.to_thread(ssl.create_default_context)
-            if not verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._tls_contexts[verify] = context
-        return context
 
     async def _smtp_target(self, row: Mapping[Any, Any], root: Mapping[Any, Any]) -> SmtpTarget:
         """Server and credentials: a shared mailbox logs in as the main user with its token."""

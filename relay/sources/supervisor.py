@@ -47,18 +47,18 @@ from relay.auth.delegation import MAX_HOPS
 from relay.config import ImapSettings
 from relay.errors import StoreError
 from relay.events.model import Event, parse_iso
+from relay.imap.parse import Mailbox
+from relay.imap.tls import TlsContexts
 from relay.mailbox.access import send_only
+from relay.mailbox.credentials import StoredTokens, TokenProvider
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
-from relay.sources.imap.credentials import StoredTokens, TokenProvider
 from relay.sources.imap.listener import (
     INBOX,
     INBOX_SPECIAL_USE,
     FolderListener,
     ListenerContext,
     StateReport,
-    TlsContexts,
 )
-from relay.sources.imap.parse import Mailbox
 from relay.sources.imap.sink import Enrich, FolderSink
 from relay.sources.specs import folder_specs, spec_matches
 from relay.store import Store

@@ -19,7 +19,7 @@ from relay.events.normalize import (
     parse_message_id,
     visible_flags,
 )
-from relay.sources.imap.parse import parse_fetch, parse_untagged
+from relay.imap.parse import parse_fetch, parse_untagged
 
 FOLDER = 3
 VALIDITY = 1795486845

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from relay.imap.parse import Record, parse_fetch, parse_untagged
 from relay.mailbox.content import (
     attachment_inline,
     embed_images,
@@ -18,7 +19,6 @@ from relay.mailbox.content import (
 )
 from relay.mailbox.model import TextType
 from relay.mailbox.structure import Part, leaf_parts
-from relay.sources.imap.parse import Record, parse_fetch, parse_untagged
 
 HEADER = (
     b"Received: from mx1.example.org\r\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.sources.imap.parse import Mailbox
+from relay.imap.parse import Mailbox
 from relay.sources.supervisor import folder_specs, resolve_folders
 
 BOXES = [

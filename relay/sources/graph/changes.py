@@ -25,7 +25,7 @@ from typing import Any
 
 from relay.events import normalize
 from relay.events.model import Event, parse_iso
-from relay.sources.graph.folders import GraphFolder
+from relay.graph.folders import GraphFolder
 
 __all__ = ["Changes", "Delta", "FolderState", "Known"]
 

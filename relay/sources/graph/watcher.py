@@ -46,10 +46,11 @@ from relay.config import GraphSettings
 from relay.errors import AuthError, ConsentRequired
 from relay.events import normalize
 from relay.events.model import Event
+from relay.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder
 from relay.sources.graph import subscriptions
 from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, FolderState
 from relay.sources.graph.client import AccountClient, GraphClients, gather_all, to_json
-from relay.sources.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder, load_tree, select
+from relay.sources.graph.folders import load_tree, select
 from relay.sources.imap.listener import StateReport
 from relay.sources.imap.sink import Enrich
 from relay.sources.specs import folder_specs

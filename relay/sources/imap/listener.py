@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,15 +49,14 @@ from relay.auth.crypto import Cipher
 from relay.config import ImapSettings
 from relay.errors import AuthError, ConsentRequired, NotFound, StoreError, TokenRefreshFailed
 from relay.events.normalize import visible_flags
-from relay.sources.imap.client import ClientOptions, FetchResult, ImapClient
-from relay.sources.imap.credentials import Credentials, Endpoint, TokenProvider, resolve
-from relay.sources.imap.errors import (
+from relay.imap.client import ClientOptions, FetchResult, ImapClient
+from relay.imap.errors import (
     ImapAuthError,
     ImapCommandError,
     ImapConnectionError,
     ImapError,
 )
-from relay.sources.imap.parse import (
+from relay.imap.parse import (
     Exists,
     Expunge,
     FetchedMessage,
@@ -67,6 +65,8 @@ from relay.sources.imap.parse import (
     Update,
     Vanished,
 )
+from relay.imap.tls import TlsContexts
+from relay.mailbox.credentials import Credentials, Endpoint, TokenProvider, resolve
 from relay.sources.imap.sink import (
     Change,
     Deleted,
@@ -89,7 +89,6 @@ __all__ = [
     "FolderListener",
     "ListenerContext",
     "StateReport",
-    "TlsContexts",
 ]
 
 log = structlog.get_logger(__name__)
@@ -101,26 +100,6 @@ MESSAGE_ITEMS = ("UID", "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "R
 _LIST_INTERVAL = 900.0
 # Without IDLE the listener polls with NOOP this often (at most).
 _POLL_INTERVAL = 60.0
-
-
-class TlsContexts:
-    """The process's SSL contexts: one verifying, one not (``tls.rejectUnauthorized: false``).
-
-    A context holds its own copy of the trust store (hundreds of KiB), so connections share
-    these two instead of making one each. Build at start-up: loading the trust store reads
-    files.
-    """
-
-    def __init__(self, ca_bundle: str = "") -> None:
-        self.verified = ssl.create_default_context(cafile=ca_bundle or None)
-        unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        unverified.check_hostname = False
-        unverified.verify_mode = ssl.CERT_NONE
-        self.unverified = unverified
-
-    def get(self, verify: bool) -> ssl.SSLContext:
-        """The shared context for a server that is (or is not) verified."""
-        return self.verified if verify else self.unverified
 
 
 class Backoff:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.graph.folders import INBOX_FOLDER, GraphFolder
 from relay.sources.graph.changes import Changes, Delta, FolderState
-from relay.sources.graph.folders import INBOX_FOLDER, GraphFolder
 
 ARCHIVE = GraphFolder("AQMkArchive", "Archive", "\\Archive")
 DRAFTS = GraphFolder("AQMkDrafts", "Drafts", "\\Drafts")

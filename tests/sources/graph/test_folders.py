@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from relay.sources.graph.folders import INBOX_FOLDER, build_tree, select
+from relay.graph.folders import INBOX_FOLDER, build_tree
+from relay.sources.graph.folders import select
 
 LISTING = [
     {"id": "F-in", "displayName": "Posteingang", "parentFolderId": "ROOT"},

@@ -17,7 +17,7 @@ _ROOT = Path(__file__).resolve().parents[3]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from relay.sources.imap import ClientOptions, ImapClient  # noqa: E402
+from relay.imap import ClientOptions, ImapClient  # noqa: E402
 from tests.peers.dovecot import DovecotServer, start_dovecot  # noqa: E402
 from tests.peers.tcpproxy import TcpProxy  # noqa: E402
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from relay.api.keys import STORE
 from relay.config import ImapSettings, Settings
-from relay.sources.imap import ImapClient
+from relay.imap import ImapClient
 from relay.store.schema import accounts, events, imap_folders
 from tests.api.helpers import call
 from tests.peers.dovecot import DovecotServer

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 
 from relay.errors import ImapError
-from relay.sources.imap import (
+from relay.imap import (
     Bye,
     ClientOptions,
     Exists,

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from relay.sources.imap.errors import ImapProtocolError
-from relay.sources.imap.parse import (
+from relay.imap.errors import ImapProtocolError
+from relay.imap.parse import (
     Exists,
     Expunge,
     Literal,
@@ -22,7 +22,7 @@ from relay.sources.imap.parse import (
     split_status,
     to_update,
 )
-from relay.sources.imap.xoauth2 import (
+from relay.imap.xoauth2 import (
     decode_error_challenge,
     xoauth2_initial_response,
     xoauth2_string,

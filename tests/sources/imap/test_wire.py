@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from relay.sources.imap import (
+from relay.imap import (
     ClientOptions,
     Exists,
     ImapByeError,

@@ -9,7 +9,7 @@ and drops untagged responses that arrive while no command is pending. ``imaplib`
 What is ours is only the *framing* and the command/response bookkeeping: an
 ``asyncio.Protocol`` cuts the byte stream into logical responses (CRLF lines with ``{n}``
 literals spliced in). Everything inside a response is parsed by
-``imapclient.response_parser`` (BSD, pure) via :mod:`relay.sources.imap.parse`.
+``imapclient.response_parser`` (BSD, pure) via :mod:`relay.imap.parse`.
 
 Design, for memory (2,000+ idle connections per process):
 
@@ -64,7 +64,7 @@ from typing import Any, cast
 
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 
-from relay.sources.imap.errors import (
+from relay.imap.errors import (
     ImapAuthError,
     ImapByeError,
     ImapCommandError,
@@ -74,7 +74,7 @@ from relay.sources.imap.errors import (
     ImapStateError,
     ImapTimeoutError,
 )
-from relay.sources.imap.parse import (
+from relay.imap.parse import (
     AppendResult,
     Bye,
     CopyResult,
@@ -102,7 +102,7 @@ from relay.sources.imap.parse import (
     split_status,
     to_update,
 )
-from relay.sources.imap.xoauth2 import decode_error_challenge, xoauth2_initial_response
+from relay.imap.xoauth2 import decode_error_challenge, xoauth2_initial_response
 
 __all__ = [
     "ClientOptions",

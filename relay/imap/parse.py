@@ -24,7 +24,7 @@ from imapclient.response_parser import (
     parse_response,
 )
 
-from relay.sources.imap.errors import ImapProtocolError
+from relay.imap.errors import ImapProtocolError
 
 __all__ = [
     "AppendResult",

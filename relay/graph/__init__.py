@@ -1,0 +1,1 @@
+"""Microsoft Graph, the protocol: what the watcher and the mailbox layer share."""
