@@ -218,9 +218,7 @@ async def _resolve(conn: AsyncConnection, account: str, fields: AccountFields) -
     delegated_user = auth.delegatedUser if auth else None
     if fields.imap is None and oauth2 is None and fields.smtp is None:
         # A send-only account (smtp and no imap) is fine, as in EmailEngine.
-        raise InputError(
-            "imap: either imap, smtp or oauth2 settings are required", field="imap"
-        )
+        raise InputError("imap: either imap, smtp or oauth2 settings are required", field="imap")
     if delegated_account and not delegated_user:
         raise InputError(
             "oauth2.auth.delegatedUser: is required with delegatedAccount"
