@@ -56,6 +56,10 @@ class SnapshotWriter:
 
 SNAPSHOT = web.AppKey("sandbox_snapshot", SnapshotWriter)
 
+# Messages of tens of megabytes arrive base64-encoded (admin deliveries, MIME uploads);
+# aiohttp's default of 1 MiB would refuse them.
+MAX_REQUEST_BYTES = 256 * 1024 * 1024
+
 
 @web.middleware
 async def _snapshot_after(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -75,7 +79,7 @@ def create_sandbox_app(
     ``notifier_settings`` tunes how Graph change notifications are delivered.
     """
     middlewares = [_snapshot_after] if snapshot_path is not None else []
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BYTES)
     app[STATE] = state
     notifier = Notifier(state, notifier_settings)
     app[NOTIFIER] = notifier

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -93,6 +94,32 @@ class Graph:
             text = await response.text()
             return response.status, response.headers, json.loads(text) if text else None
 
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """``(status, response headers, body bytes)``; ``data`` is sent as it is."""
+        url = path if path.startswith("https://") else f"{self.sandbox.url}/v1.0/{path}"
+        sent = {"Authorization": f"Bearer {token or self.token}", **(headers or {})}
+        async with self.http.request(
+            method, URL(url, encoded=True), data=data, headers=sent
+        ) as response:
+            return response.status, response.headers, await response.read()
+
+    async def exchange_bytes(
+        self, path: str, data: bytes, *, content_type: str
+    ) -> tuple[int, CIMultiDictProxy[str], Any]:
+        """POST ``data`` as it is with ``content_type``: ``(status, headers, JSON or None)``."""
+        status, headers, body = await self.raw(
+            "POST", path, data, headers={"Content-Type": content_type}
+        )
+        return status, headers, json.loads(body) if body else None
+
     async def ok(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
         """The JSON of a 2xx answer; fails the test otherwise."""
         status, result = await self.call(method, path, body, **kwargs)
@@ -111,8 +138,15 @@ class Graph:
 async def admin(
     http: aiohttp.ClientSession, sandbox: RunningSandbox, method: str, path: str, body: Any = None
 ) -> Any:
-    """Call the admin API; fails the test on an error answer."""
-    async with http.request(method, f"{sandbox.url}/sandbox/{path}", json=body) as response:
+    """Call the admin API; fails the test on an error answer.
+
+    The body goes out as a stream: a message delivered as MIME may be tens of megabytes.
+    """
+    data = None if body is None else io.BytesIO(json.dumps(body).encode())
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    async with http.request(
+        method, f"{sandbox.url}/sandbox/{path}", data=data, headers=headers
+    ) as response:
         text = await response.text()
         assert response.status < 300, (response.status, text)
         return json.loads(text) if text else None

@@ -1,6 +1,9 @@
 """A local emulator of the Microsoft Graph v1.0 mail subset the relay uses.
 
 - :mod:`~relay.sandbox.graph.mail`: mailboxes, folders and messages (in memory).
+- :mod:`~relay.sandbox.graph.mime`: MIME sources in (delivery, upload) and out (``$value``).
+- :mod:`~relay.sandbox.graph.bodies`: HTML and text bodies, converted as Exchange does.
+- :mod:`~relay.sandbox.graph.query`: ``$filter`` and ``$search`` on message lists.
 - :mod:`~relay.sandbox.graph.delta`: delta query tokens and pages.
 - :mod:`~relay.sandbox.graph.access`: what a token may do with a mailbox.
 - :mod:`~relay.sandbox.graph.subscriptions`: change subscriptions and their rules.

@@ -17,11 +17,20 @@ takes either.
   and skip token of the folder now gets ``410 Gone`` (``syncStateNotFound``)
 - ``POST /sandbox/mailboxes/{email}/messages`` ``{folder? ("inbox"), from?, to[]?, cc[]?,
   bcc[]?, replyTo[]?, subject?, body?, bodyType? (text|html), hasAttachments?,
-  internetMessageId?, isRead?, isDraft?, flag? (notFlagged|flagged|complete), importance?,
-  categories[]?, receivedDateTime?}`` -> 201 the message as Graph shows it. Addresses are
-  strings or ``{name, address}``.
-- ``POST /sandbox/mailboxes/{email}/drafts`` (the same body; ``folder`` defaults to
-  ``drafts``, ``isRead`` to true) -> 201 a draft, as Outlook saves one while composing
+  attachments[]?, internetMessageId?, isRead?, isDraft?, flag? (notFlagged|flagged|complete),
+  importance?, categories[]?, receivedDateTime?}`` -> 201 the message as Graph shows it.
+  Addresses are strings or ``{name, address}``; an attachment is ``{name, contentBytes
+  (base64), contentType? ("application/octet-stream"), isInline? (false), contentId?}``.
+  Instead of content fields, ``mime`` may carry a whole message (RFC 5322, base64-encoded):
+  subject, addresses, ``Message-ID``, ``Date`` (``sentDateTime``), importance, body (its
+  HTML part, else its text part), attachments (every other part; inline ones with their
+  ``Content-ID``) and ``internetMessageHeaders`` come from it, and Graph's ``$value``
+  returns it byte for byte. Passing ``mime`` with any of ``subject, body, bodyType, from,
+  to, cc, bcc, replyTo, internetMessageId, hasAttachments, attachments`` is a 400 (field
+  ``mime``), as is a source without any header.
+- ``POST /sandbox/mailboxes/{email}/drafts`` (the same body, ``mime`` too; ``folder``
+  defaults to ``drafts``, ``isRead`` to true) -> 201 a draft, as Outlook saves one while
+  composing
 - ``POST /sandbox/mailboxes/{email}/messages/{id}/send`` (no body) -> 200 the sent message:
   the draft moves to Sent Items (new ``id``, same ``immutableId``), sent as its ``from``
   (the mailbox by default), and reaches recipients that are sandbox mailboxes; 400 if it
@@ -58,6 +67,9 @@ takes either.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 from typing import Any
 
 from aiohttp import web
@@ -70,12 +82,14 @@ from relay.sandbox.graph.mail import (
     IMPORTANCE,
     INBOX,
     Address,
+    Attachment,
     Folder,
     Mailbox,
     Message,
     MessageInput,
     is_address,
 )
+from relay.sandbox.graph.mime import MimeError, parse_mime
 from relay.sandbox.graph.notifier import LIFECYCLE_EVENTS
 from relay.sandbox.graph.odata import format_precise, parse_datetime
 from relay.sandbox.graph.throttling import CODES, DEFAULT_CODE
@@ -177,8 +191,99 @@ async def expire_delta(request: web.Request) -> web.Response:
     return web.json_response({"folder": folder.id, "expired": True})
 
 
+def _base64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise InputError(f"{name}: must be a base64 string", field=name)
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except binascii.Error:
+        raise InputError(f"{name}: must be a base64 string", field=name) from None
+
+
+def _attachments(body: dict[str, Any]) -> list[Attachment]:
+    value = body.get("attachments")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError("attachments: must be a list of attachments", field="attachments")
+    found: list[Attachment] = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise InputError("attachments: must be a list of attachments", field="attachments")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("attachments: each needs a name", field="attachments")
+        content_type = item.get("contentType", "application/octet-stream")
+        content_id = item.get("contentId")
+        inline = item.get("isInline", False)
+        if (
+            not isinstance(content_type, str)
+            or not isinstance(inline, bool)
+            or (content_id is not None and not isinstance(content_id, str))
+        ):
+            raise InputError(
+                "attachments: contentType and contentId are strings, isInline a boolean",
+                field="attachments",
+            )
+        found.append(
+            Attachment(
+                id="",
+                name=name,
+                content_type=content_type,
+                data=_base64(item.get("contentBytes"), "attachments.contentBytes"),
+                is_inline=inline,
+                content_id=content_id.strip("<>") if content_id else None,
+            )
+        )
+    return found
+
+
+# What a MIME source says; the admin body may not say it as well.
+_FROM_MIME = (
+    "subject",
+    "body",
+    "bodyType",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "replyTo",
+    "internetMessageId",
+    "hasAttachments",
+    "attachments",
+)
+
+
+async def _input_of(body: dict[str, Any], *, draft: bool) -> MessageInput:
+    """A message from an admin body: from fields, or from a base64 ``mime`` source."""
+    if body.get("mime") is None:
+        return _message_input(body, draft=draft)
+    clashing = [name for name in _FROM_MIME if body.get(name) is not None]
+    if clashing:
+        raise InputError(
+            f"mime: the source gives {', '.join(clashing)}; do not pass them as well",
+            field="mime",
+        )
+    raw = _base64(body["mime"], "mime")
+    try:
+        # Parsing tens of megabytes takes a while: off the event loop.
+        parsed = await asyncio.to_thread(parse_mime, raw)
+    except MimeError as exc:
+        raise InputError(f"mime: not an internet message ({exc})", field="mime") from None
+    data = _message_input(body, draft=draft)
+    data.subject, data.body, data.body_type = parsed.subject, parsed.body, parsed.body_type
+    data.from_, data.sender = parsed.from_, parsed.sender
+    data.to, data.cc, data.bcc, data.reply_to = parsed.to, parsed.cc, parsed.bcc, parsed.reply_to
+    data.internet_message_id = parsed.internet_message_id
+    data.sent = parsed.sent
+    if body.get("importance") is None:
+        data.importance = parsed.importance
+    data.mime, data.attachments, data.headers = raw, parsed.attachments, parsed.headers
+    return data
+
+
 def _message_input(body: dict[str, Any], *, draft: bool) -> MessageInput:
-    """A message from an admin body; a draft is read and has ``isDraft`` set."""
+    """A message from an admin body's fields; a draft is read and has ``isDraft`` set."""
     received = None
     if body.get("receivedDateTime") is not None:
         try:
@@ -206,6 +311,7 @@ def _message_input(body: dict[str, Any], *, draft: bool) -> MessageInput:
         categories=_categories(body) or [],
         internet_message_id=text(body, "internetMessageId", required=False),
         received=received,
+        attachments=_attachments(body),
     )
 
 
@@ -213,7 +319,7 @@ async def deliver(request: web.Request) -> web.Response:
     """Put a message into a mailbox folder, as if it had arrived."""
     state = request.app[STATE]
     body = await json_body(request)
-    data = _message_input(body, draft=False)
+    data = await _input_of(body, draft=False)
     folder = text(body, "folder", required=False) or INBOX
     message = state.mail.add_message(request.match_info["email"], folder, data)
     return web.json_response(_message_view(message), status=201)
@@ -223,7 +329,7 @@ async def save_draft(request: web.Request) -> web.Response:
     """Save a draft, as Outlook does while the user writes a message."""
     state = request.app[STATE]
     body = await json_body(request)
-    data = _message_input(body, draft=True)
+    data = await _input_of(body, draft=True)
     folder = text(body, "folder", required=False) or DRAFTS
     message = state.mail.add_message(request.match_info["email"], folder, data)
     return web.json_response(_message_view(message), status=201)

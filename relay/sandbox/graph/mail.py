@@ -4,7 +4,12 @@ Every user and shared mailbox owns one :class:`Mailbox` with the well-known fold
 ``inbox``, ``sentitems``, ``drafts``, ``deleteditems``, ``junkemail`` and ``archive``
 (display names may be localized) and the hidden ``recoverableitemsdeletions`` folder that
 Graph's ``DELETE`` moves messages to, all directly under the mailbox's root. Folders nest:
-a folder's display name is unique among its siblings.
+a folder's display name is unique among its siblings. Folders other than the well-known
+ones can be renamed, moved and deleted (into Deleted Items, then for good).
+
+A message may carry file attachments and the raw MIME source it was made from (delivered
+as MIME through the admin API, or uploaded through Graph); a message made from fields has
+no source of its own, :mod:`relay.sandbox.graph.mime` writes one when asked.
 
 A message has two ids, as in Exchange Online: its default id (``AAMk...``), which changes
 whenever the message changes folder, and its immutable id (``AAkALg...``), which stays the
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay.errors import Conflict, InputError, NotFound
+from relay.sandbox.graph.bodies import html_to_text
 
 INBOX = "inbox"
 SENT_ITEMS = "sentitems"
@@ -37,6 +43,7 @@ DELETED_ITEMS = "deleteditems"
 JUNK_EMAIL = "junkemail"
 ARCHIVE = "archive"
 RECOVERABLE_DELETIONS = "recoverableitemsdeletions"
+MSG_FOLDER_ROOT = "msgfolderroot"
 
 DEFAULT_FOLDER_NAMES: Mapping[str, str] = {
     INBOX: "Inbox",
@@ -53,7 +60,6 @@ FLAG_STATUS = ("notFlagged", "flagged", "complete")
 CHANGE_TYPES = ("created", "updated", "deleted")
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_TAGS = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 PREVIEW_LENGTH = 255
 
@@ -88,6 +94,11 @@ def new_folder_id(mailbox: str, name: str) -> str:
     return "AQMkA" + _b64(digest + digest[:14])[:-1] + "="
 
 
+def new_attachment_id() -> str:
+    """An attachment id shaped like Exchange's (base64url, ``AAMk`` prefix)."""
+    return "AAMkA" + _b64(secrets.token_bytes(120))
+
+
 def new_change_key() -> str:
     """An opaque change key; the message's etag is ``W/"<changeKey>"``."""
     return "CQAAABYAAA" + _b64(secrets.token_bytes(21))
@@ -95,7 +106,7 @@ def new_change_key() -> str:
 
 def preview(content: str, content_type: str) -> str:
     """``bodyPreview``: the first 255 characters of the body as plain text."""
-    text = _TAGS.sub(" ", content) if content_type == "html" else content
+    text = html_to_text(content) if content_type == "html" else content
     return _SPACE.sub(" ", text).strip()[:PREVIEW_LENGTH]
 
 
@@ -107,9 +118,36 @@ class Address:
     address: str
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file attachment (Graph's ``fileAttachment``): its bytes and how it is shown.
+
+    ``content_id`` is the ``Content-ID`` without angle brackets; inline attachments are the
+    ones a body shows (``cid:`` images), which ``hasAttachments`` does not count.
+    """
+
+    id: str
+    name: str
+    content_type: str
+    data: bytes
+    is_inline: bool = False
+    content_id: str | None = None
+    modified: float = 0.0
+
+    @property
+    def size(self) -> int:
+        """The size in bytes."""
+        return len(self.data)
+
+
 @dataclass
 class MessageInput:
-    """What a new message is made of; everything has a sensible default."""
+    """What a new message is made of; everything has a sensible default.
+
+    ``mime`` is the raw source the message was made from (kept byte for byte; None for a
+    message made from fields, whose source is generated when asked for), ``headers`` its
+    top-level header lines.
+    """
 
     subject: str = ""
     body: str = ""
@@ -130,6 +168,9 @@ class MessageInput:
     conversation_id: str | None = None
     received: float | None = None
     sent: float | None = None
+    mime: bytes | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: list[tuple[str, str]] | None = None
 
 
 @dataclass
@@ -137,6 +178,7 @@ class Message:
     """One message in one folder. ``seq`` is the mailbox sequence of its last change.
 
     ``id`` is the default id (new in every folder); ``immutable_id`` never changes.
+    ``mime`` is the source it was made from, if any (see :class:`MessageInput`).
     """
 
     id: str
@@ -165,6 +207,9 @@ class Message:
     sent: float | None
     change_key: str
     seq: int
+    mime: bytes | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: list[tuple[str, str]] | None = None
 
     @property
     def etag(self) -> str:
@@ -175,6 +220,20 @@ class Message:
     def body_preview(self) -> str:
         """The first 255 characters of the body as text."""
         return preview(self.body, self.body_type)
+
+    @property
+    def size(self) -> int:
+        """Roughly what the message takes in the store, in bytes."""
+        if self.mime is not None:
+            return len(self.mime)
+        return len(self.body.encode()) + sum(a.size for a in self.attachments) + 512
+
+    def attachment(self, attachment_id: str) -> Attachment | None:
+        """One of the message's attachments by id."""
+        for found in self.attachments:
+            if found.id == attachment_id:
+                return found
+        return None
 
 
 @dataclass(frozen=True)
@@ -244,6 +303,30 @@ class Mailbox:
     def children(self, parent_id: str) -> list[Folder]:
         """The folders directly under ``parent_id`` (the root's for top-level folders)."""
         return [f for f in self.folders.values() if f.parent_id == parent_id]
+
+    def container(self, key: str) -> str | None:
+        """A folder id (by id or well-known name), or the root's for ``msgfolderroot``."""
+        if key == self.root_id or key.lower() == MSG_FOLDER_ROOT:
+            return self.root_id
+        found = self.folder(key)
+        return found.id if found is not None else None
+
+    def is_within(self, folder_id: str, ancestor_id: str) -> bool:
+        """Whether ``folder_id`` is ``ancestor_id`` or lies somewhere below it."""
+        current: str | None = folder_id
+        while current is not None and current != self.root_id:
+            if current == ancestor_id:
+                return True
+            found = self.folders.get(current)
+            current = found.parent_id if found is not None else None
+        return ancestor_id == self.root_id
+
+    def subtree(self, folder_id: str) -> list[Folder]:
+        """A folder and every folder below it, parents before children."""
+        found = [self.folders[folder_id]]
+        for folder in found:
+            found.extend(self.children(folder.id))
+        return found
 
     def find(self, message_id: str) -> Message | None:
         """A message by default or immutable id, in any folder."""
@@ -343,15 +426,7 @@ class MailStore:
             parent_id = found.id
         if not display_name.strip():
             raise InputError("displayName: must not be empty", field="displayName")
-        for sibling in mailbox.children(parent_id):
-            # Recoverable Items lives outside the folders a user sees in Exchange.
-            if sibling.well_known in _HIDDEN_FOLDER_NAMES:
-                continue
-            if sibling.display_name.lower() == display_name.lower():
-                raise Conflict(
-                    f"displayName: a folder named {display_name!r} already exists there",
-                    field="displayName",
-                )
+        self._check_name_free(mailbox, parent_id, display_name, "")
         folder = Folder(
             id=new_folder_id(email, f"custom:{secrets.token_hex(8)}"),
             display_name=display_name,
@@ -361,6 +436,99 @@ class MailStore:
         )
         mailbox.folders[folder.id] = folder
         return folder
+
+    def rename_folder(self, email: str, folder_key: str, display_name: str) -> Folder:
+        """Give a folder another display name; Conflict if a sibling has it already.
+
+        Well-known folders keep their names (InputError).
+        """
+        mailbox = self.mailbox(email)
+        folder = self.folder(email, folder_key)
+        if folder.well_known is not None:
+            raise InputError(
+                f"displayName: the well-known folder {folder.well_known!r} cannot be renamed",
+                field="displayName",
+            )
+        if not display_name.strip():
+            raise InputError("displayName: must not be empty", field="displayName")
+        self._check_name_free(mailbox, folder.parent_id, display_name, folder.id)
+        folder.display_name = display_name
+        return folder
+
+    def move_folder(self, email: str, folder_key: str, destination: str) -> Folder:
+        """Move a folder, with everything in it, under ``destination``.
+
+        ``destination`` is a folder id, a well-known name or ``msgfolderroot``. Well-known
+        folders stay where they are, a folder cannot move below itself (InputError), and a
+        sibling of the same name at the destination is a Conflict. Messages keep their ids:
+        they stay in their folder, which moves.
+        """
+        mailbox = self.mailbox(email)
+        folder = self.folder(email, folder_key)
+        if folder.well_known is not None:
+            raise InputError(
+                f"folder: the well-known folder {folder.well_known!r} cannot be moved",
+                field="folder",
+            )
+        target = mailbox.container(destination)
+        if target is None:
+            raise NotFound(f"destinationId: no folder {destination!r} in {email}", field="folder")
+        if target != mailbox.root_id and mailbox.is_within(target, folder.id):
+            raise InputError(
+                "destinationId: a folder cannot move into itself or one of its subfolders",
+                field="destinationId",
+            )
+        if target == folder.parent_id:
+            return folder
+        self._check_name_free(mailbox, target, folder.display_name, folder.id)
+        folder.parent_id = target
+        return folder
+
+    def delete_folder(self, email: str, folder_key: str) -> None:
+        """Graph's ``DELETE`` of a folder: it moves, with its contents, to Deleted Items.
+
+        A folder already in Deleted Items is removed with its subfolders, and their
+        messages are purged (reported as ``deleted``). A name that Deleted Items holds
+        already gets a number appended (``Orders 1``): the sandbox's choice, Microsoft
+        does not document one. Well-known folders cannot be deleted (InputError).
+        """
+        mailbox = self.mailbox(email)
+        folder = self.folder(email, folder_key)
+        if folder.well_known is not None:
+            raise InputError(
+                f"folder: the well-known folder {folder.well_known!r} cannot be deleted",
+                field="folder",
+            )
+        deleted_items = mailbox.well_known(DELETED_ITEMS)
+        if mailbox.is_within(folder.id, deleted_items.id):
+            for gone in mailbox.subtree(folder.id):
+                for message in list(gone.messages.values()):
+                    self._take_out(mailbox, message)
+                    del mailbox.immutable[message.immutable_id]
+                del mailbox.folders[gone.id]
+            return
+        taken = {
+            f.display_name.lower() for f in mailbox.children(deleted_items.id) if f is not folder
+        }
+        name, n = folder.display_name, 0
+        while name.lower() in taken:
+            n += 1
+            name = f"{folder.display_name} {n}"
+        folder.display_name = name
+        folder.parent_id = deleted_items.id
+
+    def _check_name_free(
+        self, mailbox: Mailbox, parent_id: str, display_name: str, folder_id: str
+    ) -> None:
+        for sibling in mailbox.children(parent_id):
+            # Recoverable Items lives outside the folders a user sees in Exchange.
+            if sibling.id == folder_id or sibling.well_known in _HIDDEN_FOLDER_NAMES:
+                continue
+            if sibling.display_name.lower() == display_name.lower():
+                raise Conflict(
+                    f"displayName: a folder named {display_name!r} already exists there",
+                    field="displayName",
+                )
 
     def expire_delta(self, email: str, folder_key: str) -> Folder:
         """Invalidate every delta and skip token issued for a folder."""
@@ -385,6 +553,8 @@ class MailStore:
         _check_choice("flag", data.flag_status, FLAG_STATUS)
         now = self.now()
         domain = (data.from_.address if data.from_ else email).rpartition("@")[2]
+        # Every copy of a message gets attachment ids of its own, as in Exchange.
+        attachments = [replace(a, id=new_attachment_id(), modified=now) for a in data.attachments]
         message = Message(
             id=new_item_id(),
             immutable_id=new_immutable_id(),
@@ -400,7 +570,7 @@ class MailStore:
             reply_to=list(data.reply_to),
             is_read=data.is_read,
             is_draft=data.is_draft,
-            has_attachments=data.has_attachments,
+            has_attachments=data.has_attachments or any(not a.is_inline for a in attachments),
             importance=data.importance,
             flag_status=data.flag_status,
             categories=list(data.categories),
@@ -413,6 +583,9 @@ class MailStore:
             sent=data.sent if data.sent is not None else (None if data.is_draft else now),
             change_key=new_change_key(),
             seq=mailbox.next_seq(),
+            mime=data.mime,
+            attachments=attachments,
+            headers=list(data.headers) if data.headers is not None else None,
         )
         folder.messages[message.id] = message
         mailbox.immutable[message.immutable_id] = message.id
@@ -457,6 +630,11 @@ class MailStore:
             message.subject = subject
         if body is not None:
             message.body, message.body_type = body
+        if subject is not None or body is not None:
+            # The draft no longer matches the source it was made from: Exchange writes a
+            # new one from the item when asked.
+            message.mime = None
+            message.headers = None
         message.modified = self.now()
         message.change_key = new_change_key()
         message.seq = mailbox.next_seq()
@@ -475,6 +653,33 @@ class MailStore:
         if target.id == message.folder_id:
             return message
         return self._relocate(mailbox, message, target)
+
+    def copy(self, email: str, message_id: str, destination: str) -> Message:
+        """Copy a message into a folder: a new message (new ids) reported as ``created``."""
+        mailbox = self.mailbox(email)
+        message = self.message(email, message_id)
+        target = self.folder(email, destination)
+        now = self.now()
+        copied = replace(
+            message,
+            id=new_item_id(),
+            immutable_id=new_immutable_id(),
+            folder_id=target.id,
+            to=list(message.to),
+            cc=list(message.cc),
+            bcc=list(message.bcc),
+            reply_to=list(message.reply_to),
+            categories=list(message.categories),
+            attachments=[replace(a, id=new_attachment_id()) for a in message.attachments],
+            created=now,
+            modified=now,
+            change_key=new_change_key(),
+            seq=mailbox.next_seq(),
+        )
+        target.messages[copied.id] = copied
+        mailbox.immutable[copied.immutable_id] = copied.id
+        self._emit(mailbox, target.id, copied, "created")
+        return copied
 
     def _relocate(
         self, mailbox: Mailbox, message: Message, target: Folder, **changes: Any
@@ -595,6 +800,9 @@ def as_input(message: Message) -> MessageInput:
         internet_message_id=message.internet_message_id,
         conversation_id=message.conversation_id,
         sent=message.sent,
+        mime=message.mime,
+        attachments=list(message.attachments),
+        headers=message.headers,
     )
 
 

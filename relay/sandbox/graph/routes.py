@@ -12,17 +12,51 @@ folder id may be a well-known name such as ``inbox``.
   ``includeHiddenFolders=true``; ``@odata.nextLink`` paging), ``GET {folder}``
 - ``POST {user}/mailFolders``, ``POST {folder}/childFolders`` ``{displayName, isHidden?}``
   -> 201; a name taken among the siblings (ignoring case) -> 409 ``ErrorFolderExists``
+- ``PATCH {folder}`` ``{displayName}`` -> 200 the renamed folder (a sibling's name -> 409
+  ``ErrorFolderExists``; a well-known folder -> 400 ``ErrorInvalidRequest``, the sandbox's
+  choice as Microsoft documents none); ``DELETE {folder}`` -> 204: the folder and all in it
+  move to Deleted Items, or, already there, are gone (well-known folders -> 400
+  ``ErrorDeleteDistinguishedFolder``); ``POST {folder}/move`` ``{destinationId}`` (a folder
+  id, a well-known name or ``msgfolderroot``) -> 200 the folder under its new parent
+  (well-known folders -> 400 ``ErrorMoveDistinguishedFolder``, into itself or below ->
+  400 ``ErrorInvalidRequest``, a name taken there -> 409 ``ErrorFolderExists``). Messages
+  keep their ids when their folder moves. Folders show ``totalItemCount`` and
+  ``unreadItemCount``.
 - ``GET {user}/messages``, ``GET {folder}/messages``
   (``$select``, ``$top``, ``$skip``, ``$count``, ``$orderby=receivedDateTime [asc|desc]``;
-  ``@odata.nextLink`` paging)
+  ``@odata.nextLink`` paging). ``$filter`` (see :mod:`relay.sandbox.graph.query`) keeps
+  the matching messages; with ``$orderby`` its first property must be
+  ``receivedDateTime`` (400 ``InefficientFilter`` otherwise). ``$search`` (KQL subset)
+  returns up to 1,000 matches, newest sent first, paged with ``$skiptoken``; it cannot be
+  combined with ``$orderby`` (400 ``SearchWithOrderBy``), ``$filter`` (400
+  ``SearchWithFilter``) or ``$skip`` (400 ``BadRequest``).
 - ``GET {folder}/messages/delta`` (``$select``, ``$skiptoken``, ``$deltatoken``,
   ``Prefer: odata.maxpagesize=N``)
 - ``POST {user}/messages``, ``POST {folder}/messages`` -> 201: a draft (``isDraft``), in
   Drafts or in that folder (``subject``, ``body``, ``toRecipients``, ``ccRecipients``,
-  ``bccRecipients``, ``replyTo``, ``from``, ``importance``, ``categories``, ``flag``)
-- ``GET|PATCH|DELETE {user}[/{folder}]/messages/{id}`` (PATCH changes ``subject`` and
-  ``body`` of drafts only), ``POST .../messages/{id}/move``,
-  ``POST .../messages/{id}/permanentDelete``
+  ``bccRecipients``, ``replyTo``, ``from``, ``importance``, ``categories``, ``flag``).
+  With ``Content-Type: text/plain`` the body is a base64-encoded MIME message: the draft is
+  read from it and keeps it byte for byte; bad base64 or a source without headers -> 400
+  ``ErrorMimeContentInvalidBase64String``.
+- ``GET|PATCH|DELETE {user}[/{folder}]/messages/{id}``. GET takes ``$select``, which alone
+  brings ``uniqueBody`` and ``internetMessageHeaders``; ``Prefer:
+  outlook.body-content-type="text"|"html"`` converts ``body`` and ``uniqueBody`` (lists and
+  delta too) and is answered with ``Preference-Applied``. PATCH changes ``isRead``,
+  ``flag``, ``categories``, ``importance`` of any message, ``subject`` and ``body`` of
+  drafts only (400 ``ErrorInvalidPropertyUpdateSentMessage`` otherwise); each PATCH is an
+  ``updated`` change for delta and notifications.
+- ``GET .../messages/{id}/$value`` -> 200 ``text/plain``: the message's MIME, byte for byte
+  as delivered or uploaded, or written from its fields; sent in chunks
+- ``GET .../messages/{id}/attachments`` (``$select``; fileAttachment properties need the
+  cast, ``microsoft.graph.fileAttachment/contentBytes``), ``GET .../attachments/{id}``
+  (each ``#microsoft.graph.fileAttachment``, with ``contentBytes`` unless ``$select``
+  leaves it out), ``GET .../attachments/{id}/$value`` (the raw bytes, with the
+  attachment's content type, in chunks). Sources and attachments need a full read
+  permission (403 ``ErrorAccessDenied`` with ``Mail.ReadBasic``); unknown ids -> 404
+  ``ErrorItemNotFound``.
+- ``POST .../messages/{id}/move``, ``POST .../messages/{id}/copy`` ``{destinationId}`` ->
+  201 the message in the destination (a move keeps the immutable id; a copy is a new
+  message with new ids), ``POST .../messages/{id}/permanentDelete``
 - ``POST .../messages/{id}/send`` -> 202: the draft moves to Sent Items (a new default id,
   the same immutable id) and reaches recipients that are sandbox mailboxes; the checks of
   ``sendMail`` (403 ``ErrorSendAsDenied``, 400 ``ErrorInvalidRecipients``) apply, and a
@@ -54,6 +88,9 @@ mailbox, its next requests are answered ``429`` with ``Retry-After`` and Graph's
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import json
 import uuid
 from collections.abc import Iterator, Mapping
@@ -77,6 +114,7 @@ from relay.sandbox.graph.access import (
 )
 from relay.sandbox.graph.errors import (
     GraphError,
+    access_denied,
     bad_request,
     error_body,
     item_not_found,
@@ -98,6 +136,7 @@ from relay.sandbox.graph.mail import (
     is_address,
     looks_like_item_id,
 )
+from relay.sandbox.graph.mime import MimeError, parse_mime, source
 from relay.sandbox.graph.odata import (
     Segment,
     fold_keys,
@@ -106,6 +145,7 @@ from relay.sandbox.graph.odata import (
     parse_prefer,
     split_path,
 )
+from relay.sandbox.graph.query import parse_filter, parse_search
 from relay.sandbox.graph.subscriptions import (
     MAX_PER_MAILBOX,
     Subscription,
@@ -119,8 +159,10 @@ from relay.sandbox.graph.throttling import RecordedRequest
 from relay.sandbox.graph.views import (
     FOLDER_PROPERTIES,
     MESSAGE_PROPERTIES,
+    attachment_json,
     folder_json,
     message_json,
+    parse_attachment_select,
     parse_folder_select,
     parse_select,
     removed_json,
@@ -132,7 +174,40 @@ PREFIX = "/v1.0"
 DEFAULT_TOP = 10
 MAX_TOP = 1000
 IMMUTABLE_ID = 'IdType="ImmutableId"'
+BODY_CONTENT_TYPE = "outlook.body-content-type"
+MAX_SEARCH_RESULTS = 1000
+CHUNK_SIZE = 256 * 1024
 _ACTION_PREFIX = "microsoft.graph."
+
+
+class ChunkedBody(web.StreamResponse):
+    """A response whose body is written in chunks once the headers are out.
+
+    Large message sources and attachments go out this way rather than in one write; the
+    headers can still be changed until aiohttp prepares the response.
+    """
+
+    def __init__(self, data: bytes, content_type: str, status: int = 200) -> None:
+        super().__init__(status=status)
+        self.content_type = content_type
+        self.content_length = len(data)
+        self._data = data
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """Write the body chunk by chunk, then end the response."""
+        view = memoryview(self._data)
+        for start in range(0, len(view), CHUNK_SIZE):
+            await self.write(view[start : start + CHUNK_SIZE])
+        self._data = b""
+        await super().write_eof(data)
+
+
+def _json_answer(body: Any, status: int = 200) -> web.StreamResponse:
+    """A JSON answer; a large one (a big attachment's contentBytes) goes out in chunks."""
+    data = json.dumps(body).encode()
+    if len(data) <= CHUNK_SIZE:
+        return web.Response(body=data, status=status, content_type="application/json")
+    return ChunkedBody(data, "application/json", status)
 
 
 class Call:
@@ -149,6 +224,8 @@ class Call:
         self.prefer = parse_prefer(request.headers.getall("Prefer", []))
         # Per request, as Graph does: delta and skip tokens work with either kind of id.
         self.immutable = self.prefer.get("idtype", "").lower() == "immutableid"
+        wanted = self.prefer.get(BODY_CONTENT_TYPE, "").lower()
+        self.body_type = wanted if wanted in ("text", "html") else None
         self.applied: list[str] = []
         # The mailbox a mailbox request touches, and its Retry-After when throttled.
         self.mailbox: str | None = None
@@ -162,9 +239,18 @@ class Call:
         bodies: bool = True,
         odata_type: bool = False,
     ) -> dict[str, Any]:
-        """A message as this request asks for it: default or immutable id."""
+        """A message as this request asks for it: default or immutable id, body format."""
+        if self.body_type is not None:
+            applied = f'{BODY_CONTENT_TYPE}="{self.body_type}"'
+            if applied not in self.applied:
+                self.applied.append(applied)
         return message_json(
-            message, select, bodies=bodies, odata_type=odata_type, immutable=self.immutable
+            message,
+            select,
+            bodies=bodies,
+            odata_type=odata_type,
+            immutable=self.immutable,
+            body_type=self.body_type,
         )
 
     def link(
@@ -414,31 +500,107 @@ async def _create_folder(
             user.email, display_name, parent=parent.id if parent else None, hidden=hidden
         )
     except Conflict:
-        raise GraphError(
-            409, "ErrorFolderExists", "A folder with the specified name already exists."
-        ) from None
-    context = f"users('{user.object_id}')/mailFolders/$entity"
-    return web.json_response(
-        {
-            "@odata.context": f"{call.origin}{PREFIX}/$metadata#{context}",
-            **_folder_json(mailbox, folder, None),
-        },
-        status=201,
-    )
+        raise _folder_exists() from None
+    return web.json_response(_folder_entity(call, user, mailbox, folder), status=201)
 
 
 _FOLDER_FOLDED = frozenset(name.lower() for name in FOLDER_PROPERTIES)
+
+
+def _folder_entity(call: Call, user: User, mailbox: Mailbox, folder: Folder) -> dict[str, Any]:
+    context = f"users('{user.object_id}')/mailFolders/$entity"
+    return {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#{context}",
+        **_folder_json(mailbox, folder, None),
+    }
+
+
+def _folder_exists() -> GraphError:
+    return GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+
+
+async def _rename_folder(
+    call: Call, user: User, mailbox: Mailbox, folder: Folder
+) -> web.StreamResponse:
+    """``PATCH {folder}`` ``{displayName}``: rename; other folder properties are ignored.
+
+    Microsoft does not document renaming a well-known folder; Outlook does not allow it,
+    and the sandbox answers 400 ``ErrorInvalidRequest``.
+    """
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    body = await call.body()
+    for name in body:
+        if not name.startswith("@odata.") and name not in _FOLDER_FOLDED:
+            raise bad_request(
+                f"The property '{name}' does not exist on type 'microsoft.graph.mailFolder'.",
+                "RequestBroker--ParseUri",
+            )
+    if "displayname" in body:
+        display_name = body["displayname"]
+        if not isinstance(display_name, str) or not display_name.strip():
+            raise bad_request(
+                "The displayName property must not be empty.", "ErrorInvalidParameter"
+            )
+        if folder.well_known is not None:
+            raise bad_request("A distinguished folder cannot be renamed.", "ErrorInvalidRequest")
+        try:
+            call.state.mail.rename_folder(user.email, folder.id, display_name)
+        except Conflict:
+            raise _folder_exists() from None
+    return web.json_response(_folder_entity(call, user, mailbox, folder))
+
+
+def _delete_folder(call: Call, user: User, folder: Folder) -> web.StreamResponse:
+    """``DELETE {folder}``: into Deleted Items (from there: gone); 204."""
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    if folder.well_known is not None:
+        raise bad_request(
+            "Distinguished folders cannot be deleted.", "ErrorDeleteDistinguishedFolder"
+        )
+    with _input_errors():
+        call.state.mail.delete_folder(user.email, folder.id)
+    return web.Response(status=204)
+
+
+async def _move_folder(
+    call: Call, user: User, mailbox: Mailbox, folder: Folder
+) -> web.StreamResponse:
+    """``POST {folder}/move`` ``{destinationId}`` -> 200 the folder, under its new parent."""
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    body = await call.body()
+    destination = body.get("destinationid")
+    if not isinstance(destination, str) or not destination:
+        raise bad_request("destinationId is required.", "ErrorInvalidParameter")
+    if mailbox.container(destination) is None:
+        raise item_not_found() if looks_like_item_id(destination) else malformed_id()
+    if folder.well_known is not None:
+        raise bad_request("Cannot move distinguished folder.", "ErrorMoveDistinguishedFolder")
+    try:
+        call.state.mail.move_folder(user.email, folder.id, destination)
+    except Conflict:
+        raise _folder_exists() from None
+    except InputError as exc:
+        raise bad_request(exc.message, "ErrorInvalidRequest") from None
+    return web.json_response(_folder_entity(call, user, mailbox, folder))
 
 
 async def _in_folder(
     call: Call, user: User, mailbox: Mailbox, folder: Folder, rest: list[Segment]
 ) -> web.StreamResponse:
     if not rest:
+        if call.method == "PATCH":
+            return await _rename_folder(call, user, mailbox, folder)
+        if call.method == "DELETE":
+            return _delete_folder(call, user, folder)
         if call.method != "GET":
             raise _unsupported(call)
         check_mailbox(call.state, call.caller, user, Need.READ)
         select = parse_folder_select(call.query.get("select"))
         return web.json_response(_folder_json(mailbox, folder, select))
+    if len(rest) == 1 and _action(rest[0]) == "move" and rest[0].key is None:
+        if call.method != "POST":
+            raise _unsupported(call)
+        return await _move_folder(call, user, mailbox, folder)
     if rest[0].name == "childfolders":
         keyed = _keyed(rest, "childfolders")
         if keyed is None:
@@ -481,8 +643,13 @@ def _int_option(call: Call, name: str, default: int, low: int, high: int | None)
 async def _messages(
     call: Call, user: User, mailbox: Mailbox, folder: Folder | None
 ) -> web.Response:
-    """``GET`` lists messages; ``POST`` creates a draft (in Drafts, or in ``folder``)."""
+    """``GET`` lists messages; ``POST`` creates a draft (in Drafts, or in ``folder``).
+
+    A ``POST`` with ``Content-Type: text/plain`` carries a base64-encoded MIME message.
+    """
     if call.method == "POST":
+        if call.request.content_type == "text/plain":
+            return await _create_from_mime(call, user, folder)
         return await _create_draft(call, user, mailbox, folder)
     if call.method != "GET":
         raise _unsupported(call)
@@ -491,18 +658,29 @@ async def _messages(
 
 def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | None) -> web.Response:
     bodies = check_mailbox(call.state, call.caller, user, Need.READ)
-    if "filter" in call.query or "search" in call.query:
-        raise bad_request("The sandbox does not support $filter or $search on messages.")
     select = parse_select(call.query.get("select"))
-    descending = _order(call)
     folders = [folder] if folder else [f for f in mailbox.folders.values() if not f.hidden]
     messages = [m for f in folders for m in f.messages.values()]
-    messages.sort(key=lambda m: (m.received, m.seq), reverse=descending)
-    top, skip = _paging(call)
-    page = messages[skip : skip + top]
     path = f"users/{user.object_id}/" + (
         f"mailFolders/{folder.id}/messages" if folder else "messages"
     )
+    if "search" in call.query:
+        return _search_messages(call, messages, select, bodies, path)
+    descending = _order(call)
+    if "filter" in call.query:
+        found = parse_filter(call.query["filter"])
+        # Graph sorts a filtered list by the filter's first property; an $orderby on
+        # another one is refused.
+        if "orderby" in call.query and found.properties[:1] != ("receivedDateTime",):
+            raise GraphError(
+                400,
+                "InefficientFilter",
+                "The restriction or sort order is too complex for this operation.",
+            )
+        messages = [m for m in messages if found.matches(m)]
+    messages.sort(key=lambda m: (m.received, m.seq), reverse=descending)
+    top, skip = _paging(call)
+    page = messages[skip : skip + top]
     body: dict[str, Any] = {
         "@odata.context": f"{call.origin}{PREFIX}/$metadata#{path}",
         "value": [call.message(m, select, bodies=bodies) for m in page],
@@ -513,10 +691,68 @@ def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | No
         options = {"top": str(top), "skip": str(skip + top)}
         if select is not None:
             options["select"] = ",".join(select)
-        if "orderby" in call.query:
-            options["orderby"] = call.query["orderby"]
+        for name in ("filter", "orderby", "count"):
+            if name in call.query:
+                options[name] = call.query[name]
         body["@odata.nextLink"] = call.link(path, options)
     return web.json_response(body)
+
+
+def _search_messages(
+    call: Call,
+    messages: list[Message],
+    select: tuple[str, ...] | None,
+    bodies: bool,
+    path: str,
+) -> web.Response:
+    """``$search``: up to 1,000 matches, newest sent first, paged with ``$skiptoken``."""
+    if "orderby" in call.query:
+        raise bad_request(
+            "The query parameter '$orderBy' is not supported with '$search'.", "SearchWithOrderBy"
+        )
+    if "filter" in call.query:
+        raise bad_request(
+            "The query parameter '$filter' is not supported with '$search'.", "SearchWithFilter"
+        )
+    if "skip" in call.query:
+        raise bad_request("The query parameter '$skip' is not supported with '$search'.")
+    raw = call.query["search"]
+    matches = parse_search(raw)
+    found = [m for m in messages if matches(m)]
+    found.sort(key=lambda m: (m.sent if m.sent is not None else m.received, m.seq), reverse=True)
+    found = found[:MAX_SEARCH_RESULTS]
+    top = _int_option(call, "top", DEFAULT_TOP, 1, MAX_TOP)
+    offset = _search_offset(call.query.get("skiptoken"))
+    page = found[offset : offset + top]
+    body: dict[str, Any] = {
+        "@odata.context": f"{call.origin}{PREFIX}/$metadata#{path}",
+        "value": [call.message(m, select, bodies=bodies) for m in page],
+    }
+    if call.query.get("count", "").lower() == "true":
+        body["@odata.count"] = len(found)
+    if offset + top < len(found):
+        options = {"search": raw, "top": str(top)}
+        if select is not None:
+            options["select"] = ",".join(select)
+        if "count" in call.query:
+            options["count"] = call.query["count"]
+        token = base64.urlsafe_b64encode(f"search:{offset + top}".encode()).decode()
+        options["skiptoken"] = token.rstrip("=")
+        body["@odata.nextLink"] = call.link(path, options)
+    return web.json_response(body)
+
+
+def _search_offset(token: str | None) -> int:
+    if token is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        kind, _, offset = text.partition(":")
+        if kind != "search" or not offset.isdigit():
+            raise ValueError(text)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad_request("The $skiptoken is not valid for this request.") from None
+    return int(offset)
 
 
 def _order(call: Call) -> bool:
@@ -605,10 +841,17 @@ async def _message_path(
                 call.state.mail.delete(user.email, message_id)
             return web.Response(status=204)
         raise _unsupported(call)
+    if tail[0].name == "$value" and len(tail) == 1:
+        if call.method != "GET":
+            raise _unsupported(call)
+        _check_content(call, user)
+        return ChunkedBody(source(_message(mailbox, message_id)), "text/plain")
+    if tail[0].name == "attachments":
+        return _attachments(call, user, mailbox, message_id, tail)
     if len(tail) != 1:
         raise _not_a_segment(tail[-1])
     action = _action(tail[0])
-    if action not in ("move", "permanentdelete", "send"):
+    if action not in ("move", "copy", "permanentdelete", "send"):
         raise _not_a_segment(tail[0])
     if call.method != "POST":
         raise _unsupported(call)
@@ -626,8 +869,50 @@ async def _message_path(
         raise bad_request("destinationId is required.", "ErrorInvalidParameter")
     target = _folder(mailbox, destination)
     with _input_errors():
-        moved = call.state.mail.move(user.email, message_id, target.id)
-    return web.json_response(call.message(moved), status=201)
+        if action == "copy":
+            result = call.state.mail.copy(user.email, message_id, target.id)
+        else:
+            result = call.state.mail.move(user.email, message_id, target.id)
+    return web.json_response(call.message(result), status=201)
+
+
+def _check_content(call: Call, user: User) -> None:
+    """Message sources and attachments need a full read permission (not ReadBasic)."""
+    if not check_mailbox(call.state, call.caller, user, Need.READ):
+        raise access_denied()
+
+
+def _attachments(
+    call: Call, user: User, mailbox: Mailbox, message_id: str, tail: list[Segment]
+) -> web.StreamResponse:
+    """``.../attachments``, ``.../attachments/{id}`` and ``.../attachments/{id}/$value``."""
+    if call.method != "GET":
+        raise _unsupported(call)
+    _check_content(call, user)
+    message = _message(mailbox, message_id)
+    message_key = f"users('{user.object_id}')/messages('{quote(message_id, safe='')}')"
+    if len(tail) == 1 and tail[0].key is None:
+        select = parse_attachment_select(call.query.get("select"))
+        return _json_answer(
+            {
+                "@odata.context": f"{call.origin}{PREFIX}/$metadata#{message_key}/attachments",
+                "value": [attachment_json(a, select) for a in message.attachments],
+            }
+        )
+    keyed = _keyed(tail, "attachments")
+    if keyed is None:
+        raise _not_a_segment(tail[0])
+    attachment_id, rest = keyed
+    attachment = message.attachment(attachment_id)
+    if attachment is None:
+        raise item_not_found()
+    if not rest:
+        select = parse_attachment_select(call.query.get("select"))
+        context = f"{call.origin}{PREFIX}/$metadata#{message_key}/attachments/$entity"
+        return _json_answer({"@odata.context": context, **attachment_json(attachment, select)})
+    if len(rest) == 1 and rest[0].name == "$value":
+        return ChunkedBody(attachment.data, attachment.content_type or "application/octet-stream")
+    raise _not_a_segment(rest[-1])
 
 
 def _message(mailbox: Mailbox, message_id: str) -> Message:
@@ -727,6 +1012,53 @@ async def _create_draft(
         flag_status=_flag_of(body["flag"]) if body.get("flag") is not None else "notFlagged",
         is_read=_bool(body.get("isread", True), "isRead"),
         is_draft=True,
+    )
+    with _input_errors():
+        draft = call.state.mail.add_message(user.email, folder.id if folder else DRAFTS, data)
+    context = f"users('{user.object_id}')/messages/$entity"
+    return web.json_response(
+        {"@odata.context": f"{call.origin}{PREFIX}/$metadata#{context}", **call.message(draft)},
+        status=201,
+    )
+
+
+def _invalid_mime() -> GraphError:
+    return bad_request(
+        "Invalid base64 string for MIME content.", "ErrorMimeContentInvalidBase64String"
+    )
+
+
+async def _create_from_mime(call: Call, user: User, folder: Folder | None) -> web.Response:
+    """``POST .../messages`` with a base64 MIME body: a draft, as with JSON.
+
+    The decoded source is kept byte for byte (``$value`` returns it); subject, addresses,
+    body, attachments and headers are read from it.
+    """
+    check_mailbox(call.state, call.caller, user, Need.WRITE)
+    encoded = b"".join((await call.request.read()).split())
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        parsed = await asyncio.to_thread(parse_mime, raw)
+    except (binascii.Error, MimeError):
+        raise _invalid_mime() from None
+    data = MessageInput(
+        subject=parsed.subject,
+        body=parsed.body,
+        body_type=parsed.body_type,
+        from_=parsed.from_,
+        sender=parsed.sender,
+        to=parsed.to,
+        cc=parsed.cc,
+        bcc=parsed.bcc,
+        reply_to=parsed.reply_to,
+        importance=parsed.importance,
+        is_read=True,
+        is_draft=True,
+        internet_message_id=parsed.internet_message_id,
+        sent=parsed.sent,
+        mime=raw,
+        attachments=parsed.attachments,
+        headers=parsed.headers,
     )
     with _input_errors():
         draft = call.state.mail.add_message(user.email, folder.id if folder else DRAFTS, data)

@@ -1,13 +1,16 @@
-"""Messages and folders as Graph's JSON, with ``$select`` (pure)."""
+"""Messages, attachments and folders as Graph's JSON, with ``$select`` (pure)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from relay.sandbox.graph import mime
+from relay.sandbox.graph.bodies import html_to_text, text_to_html
 from relay.sandbox.graph.errors import bad_request
-from relay.sandbox.graph.mail import Address, Folder, Message
+from relay.sandbox.graph.mail import Address, Attachment, Folder, Message
 from relay.sandbox.graph.odata import format_datetime
 
 
@@ -57,8 +60,16 @@ _MESSAGE_FIELDS: Mapping[str, Callable[[Message], Any]] = {
     "replyTo": lambda m: _addresses(m.reply_to),
     "flag": lambda m: {"flagStatus": m.flag_status},
 }
-_BODY_FIELDS = frozenset({"body", "bodyPreview"})
-MESSAGE_PROPERTIES = ("id", *_MESSAGE_FIELDS)
+# Graph returns these only when $select names them.
+_SELECTED_ONLY: Mapping[str, Callable[[Message], Any]] = {
+    "uniqueBody": lambda m: {"contentType": m.body_type, "content": m.body},
+    "internetMessageHeaders": lambda m: [
+        {"name": name, "value": value} for name, value in mime.headers(m)
+    ],
+}
+_BODY_FIELDS = frozenset({"body", "bodyPreview", "uniqueBody"})
+_CONVERTED = frozenset({"body", "uniqueBody"})
+MESSAGE_PROPERTIES = ("id", *_MESSAGE_FIELDS, *_SELECTED_ONLY)
 _BY_FOLDED = {name.lower(): name for name in MESSAGE_PROPERTIES}
 
 
@@ -100,10 +111,13 @@ def message_json(
     bodies: bool = True,
     odata_type: bool = False,
     immutable: bool = False,
+    body_type: str | None = None,
 ) -> dict[str, Any]:
     """A message resource; ``bodies`` False leaves out the body (``Mail.ReadBasic``).
 
-    ``immutable`` shows the immutable id as ``id`` (``Prefer: IdType="ImmutableId"``).
+    ``immutable`` shows the immutable id as ``id`` (``Prefer: IdType="ImmutableId"``);
+    ``body_type`` (``text`` or ``html``) converts ``body`` and ``uniqueBody`` to that
+    format (``Prefer: outlook.body-content-type``).
     """
     out: dict[str, Any] = {}
     if odata_type:
@@ -114,7 +128,55 @@ def message_json(
     for name in names:
         if not bodies and name in _BODY_FIELDS:
             continue
-        out[name] = _MESSAGE_FIELDS[name](message)
+        render = _MESSAGE_FIELDS.get(name) or _SELECTED_ONLY[name]
+        out[name] = render(message)
+        if name in _CONVERTED and body_type is not None:
+            out[name] = convert_body(out[name], body_type)
+    return out
+
+
+def convert_body(body: dict[str, Any], body_type: str) -> dict[str, Any]:
+    """An itemBody in ``body_type``: HTML as text, or text wrapped in HTML."""
+    if body["contentType"] == body_type:
+        return body
+    if body_type == "text":
+        return {"contentType": "text", "content": html_to_text(body["content"])}
+    return {"contentType": "html", "content": text_to_html(body["content"])}
+
+
+# -- attachments ----------------------------------------------------------------------------
+
+FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
+_ATTACHMENT_FIELDS: Mapping[str, Callable[[Attachment], Any]] = {
+    "lastModifiedDateTime": lambda a: format_datetime(a.modified),
+    "name": lambda a: a.name,
+    "contentType": lambda a: a.content_type,
+    "size": lambda a: a.size,
+    "isInline": lambda a: a.is_inline,
+}
+# fileAttachment's own properties; $select names them with the type cast
+# (microsoft.graph.fileAttachment/contentBytes): the collection is of attachments.
+_FILE_FIELDS: Mapping[str, Callable[[Attachment], Any]] = {
+    "contentId": lambda a: a.content_id,
+    "contentLocation": lambda a: None,
+    "contentBytes": lambda a: base64.b64encode(a.data).decode("ascii"),
+}
+_FILE_CAST = "microsoft.graph.fileattachment/"
+_ATTACHMENT_BY_FOLDED = {name.lower(): name for name in ("id", *_ATTACHMENT_FIELDS)}
+_ATTACHMENT_BY_FOLDED.update({_FILE_CAST + name.lower(): name for name in _FILE_FIELDS})
+
+
+def parse_attachment_select(raw: str | None) -> tuple[str, ...] | None:
+    """An attachment ``$select``; fileAttachment properties need their type cast."""
+    return _parse_select(raw, _ATTACHMENT_BY_FOLDED, "attachment")
+
+
+def attachment_json(attachment: Attachment, select: Iterable[str] | None = None) -> dict[str, Any]:
+    """A fileAttachment resource; without ``$select`` it carries ``contentBytes``."""
+    out: dict[str, Any] = {"@odata.type": FILE_ATTACHMENT, "id": attachment.id}
+    for name, render in [*_ATTACHMENT_FIELDS.items(), *_FILE_FIELDS.items()]:
+        if select is None or name in select:
+            out[name] = render(attachment)
     return out
 
 
@@ -138,7 +200,7 @@ def folder_json(
         "childFolderCount": child_count,
         "unreadItemCount": folder.unread,
         "totalItemCount": len(folder.messages),
-        "sizeInBytes": sum(len(m.body.encode()) + 512 for m in folder.messages.values()),
+        "sizeInBytes": sum(m.size for m in folder.messages.values()),
         "isHidden": folder.hidden,
     }
     if select is None:
