@@ -289,6 +289,7 @@ class ImapClient:
         "_options",
         "_pending",
         "_selected",
+        "_selection",
         "_tag",
         "_update_waiter",
         "_updates",
@@ -317,6 +318,7 @@ class ImapClient:
         self._capabilities: frozenset[str] = frozenset()
         self._enabled: frozenset[str] = frozenset()
         self._selected: str | None = None
+        self._selection: SelectResult | None = None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -384,6 +386,11 @@ class ImapClient:
     def selected(self) -> str | None:
         """The selected mailbox, if any."""
         return self._selected
+
+    @property
+    def selection(self) -> SelectResult | None:
+        """What the SELECT of the selected mailbox reported (UIDVALIDITY...), if any."""
+        return self._selection
 
     @property
     def idling(self) -> bool:
@@ -545,7 +552,7 @@ class ImapClient:
             parts.append(b" (QRESYNC (" + params + b"))")
         elif condstore:
             parts.append(b" (CONDSTORE)")
-        self._selected = None
+        self._selected = self._selection = None
         tagged, untagged = await self._run(
             name,
             parts,
@@ -553,7 +560,8 @@ class ImapClient:
         )
         self._raise_unless_ok(name, tagged)
         self._selected = mailbox
-        return parse_select(mailbox, untagged, tagged)
+        self._selection = parse_select(mailbox, untagged, tagged)
+        return self._selection
 
     async def examine(
         self,
@@ -680,7 +688,7 @@ class ImapClient:
     async def delete(self, mailbox: str) -> None:
         """DELETE a mailbox."""
         if self._selected == mailbox:
-            self._selected = None
+            self._selected = self._selection = None
         tagged, _ = await self._run("DELETE", [b"DELETE ", encode_mailbox(mailbox)])
         self._raise_unless_ok("DELETE", tagged)
 

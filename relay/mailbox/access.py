@@ -17,6 +17,7 @@ from relay.mailbox.model import Mailbox, NotOffered
 from relay.mailbox.pool import ImapPool
 from relay.store import Store
 from relay.store import accounts as accounts_store
+from relay.store import folders as folders_store
 
 __all__ = ["GraphFactory", "Mailboxes", "send_only"]
 
@@ -59,9 +60,13 @@ class Mailboxes:
         ``unwatched`` opens the mailbox of an account whose ``imap.disabled`` says not to
         watch it (sending tidies its Sent folder all the same).
         """
+        folders = None
         if row is None:
             async with self.store.read() as conn:
                 row = await accounts_store.get(conn, account)
+                if row is not None and row["backend"] != "graph":
+                    # Ids name folders by number: read them in the same go.
+                    folders = await folders_store.for_account(conn, account)
         if row is None:
             raise NotFound("Account record was not found for requested ID", field="account")
         if send_only(row, unwatched=unwatched):
@@ -70,7 +75,7 @@ class Mailboxes:
             if self._graph is None:
                 raise NotOffered("Microsoft Graph accounts are not read on this node")
             return self._graph(account, row)
-        return ImapMailbox(account, self.store, self.pool, chunk_bytes=self._chunk)
+        return ImapMailbox(account, self.store, self.pool, chunk_bytes=self._chunk, folders=folders)
 
     async def close(self) -> None:
         """Close the IMAP connections."""

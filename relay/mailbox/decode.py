@@ -68,7 +68,14 @@ class _Base64:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk.translate(None, _NOT_B64)
+        data = chunk.translate(None, _NOT_B64)
+        if self._pending:
+            data = self._pending + data
+        if b"=" not in data:
+            # The common case (a run with its padding still ahead): no further copies.
+            whole = len(data) - len(data) % 4
+            self._pending = data[whole:]
+            return binascii.a2b_base64(memoryview(data)[:whole]) if whole else b""
         out: list[bytes] = []
         while b"=" in data:
             run, _, data = data.partition(b"=")

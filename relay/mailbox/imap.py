@@ -19,6 +19,7 @@ import contextlib
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -132,14 +133,36 @@ def _special_use(boxes: Sequence[Mailbox], path: str) -> str | None:
     return "\\Inbox" if path.upper() == "INBOX" else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """Where an id points: the folder (path, special use, number), UIDVALIDITY, UID, part."""
+
+    path: str
+    special_use: str | None
+    folder_no: int
+    uidvalidity: int
+    uid: int
+    section: str | None
+
+
 class ImapMailbox:
     """One account's mailbox over IMAP, on connections of an :class:`ImapPool`."""
 
-    def __init__(self, account: str, store: Store, pool: ImapPool, *, chunk_bytes: int) -> None:
+    def __init__(
+        self,
+        account: str,
+        store: Store,
+        pool: ImapPool,
+        *,
+        chunk_bytes: int,
+        folders: Sequence[Any] | None = None,
+    ) -> None:
+        """``folders``: the account's ``imap_folders`` rows, when the caller just read them."""
         self.account = account
         self._store = store
         self._pool = pool
         self._chunk = chunk_bytes
+        self._folders = folders
 
     # -- folders --------------------------------------------------------------------------
 
@@ -223,8 +246,14 @@ class ImapMailbox:
                 row = await folders_store.ensure(conn, self.account, path, special_use)
         return int(row["folder_no"])
 
-    async def _locate(self, value: str, *, part: bool = False) -> tuple[str, int, int, str | None]:
-        """``(path, uidvalidity, uid, part)`` of a message (or attachment) id of this account."""
+    async def _rows(self) -> Sequence[Any]:
+        if self._folders is None:
+            async with self._store.read() as conn:
+                self._folders = await folders_store.for_account(conn, self.account)
+        return self._folders
+
+    async def _locate(self, value: str, *, part: bool = False) -> _Located:
+        """Where a message (or attachment) id of this account points."""
         error = AttachmentNotFound if part else MessageNotFound
         try:
             folder_no, uidvalidity, uid, section = normalize.parse_message_id(value)
@@ -232,20 +261,28 @@ class ImapMailbox:
             raise error() from None
         if (section is None) == part or (section is not None and not _PART.fullmatch(section)):
             raise error()
-        async with self._store.read() as conn:
-            rows = await folders_store.for_account(conn, self.account)
-        for row in rows:
+        for row in await self._rows():
             if int(row["folder_no"]) == folder_no:
-                return str(row["path"]), uidvalidity, uid, section
+                path = str(row["path"])
+                special = row["special_use"] or ("\\Inbox" if path.upper() == "INBOX" else None)
+                return _Located(path, special, folder_no, uidvalidity, uid, section)
         raise error()
 
     async def _select(self, client: ImapClient, path: str, uidvalidity: int | None = None) -> int:
-        """SELECT ``path`` (unless selected); the UIDVALIDITY, which must match if given."""
-        try:
-            result = await client.select(path)
-        except ImapCommandError:
-            raise MailboxNotFound() from None
-        validity = result.uidvalidity or 0
+        """SELECT ``path`` unless it is selected; the UIDVALIDITY, which must match if given.
+
+        A pooled connection stays selected between reads: the server reports what arrived
+        since with the next command, so the next UID FETCH finds new mail too.
+        """
+        current = client.selection
+        if client.selected == path and current is not None:
+            validity = current.uidvalidity or 0
+        else:
+            try:
+                result = await client.select(path)
+            except ImapCommandError:
+                raise MailboxNotFound() from None
+            validity = result.uidvalidity or 0
         if uidvalidity is not None and validity != uidvalidity:
             raise MessageNotFound()
         return validity
@@ -256,11 +293,12 @@ class ImapMailbox:
         result = await client.uid_fetch(uid, list(items))
         found = result.by_uid().get(uid)
         if found is None:
+            # A server may tell of new mail only after a command it may answer at leisure.
+            await client.noop()
+            found = (await client.uid_fetch(uid, list(items))).by_uid().get(uid)
+        if found is None:
             raise MessageNotFound()
         return found
-
-    async def _special_use_of(self, client: ImapClient, path: str) -> str | None:
-        return _special_use(await self._boxes(client), path)
 
     def _items(self, client: ImapClient) -> list[str]:
         items = list(_ITEMS)
@@ -307,16 +345,15 @@ class ImapMailbox:
     async def message(
         self, message: str, text: TextRequest | None, *, mark_seen: bool = False
     ) -> dict[str, Any]:
-        path, validity, uid, _ = await self._locate(message)
-        folder_no = normalize.parse_message_id(message)[0]
+        at = await self._locate(message)
+        uid = at.uid
         async with self._pool.connection(self.account) as client:
-            await self._select(client, path, validity)
+            await self._select(client, at.path, at.uidvalidity)
             fetched = await self._fetch_one(
                 client, uid, [*self._items(client), "BODY.PEEK[HEADER]"]
             )
-            special = await self._special_use_of(client, path)
-            entry = _entry(fetched, folder_no, validity, special, details=True)
-            entry["path"] = path
+            entry = _entry(fetched, at.folder_no, at.uidvalidity, at.special_use, details=True)
+            entry["path"] = at.path
             entry["headers"] = content.headers_of(_body_item(fetched, "BODY[HEADER]") or b"")
             if text is not None:
                 entry["text"].update(await self._text(client, uid, fetched, text))
@@ -327,11 +364,11 @@ class ImapMailbox:
         return entry
 
     async def text(self, message: str, text: TextRequest) -> dict[str, Any]:
-        path, validity, uid, _ = await self._locate(message)
+        at = await self._locate(message)
         async with self._pool.connection(self.account) as client:
-            await self._select(client, path, validity)
-            fetched = await self._fetch_one(client, uid, ["UID", "BODYSTRUCTURE"])
-            return await self._text(client, uid, fetched, text)
+            await self._select(client, at.path, at.uidvalidity)
+            fetched = await self._fetch_one(client, at.uid, ["UID", "BODYSTRUCTURE"])
+            return await self._text(client, at.uid, fetched, text)
 
     async def _text(
         self, client: ImapClient, uid: int, fetched: FetchedMessage, request: TextRequest
@@ -415,11 +452,12 @@ class ImapMailbox:
     # -- streams --------------------------------------------------------------------------
 
     async def source(self, message: str) -> Download:
-        path, validity, uid, _ = await self._locate(message)
+        at = await self._locate(message)
+        uid = at.uid
         stack = contextlib.AsyncExitStack()
         try:
             client = await stack.enter_async_context(self._pool.connection(self.account))
-            await self._select(client, path, validity)
+            await self._select(client, at.path, at.uidvalidity)
             fetched = await self._fetch_one(client, uid, ["UID", "RFC822.SIZE"])
         except BaseException:
             await stack.aclose()
@@ -434,12 +472,13 @@ class ImapMailbox:
         )
 
     async def attachment(self, attachment: str) -> Download:
-        path, validity, uid, section = await self._locate(attachment, part=True)
+        at = await self._locate(attachment, part=True)
+        uid, section = at.uid, at.section
         assert section is not None
         stack = contextlib.AsyncExitStack()
         try:
             client = await stack.enter_async_context(self._pool.connection(self.account))
-            await self._select(client, path, validity)
+            await self._select(client, at.path, at.uidvalidity)
             fetched = await self._fetch_one(client, uid, ["UID", "BODYSTRUCTURE"])
             part = structure.find(structure.leaf_parts(fetched.bodystructure), section)
             if part is None:
@@ -500,10 +539,11 @@ class ImapMailbox:
         return out
 
     async def update(self, message: str, change: FlagChange) -> dict[str, Any]:
-        path, validity, uid, _ = await self._locate(message)
+        at = await self._locate(message)
+        uid = at.uid
         out: dict[str, Any] = {}
         async with self._pool.connection(self.account) as client:
-            await self._select(client, path, validity)
+            await self._select(client, at.path, at.uidvalidity)
             await self._fetch_one(client, uid, ["UID"])
             if change.set is not None:
                 await client.uid_store(uid, "FLAGS.SILENT", change.set)
@@ -517,10 +557,11 @@ class ImapMailbox:
         return {"flags": out}
 
     async def move(self, message: str, path: str) -> dict[str, Any]:
-        source, validity, uid, _ = await self._locate(message)
+        at = await self._locate(message)
+        uid = at.uid
         async with self._pool.connection(self.account) as client:
             target, special = await self._resolve(client, path)
-            await self._select(client, source, validity)
+            await self._select(client, at.path, at.uidvalidity)
             await self._fetch_one(client, uid, ["UID"])
             copied = await _move(client, uid, target)
         out: dict[str, Any] = {"path": target}
@@ -532,14 +573,15 @@ class ImapMailbox:
         return out
 
     async def delete(self, message: str, *, force: bool) -> dict[str, Any]:
-        source, validity, uid, _ = await self._locate(message)
+        at = await self._locate(message)
+        uid = at.uid
         async with self._pool.connection(self.account) as client:
             boxes = await self._boxes(client)
             trash = next(
                 (b.name for b in boxes if (b.special_use or "").lower() == "\\trash"), None
             )
-            here = (_special_use(boxes, source) or "").lower()
-            await self._select(client, source, validity)
+            here = (_special_use(boxes, at.path) or "").lower()
+            await self._select(client, at.path, at.uidvalidity)
             await self._fetch_one(client, uid, ["UID"])
             if force or trash is None or here in ("\\trash", "\\junk"):
                 await client.uid_store(uid, "+FLAGS.SILENT", ["\\Deleted"])

@@ -130,6 +130,9 @@ class Enricher:
                 web_safe=options.web_safe,
             )
             details = await mailbox.message(str(data["id"]), request if options.text else None)
+            if not data.get("attachments") and details.get("attachments"):
+                # Graph's change data has no attachment list; the read brought it.
+                data["attachments"] = details["attachments"]
             if options.text and "text" in details:
                 data["text"] = details["text"]
             if options.headers:
