@@ -68,6 +68,9 @@ def _listify(value: Any) -> Any:
 Flag = Annotated[str, Field(min_length=1, max_length=128)]
 Flags = Annotated[list[Flag], BeforeValidator(_listify), Field(max_length=100)]
 Path = Annotated[str, Field(min_length=1, max_length=1024)]
+# In a query string: short enough that a URL stays within what HTTP servers read (8 KiB)
+# even with every character percent-encoded.
+QueryPath = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class Counters(Query):
@@ -95,7 +98,7 @@ class MailboxRename(Body):
 
 
 class PathQuery(Query):
-    path: Path
+    path: QueryPath
 
 
 class MailboxChanged(Out):
@@ -104,8 +107,8 @@ class MailboxChanged(Out):
 
 
 class ListQuery(Query):
-    path: Path
-    cursor: Annotated[str, Field(max_length=1024)] | None = None
+    path: QueryPath
+    cursor: Annotated[str, Field(max_length=256)] | None = None
     page: int = Field(default=0, ge=0, le=1_048_576)
     pageSize: int = Field(default=20, ge=1, le=1000)
 
@@ -265,7 +268,7 @@ class BulkMove(Body):
 
 
 class BulkPathForce(Query):
-    path: Path
+    path: QueryPath
     force: bool = False
 
 
