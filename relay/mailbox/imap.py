@@ -27,7 +27,8 @@ from relay.errors import InputError
 from relay.events import normalize
 from relay.imap.client import ImapClient
 from relay.imap.errors import ImapCommandError
-from relay.imap.parse import FetchedMessage, Literal, Mailbox, quote
+from relay.imap.parse import FetchedMessage, Mailbox, quote
+from relay.imap.parse import Literal as LiteralArg
 from relay.mailbox import content, decode, structure
 from relay.mailbox.model import (
     AttachmentNotFound,
@@ -36,6 +37,7 @@ from relay.mailbox.model import (
     MailboxNotFound,
     MessageNotFound,
     Search,
+    TextKind,
     TextRequest,
 )
 from relay.mailbox.pool import ImapPool
@@ -121,7 +123,7 @@ def search_criteria(search: Search | None) -> list[bytes]:
         add(b"THREADID", search.thread_id.encode("ascii"))
     for name, wanted in search.header.items():
         add(b"HEADER", quote(name), quote("" if wanted is True else str(wanted)))
-    if any(isinstance(p, Literal) for p in parts):
+    if any(isinstance(p, LiteralArg) for p in parts):
         return [b"CHARSET UTF-8", *parts]
     return [b"ALL", *parts]
 
@@ -375,25 +377,33 @@ class ImapMailbox:
     ) -> dict[str, Any]:
         parts = structure.leaf_parts(fetched.bodystructure)
         plain_part, html_part = structure.text_parts(parts)
-        plain = (
-            await self._read_text(client, uid, plain_part, request)
-            if request.wants("plain")
-            else None
+        kinds: tuple[tuple[TextKind, structure.Part | None], ...] = (
+            ("plain", plain_part),
+            ("html", html_part),
         )
-        html = (
-            await self._read_text(client, uid, html_part, request)
-            if request.wants("html")
-            else None
+        chosen = [(kind, part) for kind, part in kinds if part is not None and request.wants(kind)]
+        # Encoded text is at most ~3x its decoded size (quoted-printable); read no more.
+        limit = None if request.max_bytes is None else request.max_bytes * 3 + 1024
+        short = {part.section: limit is not None and part.size > limit for _, part in chosen}
+        raw = await self._read_parts(
+            client,
+            uid,
+            [(part.section, limit if short[part.section] else None) for _, part in chosen],
         )
+        texts: dict[str, str] = {}
+        for kind, part in chosen:
+            dec = decode.decoder(part.encoding)
+            body = dec.feed(raw[part.section]) + (b"" if short[part.section] else dec.flush())
+            texts[kind] = decode.to_text(body, part.charset)
         cut: dict[str, Any] = dict(
             content.text_of(
-                plain[0] if plain else None,
-                html[0] if html else None,
+                texts.get("plain"),
+                texts.get("html"),
                 max_bytes=request.max_bytes,
                 text_type=request.text_type,
             )
         )
-        if (plain and plain[1]) or (html and html[1]):
+        if any(short.values()):
             cut["hasMore"] = True
         if "html" in cut:
             if request.embed_images:
@@ -405,49 +415,37 @@ class ImapMailbox:
                 cut["webSafe"] = True
         return cut
 
-    async def _read_text(
-        self,
-        client: ImapClient,
-        uid: int,
-        part: structure.Part | None,
-        request: TextRequest,
-    ) -> tuple[str, bool] | None:
-        """The decoded text of ``part``; the flag says it was cut short before decoding."""
-        if part is None:
-            return None
-        # Encoded text is at most ~3x its decoded size (quoted-printable); read no more.
-        limit = None if request.max_bytes is None else request.max_bytes * 3 + 1024
-        raw = await self._read_part(
-            client, uid, part.section, limit if part.size > (limit or 0) else None
-        )
-        short = limit is not None and part.size > limit
-        dec = decode.decoder(part.encoding)
-        body = dec.feed(raw) + (b"" if short else dec.flush())
-        return decode.to_text(body, part.charset), short
-
-    async def _read_part(
-        self, client: ImapClient, uid: int, section: str, limit: int | None
-    ) -> bytes:
-        item = f"BODY.PEEK[{section}]" + (f"<0.{limit}>" if limit is not None else "")
-        fetched = await self._fetch_one(client, uid, ["UID", item])
-        return _body_item(fetched, f"BODY[{section}]") or b""
+    async def _read_parts(
+        self, client: ImapClient, uid: int, wanted: Sequence[tuple[str, int | None]]
+    ) -> dict[str, bytes]:
+        """The raw bytes of several parts in one FETCH (each cut to its limit, if any)."""
+        if not wanted:
+            return {}
+        items = ["UID"] + [
+            f"BODY.PEEK[{section}]" + (f"<0.{limit}>" if limit is not None else "")
+            for section, limit in wanted
+        ]
+        fetched = await self._fetch_one(client, uid, items)
+        return {section: _body_item(fetched, f"BODY[{section}]") or b"" for section, _ in wanted}
 
     async def _images(
         self, client: ImapClient, uid: int, parts: Sequence[structure.Part]
     ) -> dict[str, tuple[str, bytes]]:
-        images: dict[str, tuple[str, bytes]] = {}
-        for part in parts:
-            if (
-                part.content_id
-                and part.content_type.startswith("image/")
-                and part.size <= _EMBED_LIMIT
-            ):
-                raw = await self._read_part(client, uid, part.section, None)
-                images[part.content_id] = (
-                    part.content_type,
-                    decode.decode_body(raw, part.encoding),
-                )
-        return images
+        chosen = [
+            part
+            for part in parts
+            if part.content_id
+            and part.content_type.startswith("image/")
+            and part.size <= _EMBED_LIMIT
+        ]
+        raw = await self._read_parts(client, uid, [(part.section, None) for part in chosen])
+        return {
+            str(part.content_id): (
+                part.content_type,
+                decode.decode_body(raw[part.section], part.encoding),
+            )
+            for part in chosen
+        }
 
     # -- streams --------------------------------------------------------------------------
 

@@ -23,11 +23,13 @@ __all__ = [
     "MailboxNotFound",
     "MessageNotFound",
     "Search",
+    "TextKind",
     "TextRequest",
     "TextType",
 ]
 
 TextType = Literal["plain", "html", "*"]
+TextKind = Literal["plain", "html"]
 # EmailEngine's default limit of text returned with a message.
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 
@@ -76,7 +78,7 @@ class TextRequest:
     # Keep remote images and stylesheets in web-safe HTML (they are removed by default).
     allow_remote: bool = False
 
-    def wants(self, kind: Literal["plain", "html"]) -> bool:
+    def wants(self, kind: TextKind) -> bool:
         """Whether ``kind`` (plain or html) is asked for."""
         return self.text_type in ("*", kind)
 
