@@ -22,7 +22,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -477,7 +477,7 @@ class GraphMailbox:
         response = await self._send("GET", path, stream=True, **kw)
         length = response.headers.get("Content-Length")
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncGenerator[bytes, None]:
             async for chunk in response.aiter_bytes(self._g.chunk_bytes):
                 yield chunk
 

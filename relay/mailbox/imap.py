@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -501,7 +501,7 @@ class ImapMailbox:
         section: str,
         size: int,
         dec: decode.Decoder | None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """``BODY.PEEK[section]`` in pieces of ``chunk_bytes`` (decoded through ``dec``)."""
         offset = 0
         while True:

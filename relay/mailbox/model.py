@@ -8,7 +8,7 @@ webhook content fetch and the sent-copy step use; ``relay.mailbox.imap`` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -129,7 +129,7 @@ class Download:
     """A body to stream to a client; ``close`` releases what produces it (always call it)."""
 
     content_type: str
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
     close: Callable[[], Awaitable[None]]
     filename: str | None = None
     size: int | None = None

@@ -108,6 +108,11 @@ class ImapPool:
         finally:
             slot.busy -= 1
 
+    def in_use(self, account: str) -> int:
+        """How many connections of ``account`` are lent out (or waited for) right now."""
+        slot = self._slots.get(account)
+        return slot.busy if slot is not None else 0
+
     def drop(self, account: str) -> None:
         """Close the idle connections of ``account`` (its credentials or server changed)."""
         slot = self._slots.get(account)

@@ -6,13 +6,15 @@ import asyncio
 import base64
 import dataclasses
 import shutil
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from relay.api.keys import MAILBOXES
 from relay.config import MailboxSettings, Settings
+from relay.mailbox.pool import ImapPool
 from tests.api.helpers import call
 from tests.conftest import MakeClient
 from tests.mailbox.mail import PLAIN, PNG, rich_message
@@ -22,6 +24,7 @@ from tests.sources.imap.relay_support import (
     relay_settings,
     wait_events,
     wait_state,
+    wait_until,
 )
 from tests.sources.imap.support import Account, message, new_account, user_pool
 
@@ -38,6 +41,13 @@ def dovecot() -> Iterator[DovecotServer]:
 async def _raw(client: TestClient, path: str) -> tuple[int, bytes, Any]:
     response = await client.get(path)
     return response.status, await response.read(), response.headers
+
+
+def _idle(pool: ImapPool) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return pool.in_use("acct0") == 0
+
+    return check
 
 
 async def _connected(
@@ -112,6 +122,13 @@ async def test_a_message_read_through_the_api_is_the_one_the_webhook_named(
     assert 'filename="report.bin"' in headers["Content-Disposition"]
     status, body, _ = await _raw(client, f"/v1/account/acct0/attachment/{names['logo.png']['id']}")
     assert body == PNG
+
+    # A client that goes away mid-download ends the transfer and gives the connection back.
+    partial = await client.get(f"/v1/account/acct0/attachment/{attachment}")
+    assert len(await partial.content.read(65536)) > 0
+    partial.close()
+    pool = client.app[MAILBOXES].pool
+    await wait_until(_idle(pool), "the download to stop")
 
     again = await call(client, "GET", f"/v1/account/acct0/message/{message_id}")
     assert again["unseen"] is True
