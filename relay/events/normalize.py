@@ -26,17 +26,15 @@ import binascii
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
 from typing import Any
-from urllib.parse import unquote
 
 from relay.events.model import parse_iso
+from relay.events.structure import as_text as _text
+from relay.events.structure import decode_words, is_text, leaf_parts
 
 __all__ = [
     "attachment_id",
     "attachments",
-    "decode_words",
     "graph_flags",
     "graph_message_deleted",
     "graph_message_moved",
@@ -48,16 +46,12 @@ __all__ = [
     "message_deleted",
     "message_id",
     "message_updated",
-    "param",
-    "param_pairs",
     "parse_message_id",
     "visible_flags",
 ]
 
 # Session-only flag (RFC 3501): it differs per connection, so it is never reported.
 _HIDDEN_FLAGS = frozenset({"\\recent"})
-_BODY_TYPES = frozenset({"text/plain", "text/html"})
-_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _ID = struct.Struct(">III")
 
 
@@ -92,49 +86,6 @@ def parse_message_id(value: str) -> tuple[int, int, int, str | None]:
 
 
 # -- text -----------------------------------------------------------------------------------
-
-
-def _text(value: bytes | str) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        # Raw 8-bit headers that are not UTF-8 are almost always Windows-1252 / Latin-1.
-        return value.decode("latin-1")
-
-
-def decode_words(value: bytes | str | None) -> str | None:
-    """Decode RFC 2047 encoded words (``=?UTF-8?Q?J=C3=BCrgen?=``); None stays None.
-
-    Raw 8-bit text (RFC 6532) is taken as UTF-8. Unknown charsets and broken encodings
-    degrade to replacement characters instead of failing.
-    """
-    if value is None:
-        return None
-    text = _text(value)
-    if "=?" not in text:
-        return text
-    try:
-        parts = decode_header(text)
-    except (HeaderParseError, ValueError):
-        return text
-    try:
-        return str(make_header(parts))
-    except (LookupError, UnicodeError, HeaderParseError):
-        pass
-    out: list[str] = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            out.append(chunk)
-        elif charset is None:
-            out.append(chunk.decode("raw-unicode-escape", "replace"))
-        else:
-            try:
-                out.append(chunk.decode(charset, "replace"))
-            except LookupError:
-                out.append(chunk.decode("utf-8", "replace"))
-    return "".join(out)
 
 
 def iso_datetime(moment: datetime) -> str:
@@ -195,133 +146,31 @@ def _object_id(value: Any) -> str | None:
 # -- bodystructure --------------------------------------------------------------------------
 
 
-def param_pairs(raw: Any) -> list[tuple[str, bytes | str]]:
-    """A parsed parameter list ``(name value ...)`` as ``(lower-case name, value)`` pairs."""
-    if not isinstance(raw, tuple | list):
-        return []
-    items = list(raw)
-    pairs: list[tuple[str, bytes | str]] = []
-    for i in range(0, len(items) - 1, 2):
-        key, value = items[i], items[i + 1]
-        if isinstance(key, bytes | str) and isinstance(value, bytes | str):
-            pairs.append((_text(key).lower(), value))
-    return pairs
-
-
-def _rfc2231(value: str) -> str:
-    """``UTF-8''r%C3%A9sum%C3%A9.pdf`` -> ``résumé.pdf``."""
-    charset, sep, rest = value.partition("'")
-    if not sep:
-        return unquote(value, encoding="utf-8", errors="replace")
-    _lang, sep, encoded = rest.partition("'")
-    if not sep:
-        return unquote(value, encoding="utf-8", errors="replace")
-    try:
-        return unquote(encoded, encoding=charset or "utf-8", errors="replace")
-    except LookupError:
-        return unquote(encoded, encoding="utf-8", errors="replace")
-
-
-def param(pairs: Sequence[tuple[str, bytes | str]], name: str) -> str | None:
-    """A parameter's value, whether plain, RFC 2047 encoded, RFC 2231 extended or continued."""
-    values = dict(pairs)
-    if name + "*" in values:
-        return _rfc2231(_text(values[name + "*"]))
-    if name in values:
-        return decode_words(values[name])
-    segments: list[tuple[int, bool, str]] = []
-    for key, value in pairs:
-        head, star, index = key.partition("*")
-        if head != name or not star:
-            continue
-        extended = index.endswith("*")
-        number = index.rstrip("*")
-        if number.isdigit():
-            segments.append((int(number), extended, _text(value)))
-    if not segments:
-        return None
-    segments.sort()
-    if not segments[0][1]:
-        return decode_words("".join(v for _, _, v in segments))
-    charset, _, rest = segments[0][2].partition("'")
-    _lang, _, first = rest.partition("'")
-    encoded = first + "".join(v for _, _, v in segments[1:])
-    return _rfc2231(f"{charset}''{encoded}")
-
-
-def _lower(value: Any, default: str) -> str:
-    return _text(value).lower() if isinstance(value, bytes | str) else default
-
-
-def _leaf_attachment(
-    node: Sequence[Any], part: str, related: bool, make_id: Any
-) -> dict[str, Any] | None:
-    if len(node) < 7:
-        return None
-    content_type = f"{_lower(node[0], 'application')}/{_lower(node[1], 'octet-stream')}"
-    # Extension data starts after the type-specific fields: lines for text/*, envelope +
-    # body + lines for message/rfc822.
-    if content_type.startswith("text/"):
-        ext = 8
-    elif content_type in _MESSAGE_TYPES:
-        ext = 10
-    else:
-        ext = 7
-    disposition_raw = node[ext + 1] if len(node) > ext + 1 else None
-    disposition: str | None = None
-    disposition_params: list[tuple[str, bytes | str]] = []
-    if isinstance(disposition_raw, tuple | list) and disposition_raw:
-        disposition = _lower(disposition_raw[0], "") or None
-        if len(disposition_raw) > 1:
-            disposition_params = param_pairs(disposition_raw[1])
-    filename = param(disposition_params, "filename") or param(param_pairs(node[2]), "name")
-    content_id = decode_words(node[3]) if isinstance(node[3], bytes | str) else None
-    if (
-        content_type in _BODY_TYPES
-        and disposition != "attachment"
-        and not filename
-        and not (related and content_id)
-    ):
-        return None  # the message text itself
-    embedded = bool(related and content_id and disposition != "attachment")
-    item: dict[str, Any] = {
-        "id": make_id(part),
-        "contentType": content_type,
-        "encodedSize": node[6] if isinstance(node[6], int) else 0,
-    }
-    if filename:
-        item["filename"] = filename
-    item["embedded"] = embedded
-    item["inline"] = embedded or disposition == "inline"
-    if content_id:
-        item["contentId"] = content_id
-    return item
-
-
 def attachments(bodystructure: Any, make_id: Any) -> list[dict[str, Any]]:
     """Attachments of a parsed BODYSTRUCTURE, in part order.
 
-    Every leaf part except the message text (``text/plain`` / ``text/html`` without a file
-    name or ``attachment`` disposition) is one; attached messages are not descended into.
-    ``make_id(part_number) -> str`` names each. ``embedded`` marks parts referenced by
-    Content-ID inside ``multipart/related``; ``inline`` those, and ``inline`` dispositions.
+    Every leaf part except the message text (:func:`relay.events.structure.is_text`) is
+    one; attached messages are not descended into. ``make_id(part_number) -> str`` names
+    each. ``embedded`` marks parts referenced by Content-ID inside ``multipart/related``;
+    ``inline`` those, and ``inline`` dispositions.
     """
     found: list[dict[str, Any]] = []
-    if not isinstance(bodystructure, tuple | list) or not bodystructure:
-        return found
-
-    def walk(node: Sequence[Any], part: str, related: bool) -> None:
-        if node and isinstance(node[0], list):
-            subtype = _lower(node[1], "mixed") if len(node) > 1 else "mixed"
-            for index, child in enumerate(node[0], 1):
-                if isinstance(child, tuple | list):
-                    walk(child, f"{part}.{index}" if part else str(index), subtype == "related")
-            return
-        item = _leaf_attachment(node, part or "1", related, make_id)
-        if item is not None:
-            found.append(item)
-
-    walk(bodystructure, "", False)
+    for part in leaf_parts(bodystructure):
+        if is_text(part):
+            continue
+        embedded = bool(part.related and part.content_id and part.disposition != "attachment")
+        item: dict[str, Any] = {
+            "id": make_id(part.section),
+            "contentType": part.content_type,
+            "encodedSize": part.size,
+        }
+        if part.filename:
+            item["filename"] = part.filename
+        item["embedded"] = embedded
+        item["inline"] = embedded or part.disposition == "inline"
+        if part.content_id:
+            item["contentId"] = f"<{part.content_id}>"
+        found.append(item)
     return found
 
 

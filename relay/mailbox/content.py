@@ -31,10 +31,9 @@ from urllib.parse import unquote
 
 import nh3
 
-from relay.events.normalize import decode_words
+from relay.events.structure import Part, decode_words, is_text, text_parts
 from relay.mailbox.decode import to_text
 from relay.mailbox.model import TextType
-from relay.mailbox.structure import Part, is_text, text_parts
 
 __all__ = [
     "Attachment",

@@ -24,12 +24,12 @@ from datetime import datetime
 from typing import Any
 
 from relay.errors import InputError
-from relay.events import normalize
+from relay.events import normalize, structure
 from relay.imap.client import ImapClient
 from relay.imap.errors import ImapCommandError
 from relay.imap.parse import FetchedMessage, Mailbox, quote
 from relay.imap.parse import Literal as LiteralArg
-from relay.mailbox import content, decode, structure
+from relay.mailbox import content, decode
 from relay.mailbox.model import (
     AttachmentNotFound,
     Download,

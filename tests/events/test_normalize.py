@@ -9,7 +9,6 @@ import pytest
 
 from relay.events.normalize import (
     attachment_id,
-    decode_words,
     imap_fetch_to_event,
     iso_datetime,
     mailbox_reset,
@@ -19,6 +18,7 @@ from relay.events.normalize import (
     parse_message_id,
     visible_flags,
 )
+from relay.events.structure import decode_words
 from relay.imap.parse import parse_fetch, parse_untagged
 
 FOLDER = 3

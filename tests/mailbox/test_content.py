@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from relay.events.structure import Part, leaf_parts
 from relay.imap.parse import Record, parse_fetch, parse_untagged
 from relay.mailbox.content import (
     attachment_inline,
@@ -18,7 +19,6 @@ from relay.mailbox.content import (
     text_of,
 )
 from relay.mailbox.model import TextType
-from relay.mailbox.structure import Part, leaf_parts
 
 HEADER = (
     b"Received: from mx1.example.org\r\n"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from relay.events.normalize import attachments
+from relay.events.structure import Part, find, is_text, leaf_parts, text_parts
 from relay.imap.parse import parse_fetch, parse_untagged
-from relay.mailbox.structure import Part, find, is_text, leaf_parts, text_parts
 
 TEXT = b'("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 6 1 NIL NIL NIL NIL)'
 HTML_QP = (
