@@ -1,7 +1,8 @@
 # The targets the README shows and CI calls.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# Four workers: the tests mostly wait on their peers (Dovecot, PostgreSQL, the sandbox).
+PYTEST_ARGS ?= -n 4
 
 .PHONY: install run test lint peers bench clean
 
