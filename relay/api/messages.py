@@ -22,11 +22,10 @@ from aiohttp import web
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
-from relay.api.keys import MAILBOXES
+from relay.api.keys import MAILBOXES, STORE
 from relay.api.models import Body, Out
-from relay.errors import AuthError, ImapError, InputError, SourceError, Unavailable
+from relay.errors import AuthError, ImapError, InputError, NotFound, SourceError, Unavailable
 from relay.imap.errors import ImapCommandError
-from relay.mailbox.imap import check_path
 from relay.mailbox.model import (
     DEFAULT_MAX_BYTES,
     Download,
@@ -34,9 +33,11 @@ from relay.mailbox.model import (
     Mailbox,
     Search,
     TextRequest,
+    check_path,
 )
 from relay.send.mime import MimeError, build
 from relay.send.model import Address, Submit
+from relay.store import accounts as accounts_store
 
 TAG = "Messages"
 _CURSOR_PREFIX = "imap_"
@@ -299,7 +300,7 @@ class Upload(Body):
             raise ValueError(f"raw: cannot be combined with {sorted(composed)[0]}")
         return self
 
-    def mime(self) -> bytes:
+    def mime(self, default_from: str) -> bytes:
         if self.raw is not None:
             try:
                 return base64.b64decode(self.raw, validate=True)
@@ -314,7 +315,7 @@ class Upload(Body):
             submit = Submit.model_validate(payload)
         except ValueError as exc:
             raise InputError(str(exc).splitlines()[0]) from None
-        sender = self.from_ or (submit.to[0] if submit.to else Address(address="nobody@invalid"))
+        sender = self.from_ or Address(address=default_from)
         try:
             return bytes(build(submit, sender))
         except MimeError as exc:
@@ -526,7 +527,12 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
 async def upload_message(request: web.Request) -> web.Response:
     body = await read_body(request, Upload)
     check_path(body.path)
-    raw = body.mime()
+    async with request.app[STORE].read() as conn:
+        row = await accounts_store.get(conn, request.match_info["account"])
+    if row is None:
+        raise NotFound("Account record was not found for requested ID", field="account")
+    # Built as the account's own address unless it says otherwise (as a submit is).
+    raw = body.mime(str(row["delegated_user"] or row["email"]))
     async with _mailbox(request) as mailbox:
         return json_response(await mailbox.upload(body.path, raw, tuple(body.flags)))
 

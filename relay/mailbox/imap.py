@@ -39,32 +39,19 @@ from relay.mailbox.model import (
     Search,
     TextKind,
     TextRequest,
+    check_path,
 )
 from relay.mailbox.pool import ImapPool
 from relay.store import Store
 from relay.store import folders as folders_store
 
-__all__ = ["ImapMailbox", "check_path"]
+__all__ = ["ImapMailbox"]
 
 _ITEMS = ("UID", "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "RFC822.SIZE")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PART = re.compile(r"[1-9][0-9]{0,4}(\.[1-9][0-9]{0,4}){0,20}")
 # Inline images embedded into HTML (embedAttachedImages) larger than this are left as cid:.
 _EMBED_LIMIT = 2 * 1024 * 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def check_path(path: str, field: str = "path") -> str:
-    """A folder path as given, or InputError: empty, control characters, ``.``/``..`` parts."""
-    if not path or len(path) > 1024:
-        raise InputError(f"{field}: must be 1-1024 characters", field=field)
-    if _CONTROL.search(path):
-        raise InputError(f"{field}: must not contain control characters", field=field)
-    if any(part in (".", "..") for part in re.split(r"[/.]", path) if part in (".", "..")) or (
-        "/../" in f"/{path}/" or "/./" in f"/{path}/"
-    ):
-        raise InputError(f"{field}: must not contain '.' or '..' segments", field=field)
-    return path
 
 
 def _imap_date(moment: datetime) -> str:

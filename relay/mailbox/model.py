@@ -8,6 +8,7 @@ webhook content fetch and the sent-copy step use; ``relay.mailbox.imap`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +27,10 @@ __all__ = [
     "TextKind",
     "TextRequest",
     "TextType",
+    "check_path",
 ]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 TextType = Literal["plain", "html", "*"]
 TextKind = Literal["plain", "html"]
@@ -65,6 +69,17 @@ class NotOffered(InputError):
     """The account's backend cannot do this (e.g. a send-only account has no mailbox)."""
 
     code = "NotSupported"
+
+
+def check_path(path: str, field: str = "path") -> str:
+    """A folder path as given, or InputError: empty, control characters, ``.``/``..`` parts."""
+    if not path or len(path) > 1024:
+        raise InputError(f"{field}: must be 1-1024 characters", field=field)
+    if _CONTROL.search(path):
+        raise InputError(f"{field}: must not contain control characters", field=field)
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise InputError(f"{field}: must not contain '.' or '..' segments", field=field)
+    return path
 
 
 @dataclass(frozen=True, slots=True)

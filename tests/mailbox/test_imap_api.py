@@ -226,6 +226,22 @@ async def test_flags_moves_deletes_and_folders_through_the_api_produce_the_event
     assert news[-1]["data"]["id"] == uploaded["id"]
     assert news[-1]["data"]["flags"] == ["\\Seen"]
 
+    composed = await call(
+        client,
+        "POST",
+        "/v1/account/acct0/message",
+        {
+            "path": "INBOX",
+            "to": [{"address": "rita@example.net"}],
+            "subject": "draft",
+            "text": "Hi",
+        },
+    )
+    built = await call(client, "GET", f"/v1/account/acct0/message/{composed['id']}?textType=plain")
+    assert built["from"]["address"] == user.user
+    assert built["text"]["plain"].strip() == "Hi"
+    assert composed["messageId"] == built["messageId"]
+
 
 async def test_ids_of_another_account_and_bad_input_change_nothing(
     make_client: MakeClient, settings: Settings, dovecot: DovecotServer
