@@ -680,20 +680,36 @@ def _list_messages(call: Call, user: User, mailbox: Mailbox, folder: Folder | No
         messages = [m for m in messages if found.matches(m)]
     messages.sort(key=lambda m: (m.received, m.seq), reverse=descending)
     top, skip = _paging(call)
-    page = messages[skip : skip + top]
+    options: dict[str, str] = {"skip": str(skip + top)}
+    for name in ("filter", "orderby"):
+        if name in call.query:
+            options[name] = call.query[name]
+    return _page(call, path, messages, skip, top, select, bodies, options)
+
+
+def _page(
+    call: Call,
+    path: str,
+    messages: list[Message],
+    offset: int,
+    top: int,
+    select: tuple[str, ...] | None,
+    bodies: bool,
+    next_options: dict[str, str],
+) -> web.Response:
+    """One page of a message list; ``next_options`` (plus top, select, count) page on."""
     body: dict[str, Any] = {
         "@odata.context": f"{call.origin}{PREFIX}/$metadata#{path}",
-        "value": [call.message(m, select, bodies=bodies) for m in page],
+        "value": [call.message(m, select, bodies=bodies) for m in messages[offset : offset + top]],
     }
     if call.query.get("count", "").lower() == "true":
         body["@odata.count"] = len(messages)
-    if skip + top < len(messages):
-        options = {"top": str(top), "skip": str(skip + top)}
+    if offset + top < len(messages):
+        options = {"top": str(top), **next_options}
         if select is not None:
             options["select"] = ",".join(select)
-        for name in ("filter", "orderby", "count"):
-            if name in call.query:
-                options[name] = call.query[name]
+        if "count" in call.query:
+            options["count"] = call.query["count"]
         body["@odata.nextLink"] = call.link(path, options)
     return web.json_response(body)
 
@@ -723,23 +739,9 @@ def _search_messages(
     found = found[:MAX_SEARCH_RESULTS]
     top = _int_option(call, "top", DEFAULT_TOP, 1, MAX_TOP)
     offset = _search_offset(call.query.get("skiptoken"))
-    page = found[offset : offset + top]
-    body: dict[str, Any] = {
-        "@odata.context": f"{call.origin}{PREFIX}/$metadata#{path}",
-        "value": [call.message(m, select, bodies=bodies) for m in page],
-    }
-    if call.query.get("count", "").lower() == "true":
-        body["@odata.count"] = len(found)
-    if offset + top < len(found):
-        options = {"search": raw, "top": str(top)}
-        if select is not None:
-            options["select"] = ",".join(select)
-        if "count" in call.query:
-            options["count"] = call.query["count"]
-        token = base64.urlsafe_b64encode(f"search:{offset + top}".encode()).decode()
-        options["skiptoken"] = token.rstrip("=")
-        body["@odata.nextLink"] = call.link(path, options)
-    return web.json_response(body)
+    token = base64.urlsafe_b64encode(f"search:{offset + top}".encode()).decode()
+    options = {"search": raw, "skiptoken": token.rstrip("=")}
+    return _page(call, path, found, offset, top, select, bodies, options)
 
 
 def _search_offset(token: str | None) -> int:
