@@ -174,3 +174,16 @@ async def sandbox_admin(
 async def introspect(http: aiohttp.ClientSession, sandbox: RunningSandbox, token: str) -> Any:
     """What the sandbox says a token grants."""
     return await sandbox_admin(http, sandbox, "introspect", {"token": token})
+
+
+async def grant_current_token(
+    client: TestClient, http: aiohttp.ClientSession, sandbox: RunningSandbox, dovecot: Any
+) -> None:
+    """Tell Dovecot (``tests.peers.dovecot``) what the sandbox says the main account's token
+    may open: the main mailbox and the shared ones."""
+    user, token = await tokens_of(client).access_token("my-account")
+    granted = await introspect(http, sandbox, token)
+    assert user == MAIN
+    assert granted["active"] is True
+    others = [m for m in granted["mailboxes"] if m != MAIN]
+    await asyncio.to_thread(dovecot.grant, token, MAIN, others)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Iterator
 
@@ -31,9 +30,8 @@ from .conftest import (
     add_sandbox_app,
     consent,
     form_link,
-    introspect,
+    grant_current_token,
     sandbox_admin,
-    tokens_of,
     with_microsoft,
 )
 
@@ -45,18 +43,6 @@ def dovecot() -> Iterator[DovecotServer]:
     yield server
     server.stop()
     shutil.rmtree(server.root, ignore_errors=True)
-
-
-async def _grant_current_token(
-    client: object, http: aiohttp.ClientSession, sandbox: RunningSandbox, dovecot: DovecotServer
-) -> None:
-    """Tell Dovecot what the sandbox says the main account's token may open."""
-    user, token = await tokens_of(client).access_token("my-account")  # type: ignore[arg-type]
-    granted = await introspect(http, sandbox, token)
-    assert user == MAIN
-    assert granted["active"] is True
-    others = [m for m in granted["mailboxes"] if m != MAIN]
-    await asyncio.to_thread(dovecot.grant, token, MAIN, others)
 
 
 async def test_shared_mailbox_listener_uses_the_main_users_token(
@@ -85,7 +71,7 @@ async def test_shared_mailbox_listener_uses_the_main_users_token(
         },
     )
     assert (await consent(client, http, link["redirect"])).status == 302
-    await _grant_current_token(client, http, sandbox, dovecot)
+    await grant_current_token(client, http, sandbox, dovecot)
 
     await call(client, "POST", "/v1/account", SHARED_PAYLOAD)
     await wait_state(client, "shared", "connected")
@@ -106,7 +92,7 @@ async def test_shared_mailbox_listener_uses_the_main_users_token(
 
     response = await consent(client, http, await form_link(client, app_id))
     assert response.status == 302
-    await _grant_current_token(client, http, sandbox, dovecot)
+    await grant_current_token(client, http, sandbox, dovecot)
     await call(client, "PUT", "/v1/account/shared/reconnect", {"reconnect": True})
     await wait_state(client, "shared", "connected")
     await wait_events(client, "shared", "authenticationSuccess")

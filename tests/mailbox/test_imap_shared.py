@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Iterator
 
@@ -19,8 +18,7 @@ from tests.auth.conftest import (
     SHARED_PAYLOAD,
     add_sandbox_app,
     consent,
-    introspect,
-    tokens_of,
+    grant_current_token,
     with_microsoft,
 )
 from tests.conftest import MakeClient
@@ -64,11 +62,7 @@ async def test_shared_imap_mailbox_is_read_with_the_main_users_token(
         },
     )
     assert (await consent(client, http, link["redirect"])).status == 302
-    user, token = await tokens_of(client).access_token("my-account")
-    granted = await introspect(http, sandbox, token)
-    await asyncio.to_thread(
-        dovecot.grant, token, MAIN, [m for m in granted["mailboxes"] if m != MAIN]
-    )
+    await grant_current_token(client, http, sandbox, dovecot)
     await call(client, "POST", "/v1/account", SHARED_PAYLOAD)
     await wait_state(client, "shared", "connected")
     await wait_state(client, "my-account", "connected")
@@ -98,4 +92,3 @@ async def test_shared_imap_mailbox_is_read_with_the_main_users_token(
     )
     (updated,) = await wait_events(client, "shared", "messageUpdated")
     assert updated["data"]["changes"]["flags"]["added"] == ["\\Seen"]
-    assert user == MAIN
