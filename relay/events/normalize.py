@@ -247,7 +247,9 @@ def message_updated(
 ) -> dict[str, Any] | None:
     """The ``messageUpdated`` data for a flag change, or None when nothing visible changed.
 
-    ``{id, uid, changes: {flags: {added, removed, value}}}``; ``value`` is the full new set.
+    ``{id, uid, changes: {flags: {added, deleted, value}}}`` (EmailEngine's names; ``removed``
+    repeats ``deleted``, the name earlier versions of the relay used); ``value`` is the full
+    new set.
     """
     old = visible_flags(before)
     new = visible_flags(after)
@@ -258,21 +260,35 @@ def message_updated(
     return {
         "id": message_id(folder_no, uidvalidity, uid),
         "uid": uid,
-        "changes": {"flags": {"added": added, "removed": removed, "value": new}},
+        "changes": {"flags": _flag_changes(added, removed, new)},
     }
 
 
+def _flag_changes(added: list[str], deleted: list[str], value: list[str]) -> dict[str, Any]:
+    return {"added": added, "deleted": deleted, "removed": deleted, "value": value}
+
+
 def mailbox_reset(
-    previous_uidvalidity: int, uidvalidity: int, uidnext: int | None
+    path: str,
+    special_use: str | None,
+    previous_uidvalidity: int,
+    uidvalidity: int,
+    uidnext: int | None,
 ) -> dict[str, Any]:
     """The ``mailboxReset`` data: the folder's UIDs were reassigned (UIDVALIDITY changed).
 
+    EmailEngine's ``{path, name, specialUse (or false), uidValidity, prevUidValidity}``, plus
+    ``uidNext`` and ``previousUidValidity`` (the name earlier versions of the relay used).
     Earlier message ids of the folder are void; nothing is reported for the messages the
     folder holds now, only what changes from here on.
     """
     data: dict[str, Any] = {
-        "previousUidValidity": str(previous_uidvalidity),
+        "path": path,
+        "name": path.rsplit("/", 1)[-1],
+        "specialUse": special_use or False,
         "uidValidity": str(uidvalidity),
+        "prevUidValidity": str(previous_uidvalidity),
+        "previousUidValidity": str(previous_uidvalidity),
     }
     if uidnext is not None:
         data["uidNext"] = uidnext
@@ -396,7 +412,7 @@ def graph_message_updated(
     return {
         "id": graph_id,
         "uid": uid,
-        "changes": {"flags": {"added": added, "removed": removed, "value": list(after)}},
+        "changes": {"flags": _flag_changes(added, removed, list(after))},
     }
 
 

@@ -277,21 +277,22 @@ def test_decode_words(raw: bytes | str | None, decoded: str | None) -> None:
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [
-        ((), (b"\\Seen",), {"added": ["\\Seen"], "removed": [], "value": ["\\Seen"]}),
+        ((), (b"\\Seen",), {"added": ["\\Seen"], "deleted": [], "value": ["\\Seen"]}),
         (
             ("\\Seen", "\\Flagged"),
             ("\\Seen",),
-            {"added": [], "removed": ["\\Flagged"], "value": ["\\Seen"]},
+            {"added": [], "deleted": ["\\Flagged"], "value": ["\\Seen"]},
         ),
         (("\\Seen",), ("\\Seen", "\\Recent"), None),
         (("\\Seen",), ("\\Seen",), None),
-        (("a",), ("b",), {"added": ["b"], "removed": ["a"], "value": ["b"]}),
+        (("a",), ("b",), {"added": ["b"], "deleted": ["a"], "value": ["b"]}),
     ],
 )
 def test_message_updated(
     before: tuple[bytes | str, ...], after: tuple[bytes | str, ...], expected: dict[str, Any] | None
 ) -> None:
-    """Flag changes carry added, removed and the new value; \\Recent alone is no change."""
+    """Flag changes carry added, deleted (EmailEngine's names; removed repeats deleted) and the
+    new value; \\Recent alone is no change."""
     data = message_updated(FOLDER, VALIDITY, 9, before, after)
     if expected is None:
         assert data is None
@@ -299,7 +300,7 @@ def test_message_updated(
         assert data == {
             "id": message_id(FOLDER, VALIDITY, 9),
             "uid": 9,
-            "changes": {"flags": expected},
+            "changes": {"flags": {**expected, "removed": expected["deleted"]}},
         }
 
 
@@ -322,11 +323,16 @@ def test_ids_are_stable_and_decodable() -> None:
 def test_small_helpers() -> None:
     """messageDeleted, mailboxReset, flag filtering and date formatting."""
     assert message_deleted(FOLDER, VALIDITY, 5) == {"id": message_id(FOLDER, VALIDITY, 5), "uid": 5}
-    assert mailbox_reset(1, 2, 10) == {
-        "previousUidValidity": "1",
+    assert mailbox_reset("Archive/2026", "\\Archive", 1, 2, 10) == {
+        "path": "Archive/2026",
+        "name": "2026",
+        "specialUse": "\\Archive",
         "uidValidity": "2",
+        "prevUidValidity": "1",
+        "previousUidValidity": "1",
         "uidNext": 10,
     }
+    assert mailbox_reset("INBOX", None, 1, 2, None)["specialUse"] is False
     assert visible_flags([b"\\Recent", "\\Seen", "\\Seen"]) == ["\\Seen"]
     assert iso_datetime(datetime(2022, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)) == (
         "2022-01-02T03:04:05.678Z"

@@ -170,7 +170,13 @@ class FolderSink:
                 )
             elif isinstance(change, Reset):
                 name = "mailboxReset"
-                data = normalize.mailbox_reset(change.previous, change.uidvalidity, change.uidnext)
+                data = normalize.mailbox_reset(
+                    folder.path,
+                    folder.special_use,
+                    change.previous,
+                    change.uidvalidity,
+                    change.uidnext,
+                )
             else:
                 out.append(Event("accountInitialized", folder.account, {"initialized": True}, ms))
                 continue

@@ -151,6 +151,7 @@ def test_sent_draft_is_one_move_not_a_delete_and_a_new() -> None:
     assert event.data["changes"]["path"] == {"old": "Drafts", "new": "Sent Items"}
     assert event.data["changes"]["flags"] == {
         "added": ["\\Seen"],
+        "deleted": ["\\Draft"],
         "removed": ["\\Draft"],
         "value": ["\\Seen"],
     }

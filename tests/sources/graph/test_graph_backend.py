@@ -487,7 +487,7 @@ async def test_sent_draft_is_one_move_from_drafts_to_sent_items(
     (sent,) = await wait_events(client, "my-account", "messageUpdated")
     assert sent["data"]["id"] == draft["immutableId"]
     assert sent["data"]["changes"]["path"] == {"old": "Drafts", "new": "Sent Items"}
-    assert "\\Draft" in sent["data"]["changes"]["flags"]["removed"]
+    assert "\\Draft" in sent["data"]["changes"]["flags"]["deleted"]
     await asyncio.sleep(0.5)
     assert len(await stored_events(client, "my-account", "messageNew")) == 1
     assert await stored_events(client, "my-account", "messageDeleted") == []

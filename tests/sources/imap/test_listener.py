@@ -166,11 +166,12 @@ async def test_flag_change_and_delete_events(
     assert updated["data"]["id"] == new["data"]["id"]
     flags = updated["data"]["changes"]["flags"]
     assert sorted(flags["added"]) == ["$Work", "\\Seen"]
-    assert flags["removed"] == []
+    assert flags["deleted"] == []
     await other.uid_store(uid, "-FLAGS", ["$Work"])
     second = (await wait_events(client, "flags", "messageUpdated", 2))[1]
     assert second["data"]["changes"]["flags"] == {
         "added": [],
+        "deleted": ["$Work"],
         "removed": ["$Work"],
         "value": ["\\Seen"],
     }
@@ -397,7 +398,9 @@ async def test_uidvalidity_change_resets_instead_of_flooding(
     (reset,) = await wait_events(client, "uv", "mailboxReset")
     assert reset["path"] == "INBOX"
     assert reset["data"]["uidValidity"] == "4242"
-    assert int(reset["data"]["previousUidValidity"]) == parse_message_id(before["data"]["id"])[1]
+    assert int(reset["data"]["prevUidValidity"]) == parse_message_id(before["data"]["id"])[1]
+    assert (reset["data"]["path"], reset["data"]["name"]) == ("INBOX", "INBOX")
+    assert reset["data"]["specialUse"] == "\\Inbox"
     await dovecot.append(user.user, "INBOX", message("after"))
     found = await wait_events(client, "uv", "messageNew", 2)
     after = found[1]["data"]
