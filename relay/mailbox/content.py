@@ -116,16 +116,23 @@ def _cut(value: str, max_bytes: int | None) -> tuple[str, bool]:
     return encoded[: max(max_bytes, 0)].decode("utf-8", "ignore"), True
 
 
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
 def text_of(
     plain: str | None, html: str | None, *, max_bytes: int | None, text_type: TextType
 ) -> Text:
-    """``{plain?, html?, hasMore}``: the requested kinds that exist, each cut to ``max_bytes``."""
+    """``{plain?, html?, hasMore}``: the requested kinds that exist, each cut to ``max_bytes``.
+
+    Line ends become ``\n``, as EmailEngine returns text.
+    """
     result = Text(hasMore=False)
     if plain is not None and text_type in ("*", "plain"):
-        result["plain"], more = _cut(plain, max_bytes)
+        result["plain"], more = _cut(_lf(plain), max_bytes)
         result["hasMore"] = result["hasMore"] or more
     if html is not None and text_type in ("*", "html"):
-        result["html"], more = _cut(html, max_bytes)
+        result["html"], more = _cut(_lf(html), max_bytes)
         result["hasMore"] = result["hasMore"] or more
     return result
 
