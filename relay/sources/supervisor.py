@@ -22,7 +22,8 @@ folder state's version check makes one of them back off, so no change is reporte
 **Account state.** An account's ``state`` is the worst of its folders' states
 (authenticationError > connectError > disconnected > connecting > connected). Events mark
 transitions, once each: ``authenticationError`` when credentials are first refused,
-``authenticationSuccess`` when a connection works again after that, ``connectError`` when
+``authenticationSuccess`` on an account's first login and when a connection works again
+after that (as EmailEngine), ``connectError`` when
 the server first cannot be reached (not on every retry). ``accountInitialized`` comes from
 the INBOX listener's first baseline, in the same transaction as that baseline.
 """
@@ -208,6 +209,8 @@ class _Memory:
     state: str
     auth_failed: bool
     connect_failed: bool
+    # Whether the account ever connected (its first login is an authenticationSuccess).
+    connected_once: bool
 
 
 class Supervisor:
@@ -406,6 +409,8 @@ class Supervisor:
                     state=str(row["state"]),
                     auth_failed=row["state"] == AccountState.AUTHENTICATION_ERROR,
                     connect_failed=row["state"] == AccountState.CONNECT_ERROR,
+                    connected_once=row["state"]
+                    in (AccountState.CONNECTED, AccountState.DISCONNECTED),
                 ),
             )
             if row["backend"] == "graph" and self.graph is not None:
@@ -445,10 +450,11 @@ class Supervisor:
             memory.connect_failed = True
             self._pending_events.append(Event("connectError", account, error, ms))
         elif report.state == AccountState.CONNECTED:
-            if memory.auth_failed:
+            if memory.auth_failed or not memory.connected_once:
                 data = {"user": report.user} if report.user else {}
                 self._pending_events.append(Event("authenticationSuccess", account, data, ms))
             memory.auth_failed = memory.connect_failed = False
+            memory.connected_once = True
         if report.state == memory.state:
             return
         memory.state = report.state

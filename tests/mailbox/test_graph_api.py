@@ -77,6 +77,8 @@ async def test_graph_main_mailbox_read_changed_and_moved_through_the_api(
     client = await start()
     await _graph_main(client, http, sandbox)
     await wait_state(client, "my-account", "connected")
+    (success,) = await wait_events(client, "my-account", "authenticationSuccess")
+    assert success["data"] == {"user": MAIN}
     await call(
         client,
         "POST",

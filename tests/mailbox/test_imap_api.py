@@ -69,6 +69,9 @@ async def test_a_message_read_through_the_api_is_the_one_the_webhook_named(
     source byte for byte and a 10 MiB attachment byte for byte; nothing marks it seen."""
     user = new_account(dovecot)
     client = await _connected(make_client, settings, dovecot, user)
+    # The first login is an authenticationSuccess, as in EmailEngine.
+    (success,) = await wait_events(client, "acct0", "authenticationSuccess")
+    assert success["data"] == {"user": user.user}
     raw, payload = rich_message()
     await dovecot.append(user.user, "INBOX", raw)
     (event,) = await wait_events(client, "acct0", "messageNew")

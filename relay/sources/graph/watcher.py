@@ -241,7 +241,8 @@ class GraphWatcher:
                     await self._catch_up()
                     ready = True
                     backoff = s.retry_min
-                    self._report(self.account, StateReport(AccountState.CONNECTED))
+                    user = await self._client.user()
+                    self._report(self.account, StateReport(AccountState.CONNECTED, user=user))
                 await self._handle_queue()
                 await self._renew_if_due()
                 if (self._sync or time.monotonic() >= self._folder_check) and (
