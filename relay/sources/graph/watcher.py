@@ -139,8 +139,26 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, APIError):
         error = getattr(exc, "error", None)
         text = getattr(error, "message", None) or exc.message or ""
-        return f"{_status(exc)} {_code(exc)}: {text}".strip()
+        head = " ".join(str(part) for part in (_status(exc), _code(exc)) if part)
+        return f"{head}: {text}".strip()
     return str(exc) or type(exc).__name__
+
+
+def error_data(exc: BaseException) -> dict[str, Any]:
+    """The ``authenticationError`` / ``connectError`` data of a failure, EmailEngine's way:
+    ``{response, serverResponseCode}`` (+ ``statusCode`` for Graph's HTTP errors)."""
+    if isinstance(exc, ConsentRequired):
+        return {"response": str(exc), "serverResponseCode": "OauthRenewError"}
+    if isinstance(exc, APIError):
+        status = _status(exc)
+        return {
+            "response": _message(exc),
+            "serverResponseCode": _code(exc) or f"HTTP{status}",
+            "statusCode": status,
+        }
+    if isinstance(exc, AuthError):
+        return {"response": str(exc), "serverResponseCode": "NoCredentials"}
+    return {"response": str(exc) or type(exc).__name__, "serverResponseCode": type(exc).__name__}
 
 
 class GraphWatcher:
@@ -331,9 +349,7 @@ class GraphWatcher:
             if isinstance(exc, AuthError) or (isinstance(exc, APIError) and _status(exc) == 401)
             else AccountState.CONNECT_ERROR
         )
-        error = {"error": message}
-        if isinstance(exc, ConsentRequired):
-            error["code"] = "ConsentRequired"
+        error = error_data(exc)
         self._report(self.account, StateReport(state, error))
         try:
             async with self.context.store.write(notify=False) as conn:
