@@ -113,13 +113,16 @@ async def send_graph(
             text = (await resp.content.read(_BODY_LIMIT)).decode(errors="replace")
             status = resp.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise RetryLater(f"{exc.__class__.__name__}: {exc}") from exc
+        timeout = isinstance(exc, TimeoutError)
+        kind = "ETIMEDOUT" if timeout else "ECONNECTION"
+        raise RetryLater(f"{exc.__class__.__name__}: {exc}", error_code=kind) from exc
     if status < 300:
         return f"{status} Accepted"
     reason = f"{status} {_graph_error(text)}"
+    error_code = _graph_code(text) or f"HTTP{status}"
     if status in (401, 429) or status >= 500:
-        raise RetryLater(reason, code=status)
-    raise PermanentFailure(reason, code=status)
+        raise RetryLater(reason, code=status, error_code=error_code)
+    raise PermanentFailure(reason, code=status, error_code=error_code)
 
 
 def _graph_error(text: str) -> str:
@@ -128,3 +131,12 @@ def _graph_error(text: str) -> str:
         return f"{error['code']}: {error['message']}"
     except (ValueError, KeyError, TypeError):
         return text[:200]
+
+
+def _graph_code(text: str) -> str | None:
+    """Graph's error code (``ErrorSendAsDenied``), if the answer has one."""
+    try:
+        code = json.loads(text)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(code) if code else None

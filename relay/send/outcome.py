@@ -6,12 +6,43 @@ from relay.errors import RelayError
 
 
 class SendFailed(RelayError):
-    """An attempt failed. ``code`` is the SMTP reply code or HTTP status, when there was one."""
+    """An attempt failed, described the way EmailEngine's ``messageDeliveryError`` does.
 
-    def __init__(self, reason: str, *, code: int | None = None) -> None:
+    ``code`` is the SMTP reply code or Graph's HTTP status, when there was one;
+    ``error_code`` nodemailer's kind of failure (``EENVELOPE``, ``EMESSAGE``, ``EAUTH``,
+    ``ECONNECTION``, ``ETIMEDOUT``, ``EPROTOCOL``) or Graph's error code; ``command`` the SMTP
+    command that failed (``RCPT TO``...), ``response`` the server's whole reply.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: int | None = None,
+        error_code: str = "EPROTOCOL",
+        command: str | None = None,
+        response: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.error_code = error_code
+        self.command = command
+        self.response = response
+
+    def event_data(self) -> dict[str, object]:
+        """The failure's fields of ``messageDeliveryError``."""
+        smtp = self.command is not None or self.response is not None
+        data: dict[str, object] = {
+            "error": self.reason,
+            "errorCode": self.error_code,
+            "smtpResponse": self.response,
+            "smtpResponseCode": self.code if smtp else None,
+            "smtpCommand": self.command,
+        }
+        if not smtp and self.code is not None:
+            data["statusCode"] = self.code
+        return data
 
 
 class RetryLater(SendFailed):

@@ -45,18 +45,35 @@ class StaleSession(RetryLater):
     """A kept connection turned out closed before any of the message went out."""
 
 
-def _classify(code: int, message: str) -> SendFailed:
+def _classify(code: int, message: str, *, command: str, error_code: str) -> SendFailed:
+    """A reply of the server: 4xx is transient, the rest permanent."""
     reason = f"{code} {message}".strip()
-    if 400 <= code < 500:
-        return RetryLater(reason, code=code)
-    return PermanentFailure(reason, code=code)
+    kind = RetryLater if 400 <= code < 500 else PermanentFailure
+    return kind(reason, code=code, error_code=error_code, command=command, response=reason)
 
 
 def _refused(exc: aiosmtplib.SMTPRecipientsRefused) -> SendFailed:
-    codes = [e.code for e in exc.recipients]
-    worst = max(codes) if codes else 550
+    worst = max(exc.recipients, key=lambda e: e.code, default=None)
     detail = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
-    return _classify(worst, f"all recipients refused ({detail})")
+    failure = _classify(
+        worst.code if worst else 550,
+        f"all recipients refused ({detail})",
+        command="RCPT TO",
+        error_code="EENVELOPE",
+    )
+    if worst is not None:
+        failure.response = f"{worst.code} {worst.message}"
+    return failure
+
+
+def _broken(exc: BaseException, command: str) -> RetryLater:
+    """The connection failed without a reply: timed out, cut, refused."""
+    timeout = isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError)
+    return RetryLater(
+        f"{exc.__class__.__name__}: {exc}",
+        error_code="ETIMEDOUT" if timeout else "ECONNECTION",
+        command=command,
+    )
 
 
 class SmtpSession:
@@ -91,18 +108,22 @@ class SmtpSession:
             local_hostname=local_hostname,
             timeout=io_timeout,
         )
+        command = "CONN"
         try:
             await client.connect()
             if target.token is not None:
+                command = "AUTH XOAUTH2"
                 await client.auth_xoauth2(target.user, target.token)
             elif target.password is not None:
+                command = "AUTH"
                 await client.login(target.user, target.password)
         except BaseException as exc:
             client.close()
             if isinstance(exc, aiosmtplib.SMTPResponseException):
-                raise _classify(exc.code, exc.message) from exc
+                kind = "EAUTH" if command.startswith("AUTH") else "ECONNECTION"
+                raise _classify(exc.code, exc.message, command=command, error_code=kind) from exc
             if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
-                raise RetryLater(f"{exc.__class__.__name__}: {exc}") from exc
+                raise _broken(exc, command) from exc
             raise
         return cls(client, target)
 
@@ -128,7 +149,9 @@ class SmtpSession:
             await self._reset(exc.code)
             if exc.code in _CLOSING and self.messages:
                 raise StaleSession(f"{exc.code} {exc.message}") from exc
-            raise _classify(exc.code, exc.message) from exc
+            raise _classify(
+                exc.code, exc.message, command="MAIL FROM", error_code="EENVELOPE"
+            ) from exc
         except BaseException:
             self.usable = False
             raise
@@ -149,10 +172,10 @@ class SmtpSession:
             raise _refused(exc) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(exc.code)
-            raise _classify(exc.code, exc.message) from exc
+            raise _classify(exc.code, exc.message, command="DATA", error_code="EMESSAGE") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self.usable = False
-            raise RetryLater(f"{exc.__class__.__name__}: {exc}") from exc
+            raise _broken(exc, "DATA") from exc
         except BaseException:
             # Cancelled mid-command: the connection is in an unknown state.
             self.usable = False

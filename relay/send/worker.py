@@ -253,7 +253,9 @@ class OutboxWorker:
             except SendFailed as exc:
                 failure = exc
             except TimeoutError:
-                failure = RetryLater(f"timed out after {self.settings.timeout:g} s")
+                failure = RetryLater(
+                    f"timed out after {self.settings.timeout:g} s", error_code="ETIMEDOUT"
+                )
             except Exception as exc:
                 # A bug must not leave the message claimed until its lease runs out.
                 log.exception("sending failed unexpectedly")
@@ -300,11 +302,11 @@ class OutboxWorker:
                 ("smtp", account), lambda: self._smtp_target(row, root)
             )
         except ConsentRequired as exc:
-            raise PermanentFailure(f"authentication failed: {exc}") from exc
+            raise PermanentFailure(f"authentication failed: {exc}", error_code="EAUTH") from exc
         except NotFound as exc:
             raise PermanentFailure(str(exc)) from exc
         except AuthError as exc:
-            raise RetryLater(f"authentication failed: {exc}") from exc
+            raise RetryLater(f"authentication failed: {exc}", error_code="EAUTH") from exc
         reply = await self.smtp.send(
             account,
             target,
@@ -420,8 +422,7 @@ class OutboxWorker:
             error: dict[str, Any] = {
                 **common,
                 "envelope": envelope,
-                "error": failure.reason,
-                "errorCode": failure.code,
+                **failure.event_data(),
                 "job": {
                     "attemptsMade": attempt,
                     "attempts": claimed.max_attempts,

@@ -67,6 +67,8 @@ class SmtpPeer:
     check_token: CheckToken | None = None
     on_sent: OnSent | None = None
     replies: list[str] = field(default_factory=list)
+    # Recipients refused at RCPT TO (550 5.1.1).
+    unknown: set[str] = field(default_factory=set)
     # Seconds each DATA takes before the reply (a slow server).
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
@@ -139,6 +141,14 @@ class SmtpPeer:
             return AuthResult(success=False, handled=False)
         self._grants[id(server)] = granted
         return AuthResult(success=True, auth_data=user)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.lower() in self.unknown:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.attempts += 1

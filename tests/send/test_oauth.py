@@ -216,7 +216,9 @@ async def test_graph_token_refused_before_expiry_is_replaced(
     queued = await submit(client, TO, account="shared")
     await wait_events(client, "shared", "messageSent", count=2)
     (error,) = await wait_events(client, "shared", "messageDeliveryError")
-    assert error["data"]["errorCode"] == 401
+    assert error["data"]["statusCode"] == 401
+    assert error["data"]["errorCode"] == "InvalidAuthenticationToken"
+    assert error["data"]["smtpResponseCode"] is None
     entry = await outbox_entry(client, queued["queueId"])
     assert (entry["status"], entry["attempts"]) == ("sent", 2)
     assert await stored_events(client, "shared", "messageFailed") == []

@@ -126,14 +126,18 @@ async def test_idempotent_resubmit_sends_once(
 async def test_transient_reply_is_retried_then_sent(
     make_client: MakeClient, settings: Settings, smtp: SmtpPeer
 ) -> None:
-    """A 4xx reply is a messageDeliveryError with a next attempt; the retry is sent."""
+    """A 4xx reply is a messageDeliveryError (EmailEngine's SMTP fields) with a next attempt;
+    the retry is sent."""
     client = await make_client(send_settings(settings))
     await add_password_account(client, smtp)
     smtp.replies.append("451 4.3.0 Try again later")
     queued = await submit(client, {**TO, "text": "retry me"})
     await smtp.wait_for(1)
     (error,) = await wait_events(client, "acct", "messageDeliveryError")
-    assert error["data"]["errorCode"] == 451
+    data = error["data"]
+    assert (data["errorCode"], data["smtpCommand"]) == ("EMESSAGE", "DATA")
+    assert data["smtpResponseCode"] == 451
+    assert data["smtpResponse"] == "451 4.3.0 Try again later"
     assert error["data"]["job"]["attemptsMade"] == 1
     assert error["data"]["job"]["nextAttempt"] is not None
     await wait_events(client, "acct", "messageSent")
@@ -213,3 +217,23 @@ async def test_unreachable_server_is_retried(
     assert entry["lastError"]
     listing = await call(client, "GET", "/v1/outbox?account=acct")
     assert [m["queueId"] for m in listing["messages"]] == [queued["queueId"]]
+
+
+async def test_an_unknown_recipient_is_an_envelope_error(
+    make_client: MakeClient, settings: Settings, smtp: SmtpPeer
+) -> None:
+    """Every recipient refused at RCPT TO: EENVELOPE, the RCPT TO reply, and the message fails."""
+    client = await make_client(send_settings(settings))
+    await add_password_account(client, smtp)
+    smtp.unknown.add("rita@example.net")
+    await submit(client, {**TO, "text": "nobody home"})
+    await wait_events(client, "acct", "messageFailed")
+    (error,) = await stored_events(client, "acct", "messageDeliveryError")
+    data = error["data"]
+    assert (data["errorCode"], data["smtpCommand"], data["smtpResponseCode"]) == (
+        "EENVELOPE",
+        "RCPT TO",
+        550,
+    )
+    assert data["smtpResponse"].startswith("550 5.1.1 <rita@example.net>")
+    assert smtp.received == []
