@@ -6,6 +6,7 @@ the outbox worker (``relay.send.worker``) sends it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -18,13 +19,15 @@ from pydantic import Field
 from sqlalchemy.engine import RowMapping
 
 from relay.api.endpoint import Endpoint, json_response, read_query, validate
-from relay.api.keys import CIPHER, SETTINGS, STORE
+from relay.api.keys import CIPHER, MAILBOXES, SETTINGS, STORE
 from relay.api.models import Out, Paging
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
+from relay.mailbox.model import MessageNotFound, NotOffered, TextRequest
 from relay.send.intake import Intake
 from relay.send.mime import MimeError, build
-from relay.send.model import Address, Submit
+from relay.send.model import Address, Attachment, Reference, Submit
+from relay.send.reference import apply_reference
 from relay.send.worker import raw_context
 from relay.store import outbox as outbox_store
 from relay.store.engine import now_ms
@@ -156,6 +159,9 @@ async def submit(request: web.Request) -> web.Response:
         raise InputError(
             f"from: account {account!r} may not send as {sender.address}", field="from"
         )
+    reference: dict[str, str] | None = None
+    if body.reference is not None:
+        body, reference = await _referenced(request, account, body, body.reference, allowed)
     recipients = body.recipients()
     if not recipients:
         raise InputError("to: at least one recipient (to, cc or bcc) is required", field="to")
@@ -193,6 +199,7 @@ async def submit(request: web.Request) -> web.Response:
             "max_attempts": body.deliveryAttempts or settings.attempts,
             "send_at_ms": send_at,
             "next_attempt_ms": send_at,
+            "reference": reference,
             "idempotency_key": key,
             "request_hash": request_hash,
             "created_ms": now,
@@ -206,6 +213,44 @@ async def submit(request: web.Request) -> web.Response:
     if admitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+async def _referenced(
+    request: web.Request, account: str, body: Submit, ref: Reference, own: set[str]
+) -> tuple[Submit, dict[str, str] | None]:
+    """The submit completed from the message it replies to or forwards (read through the
+    mailbox layer), and what to flag once it is sent; a missing original is a 404 unless
+    ``ignoreMissing``."""
+    try:
+        mailbox = await request.app[MAILBOXES].open(account)
+        text = TextRequest(text_type="*") if ref.inline else None
+        original = await mailbox.message(ref.message, text)
+    except (MessageNotFound, NotOffered):
+        original = None
+    if original is not None and ref.messageId and original.get("messageId") != ref.messageId:
+        original = None
+    if original is None:
+        if ref.ignoreMissing:
+            return body, None
+        raise MessageNotFound("Referenced message was not found", field="reference.message")
+    completed = apply_reference(body, original, ref, own)
+    if ref.action == "forward" and ref.forwardAttachments:
+        extra = []
+        for item in original.get("attachments") or ():
+            download = await mailbox.attachment(str(item["id"]))
+            try:
+                content = b"".join([chunk async for chunk in download.chunks])
+            finally:
+                await download.close()
+            extra.append(
+                Attachment(
+                    filename=item.get("filename") or None,
+                    content=base64.b64encode(content).decode("ascii"),
+                    contentType=str(item.get("contentType") or "application/octet-stream"),
+                )
+            )
+        completed = completed.model_copy(update={"attachments": [*completed.attachments, *extra]})
+    return completed, {"message": ref.message, "action": ref.action}
 
 
 async def list_outbox(request: web.Request) -> web.Response:

@@ -43,8 +43,10 @@ class MessageNotFound(NotFound):
 
     code = "MessageNotFound"
 
-    def __init__(self, message: str = "Requested message was not found") -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str = "Requested message was not found", *, field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
 
 
 class MailboxNotFound(NotFound):

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
-from relay.send.model import RESERVED_HEADERS, Address, Submit
+from relay.send.model import RESERVED_HEADERS, THREAD_HEADERS, Address, Submit
 
 
 class MimeError(ValueError):
@@ -45,8 +45,12 @@ def build(submit: Submit, sender: Address, *, now: datetime | None = None) -> Em
         refs = submit.references
         msg["References"] = refs if isinstance(refs, str) else " ".join(refs)
     for name, value in submit.headers.items():
-        if name.lower() in RESERVED_HEADERS:
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS:
             raise MimeError(f"{name} is set from the payload, not as a header", f"headers.{name}")
+        field = THREAD_HEADERS.get(lowered)
+        if field is not None and getattr(submit, field):
+            raise MimeError(f"{name} is given twice: as {field} and as a header", f"headers.{name}")
         msg[name] = value
 
     if submit.text is not None or submit.html is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field
 
@@ -16,8 +16,10 @@ _HEADER_NAME = Annotated[str, Field(pattern=r"^[!-9;-~]{1,76}$")]
 # Headers the builder writes itself: a caller setting them would contradict the payload.
 RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date", "mime-version"}
-    | {"content-type", "content-transfer-encoding", "in-reply-to", "references"}
+    | {"content-type", "content-transfer-encoding"}
 )
+# Headers that may come as headers (as EmailEngine allows) or as fields, not both.
+THREAD_HEADERS = {"in-reply-to": "inReplyTo", "references": "references"}
 
 
 def _base64(value: str) -> str:
@@ -49,6 +51,21 @@ class Attachment(Body):
     cid: Annotated[OneLine, Field(min_length=1, max_length=256)] | None = None
 
 
+class Reference(Body):
+    """The message a submit replies to or forwards (EmailEngine's ``reference``)."""
+
+    message: Annotated[str, Field(min_length=1, max_length=1024)]
+    action: Literal["reply", "reply-all", "forward"] = "reply"
+    # Quote the original's text (a reply) or include it (a forward) in the new message.
+    inline: bool = False
+    # A forward carries the original's attachments.
+    forwardAttachments: bool = False
+    # Send anyway when the referenced message is gone.
+    ignoreMissing: bool = False
+    # The referenced message must have this Message-ID (an id can be reused).
+    messageId: Annotated[str, Field(max_length=996)] | None = None
+
+
 class Submit(Body):
     """A message to send."""
 
@@ -74,6 +91,7 @@ class Submit(Body):
     ) | None = None
     sendAt: datetime | None = None
     deliveryAttempts: Annotated[int, Field(ge=1, le=100)] | None = None
+    reference: Reference | None = None
 
     def recipients(self) -> list[str]:
         """Every envelope recipient, in order, without repeats."""

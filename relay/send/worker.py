@@ -28,7 +28,7 @@ from relay.config import MicrosoftSettings, SendSettings
 from relay.errors import AuthError, ConsentRequired, NotFound, RelayError, StoreError
 from relay.events.model import Event, iso_ms
 from relay.mailbox.access import Mailboxes
-from relay.mailbox.model import NotOffered
+from relay.mailbox.model import FlagChange, NotOffered
 from relay.send import accounts as senders
 from relay.send.accounts import Missing, Sender
 from relay.send.graph import graph_message, send_graph
@@ -266,6 +266,22 @@ class OutboxWorker:
             self._records.add(record)
             record.add_done_callback(self._records.discard)
             await asyncio.shield(record)
+            if failure is None and claimed.reference:
+                await self._mark_reference(claimed.account, claimed.reference)
+
+    async def _mark_reference(self, account: str, reference: Mapping[str, Any]) -> None:
+        """Flag the message this one answered (``\\Answered``) or forwarded (``$Forwarded``).
+
+        After the outcome is stored: the message went out whatever happens here.
+        """
+        flag = "$Forwarded" if reference.get("action") == "forward" else "\\Answered"
+        try:
+            if self.mailboxes is None:
+                raise NotOffered("no mailbox access on this node")
+            mailbox = await self.mailboxes.open(account, unwatched=True)
+            await mailbox.update(str(reference["message"]), FlagChange(add=(flag,)))
+        except (RelayError, OSError) as exc:
+            log.warning("could not flag the referenced message", error=str(exc), flag=flag)
 
     async def _attempt(self, claimed: Claimed, shared: _Batch) -> tuple[str, dict[str, Any]]:
         """Send once: the server's reply, and what became of the Sent Items copies."""

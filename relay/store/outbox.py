@@ -33,6 +33,8 @@ class Claimed:
     raw: bytes
     attempts: int
     max_attempts: int
+    # The message this one replies to or forwards: ``{message, action}``.
+    reference: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ async def claim(
             outbox.c.raw,
             outbox.c.attempts,
             outbox.c.max_attempts,
+            outbox.c.reference,
         )
     )
     return [
@@ -188,6 +191,7 @@ async def claim(
             raw=bytes(r["raw"]),
             attempts=int(r["attempts"]),
             max_attempts=int(r["max_attempts"]),
+            reference=dict(r["reference"]) if r["reference"] else None,
         )
         for r in result.mappings()
     ]

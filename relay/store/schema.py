@@ -302,6 +302,8 @@ outbox = Table(
     Column("claimed_by", String(128), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("response", Text, nullable=True),
+    # {"message": id, "action": "reply" | "reply-all" | "forward"}: flagged once sent.
+    Column("reference", JSON, nullable=True),
     # Idempotency-Key of the submit request and the hash of its body.
     Column("idempotency_key", String(256), nullable=True),
     Column("request_hash", String(64), nullable=True),

@@ -10,8 +10,9 @@ import pytest
 
 from relay.send.graph import graph_message
 from relay.send.mime import MimeError, build
-from relay.send.model import Address, Submit
+from relay.send.model import Address, Reference, Submit
 from relay.send.outcome import retry_delay
+from relay.send.reference import apply_reference
 from relay.send.smtp_pool import Limits, reusable
 
 SENDER = Address(name="Support", address="shared@example.com")
@@ -114,3 +115,24 @@ def test_a_kept_smtp_session_is_reused_within_its_limits(
     limits = Limits(idle=30.0, age=600.0, messages=100)
     got = reusable(connected=connected, messages=messages, age=age, idle=idle, limits=limits)
     assert got is expected
+
+
+@pytest.mark.parametrize(
+    ("action", "subject", "expected"),
+    [
+        ("reply", "Printer", "Re: Printer"),
+        ("reply", "RE: Printer", "RE: Printer"),
+        ("reply-all", "re:Printer", "re:Printer"),
+        ("forward", "Printer", "Fwd: Printer"),
+        ("forward", "Fw: Printer", "Fw: Printer"),
+        ("forward", "Re: Printer", "Fwd: Re: Printer"),
+    ],
+)
+def test_reference_subject_is_prefixed_once(action: str, subject: str, expected: str) -> None:
+    """A reply gets "Re: " and a forward "Fwd: ", never twice; a given subject wins."""
+    original = {"subject": subject, "from": {"name": "", "address": "rita@example.net"}}
+    reference = Reference(message="x", action=action)  # type: ignore[arg-type]
+    done = apply_reference(Submit(text="hi"), original, reference, ["me@example.com"])
+    assert done.subject == expected
+    given = apply_reference(Submit(subject="Mine", text="hi"), original, reference, [])
+    assert given.subject == "Mine"
