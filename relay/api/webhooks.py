@@ -22,7 +22,7 @@ from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
 from relay.api.models import Body, Identifier, Out, Paging, Text
 from relay.auth.crypto import Cipher
 from relay.errors import Conflict, InputError, NotFound
-from relay.events.model import EVENT_TYPES, Event, iso_ms
+from relay.events.model import EMAILENGINE_ONLY_EVENTS, EVENT_TYPES, Event, iso_ms
 from relay.store import deliveries as queue
 from relay.store import events as events_store
 from relay.store import webhook_routes as routes_store
@@ -41,7 +41,7 @@ _RESERVED = PROTECTED_HEADERS | {"user-agent"}
 
 
 def _event_name(value: str) -> str:
-    if value != "*" and value not in EVENT_TYPES:
+    if value != "*" and value not in EVENT_TYPES and value not in EMAILENGINE_ONLY_EVENTS:
         raise ValueError(f"unknown event {value!r}; use '*' or one of {', '.join(EVENT_TYPES)}")
     return value
 

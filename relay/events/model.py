@@ -31,6 +31,23 @@ EVENT_TYPES = (
 )
 
 
+# EmailEngine's events the relay does not send (yet): a route or webhookEvents list may name
+# them, as an integration written for EmailEngine does; they simply never arrive.
+EMAILENGINE_ONLY_EVENTS = (
+    "messageMissing",
+    "messageBounce",
+    "messageComplaint",
+    "mailboxNew",
+    "mailboxDeleted",
+    "trackOpen",
+    "trackClick",
+    "listSubscribe",
+    "listUnsubscribe",
+    "exportCompleted",
+    "exportFailed",
+)
+
+
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds as ``2026-11-24T10:00:00.000Z`` (the format of envelope dates)."""
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)

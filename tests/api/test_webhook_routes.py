@@ -161,3 +161,25 @@ async def test_unknown_route_and_delivery(client: TestClient) -> None:
         client, "POST", f"/v1/webhooks/{created['id']}/recover", {"since": "yesterday"}, status=400
     )
     assert err["field"] == "since"
+
+
+async def test_emailengine_event_names_are_accepted_in_filters(client: TestClient) -> None:
+    """An integration written for EmailEngine may name its events (messageBounce, trackOpen)
+    in webhookEvents and route filters; names nobody has are still refused."""
+    await call(
+        client,
+        "POST",
+        "/v1/settings",
+        {
+            "webhooks": "https://ee.example.com/hook",
+            "webhookEvents": ["messageNew", "messageBounce"],
+        },
+    )
+    read = await call(client, "GET", "/v1/settings")
+    assert read["webhookEvents"] == ["messageNew", "messageBounce"]
+    route = {"url": "https://b.example.com/", "events": ["trackOpen", "mailboxNew"]}
+    await call(client, "POST", "/v1/webhooks", route, status=201)
+    refused = await call(
+        client, "POST", "/v1/settings", {"webhookEvents": ["messageNope"]}, status=400
+    )
+    assert refused["field"] == "webhookEvents.0"
