@@ -60,10 +60,13 @@ class OutboxEntry(Out):
     envelope: dict[str, Any]
     size: int
     status: str
+    # EmailEngine's: attempts made, and attempts allowed (deliveryAttempts repeats it).
+    attemptsMade: int
     attempts: int
     deliveryAttempts: int
     created: str
     sendAt: str
+    scheduled: str
     nextAttempt: str | None = None
     lastError: str | None = None
     response: str | None = None
@@ -103,10 +106,12 @@ def _entry(row: RowMapping) -> OutboxEntry:
         envelope=dict(row["envelope"]),
         size=int(row["size"]),
         status=status,
-        attempts=int(row["attempts"]),
+        attemptsMade=int(row["attempts"]),
+        attempts=int(row["max_attempts"]),
         deliveryAttempts=int(row["max_attempts"]),
         created=iso_ms(int(row["created_ms"])),
         sendAt=iso_ms(int(row["send_at_ms"])),
+        scheduled=iso_ms(int(row["send_at_ms"])),
         nextAttempt=iso_ms(int(row["next_attempt_ms"])) if status == OutboxStatus.QUEUED else None,
         lastError=row["last_error"],
         response=row["response"],

@@ -119,7 +119,7 @@ async def test_smtp_send_as_denied_fails(
     queued = await submit(client, TO, account="shared")
     (failed,) = await wait_events(client, "shared", "messageFailed")
     assert "5.7.60" in failed["data"]["error"]
-    assert (await outbox_entry(client, queued["queueId"]))["attempts"] == 1
+    assert (await outbox_entry(client, queued["queueId"]))["attemptsMade"] == 1
     assert exchange.received == []
 
 
@@ -173,7 +173,7 @@ async def test_graph_send_as_denied_fails(
     (failed,) = await wait_events(client, "shared", "messageFailed")
     assert "ErrorSendAsDenied" in failed["data"]["error"]
     entry = await outbox_entry(client, queued["queueId"])
-    assert (entry["status"], entry["attempts"]) == ("failed", 1)
+    assert (entry["status"], entry["attemptsMade"]) == ("failed", 1)
 
 
 async def test_graph_sent_copy_none_saves_no_copy(
@@ -220,5 +220,5 @@ async def test_graph_token_refused_before_expiry_is_replaced(
     assert error["data"]["errorCode"] == "InvalidAuthenticationToken"
     assert error["data"]["smtpResponseCode"] is None
     entry = await outbox_entry(client, queued["queueId"])
-    assert (entry["status"], entry["attempts"]) == ("sent", 2)
+    assert (entry["status"], entry["attemptsMade"]) == ("sent", 2)
     assert await stored_events(client, "shared", "messageFailed") == []

@@ -72,5 +72,5 @@ async def test_a_connection_the_server_closed_is_replaced_without_a_failed_attem
     assert received[1].message_id == second["messageId"]
     await wait_events(client, "acct", "messageSent", count=2)
     assert await stored_events(client, "acct", "messageDeliveryError") == []
-    assert (await outbox_entry(client, second["queueId"]))["attempts"] == 1
+    assert (await outbox_entry(client, second["queueId"]))["attemptsMade"] == 1
     assert proxy.accepted == 2

@@ -58,7 +58,7 @@ async def test_submit_sends_from_own_address(
     }
     entry = await outbox_entry(client, queued["queueId"])
     assert entry["status"] == "sent"
-    assert entry["attempts"] == 1
+    assert entry["attemptsMade"] == 1
 
 
 async def test_from_the_account_may_not_use_is_refused(
@@ -143,7 +143,7 @@ async def test_transient_reply_is_retried_then_sent(
     await wait_events(client, "acct", "messageSent")
     entry = await outbox_entry(client, queued["queueId"])
     assert entry["status"] == "sent"
-    assert entry["attempts"] == 2
+    assert entry["attemptsMade"] == 2
     assert await stored_events(client, "acct", "messageFailed") == []
 
 
@@ -177,7 +177,7 @@ async def test_last_attempt_fails_the_message(
     await wait_events(client, "acct", "messageFailed")
     assert len(await stored_events(client, "acct", "messageDeliveryError")) == 2
     entry = await outbox_entry(client, queued["queueId"])
-    assert (entry["status"], entry["attempts"]) == ("failed", 2)
+    assert (entry["status"], entry["attemptsMade"]) == ("failed", 2)
 
 
 async def test_send_at_in_the_future_waits(
@@ -210,7 +210,7 @@ async def test_unreachable_server_is_retried(
 
     async def retried() -> bool:
         entry = await outbox_entry(client, queued["queueId"])
-        return entry["status"] == "queued" and entry["attempts"] == 1
+        return entry["status"] == "queued" and entry["attemptsMade"] == 1
 
     await wait_until(retried, "a failed first attempt")
     entry = await outbox_entry(client, queued["queueId"])
