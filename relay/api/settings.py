@@ -9,7 +9,7 @@ The ``notify*`` keys choose the message content added to ``messageNew`` webhooks
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field
@@ -54,11 +54,15 @@ class SettingsUpdated(Out):
 
 
 class SettingsOut(Out):
+    """Every setting; with query keys (``?webhooks=true``), only those, as in EmailEngine."""
+
     webhooks: str | None = None
-    webhookEvents: list[str]
-    webhooksEnabled: bool
-    serviceUrl: str
-    serviceSecretSet: bool
+    webhookEvents: list[str] | None = None
+    webhooksEnabled: bool | None = None
+    serviceUrl: str | None = None
+    # Whether a service secret is set (EmailEngine's name, and ours).
+    serviceSecret: bool | None = None
+    serviceSecretSet: bool | None = None
     # The notify* settings appear once set.
     notifyText: bool | None = None
     notifyTextSize: int | None = None
@@ -134,16 +138,24 @@ async def read_settings(request: web.Request) -> web.Response:
         url = await service_url(conn, request.app[SETTINGS].service_url)
         secret = await service_secret(conn, cipher, create=False)
         notify = {key: await settings_store.get(conn, key) for key in NOTIFY_KEYS}
-    return json_response(
-        SettingsOut(
-            webhooks=row["url"] if row else None,
-            webhookEvents=list(row["events"]) if row else ["*"],
-            webhooksEnabled=bool(row["enabled"]) if row else False,
-            serviceUrl=url,
-            serviceSecretSet=secret is not None,
-            **{key: value for key, value in notify.items() if value is not None},
-        )
-    )
+    values: dict[str, Any] = {
+        "webhooks": row["url"] if row else None,
+        "webhookEvents": list(row["events"]) if row else ["*"],
+        "webhooksEnabled": bool(row["enabled"]) if row else False,
+        "serviceUrl": url,
+        "serviceSecret": secret is not None,
+        "serviceSecretSet": secret is not None,
+        **notify,
+    }
+    asked = [key for key, value in request.query.items() if key in values and _truthy(value)]
+    if asked:
+        # EmailEngine answers the keys asked for, null when unset.
+        return json_response({key: values[key] for key in asked})
+    return json_response(SettingsOut(**{k: v for k, v in values.items() if v is not None}))
+
+
+def _truthy(value: str) -> bool:
+    return value.lower() in ("true", "1", "y", "yes", "on")
 
 
 ENDPOINTS = [

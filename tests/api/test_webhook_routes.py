@@ -99,7 +99,14 @@ async def test_settings_drive_default_route(client: TestClient) -> None:
         "webhookEvents": ["messageNew"],
         "webhooksEnabled": True,
         "serviceUrl": "https://relay.example.com",
+        "serviceSecret": True,
         "serviceSecretSet": True,
+    }
+    asked = await call(client, "GET", "/v1/settings?webhooks=true&notifyText=true&serviceSecret=1")
+    assert asked == {
+        "webhooks": "https://ee.example.com/hook",
+        "notifyText": None,
+        "serviceSecret": True,
     }
     again = await call(
         client,
