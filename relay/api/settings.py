@@ -12,17 +12,30 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from relay.api.endpoint import Endpoint, json_response, read_body
 from relay.api.keys import CIPHER, ENRICHER, SETTINGS, STORE, WORKER
 from relay.api.models import Body, Out
-from relay.api.webhooks import EventName, RouteCreate, TargetUrl, create_route_row
+from relay.api.webhooks import (
+    REDACTED,
+    EventName,
+    RouteCreate,
+    TargetUrl,
+    check_headers,
+    create_route_row,
+)
+from relay.errors import InputError
 from relay.mailbox.notify import KEYS as NOTIFY_KEYS
 from relay.store import settings as settings_store
 from relay.store import webhook_routes as routes_store
 from relay.store.events import service_url
-from relay.webhooks.routes import service_secret, store_service_secret
+from relay.webhooks.routes import (
+    decrypt_headers,
+    encrypt_headers,
+    service_secret,
+    store_service_secret,
+)
 
 TAG = "Settings"
 DEFAULT_ROUTE = "default"
@@ -32,8 +45,25 @@ HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^(\*|[
 Size = Annotated[int, Field(ge=0, le=1024**3)]
 
 
+class CustomHeader(Body):
+    key: Annotated[str, Field(min_length=1, max_length=256)]
+    value: Annotated[str, Field(max_length=4096)]
+
+
+def _header_map(value: list[CustomHeader] | None) -> list[CustomHeader] | None:
+    if value is not None:
+        # The same rules as a route's headers (no line breaks, nothing signing sets).
+        check_headers({h.key: h.value for h in value})
+    return value
+
+
 class SettingsIn(Body):
     webhooks: TargetUrl | None = None
+    # EmailEngine's list of headers added to every webhook (of the default route); the
+    # values are stored encrypted and never shown again.
+    webhooksCustomHeaders: (
+        Annotated[list[CustomHeader], Field(max_length=32), AfterValidator(_header_map)] | None
+    ) = None
     webhookEvents: Annotated[list[EventName], Field(min_length=1, max_length=64)] | None = None
     webhooksEnabled: bool | None = None
     serviceSecret: Annotated[str, Field(min_length=8, max_length=1024)] | None = None
@@ -57,6 +87,8 @@ class SettingsOut(Out):
     """Every setting; with query keys (``?webhooks=true``), only those, as in EmailEngine."""
 
     webhooks: str | None = None
+    # Header names; values are never shown.
+    webhooksCustomHeaders: list[dict[str, str]] | None = None
     webhookEvents: list[str] | None = None
     webhooksEnabled: bool | None = None
     serviceUrl: str | None = None
@@ -92,9 +124,15 @@ async def update_settings(request: web.Request) -> web.Response:
                     await settings_store.delete(conn, key)
                 else:
                     await settings_store.put(conn, key, value)
-        route_keys = {"webhooks", "webhookEvents", "webhooksEnabled"} & given
-        if route_keys:
+        headers = {h.key: h.value for h in body.webhooksCustomHeaders or ()}
+        route_keys = {"webhooks", "webhookEvents", "webhooksEnabled", "webhooksCustomHeaders"}
+        if route_keys & given:
             row = await routes_store.get(conn, DEFAULT_ROUTE)
+            if row is None and body.webhooks is None and body.webhooksCustomHeaders:
+                raise InputError(
+                    "webhooksCustomHeaders: set webhooks (the URL) first or in the same call",
+                    field="webhooksCustomHeaders",
+                )
             if row is None and body.webhooks is not None:
                 _, new_secret = await create_route_row(
                     conn,
@@ -104,6 +142,7 @@ async def update_settings(request: web.Request) -> web.Response:
                         url=body.webhooks,
                         events=body.webhookEvents or ["*"],
                         enabled=body.webhooksEnabled if body.webhooksEnabled is not None else True,
+                        headers=headers,
                         description="EmailEngine-style global webhook (POST /v1/settings)",
                     ),
                 )
@@ -121,6 +160,8 @@ async def update_settings(request: web.Request) -> web.Response:
                     if body.webhooksEnabled:
                         values["disabled_reason"] = None
                         values["failing_since_ms"] = None
+                if "webhooksCustomHeaders" in given:
+                    values["headers"] = encrypt_headers(cipher, DEFAULT_ROUTE, headers)
                 await routes_store.update(conn, DEFAULT_ROUTE, values)
     worker = request.app.get(WORKER)
     if worker is not None:
@@ -138,8 +179,10 @@ async def read_settings(request: web.Request) -> web.Response:
         url = await service_url(conn, request.app[SETTINGS].service_url)
         secret = await service_secret(conn, cipher, create=False)
         notify = {key: await settings_store.get(conn, key) for key in NOTIFY_KEYS}
+    names = decrypt_headers(cipher, DEFAULT_ROUTE, row["headers"]) if row else {}
     values: dict[str, Any] = {
         "webhooks": row["url"] if row else None,
+        "webhooksCustomHeaders": [{"key": name, "value": REDACTED} for name in names] or None,
         "webhookEvents": list(row["events"]) if row else ["*"],
         "webhooksEnabled": bool(row["enabled"]) if row else False,
         "serviceUrl": url,

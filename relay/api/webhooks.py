@@ -46,7 +46,8 @@ def _event_name(value: str) -> str:
     return value
 
 
-def _headers(value: dict[str, str]) -> dict[str, str]:
+def check_headers(value: dict[str, str]) -> dict[str, str]:
+    """Custom webhook headers: valid names, one-line values, nothing signing sets."""
     for name, header_value in value.items():
         if not _HEADER_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid header name")
@@ -64,7 +65,7 @@ def _http_url(value: HttpUrl) -> HttpUrl:
 
 
 EventName = Annotated[str, AfterValidator(_event_name)]
-Headers = Annotated[dict[str, str], Field(max_length=32), AfterValidator(_headers)]
+Headers = Annotated[dict[str, str], Field(max_length=32), AfterValidator(check_headers)]
 TargetUrl = Annotated[HttpUrl, AfterValidator(_http_url)]
 Schedule = Annotated[
     list[Annotated[float, Field(ge=0, le=7 * 86400)]], Field(min_length=1, max_length=30)

@@ -11,8 +11,8 @@ import pytest
 from relay.config import Settings
 from tests.api.helpers import call
 from tests.conftest import MakeClient
-from tests.peers.receiver import redirect, reset, slow, status
-from tests.webhooks.conftest import Setup, make_setup
+from tests.peers.receiver import Receiver, redirect, reset, slow, status
+from tests.webhooks.conftest import SERVICE_SECRET, Setup, loopback_settings, make_setup
 
 
 async def _settled(setup: Setup, n: int) -> list[dict[str, object]]:
@@ -257,3 +257,38 @@ async def test_route_failing_too_long_is_disabled(disabling: Setup) -> None:
     assert "disable_after_days" in route["disabledReason"]
     (row,) = await disabling.deliveries()
     assert row["status"] == "pending"  # kept, to be delivered once the route is enabled again
+
+
+async def test_settings_custom_headers_reach_the_default_route(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """EmailEngine's webhooksCustomHeaders are added to every webhook of the default route;
+    reads show the names only; a header that signing sets is refused."""
+    client = await make_client(loopback_settings(settings))
+    async with Receiver(secret="whsec_" + "A" * 44, service_secret=SERVICE_SECRET) as rx:
+        out = await call(
+            client,
+            "POST",
+            "/v1/settings",
+            {
+                "webhooks": rx.url,
+                "serviceSecret": SERVICE_SECRET,
+                "webhooksCustomHeaders": [{"key": "X-Tenant", "value": "contoso-secret-42"}],
+            },
+        )
+        rx.secret = out["webhooksSecret"]
+        await call(client, "POST", "/v1/webhooks/default/test", {})
+        await rx.wait_for(1)
+        (delivery,) = rx.accepted()
+        assert delivery.headers["x-tenant"] == "contoso-secret-42"
+        assert delivery.standard_ok
+        read = await call(client, "GET", "/v1/settings?webhooksCustomHeaders=true")
+        assert read == {"webhooksCustomHeaders": [{"key": "X-Tenant", "value": "[redacted]"}]}
+        refused = await call(
+            client,
+            "POST",
+            "/v1/settings",
+            {"webhooksCustomHeaders": [{"key": "webhook-signature", "value": "forged"}]},
+            status=400,
+        )
+        assert refused["field"] == "webhooksCustomHeaders"
