@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
@@ -96,6 +97,25 @@ class OAuth2Settings(Body):
     redirectUrl: HttpUrl | None = None
 
 
+# Read once at import: looking a zone up reads files, which a request must not do.
+_TIME_ZONES = frozenset(available_timezones())
+
+
+def _time_zone(value: str) -> str:
+    if value not in _TIME_ZONES:
+        raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Tallinn")
+    return value
+
+
+Subconnections = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=1024)]], Field(max_length=100)
+]
+Locale = Annotated[
+    str, Field(min_length=2, max_length=100, pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$")
+]
+TimeZone = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_time_zone)]
+
+
 class AccountFields(Body):
     """Everything but the id: shared by create and (after merging) update."""
 
@@ -113,6 +133,11 @@ class AccountFields(Body):
     webhooks: HttpUrl | None = None
     # Sent Items copies after an SMTP send (relay.send.sentcopy); Graph: saveToSentItems.
     sentCopy: Literal["provider", "shared", "none"] | None = None
+    # EmailEngine's folders with IDLE connections of their own: watched like ``path``.
+    subconnections: Subconnections | None = None
+    # Kept and shown, as EmailEngine keeps them; the relay formats nothing by them.
+    locale: Locale | None = None
+    tz: TimeZone | None = None
 
 
 class AccountCreate(AccountFields):
@@ -131,6 +156,9 @@ class AccountUpdate(Body):
     notifyFrom: datetime | None = None
     webhooks: HttpUrl | None = None
     sentCopy: Literal["provider", "shared", "none"] | None = None
+    subconnections: Subconnections | None = None
+    locale: Locale | None = None
+    tz: TimeZone | None = None
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:

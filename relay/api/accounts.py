@@ -124,6 +124,9 @@ class AccountView(Out):
     notifyFrom: str | None = None
     webhooks: str | None = None
     sentCopy: str | None = None
+    subconnections: list[str] | None = None
+    locale: str | None = None
+    tz: str | None = None
     secrets: dict[str, bool] = Field(description="Which secrets are stored (never their values)")
     lastError: dict[str, Any] | None = None
     graph: GraphView | None = Field(
@@ -199,6 +202,9 @@ def _view(row: Any, cipher: Cipher) -> AccountView:
         notifyFrom=config.get("notifyFrom"),
         webhooks=config.get("webhooks"),
         sentCopy=config.get("sentCopy"),
+        subconnections=config.get("subconnections"),
+        locale=config.get("locale"),
+        tz=config.get("tz"),
         secrets=secret_flags(_load_secrets(cipher, row)),
         lastError=row["last_error"],
         reconnectRequested=iso_ms(row["reconnect_requested_ms"])

@@ -13,9 +13,11 @@ __all__ = ["INBOX", "folder_specs", "spec_matches"]
 INBOX = "INBOX"
 
 
-def folder_specs(path: Any) -> list[str]:
-    """The folders an account's ``path`` setting adds to INBOX (string or list), in order."""
+def folder_specs(path: Any, subconnections: Any = None) -> list[str]:
+    """The folders an account's ``path`` setting (string or list) and EmailEngine's
+    ``subconnections`` add to INBOX, in order."""
     items = [path] if isinstance(path, str) else list(path or [])
+    items += [item for item in subconnections or () if isinstance(item, str)]
     out: list[str] = []
     for item in items:
         if isinstance(item, str) and item and item.upper() != INBOX and item not in out:

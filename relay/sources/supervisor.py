@@ -127,7 +127,7 @@ class AccountWatcher:
         self.reconnect_ms = row["reconnect_requested_ms"]
         self.sync_ms = row["sync_requested_ms"]
         config = row["config"] or {}
-        self.specs = folder_specs(config.get("path"))
+        self.specs = folder_specs(config.get("path"), config.get("subconnections"))
         self.notify_from = parse_iso(config.get("notifyFrom"))
         self.listeners: dict[str, FolderListener] = {}
         self.active = True

@@ -20,6 +20,7 @@ from tests.conftest import MakeClient
 from tests.mailbox.mail import PLAIN, PNG, rich_message
 from tests.peers.dovecot import DovecotServer, start_dovecot
 from tests.sources.imap.relay_support import (
+    folder_row,
     password_account,
     relay_settings,
     wait_events,
@@ -376,3 +377,40 @@ async def test_message_new_carries_the_content_the_settings_ask_for(
     assert second["subject"] == "while content cannot be read"
     assert "textError" in second
     assert "text" not in second or "plain" not in second["text"]
+
+
+async def test_subconnections_are_watched_and_locale_and_tz_are_kept(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """EmailEngine's account fields: subconnections folders are watched like path (a folder
+    created later is taken up on sync); locale and tz are kept and shown; a bad tz is a 400."""
+    user = new_account(dovecot)
+    client = await make_client(relay_settings(settings))
+    payload = password_account("acct0", user, dovecot.port)
+    bad = await client.post("/v1/account", json={**payload, "tz": "Mars/Olympus_Mons"})
+    assert bad.status == 400
+    assert (await bad.json())["field"] == "tz"
+    await call(
+        client,
+        "POST",
+        "/v1/account",
+        {**payload, "subconnections": ["Tickets"], "locale": "et-EE", "tz": "Europe/Tallinn"},
+    )
+    await wait_state(client, "acct0", "connected")
+    view = await call(client, "GET", "/v1/account/acct0")
+    assert (view["subconnections"], view["locale"], view["tz"]) == (
+        ["Tickets"],
+        "et-EE",
+        "Europe/Tallinn",
+    )
+    await call(client, "POST", "/v1/account/acct0/mailbox", {"path": "Tickets"})
+    await call(client, "PUT", "/v1/account/acct0/sync", {"sync": True})
+
+    async def watching() -> bool:
+        row = await folder_row(client, "acct0", "Tickets")
+        return row is not None and row.uidvalidity is not None
+
+    await wait_until(watching, "the Tickets folder's baseline")
+    await dovecot.append(user.user, "Tickets", message("in a subconnection"))
+    (new,) = await wait_events(client, "acct0", "messageNew")
+    assert (new["path"], new["data"]["subject"]) == ("Tickets", "in a subconnection")
