@@ -17,36 +17,81 @@ and changes when the server's UIDVALIDITY does (the UIDs are then reused for oth
 An attachment's ``id`` is ``base64url(folder_no ‖ uidvalidity ‖ uid ‖ part)``, where ``part``
 is the ASCII IMAP part number (``2``, ``1.2``); because 12 bytes encode to exactly 16
 characters, it starts with the message id. Both decode with :func:`parse_message_id`.
+
+What EmailEngine adds to ``messageNew``
+---------------------------------------
+Besides the envelope, both sources add EmailEngine's (``lib/email-client/imap/mailbox.js``,
+``lib/email-client/base-client.js``): ``flagged``, ``answered``, ``draft`` (only when true;
+``unseen`` is always there, as the relay has always sent it), ``text {id, encodedSize}``
+(``id`` is the message id, which ``GET /v1/account/{id}/text/{text}`` takes),
+``messageSpecialUse`` (the folder's special use when it is one of
+:data:`MESSAGE_SPECIAL_USES`), ``isAutoReply`` (:func:`is_auto_reply`, only when the
+header fields were read) and, for reports received in INBOX, ``isBounce`` /
+``isComplaint`` with ``relatedMessageId``, the Message-ID of the message the report is
+about (:func:`report_fields`). The sources read what these need: the IMAP listener the
+:data:`AUTO_REPLY_HEADERS` with every new message and a report's parts
+(:func:`report_items`); the Graph watcher :data:`GRAPH_DETAIL_FIELDS` and a report's
+source (:func:`graph_report_wanted`, :func:`mime_report`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from relay.events.model import parse_iso
+from relay.events.structure import (
+    Headers,
+    Part,
+    decode_body,
+    decode_words,
+    header_blocks,
+    header_fields,
+    header_items,
+    is_text,
+    leaf_parts,
+    mime_leaves,
+)
 from relay.events.structure import as_text as _text
-from relay.events.structure import decode_words, is_text, leaf_parts
+from relay.events.structure import text_parts as _text_parts
 
 __all__ = [
+    "AUTO_REPLY_HEADERS",
+    "GRAPH_DETAIL_FIELDS",
+    "GRAPH_FIELDS",
+    "MESSAGE_SPECIAL_USES",
+    "REPORT_PART_BYTES",
+    "Report",
     "attachment_id",
     "attachments",
+    "flag_fields",
     "graph_flags",
+    "graph_headers",
     "graph_message_deleted",
     "graph_message_moved",
     "graph_message_to_event",
     "graph_message_updated",
+    "graph_report_wanted",
     "imap_fetch_to_event",
+    "imap_report",
+    "is_auto_reply",
     "iso_datetime",
     "mailbox_reset",
     "message_deleted",
     "message_id",
+    "message_special_use",
     "message_updated",
+    "mime_report",
     "parse_message_id",
+    "report_fields",
+    "report_items",
+    "text_info",
     "visible_flags",
 ]
 
@@ -105,6 +150,18 @@ def visible_flags(flags: Iterable[bytes | str] | None) -> list[str]:
         if text.lower() not in _HIDDEN_FLAGS and text not in out:
             out.append(text)
     return out
+
+
+# EmailEngine's booleans for system flags, present only when true (``unseen`` is not here:
+# the relay always sends it).
+_FLAG_FIELDS = (("flagged", "\\flagged"), ("answered", "\\answered"), ("draft", "\\draft"))
+
+
+def flag_fields(flags: Iterable[str]) -> dict[str, bool]:
+    """``flagged``, ``answered`` and ``draft`` for the flags that carry them (only the true
+    ones, as EmailEngine sends them)."""
+    lowered = {flag.lower() for flag in flags}
+    return {name: True for name, flag in _FLAG_FIELDS if flag in lowered}
 
 
 # -- envelope -------------------------------------------------------------------------------
@@ -174,6 +231,281 @@ def attachments(bodystructure: Any, make_id: Any) -> list[dict[str, Any]]:
     return found
 
 
+# -- what kind of message --------------------------------------------------------------------
+
+# Folder special uses that EmailEngine reports as a message's ``messageSpecialUse``.
+MESSAGE_SPECIAL_USES = ("\\Junk", "\\Sent", "\\Trash", "\\Inbox", "\\Drafts")
+_SPECIAL_USE_BY_FOLDED = {name.lower(): name for name in MESSAGE_SPECIAL_USES}
+
+# The header fields isAutoReply is decided on, besides Subject and In-Reply-To: the IMAP
+# listener fetches exactly these with every new message.
+AUTO_REPLY_HEADERS = (
+    "Auto-Submitted",
+    "Precedence",
+    "X-Autoreply",
+    "X-Autorespond",
+    "X-Autoresponder",
+)
+_AUTO_SUBJECT = re.compile(r"(?:auto:|out of office|oof:|ooo:)", re.IGNORECASE)
+_AUTO_PRECEDENCE = re.compile(r"auto[_-]?reply", re.IGNORECASE)
+_AUTO_SUBMITTED = re.compile(r"auto[_-]?replied", re.IGNORECASE)
+_AUTO_MARKERS = ("x-autoreply", "x-autorespond", "x-autoresponder")
+
+# Report parts (RFC 3464 delivery status, RFC 5965 feedback report) and where the header of
+# the reported message is: a header-only part, else an attached message.
+_STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+_FEEDBACK_TYPES = frozenset({"message/feedback-report"})
+_HEADER_TYPES = frozenset(
+    {"text/rfc822-headers", "message/rfc822-headers", "message/global-headers"}
+)
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+# Each report part is read up to this many bytes: its fields, or the header of the
+# reported message, are at the start; an attached original can be large.
+REPORT_PART_BYTES = 65536
+_BOUNCE_NAME = re.compile(
+    r"Mail Delivery System|Mail Delivery Subsystem|Internet Mail Delivery", re.IGNORECASE
+)
+_BOUNCE_ADDRESS = re.compile(r"mailer-daemon@|postmaster@", re.IGNORECASE)
+_COMPLAINT_SENDER = "staff@hotmail.com"
+_COMPLAINT_SUBJECT = re.compile("complaint", re.IGNORECASE)
+
+
+def message_special_use(special_use: str | None) -> str | None:
+    """EmailEngine's ``messageSpecialUse`` for a message in a folder with ``special_use``:
+    the folder's special use if it is one of :data:`MESSAGE_SPECIAL_USES`, else None."""
+    if not special_use:
+        return None
+    return _SPECIAL_USE_BY_FOLDED.get(special_use.lower())
+
+
+def text_info(message: str, bodystructure: Any) -> dict[str, Any]:
+    """``text {id, encodedSize {plain?, html?}}``: the message's id (which the text API
+    takes) and the encoded sizes of the parts that are its text."""
+    plain, html = _text_parts(leaf_parts(bodystructure))
+    sizes: dict[str, int] = {}
+    if plain is not None:
+        sizes["plain"] = plain.size
+    if html is not None:
+        sizes["html"] = html.size
+    return {"id": message, "encodedSize": sizes}
+
+
+def is_auto_reply(
+    headers: Mapping[str, Sequence[str]], *, subject: str | None, in_reply_to: str | None
+) -> bool:
+    """Whether a message is an automatic reply, by EmailEngine's rules.
+
+    A subject starting with ``Auto:``, ``Out of Office``, ``OOF:`` or ``OOO:`` on a reply
+    (it has In-Reply-To); ``Precedence: auto_reply``; ``Auto-Submitted: auto-replied``
+    (not ``auto-generated``, which notifications and bounces carry); or any
+    ``X-Autoreply``, ``X-Autorespond`` or ``X-Autoresponder`` field. ``headers`` holds
+    lower-case names (:func:`relay.events.structure.header_fields`).
+    """
+    if subject and in_reply_to and _AUTO_SUBJECT.match(subject.lstrip()):
+        return True
+    if any(_AUTO_PRECEDENCE.search(value) for value in headers.get("precedence", ())):
+        return True
+    if any(_AUTO_SUBMITTED.search(value) for value in headers.get("auto-submitted", ())):
+        return True
+    return any(name in headers for name in _AUTO_MARKERS)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The machine-readable parts of a delivery or feedback report.
+
+    ``status`` holds the groups of fields of the delivery status (the per-message group,
+    then one per recipient), ``feedback`` the feedback report's fields, ``original`` the
+    header of the message the report is about.
+    """
+
+    status: tuple[Headers, ...] = ()
+    feedback: Headers | None = None
+    original: Headers | None = None
+
+
+def _first(values: Sequence[str] | None) -> str | None:
+    for value in values or ():
+        if value.strip():
+            return value.strip()
+    return None
+
+
+def _typed_value(value: str | None) -> str | None:
+    """``rfc822; user@example.com`` -> ``user@example.com``."""
+    if value is None:
+        return None
+    _, sep, rest = value.partition(";")
+    return (rest if sep else value).strip() or None
+
+
+def _delivery(groups: Sequence[Headers]) -> tuple[str | None, str | None, str | None]:
+    """``(action, recipient, original message id)`` of a delivery status: its per-message
+    fields with those of the first recipient it reports on."""
+    reported = next((g for g in groups if "final-recipient" in g or "original-recipient" in g), {})
+    merged: dict[str, list[str]] = {}
+    for group in groups:
+        if group is reported or not ("final-recipient" in group or "original-recipient" in group):
+            for name, values in group.items():
+                merged.setdefault(name, []).extend(values)
+    recipient = _typed_value(_first(merged.get("final-recipient"))) or _typed_value(
+        _first(merged.get("original-recipient"))
+    )
+    return _first(merged.get("action")), recipient, _first(merged.get("x-original-message-id"))
+
+
+def report_fields(report: Report) -> dict[str, Any]:
+    """``isBounce`` / ``isComplaint`` and ``relatedMessageId`` of a report, as EmailEngine
+    decides them (``lib/bounce-detect.js``, ``lib/arf-detect.js``); empty when it is neither.
+
+    A bounce is a delivery status whose action is ``failed`` and that names the recipient
+    and the original Message-ID (``X-Original-Message-ID``, else the reported message's
+    header). A complaint is a feedback report naming the original recipient
+    (``Original-Rcpt-To``, or Hotmail's ``X-HmXmrOriginalRecipient``); its
+    ``relatedMessageId`` is the reported message's Message-ID.
+    """
+    out: dict[str, Any] = {}
+    original = report.original or {}
+    original_id = _first(original.get("message-id"))
+    hotmail = "x-hmxmroriginalrecipient" in original and not report.status
+    if report.feedback is not None or hotmail:
+        recipients = [
+            *(report.feedback or {}).get("original-rcpt-to", ()),
+            *original.get("x-hmxmroriginalrecipient", ()),
+        ]
+        if any(r.strip() for r in recipients):
+            out["isComplaint"] = True
+            if original_id:
+                out["relatedMessageId"] = original_id
+    if report.status:
+        action, recipient, related = _delivery(report.status)
+        related = related or original_id
+        if action is not None and action.lower() == "failed" and recipient and related:
+            out["isBounce"] = True
+            out["relatedMessageId"] = related
+    return out
+
+
+def _first_part(parts: Sequence[Part], types: frozenset[str]) -> Part | None:
+    return next((part for part in parts if part.content_type in types), None)
+
+
+def _report_plan(fetch: Mapping[str, Any]) -> list[tuple[str, Part, str]]:
+    """``(role, part, section)`` of the report parts to read; empty when not a report."""
+    parts = leaf_parts(fetch.get("BODYSTRUCTURE"))
+    status = _first_part(parts, _STATUS_TYPES)
+    feedback = _first_part(parts, _FEEDBACK_TYPES)
+    headers = _first_part(parts, _HEADER_TYPES)
+    attached = _first_part(parts, _MESSAGE_TYPES)
+    if status is None and feedback is None:
+        envelope = fetch.get("ENVELOPE")
+        sender = _addresses(getattr(envelope, "from_", None))
+        subject = decode_words(getattr(envelope, "subject", None)) or ""
+        hotmail = (
+            bool(sender)
+            and sender[0]["address"].lower() == _COMPLAINT_SENDER
+            and bool(_COMPLAINT_SUBJECT.search(subject))
+        )
+        if not hotmail or (headers is None and attached is None):
+            return []
+    plan: list[tuple[str, Part, str]] = []
+    if status is not None:
+        plan.append(("status", status, status.section))
+    if feedback is not None:
+        plan.append(("feedback", feedback, feedback.section))
+    if headers is not None:
+        plan.append(("original", headers, headers.section))
+    elif attached is not None:
+        plan.append(("original", attached, f"{attached.section}.HEADER"))
+    return plan
+
+
+def report_items(fetch: Mapping[str, Any], *, inbox: bool) -> list[str]:
+    """The FETCH items that read a report's parts (each its first
+    :data:`REPORT_PART_BYTES`); none unless the message is in INBOX and is a delivery or
+    feedback report (a part of that type; or Hotmail's complaint mail)."""
+    if not inbox:
+        return []
+    return [f"BODY.PEEK[{section}]<0.{REPORT_PART_BYTES}>" for _, _, section in _report_plan(fetch)]
+
+
+def _body_item(fetch: Mapping[str, Any], section: str) -> bytes | None:
+    """``BODY[section]``, whatever partial suffix (``<0>``) the server added."""
+    exact = f"BODY[{section}]"
+    for key, value in fetch.items():
+        if key == exact or (key.startswith(exact + "<") and key.endswith(">")):
+            return value if isinstance(value, bytes) else _text(value or b"").encode("utf-8")
+    return None
+
+
+def imap_report(fetch: Mapping[str, Any]) -> Report | None:
+    """The :class:`Report` of a FETCH that has the items of :func:`report_items`, else None."""
+    found: dict[str, Any] = {}
+    for role, part, section in _report_plan(fetch):
+        raw = _body_item(fetch, section)
+        if raw is None:
+            continue
+        if not section.endswith(".HEADER"):
+            raw = decode_body(raw, part.encoding)
+        found[role] = header_blocks(raw) if role == "status" else header_fields(raw)
+    if not found:
+        return None
+    return Report(
+        status=tuple(found.get("status", ())),
+        feedback=found.get("feedback"),
+        original=found.get("original"),
+    )
+
+
+def mime_report(raw: bytes) -> Report:
+    """The :class:`Report` in a MIME source (empty when it holds no report parts)."""
+    status: tuple[Headers, ...] = ()
+    feedback: Headers | None = None
+    headers: Headers | None = None
+    attached: Headers | None = None
+    for content_type, body in mime_leaves(raw):
+        if content_type in _STATUS_TYPES and not status:
+            status = tuple(header_blocks(body))
+        elif content_type in _FEEDBACK_TYPES and feedback is None:
+            feedback = header_fields(body)
+        elif content_type in _HEADER_TYPES and headers is None:
+            headers = header_fields(body)
+        elif content_type in _MESSAGE_TYPES and attached is None:
+            attached = header_fields(body)
+    return Report(
+        status=status, feedback=feedback, original=headers if headers is not None else attached
+    )
+
+
+def _header_source(fetch: Mapping[str, Any]) -> Headers | None:
+    """The header fields a FETCH brought (``BODY[HEADER.FIELDS (...)]`` or ``BODY[HEADER]``)."""
+    for key, value in fetch.items():
+        if key.startswith("BODY[HEADER.FIELDS") or key.startswith("BODY[HEADER]"):
+            if isinstance(value, bytes | str):
+                return header_fields(value)
+            return {}
+    return None
+
+
+def _classify(
+    data: dict[str, Any],
+    headers: Mapping[str, Sequence[str]] | None,
+    report: Report | None,
+    special_use: str | None,
+    in_reply_to: str | None,
+) -> None:
+    """Add ``isAutoReply``, the report fields and ``messageSpecialUse`` to ``data``."""
+    if headers is not None and is_auto_reply(
+        headers, subject=data.get("subject"), in_reply_to=in_reply_to
+    ):
+        data["isAutoReply"] = True
+    if report is not None:
+        data.update(report_fields(report))
+    chosen = message_special_use(special_use)
+    if chosen is not None:
+        data["messageSpecialUse"] = chosen
+
+
 # -- events ---------------------------------------------------------------------------------
 
 
@@ -182,15 +514,21 @@ def imap_fetch_to_event(
     *,
     folder_no: int,
     uidvalidity: int,
+    special_use: str | None = None,
 ) -> dict[str, Any]:
     """The ``messageNew`` data of one parsed FETCH (``FetchedMessage.attributes``).
 
     ``fetch`` holds upper-case item names as imapclient parses them: ``UID``, ``FLAGS``,
     ``ENVELOPE``, ``BODYSTRUCTURE``, ``INTERNALDATE``, ``RFC822.SIZE`` and, from servers
-    with OBJECTID, ``EMAILID`` / ``THREADID``. Always present in the result: ``id, uid,
-    flags, unseen, size, attachments`` (and ``date`` when the server sent one); header
-    fields (``messageId, subject, from, sender, to, cc, bcc, replyTo, inReplyTo``) and
-    ``emailId`` / ``threadId`` only when the message has them.
+    with OBJECTID, ``EMAILID`` / ``THREADID``; optionally header fields
+    (``BODY[HEADER.FIELDS (...)]`` or ``BODY[HEADER]``) and a report's parts
+    (:func:`report_items`). Always present in the result: ``id, uid, flags, unseen, size,
+    attachments, text`` (and ``date`` when the server sent one); header fields
+    (``messageId, subject, from, sender, to, cc, bcc, replyTo, inReplyTo``) and
+    ``emailId`` / ``threadId`` only when the message has them; ``flagged``, ``answered``,
+    ``draft``, ``isAutoReply`` (only when header fields were fetched), ``isBounce``,
+    ``isComplaint``, ``relatedMessageId`` only when true or known; ``messageSpecialUse``
+    when ``special_use``, the folder's, is one of :data:`MESSAGE_SPECIAL_USES`.
     """
     uid = int(fetch["UID"])
     data: dict[str, Any] = {"id": message_id(folder_no, uidvalidity, uid), "uid": uid}
@@ -223,13 +561,17 @@ def imap_fetch_to_event(
     flags = visible_flags(fetch.get("FLAGS"))
     data["flags"] = flags
     data["unseen"] = "\\seen" not in {f.lower() for f in flags}
+    data.update(flag_fields(flags))
     size = fetch.get("RFC822.SIZE")
     data["size"] = size if isinstance(size, int) else 0
 
     def make_id(part: str) -> str:
         return attachment_id(folder_no, uidvalidity, uid, part)
 
-    data["attachments"] = attachments(fetch.get("BODYSTRUCTURE"), make_id)
+    bodystructure = fetch.get("BODYSTRUCTURE")
+    data["attachments"] = attachments(bodystructure, make_id)
+    data["text"] = text_info(data["id"], bodystructure)
+    _classify(data, _header_source(fetch), imap_report(fetch), special_use, data.get("inReplyTo"))
     return data
 
 
@@ -316,6 +658,9 @@ GRAPH_FIELDS = (
     "flag",
     "parentFolderId",
 )
+# What the watcher reads for each new message besides GRAPH_FIELDS: Graph returns the
+# header only when asked by name, and a delta of every message's header would be large.
+GRAPH_DETAIL_FIELDS = ("internetMessageHeaders",)
 
 
 def _graph_address(value: Any) -> dict[str, str] | None:
@@ -354,13 +699,53 @@ def _graph_date(value: Any) -> str | None:
     return iso_datetime(moment) if moment is not None else None
 
 
-def graph_message_to_event(message: Mapping[str, Any], *, uid: int) -> dict[str, Any]:
+def graph_headers(values: Any) -> Headers:
+    """Graph's ``internetMessageHeaders`` (``[{name, value}]``) as lower-case name -> values."""
+    pairs = [
+        (str(item["name"]), str(item.get("value") or ""))
+        for item in values or ()
+        if isinstance(item, Mapping) and item.get("name")
+    ]
+    return header_items(pairs)
+
+
+def graph_report_wanted(
+    message: Mapping[str, Any], headers: Mapping[str, Sequence[str]], *, inbox: bool
+) -> bool:
+    """Whether a new Graph message in INBOX may be a delivery or feedback report, so that
+    its source is worth reading (:func:`mime_report`): a ``multipart/report``, mail from a
+    mailer daemon or postmaster (EmailEngine's signs), or Hotmail's complaint mail."""
+    if not inbox:
+        return False
+    content_type = (_first(headers.get("content-type")) or "").lower()
+    if content_type.startswith("multipart/report"):
+        return True
+    sender = _graph_address(message.get("from"))
+    if sender is None:
+        return False
+    if _BOUNCE_NAME.search(sender["name"]) or _BOUNCE_ADDRESS.search(sender["address"]):
+        return True
+    subject = str(message.get("subject") or "")
+    return sender["address"].lower() == _COMPLAINT_SENDER and bool(
+        _COMPLAINT_SUBJECT.search(subject)
+    )
+
+
+def graph_message_to_event(
+    message: Mapping[str, Any],
+    *,
+    uid: int,
+    special_use: str | None = None,
+    report: Report | None = None,
+) -> dict[str, Any]:
     """The ``messageNew`` data of a Graph message (its JSON, with :data:`GRAPH_FIELDS`).
 
     ``uid`` is the number the relay assigned to the message in its folder. The keys are
     those of :func:`imap_fetch_to_event`: ``emailId`` is Graph's id, ``threadId`` the
-    conversation id; Graph does not tell the size without an extra request, so it is 0, and
-    attachments are not listed.
+    conversation id; Graph does not tell the size without an extra request, so it is 0,
+    attachments are not listed and ``text.encodedSize`` is empty. ``isAutoReply`` needs
+    the message's ``internetMessageHeaders`` (:data:`GRAPH_DETAIL_FIELDS`); ``report``
+    is what :func:`mime_report` found in its source; ``special_use`` is the folder's.
     """
     graph_id = str(message["id"])
     data: dict[str, Any] = {"id": graph_id, "uid": uid, "emailId": graph_id}
@@ -391,8 +776,15 @@ def graph_message_to_event(message: Mapping[str, Any], *, uid: int) -> dict[str,
     flags = graph_flags(message)
     data["flags"] = flags
     data["unseen"] = "\\Seen" not in flags
+    data.update(flag_fields(flags))
     data["size"] = 0
     data["attachments"] = []
+    data["text"] = {"id": graph_id, "encodedSize": {}}
+    headers = None
+    if "internetMessageHeaders" in message:
+        headers = graph_headers(message.get("internetMessageHeaders"))
+    in_reply_to = _first(headers.get("in-reply-to")) if headers is not None else None
+    _classify(data, headers, report, special_use, in_reply_to)
     return data
 
 

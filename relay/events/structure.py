@@ -1,5 +1,6 @@
 """A parsed IMAP BODYSTRUCTURE -> its leaf parts, and which of them are the message text;
-and the decoding of the header words and parameters found there (RFC 2047, RFC 2231).
+the decoding of the header words and parameters found there (RFC 2047, RFC 2231); and
+header blocks and MIME sources read as far as events need them.
 
 Pure; the one walk of a BODYSTRUCTURE that webhook attachment lists
 (:func:`relay.events.normalize.attachments`) and the mailbox layer's reads share. Part
@@ -7,24 +8,42 @@ numbers are IMAP's (RFC 3501 6.4.5): the children of a multipart are numbered 1.
 recursively joined with dots; the body of a message that is not multipart is part
 ``1``. An attached message (``message/rfc822``) is one leaf: its own parts are not listed.
 Every leaf is either the message text (:func:`is_text`) or an attachment.
+
+Header blocks (:func:`header_fields`) and MIME sources (:func:`mime_leaves`) are read with
+the stdlib ``email`` parser under ``compat32``, which keeps each value as its source text
+and never raises on malformed headers; values are then unfolded and decoded like
+BODYSTRUCTURE's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import base64
+import binascii
+import quopri
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
 from typing import Any
 from urllib.parse import unquote
 
 __all__ = [
+    "Headers",
     "Part",
     "as_text",
+    "decode_body",
     "decode_words",
     "find",
+    "header_blocks",
+    "header_fields",
+    "header_items",
     "is_text",
     "leaf_parts",
+    "mime_leaves",
     "param",
     "param_pairs",
     "text_parts",
@@ -268,3 +287,110 @@ def text_parts(parts: Iterable[Part]) -> tuple[Part | None, Part | None]:
 def find(parts: Iterable[Part], section: str) -> Part | None:
     """The leaf part numbered ``section`` (``"2"``, ``"1.2"``), or None."""
     return next((part for part in parts if part.section == section), None)
+
+
+# -- header blocks and MIME sources --------------------------------------------------------
+
+# Header name (lower case) -> its values in source order, unfolded and decoded.
+Headers = dict[str, list[str]]
+
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+def _source_text(value: str) -> str:
+    """A string from the ``compat32`` parser, its raw 8-bit bytes read as UTF-8 or Latin-1."""
+    return as_text(value.encode("utf-8", "surrogateescape"))
+
+
+def header_items(items: Iterable[tuple[str, Any]]) -> Headers:
+    """``(name, value)`` pairs as :data:`Headers`: names lower case, values unfolded,
+    RFC 2047 words decoded and surrounding white space removed."""
+    found: Headers = {}
+    for name, value in items:
+        key = _source_text(str(name)).strip().lower()
+        if not key:
+            continue
+        unfolded = re.sub(r"[\r\n]+", "", _source_text(str(value)))
+        found.setdefault(key, []).append((decode_words(unfolded) or "").strip())
+    return found
+
+
+def header_fields(raw: bytes | str | None) -> Headers:
+    """A header block (``BODY[HEADER.FIELDS (...)]``, or a whole message whose body is
+    ignored) as :data:`Headers`. A line that is neither a field nor a continuation ends
+    the block, as the ``email`` parser reads it."""
+    if not raw:
+        return {}
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+    message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+    return header_items(message.raw_items())
+
+
+def header_blocks(raw: bytes | str | None) -> list[Headers]:
+    """Groups of header fields separated by empty lines, such as the per-message and
+    per-recipient groups of a ``message/delivery-status`` body (RFC 3464); empty groups
+    are left out."""
+    if not raw:
+        return []
+    text = as_text(raw).replace("\r\n", "\n").replace("\r", "\n")
+    blocks = (header_fields(chunk.strip("\n") + "\n") for chunk in _BLANK_LINE.split(text))
+    return [block for block in blocks if block]
+
+
+def decode_body(raw: bytes, encoding: str) -> bytes:
+    """A part's body with its Content-Transfer-Encoding (``base64``, ``quoted-printable``)
+    undone; a body cut short by a partial FETCH decodes as far as it goes."""
+    if encoding == "base64":
+        compact = re.sub(rb"[^A-Za-z0-9+/=]", b"", raw)
+        compact = compact[: len(compact) - len(compact) % 4]
+        try:
+            return base64.b64decode(compact)
+        except (binascii.Error, ValueError):
+            return b""
+    if encoding == "quoted-printable":
+        return quopri.decodestring(raw)
+    return raw
+
+
+def _inner_source(part: Message) -> bytes:
+    """The content of a ``message/*`` part as source text (for a ``delivery-status`` part,
+    its groups separated by empty lines)."""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        body = part.get_payload(decode=True)
+        return body if isinstance(body, bytes) else b""
+    chunks: list[bytes] = []
+    for inner in payload:
+        if not isinstance(inner, Message):
+            continue
+        try:
+            chunks.append(inner.as_bytes())
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            continue
+    return b"\n".join(chunks)
+
+
+def mime_leaves(raw: bytes) -> list[tuple[str, bytes]]:
+    """The leaf parts of a MIME source as ``(lower-case content type, body)``, in order.
+
+    Like :func:`leaf_parts` an attached message is one leaf and is not descended into.
+    Bodies come with their transfer encoding undone; a ``message/*`` part's body is the
+    source of what it holds.
+    """
+    message = BytesParser(policy=compat32).parsebytes(raw)
+
+    def walk(part: Message) -> Iterator[tuple[str, bytes]]:
+        content_type = part.get_content_type().lower()
+        payload = part.get_payload()
+        if part.get_content_maintype() == "multipart":
+            for child in payload if isinstance(payload, list) else ():
+                if isinstance(child, Message):
+                    yield from walk(child)
+            return
+        if part.get_content_maintype() == "message":
+            yield content_type, _inner_source(part)
+            return
+        body = part.get_payload(decode=True)
+        yield content_type, body if isinstance(body, bytes) else b""
+
+    return list(walk(message))

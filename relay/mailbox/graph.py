@@ -70,8 +70,6 @@ _TREE_TTL = 30.0
 # $search answers at most this many results; paging goes no further.
 _SEARCH_LIMIT = 1000
 _EPOCH = "1900-01-01T00:00:00Z"
-_TRUE_ONLY = ("unseen", "flagged", "answered", "draft")
-_MESSAGE_SPECIAL_USES = ("\\Junk", "\\Sent", "\\Trash", "\\Inbox", "\\Drafts")
 
 
 @dataclass
@@ -725,25 +723,22 @@ def _headers(values: Any) -> dict[str, list[str]]:
 def _entry(
     message: Mapping[str, Any], uid: int | None, tree: FolderTree, *, details: bool = False
 ) -> dict[str, Any]:
-    """EmailEngine's list entry (or details) of a Graph message."""
-    data = normalize.graph_message_to_event(message, uid=uid or 0)
+    """EmailEngine's list entry (or details) of a Graph message: ``messageNew``'s fields
+    (:func:`relay.events.normalize.graph_message_to_event`), ``unseen`` only when true,
+    ``path``, ``specialUse`` and ``messageSpecialUse`` only in details."""
+    folder = tree.find(str(message.get("parentFolderId") or ""))
+    special_use = folder.special_use if details and folder is not None else None
+    data = normalize.graph_message_to_event(message, uid=uid or 0, special_use=special_use)
     if uid is None:
         del data["uid"]
-    flags = {f.lower() for f in data["flags"]}
-    data["draft"] = "\\draft" in flags
-    data["flagged"] = "\\flagged" in flags
-    data["answered"] = False
-    for key in _TRUE_ONLY:
-        if not data[key]:
-            del data[key]
+    if not data["unseen"]:
+        del data["unseen"]
     del data["attachments"]
     del data["size"]
     if not data.get("subject"):
         data.pop("subject", None)
     if message.get("bodyPreview"):
         data["preview"] = str(message["bodyPreview"])
-    data["text"] = {"id": data["id"], "encodedSize": {}}
-    folder = tree.find(str(message.get("parentFolderId") or ""))
     if not details:
         data.pop("sender", None)
         data.pop("bcc", None)
@@ -751,6 +746,4 @@ def _entry(
         data["path"] = folder.path
         if folder.special_use:
             data["specialUse"] = folder.special_use
-            if folder.special_use in _MESSAGE_SPECIAL_USES:
-                data["messageSpecialUse"] = folder.special_use
     return data

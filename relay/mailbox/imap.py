@@ -619,12 +619,6 @@ def _folder_entry(box: Mailbox, special_use: str | None) -> dict[str, Any]:
     return entry
 
 
-# Folder special uses that EmailEngine reports as a message's ``messageSpecialUse``.
-_MESSAGE_SPECIAL_USES = ("\\Junk", "\\Sent", "\\Trash", "\\Inbox", "\\Drafts")
-# Kept in list entries only when true, as EmailEngine does.
-_TRUE_ONLY = ("unseen", "flagged", "answered", "draft")
-
-
 def _entry(
     fetched: FetchedMessage,
     folder_no: int,
@@ -633,17 +627,20 @@ def _entry(
     *,
     details: bool = False,
 ) -> dict[str, Any]:
-    """EmailEngine's message list entry (or, with ``details``, message details) of a FETCH."""
+    """EmailEngine's message list entry (or, with ``details``, message details) of a FETCH.
+
+    The fields are ``messageNew``'s (:func:`relay.events.normalize.imap_fetch_to_event`);
+    as in EmailEngine's lists, ``unseen`` only when true and ``messageSpecialUse`` only in
+    details.
+    """
     data = normalize.imap_fetch_to_event(
-        fetched.attributes, folder_no=folder_no, uidvalidity=validity
+        fetched.attributes,
+        folder_no=folder_no,
+        uidvalidity=validity,
+        special_use=special_use if details else None,
     )
-    lowered = {f.lower() for f in data["flags"]}
-    data["draft"] = "\\draft" in lowered
-    data["flagged"] = "\\flagged" in lowered
-    data["answered"] = "\\answered" in lowered
-    for key in _TRUE_ONLY:
-        if not data[key]:
-            del data[key]
+    if not data["unseen"]:
+        del data["unseen"]
     if not data["attachments"]:
         del data["attachments"]
     if not data.get("subject"):
@@ -651,10 +648,6 @@ def _entry(
     if not details:
         data.pop("sender", None)
         data.pop("bcc", None)
-    plain, html = structure.text_parts(structure.leaf_parts(fetched.bodystructure))
-    data["text"] = {"id": data["id"], "encodedSize": content.encoded_size(plain, html)}
     if details and special_use:
         data["specialUse"] = special_use
-        if special_use in _MESSAGE_SPECIAL_USES:
-            data["messageSpecialUse"] = special_use
     return data

@@ -93,6 +93,7 @@ def test_full_message_fields() -> None:
         "unseen": False,
         "size": 549725,
         "attachments": [],
+        "text": {"id": message_id(FOLDER, VALIDITY, 1838), "encodedSize": {"plain": 6}},
     }
 
 

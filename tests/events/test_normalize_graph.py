@@ -8,10 +8,14 @@ import pytest
 
 from relay.events.model import Event
 from relay.events.normalize import (
+    AUTO_REPLY_HEADERS,
+    Report,
     graph_flags,
+    graph_headers,
     graph_message_deleted,
     graph_message_to_event,
     graph_message_updated,
+    graph_report_wanted,
     imap_fetch_to_event,
     message_deleted,
     message_updated,
@@ -57,6 +61,112 @@ def test_imap_and_graph_produce_the_same_keys_and_values() -> None:
         assert graph[key] == imap[key], key
     assert graph["flags"] == imap["flags"] == ["\\Seen", "\\Flagged"]
     assert graph["unseen"] is imap["unseen"] is False
+
+
+def test_imap_and_graph_give_the_same_emailengine_fields() -> None:
+    """With header fields and the folder's special use both sources add the same fields."""
+    header_item = "BODY[HEADER.FIELDS (" + " ".join(AUTO_REPLY_HEADERS).upper() + ")]"
+    attributes = {**fetch(IMAP_FETCH), header_item: b"Auto-Submitted: auto-replied\r\n\r\n"}
+    imap = imap_fetch_to_event(attributes, folder_no=1, uidvalidity=5, special_use="\\Inbox")
+    headers = [{"name": "Auto-Submitted", "value": "auto-replied"}]
+    graph = graph_message_to_event(
+        {**GRAPH, "internetMessageHeaders": headers}, uid=imap["uid"], special_use="\\Inbox"
+    )
+    assert sorted(graph) == sorted(imap)
+    for key in ("flagged", "isAutoReply", "messageSpecialUse"):
+        assert graph[key] == imap[key], key
+    assert graph["text"] == {"id": "AAMkAD-graph-id", "encodedSize": {}}
+    assert imap["text"]["id"] == imap["id"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "subject", "expected"),
+    [
+        ([{"name": "X-Autoreply", "value": "yes"}], "Hi", True),
+        ([{"name": "Precedence", "value": "bulk"}], "Hi", False),
+        # The subject rule needs In-Reply-To, which Graph has in the header only.
+        ([{"name": "In-Reply-To", "value": "<t@example.com>"}], "OOF: away", True),
+        ([], "OOF: away", False),
+        (None, "OOF: away", False),
+    ],
+)
+def test_graph_auto_reply_from_internet_message_headers(
+    headers: list[dict[str, str]] | None, subject: str, expected: bool
+) -> None:
+    """isAutoReply comes from internetMessageHeaders; without them it is not decided."""
+    message = {**GRAPH, "subject": subject}
+    if headers is not None:
+        message["internetMessageHeaders"] = headers
+    data = graph_message_to_event(message, uid=1)
+    assert data.get("isAutoReply", False) is expected
+
+
+def test_graph_report_and_flags() -> None:
+    """A report found in the source gives isBounce and relatedMessageId; flags only when set."""
+    report = Report(
+        status=({"final-recipient": ["rfc822; a@example.net"], "action": ["failed"]},),
+        original={"message-id": ["<t1@example.com>"]},
+    )
+    data = graph_message_to_event(
+        {**GRAPH, "isDraft": True, "flag": {"flagStatus": "notFlagged"}},
+        uid=1,
+        special_use="\\Drafts",
+        report=report,
+    )
+    assert data["isBounce"] is True
+    assert data["relatedMessageId"] == "<t1@example.com>"
+    assert data["draft"] is True
+    assert "flagged" not in data
+    assert "answered" not in data
+    assert data["messageSpecialUse"] == "\\Drafts"
+
+
+def test_graph_headers() -> None:
+    """internetMessageHeaders become lower-case names with their values in order."""
+    assert graph_headers(
+        [
+            {"name": "Received", "value": "a"},
+            {"name": "received", "value": "b"},
+            {"name": "Subject", "value": "=?UTF-8?Q?caf=C3=A9?="},
+            {"value": "no name"},
+            "junk",
+        ]
+    ) == {"received": ["a", "b"], "subject": ["café"]}
+    assert graph_headers(None) == {}
+
+
+DSN_TYPE = "multipart/report; report-type=delivery-status; boundary=b"
+
+
+@pytest.mark.parametrize(
+    ("sender", "subject", "content_type", "inbox", "expected"),
+    [
+        ("ann@example.com", "Hi", DSN_TYPE, True, True),
+        ("ann@example.com", "Hi", DSN_TYPE, False, False),
+        ("ann@example.com", "Hi", "multipart/mixed; boundary=b", True, False),
+        ("MAILER-DAEMON@example.com", "Undelivered", "text/plain", True, True),
+        ("postmaster@example.com", "Undelivered", None, True, True),
+        ("staff@hotmail.com", "complaint about message", None, True, True),
+        ("staff@hotmail.com", "Welcome", None, True, False),
+        (None, "Hi", None, True, False),
+    ],
+)
+def test_graph_report_wanted(
+    sender: str | None, subject: str, content_type: str | None, inbox: bool, expected: bool
+) -> None:
+    """The source is read for INBOX messages that may be reports: multipart/report, mail from
+    a mailer daemon or postmaster, Hotmail's complaint mail."""
+    message: dict[str, Any] = {"id": "g", "subject": subject}
+    if sender is not None:
+        message["from"] = {"emailAddress": {"name": "", "address": sender}}
+    headers = {"content-type": [content_type]} if content_type else {}
+    assert graph_report_wanted(message, headers, inbox=inbox) is expected
+
+
+def test_graph_report_wanted_by_sender_name() -> None:
+    """A sender named "Mail Delivery System" (EmailEngine's sign) is worth a look too."""
+    message = {"from": {"emailAddress": {"name": "Mail Delivery System", "address": "x@y"}}}
+    assert graph_report_wanted(message, {}, inbox=True) is True
 
 
 def test_imap_and_graph_envelopes_have_the_same_keys() -> None:

@@ -7,7 +7,17 @@ from typing import Any
 import pytest
 
 from relay.events.normalize import attachments
-from relay.events.structure import Part, find, is_text, leaf_parts, text_parts
+from relay.events.structure import (
+    Part,
+    decode_body,
+    find,
+    header_blocks,
+    header_fields,
+    is_text,
+    leaf_parts,
+    mime_leaves,
+    text_parts,
+)
 from relay.imap.parse import parse_fetch, parse_untagged
 
 TEXT = b'("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 6 1 NIL NIL NIL NIL)'
@@ -185,3 +195,82 @@ def test_find() -> None:
     assert found.content_type == "image/png"
     assert find(parts, "2") is None
     assert find(parts, "3") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"", {}),
+        (None, {}),
+        (b"\r\n", {}),
+        (
+            b"Auto-Submitted: auto-replied\r\nX-Autoreply: yes\r\n\r\n",
+            {"auto-submitted": ["auto-replied"], "x-autoreply": ["yes"]},
+        ),
+        # Folded, encoded words, repeated fields in order.
+        (
+            b"Subject: =?UTF-8?Q?J=C3=BCrgen?=\r\n says hi\r\nReceived: a\r\nReceived: b\r\n",
+            {"subject": ["J\u00fcrgen says hi"], "received": ["a", "b"]},
+        ),
+        # Raw 8-bit: UTF-8, else Latin-1.
+        (
+            b"Subject: caf\xc3\xa9\r\nX-Note: caf\xe9\r\n",
+            {"subject": ["caf\u00e9"], "x-note": ["caf\u00e9"]},
+        ),
+        # A whole message: the body is not read.
+        (b"Precedence: bulk\r\n\r\nNot-A-Field: body\r\n", {"precedence": ["bulk"]}),
+        ("X-Str: text", {"x-str": ["text"]}),
+    ],
+)
+def test_header_fields(raw: bytes | str | None, expected: dict[str, list[str]]) -> None:
+    """A header block becomes lower-case names with unfolded, decoded values."""
+    assert header_fields(raw) == expected
+
+
+def test_header_blocks() -> None:
+    """A delivery status body splits into its groups at empty lines, whatever the line ends."""
+    raw = (
+        b"Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        b"Final-Recipient: rfc822; a@example.net\r\nAction: failed\r\n \r\n"
+        b"Final-Recipient: rfc822; b@example.net\nAction: delayed\n\n\n"
+    )
+    assert header_blocks(raw) == [
+        {"reporting-mta": ["dns; mx.example.com"]},
+        {"final-recipient": ["rfc822; a@example.net"], "action": ["failed"]},
+        {"final-recipient": ["rfc822; b@example.net"], "action": ["delayed"]},
+    ]
+    assert header_blocks(b"") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "expected"),
+    [
+        (b"QWN0aW9uOiBmYWlsZWQ=\r\n", "base64", b"Action: failed"),
+        # Cut short by a partial FETCH: decoded as far as whole groups go.
+        (b"QWN0aW9uOiBmYWlsZW", "base64", b"Action: fail"),
+        (b"caf=C3=A9=\r\nteria", "quoted-printable", b"caf\xc3\xa9teria"),
+        (b"as is=41", "7bit", b"as is=41"),
+    ],
+)
+def test_decode_body(raw: bytes, encoding: str, expected: bytes) -> None:
+    """Transfer encodings are undone; other encodings leave the bytes as they are."""
+    assert decode_body(raw, encoding) == expected
+
+
+def test_mime_leaves_do_not_enter_attached_messages() -> None:
+    """A MIME source's leaves in order: an attached message is one leaf holding its source;
+    text is transfer-decoded."""
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n'
+        b'--o\r\nContent-Type: multipart/alternative; boundary="i"\r\n\r\n'
+        b"--i\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"aGVsbG8=\r\n--i--\r\n"
+        b"--o\r\nContent-Type: message/rfc822\r\n\r\n"
+        b'Message-ID: <in@x>\r\nContent-Type: multipart/mixed; boundary="n"\r\n\r\n'
+        b"--n\r\nContent-Type: text/html\r\n\r\n<p>inner</p>\r\n--n--\r\n"
+        b"--o--\r\n"
+    )
+    leaves = mime_leaves(raw)
+    assert [content_type for content_type, _ in leaves] == ["text/plain", "message/rfc822"]
+    assert leaves[0][1] == b"hello"
+    assert header_fields(leaves[1][1])["message-id"] == ["<in@x>"]

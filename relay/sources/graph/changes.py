@@ -15,19 +15,24 @@ catch-up gives :class:`Changes` the delta of some of the watched folders; it the
 
 This is also what de-duplicates: a repeated ``created`` finds the message known, and a sent
 draft (same immutable id, Drafts -> Sent Items) is one move, not a delete plus a new.
+
+Between :meth:`Changes.apply` and :meth:`Changes.settle` the caller reads what delta does
+not bring of the messages that will be reported as new (:meth:`Changes.reported`): their
+header (for ``isAutoReply``) and, for a report in INBOX, its source (``isBounce``,
+``isComplaint``); it hands them to :meth:`Changes.settle` as :class:`Extra`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.events import normalize
 from relay.events.model import Event, parse_iso
 from relay.graph.folders import GraphFolder
 
-__all__ = ["Changes", "Delta", "FolderState", "Known"]
+__all__ = ["Changes", "Delta", "Extra", "FolderState", "Known"]
 
 # On a re-baseline (expired delta token), messages received this long before the last
 # sync are still reported as new.
@@ -77,6 +82,15 @@ class Delta:
     full: bool = False
     # A full listing after an expired token: report messages received since then as new.
     since_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What was read of a new message besides its delta item: more of its properties
+    (:data:`relay.events.normalize.GRAPH_DETAIL_FIELDS`) and the report in its source."""
+
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    report: normalize.Report | None = None
 
 
 def received_ms(message: Mapping[str, Any]) -> int:
@@ -150,8 +164,25 @@ class Changes:
 
     # -- phase 2: moves among the watched folders -------------------------------------------
 
-    def settle(self) -> list[tuple[str, str]]:
-        """Report new messages and moves; the ``(graph id, folder key)`` left unexplained."""
+    def reported(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """``(folder key, delta item)`` of the messages :meth:`settle` will report as new
+        (not those that moved in from another watched folder), in its order."""
+        where = {graph_id: entry[0] for graph_id, entry in self._known.items()}
+        found: list[tuple[str, Mapping[str, Any]]] = []
+        for (key, graph_id), (item, report) in self._new.items():
+            was = where.get(graph_id)
+            if was is not None and was != key and was in self.states:
+                continue
+            where[graph_id] = key
+            if report:
+                found.append((key, item))
+        return found
+
+    def settle(self, extras: Mapping[str, Extra] | None = None) -> list[tuple[str, str]]:
+        """Report new messages and moves; the ``(graph id, folder key)`` left unexplained.
+
+        ``extras`` holds, by Graph id, what was read of the new messages besides delta.
+        """
         for (key, graph_id), (item, report) in self._new.items():
             flags = normalize.graph_flags(item)
             target = self.states[key]
@@ -164,7 +195,13 @@ class Changes:
             uid = target.take_uid()
             self._put(graph_id, (key, uid, flags))
             if report:
-                data = normalize.graph_message_to_event(item, uid=uid)
+                extra = (extras or {}).get(graph_id, Extra())
+                data = normalize.graph_message_to_event(
+                    {**item, **extra.properties},
+                    uid=uid,
+                    special_use=target.folder.special_use,
+                    report=extra.report,
+                )
                 self.events.append(self._event("messageNew", data, target.folder))
         self._new.clear()
         left = sorted(self._left.items())

@@ -48,7 +48,7 @@ from relay.events import normalize
 from relay.events.model import Event
 from relay.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder
 from relay.sources.graph import subscriptions
-from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, FolderState
+from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, Extra, FolderState
 from relay.sources.graph.client import AccountClient, GraphClients, gather_all, to_json
 from relay.sources.graph.folders import load_tree, select
 from relay.sources.imap.listener import StateReport
@@ -180,7 +180,8 @@ class GraphWatcher:
         self.active = True
         # Set by the supervisor when the account itself is gone: the subscriptions go too.
         self.deleted = False
-        self._specs = folder_specs((row["config"] or {}).get("path"))
+        config = row["config"] or {}
+        self._specs = folder_specs(config.get("path"), config.get("subconnections"))
         self._report = report
         self._client: AccountClient = context.clients.for_account(self.account)
         self._wake = asyncio.Event()
@@ -591,6 +592,38 @@ class GraphWatcher:
             return True, None
         return False, tree.find(parent)
 
+    async def _extra(self, key: str, item: Mapping[str, Any]) -> Extra | None:
+        """What delta does not bring of a new message: its header fields and, for a report
+        in INBOX, the report in its source. None when the message is gone meanwhile (or
+        may not be read so far)."""
+        user = await self._client.user()
+        builder = self._client.service.users.by_user_id(user).messages.by_message_id(
+            str(item.get("id"))
+        )
+        config: RequestConfiguration[Any] = RequestConfiguration(
+            query_parameters=MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
+                select=list(normalize.GRAPH_DETAIL_FIELDS)
+            )
+        )
+        try:
+            found = await builder.get(request_configuration=config)
+        except APIError as exc:
+            if _status(exc) in (400, 403, 404):
+                return None
+            raise
+        read = to_json(found) if found is not None else {}
+        properties = {name: read[name] for name in normalize.GRAPH_DETAIL_FIELDS if name in read}
+        headers = normalize.graph_headers(properties.get("internetMessageHeaders"))
+        if not normalize.graph_report_wanted(item, headers, inbox=key == INBOX_FOLDER.key):
+            return Extra(properties)
+        try:
+            source = await builder.content.get()
+        except APIError as exc:
+            if _status(exc) in (400, 403, 404):
+                return Extra(properties)
+            raise
+        return Extra(properties, normalize.mime_report(source or b""))
+
     async def _tree_knowing(self, folder_id: str) -> FolderTree:
         """The folder tree, listed again (once, whoever else asks meanwhile) when it does
         not know ``folder_id`` and did not miss it in its last listing already."""
@@ -631,7 +664,20 @@ class GraphWatcher:
         changes = Changes(self.account, states, known, now_ms())
         for state, delta in zip(chosen, deltas, strict=True):
             changes.apply(state.folder.key, delta)
-        left = changes.settle()
+        wanted = changes.reported()
+
+        async def extra_of(key: str, item: Mapping[str, Any]) -> Extra | None:
+            async with gate:
+                return await self._extra(key, item)
+
+        extras = await gather_all(extra_of(key, item) for key, item in wanted)
+        left = changes.settle(
+            {
+                str(item.get("id")): extra
+                for (_, item), extra in zip(wanted, extras, strict=True)
+                if extra is not None
+            }
+        )
 
         async def where(graph_id: str) -> tuple[bool, GraphFolder | None]:
             async with gate:

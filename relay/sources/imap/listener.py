@@ -48,6 +48,7 @@ import structlog
 from relay.auth.crypto import Cipher
 from relay.config import ImapSettings
 from relay.errors import AuthError, ConsentRequired, NotFound, StoreError, TokenRefreshFailed
+from relay.events import normalize
 from relay.events.normalize import visible_flags
 from relay.imap.client import ClientOptions, FetchResult, ImapClient
 from relay.imap.errors import (
@@ -95,7 +96,17 @@ log = structlog.get_logger(__name__)
 
 INBOX = "INBOX"
 INBOX_SPECIAL_USE = "\\Inbox"
-MESSAGE_ITEMS = ("UID", "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "RFC822.SIZE")
+# What is fetched of every new message: the envelope, flags and structure, and the few
+# header fields that tell an automatic reply (EmailEngine's isAutoReply).
+MESSAGE_ITEMS = (
+    "UID",
+    "FLAGS",
+    "ENVELOPE",
+    "BODYSTRUCTURE",
+    "INTERNALDATE",
+    "RFC822.SIZE",
+    f"BODY.PEEK[HEADER.FIELDS ({' '.join(normalize.AUTO_REPLY_HEADERS).upper()})]",
+)
 # The primary listener of an account with a ``path`` LISTs its folders this often.
 _LIST_INTERVAL = 900.0
 # Without IDLE the listener polls with NOOP this often (at most).
@@ -666,9 +677,35 @@ class FolderListener:
             if message is None:
                 continue  # expunged before it could be fetched
             folder.set_flags(uid, visible_flags(message.flags))
-            changes.append(NewMessage(message.attributes))
+            changes.append(NewMessage(await self._with_report(session, message)))
         if new:
             folder.uidnext = max(folder.uidnext or 1, max(new) + 1)
+
+    async def _with_report(self, session: _Session, message: FetchedMessage) -> dict[str, Any]:
+        """A new message's attributes, with the parts of a delivery or feedback report in
+        INBOX read too (EmailEngine looks for bounces and complaints there only)."""
+        inbox = self.path.upper() == INBOX
+        items = normalize.report_items(message.attributes, inbox=inbox)
+        if not items or message.uid is None:
+            return message.attributes
+        try:
+            result = await session.client.uid_fetch(message.uid, ["UID", *items])
+        except ImapCommandError as exc:
+            # A server that cannot read a part: the message is still reported, as it is.
+            self._log.info("report parts not read", uid=message.uid, error=str(exc))
+            return message.attributes
+        attributes = dict(message.attributes)
+        for found in result.messages:
+            if found.uid == message.uid:
+                attributes.update(
+                    (key, value)
+                    for key, value in found.attributes.items()
+                    if key.startswith("BODY[")
+                )
+            else:
+                # Another message's flags, sent along unasked: a trigger like any other.
+                self._on_update(found)
+        return attributes
 
     def _log_changes(self, changes: Sequence[Change]) -> None:
         if changes:

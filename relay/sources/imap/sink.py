@@ -51,7 +51,8 @@ class StateConflict(SourceError):
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message appeared; ``attributes`` is its parsed FETCH."""
+    """A message appeared; ``attributes`` is its parsed FETCH (with the parts of a report,
+    :func:`relay.events.normalize.report_items`, when it is one)."""
 
     attributes: dict[str, Any]
 
@@ -158,7 +159,10 @@ class FolderSink:
             if isinstance(change, NewMessage):
                 name = "messageNew"
                 data = normalize.imap_fetch_to_event(
-                    change.attributes, folder_no=no, uidvalidity=validity
+                    change.attributes,
+                    folder_no=no,
+                    uidvalidity=validity,
+                    special_use=folder.special_use,
                 )
             elif isinstance(change, Deleted):
                 name = "messageDeleted"

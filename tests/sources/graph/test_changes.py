@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.events.normalize import Report
 from relay.graph.folders import INBOX_FOLDER, GraphFolder
-from relay.sources.graph.changes import Changes, Delta, FolderState
+from relay.sources.graph.changes import Changes, Delta, Extra, FolderState
 
 ARCHIVE = GraphFolder("AQMkArchive", "Archive", "\\Archive")
 DRAFTS = GraphFolder("AQMkDrafts", "Drafts", "\\Drafts")
@@ -181,3 +182,44 @@ def test_rebaseline_reports_only_recent_mail_and_what_went_missing() -> None:
     changes.apply("inbox", Delta(items, "l", full=True, since_ms=1_700_000_000_000))
     assert changes.settle() == [("gone", "inbox")]
     assert [e.data["id"] for e in changes.events] == ["fresh"]
+
+
+def test_reported_lists_what_settle_reports_as_new() -> None:
+    """reported() names the new messages (not moves, not a baseline) before settle()."""
+    states = _states(INBOX_FOLDER, ARCHIVE)
+    states[SENT.key] = FolderState(SENT)
+    changes = Changes("a", states, {"m1": ("inbox", 3, [])}, 1)
+    changes.apply("inbox", Delta([_removed("m1"), _item("m2")], "i2"))
+    changes.apply(ARCHIVE.key, Delta([_item("m1"), _item("m3")], "a2"))
+    changes.apply(SENT.key, Delta([_item("s1")], "s1", full=True))
+    assert [(key, item["id"]) for key, item in changes.reported()] == [
+        ("inbox", "m2"),
+        (ARCHIVE.key, "m3"),
+    ]
+    changes.settle()
+    assert [(e.event, e.data["id"]) for e in changes.events] == [
+        ("messageNew", "m2"),
+        ("messageUpdated", "m1"),
+        ("messageNew", "m3"),
+    ]
+
+
+def test_settle_adds_what_was_read_besides_delta() -> None:
+    """The header and report read for a new message, and its folder's special use, reach its
+    messageNew; a message nothing was read for still gets the folder's special use."""
+    states = _states(INBOX_FOLDER)
+    changes = Changes("a", states, {}, 1)
+    changes.apply("inbox", Delta([_item("m1"), _item("m2")], "next"))
+    report = Report(
+        status=({"final-recipient": ["rfc822; a@example.net"], "action": ["failed"]},),
+        original={"message-id": ["<t1@example.com>"]},
+    )
+    headers = [{"name": "Auto-Submitted", "value": "auto-replied"}]
+    changes.settle({"m1": Extra({"internetMessageHeaders": headers}, report)})
+    first, second = (e.data for e in changes.events)
+    assert first["isAutoReply"] is True
+    assert first["isBounce"] is True
+    assert first["relatedMessageId"] == "<t1@example.com>"
+    assert first["messageSpecialUse"] == "\\Inbox"
+    assert second["messageSpecialUse"] == "\\Inbox"
+    assert not {"isAutoReply", "isBounce", "relatedMessageId"} & set(second)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +40,7 @@ from tests.sources.imap.relay_support import (
     wait_state,
     wait_until,
 )
+from tests.sources.imap.test_listener import AUTO_REPLY, BOUNCE
 from tests.webhooks.conftest import loopback_settings
 
 # What a shared mailbox needs on top of the api base scopes.
@@ -153,6 +155,36 @@ async def test_main_mailbox_new_updated_deleted_by_subscription(
         assert deleted["data"] == {"id": sent["immutableId"], "uid": new["data"]["uid"]}
         notes = await admin(http, sandbox, "GET", "notifications")
         assert notes
+
+
+async def test_auto_reply_and_bounce_are_marked(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """An auto-reply and a DSN delivered as MIME into the inbox: messageNew with isAutoReply
+    (from internetMessageHeaders), isBounce and relatedMessageId (from the source),
+    messageSpecialUse, and a text id the API reads."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    for raw in (AUTO_REPLY, BOUNCE):
+        body = {"folder": "inbox", "mime": base64.b64encode(raw).decode()}
+        await admin(http, sandbox, "POST", f"mailboxes/{MAIN}/messages", body)
+    found = await wait_events(client, "my-account", "messageNew", 2)
+    by_subject = {e["data"]["subject"]: e["data"] for e in found}
+    auto = by_subject["Re: Ticket 9"]
+    assert auto["isAutoReply"] is True
+    assert auto["messageSpecialUse"] == "\\Inbox"
+    assert auto["text"] == {"id": auto["id"], "encodedSize": {}}
+    assert not {"isBounce", "isComplaint", "relatedMessageId"} & set(auto)
+    bounce = by_subject["Undelivered Mail Returned to Sender"]
+    assert bounce["isBounce"] is True
+    assert bounce["relatedMessageId"] == "<ticket-9@example.com>"
+    assert bounce["messageSpecialUse"] == "\\Inbox"
+    assert "isAutoReply" not in bounce
+    text = await call(
+        client, "GET", f"/v1/account/my-account/text/{auto['text']['id']}?textType=plain"
+    )
+    assert "I am away until Monday." in text["plain"]
 
 
 async def _verified(rx: Receiver, event: str) -> bool:

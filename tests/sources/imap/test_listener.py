@@ -55,6 +55,30 @@ ATTACHED = (
 )
 
 
+AUTO_REPLY = (
+    b"From: Bob <bob@example.org>\r\nTo: ann@example.com\r\nSubject: Re: Ticket 9\r\n"
+    b"Message-ID: <ooo-9@example.org>\r\nIn-Reply-To: <ticket-9@example.com>\r\n"
+    b"Auto-Submitted: auto-replied\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\n\r\n"
+    b"I am away until Monday.\r\n"
+)
+BOUNCE = (
+    b"From: Mail Delivery System <MAILER-DAEMON@example.com>\r\nTo: ann@example.com\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-9@example.com>\r\n"
+    b"Date: Tue, 1 Dec 2026 10:00:01 +0000\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/report; report-type=delivery-status;\r\n"
+    b' boundary="dsn"\r\n\r\n'
+    b"--dsn\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    b"Your message could not be delivered.\r\n"
+    b"--dsn\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.com\r\n\r\n"
+    b"Final-Recipient: rfc822; nobody@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n"
+    b"--dsn\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: ann@example.com\r\nTo: nobody@example.net\r\nSubject: Ticket 9\r\n"
+    b"Message-ID: <ticket-9@example.com>\r\n\r\nHello\r\n--dsn--\r\n"
+)
+
+
 KICK = Account("kick@example.com", "pw-kick", "t")
 PLAIN = Account("plain@example.com", "pw-plain", "t")
 
@@ -144,9 +168,43 @@ async def test_password_login_new_mail_event(
     assert attachment["filename"] == "invoice.pdf"
     assert attachment["contentType"] == "application/pdf"
     assert attachment["id"].startswith(data["id"])
+    assert data["messageSpecialUse"] == "\\Inbox"
+    assert data["text"]["id"] == data["id"]
+    assert set(data["text"]["encodedSize"]) == {"plain"}
+    assert not {"flagged", "answered", "draft", "isAutoReply", "isBounce"} & set(data)
     await other.logout()
     await settle()
     assert len(await stored_events(client, "pw", "messageNew")) == 1
+
+
+async def test_auto_reply_and_bounce_are_marked(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """An auto-reply and a DSN in INBOX: messageNew with isAutoReply, isBounce and the
+    bounced message's relatedMessageId, messageSpecialUse, and a text id the API reads."""
+    user = await _fresh(dovecot)
+    client = await _start(make_client, settings)
+    await add_account(client, password_account("kinds", user, dovecot.port))
+    await wait_state(client, "kinds", "connected")
+    other = await mailbox(dovecot, user)
+    await other.append("INBOX", AUTO_REPLY, flags=["\\Flagged"])
+    await other.append("INBOX", BOUNCE)
+    found = await wait_events(client, "kinds", "messageNew", 2)
+    by_subject = {e["data"]["subject"]: e["data"] for e in found}
+    auto = by_subject["Re: Ticket 9"]
+    assert auto["isAutoReply"] is True
+    assert auto["flagged"] is True
+    assert auto["messageSpecialUse"] == "\\Inbox"
+    assert not {"isBounce", "isComplaint", "relatedMessageId"} & set(auto)
+    bounce = by_subject["Undelivered Mail Returned to Sender"]
+    assert bounce["isBounce"] is True
+    assert bounce["relatedMessageId"] == "<ticket-9@example.com>"
+    assert bounce["messageSpecialUse"] == "\\Inbox"
+    assert "isAutoReply" not in bounce
+    text = await call(client, "GET", f"/v1/account/kinds/text/{auto['text']['id']}?textType=*")
+    assert text["plain"] == "I am away until Monday.\n"
+    assert auto["text"]["encodedSize"] == {"plain": len(b"I am away until Monday.\r\n")}
+    await other.logout()
 
 
 async def test_flag_change_and_delete_events(
