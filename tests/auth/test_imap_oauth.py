@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import aiohttp
@@ -12,7 +11,7 @@ from relay.config import Settings
 from relay.sandbox.server import RunningSandbox
 from tests.api.helpers import call
 from tests.conftest import MakeClient
-from tests.peers.dovecot import DovecotServer, start_dovecot
+from tests.peers.dovecot import DovecotServer, dovecot_server
 from tests.sources.imap.relay_support import (
     relay_settings,
     settle,
@@ -39,10 +38,8 @@ from .conftest import (
 @pytest.fixture
 def dovecot() -> Iterator[DovecotServer]:
     """A Dovecot whose XOAUTH2 accepts the tokens granted in its grants file."""
-    server = start_dovecot()
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
+    with dovecot_server() as server:
+        yield server
 
 
 async def test_shared_mailbox_listener_uses_the_main_users_token(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from relay.mailbox.pool import ImapPool
 from tests.api.helpers import call
 from tests.conftest import MakeClient
 from tests.mailbox.mail import PLAIN, PNG, rich_message
-from tests.peers.dovecot import DovecotServer, start_dovecot
+from tests.peers.dovecot import DovecotServer, dovecot_server
 from tests.sources.imap.relay_support import (
     folder_row,
     password_account,
@@ -33,10 +32,8 @@ from tests.sources.imap.support import Account, message, new_account, user_pool
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[DovecotServer]:
     """A Dovecot for this module's accounts."""
-    server = start_dovecot(users=user_pool())
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
+    with dovecot_server(users=user_pool()) as server:
+        yield server
 
 
 async def _raw(client: TestClient, path: str) -> tuple[int, bytes, Any]:

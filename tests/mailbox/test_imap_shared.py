@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import aiohttp
@@ -23,7 +22,7 @@ from tests.auth.conftest import (
 )
 from tests.conftest import MakeClient
 from tests.mailbox.mail import PLAIN, rich_message
-from tests.peers.dovecot import DovecotServer, start_dovecot
+from tests.peers.dovecot import DovecotServer, dovecot_server
 from tests.sources.imap.relay_support import relay_settings, wait_events, wait_state
 from tests.sources.imap.support import message
 
@@ -31,10 +30,8 @@ from tests.sources.imap.support import message
 @pytest.fixture
 def dovecot() -> Iterator[DovecotServer]:
     """A Dovecot whose XOAUTH2 accepts the tokens granted in its grants file."""
-    server = start_dovecot()
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
+    with dovecot_server() as server:
+        yield server
 
 
 async def test_shared_imap_mailbox_is_read_with_the_main_users_token(

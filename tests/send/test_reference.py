@@ -4,7 +4,6 @@ the reply sent through a real SMTP server, and the original flagged afterwards."
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
 from email.policy import default
@@ -16,7 +15,7 @@ from relay.config import MailboxSettings, Settings
 from tests.api.helpers import call
 from tests.conftest import MakeClient
 from tests.mailbox.mail import PLAIN, rich_message
-from tests.peers.dovecot import DovecotServer, start_dovecot
+from tests.peers.dovecot import DovecotServer, dovecot_server
 from tests.peers.smtp import SmtpPeer
 from tests.send.conftest import PASSWORD, send_settings, submit
 from tests.sources.imap.relay_support import relay_settings, wait_events, wait_state, wait_until
@@ -26,10 +25,8 @@ from tests.sources.imap.support import Account, new_account, user_pool
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[DovecotServer]:
     """A Dovecot for this module's accounts."""
-    server = start_dovecot(users=user_pool())
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
+    with dovecot_server(users=user_pool()) as server:
+        yield server
 
 
 @pytest.fixture

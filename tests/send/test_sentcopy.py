@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from tests.auth.conftest import (
     with_microsoft,
 )
 from tests.conftest import MakeClient
-from tests.peers.dovecot import DovecotServer, start_dovecot
+from tests.peers.dovecot import DovecotServer, dovecot_server
 from tests.peers.smtp import Received, SmtpPeer
 from tests.sources.imap.relay_support import wait_events
 
@@ -36,10 +35,8 @@ TO = {"to": [{"address": "rita@example.net"}], "subject": "Copies", "text": "Hel
 @pytest.fixture
 def dovecot() -> Iterator[DovecotServer]:
     """The mailboxes behind the SMTP peer: where its sent copies land."""
-    server = start_dovecot()
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
+    with dovecot_server() as server:
+        yield server
 
 
 class Exchange:
