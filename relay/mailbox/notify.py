@@ -149,6 +149,11 @@ class Enricher:
         except (RelayError, OSError) as exc:
             log.warning("message content not read", account=event.account, error=str(exc))
             data["textError"] = str(exc) or type(exc).__name__
+        except Exception as exc:
+            # A bug here must not keep the event from being stored (the listener would
+            # retry the same commit for ever).
+            log.exception("reading message content failed", account=event.account)
+            data["textError"] = f"internal error: {type(exc).__name__}"
 
     async def _attachments(self, mailbox: Mailbox, data: dict[str, Any], limit: int | None) -> None:
         for item in data.get("attachments") or ():
