@@ -661,6 +661,23 @@ GRAPH_FIELDS = (
 # What the watcher reads for each new message besides GRAPH_FIELDS: Graph returns the
 # header only when asked by name, and a delta of every message's header would be large.
 GRAPH_DETAIL_FIELDS = ("internetMessageHeaders",)
+# Graph has no size property; MAPI's PR_MESSAGE_SIZE, read as an extended property, is it.
+GRAPH_SIZE_PROPERTY = "Integer 0x0E08"
+GRAPH_SIZE_EXPAND = f"singleValueExtendedProperties($filter=id eq '{GRAPH_SIZE_PROPERTY}')"
+
+
+def graph_size(message: Mapping[str, Any]) -> int:
+    """The message size from its expanded ``singleValueExtendedProperties`` (0 if absent)."""
+    for item in message.get("singleValueExtendedProperties") or ():
+        if not isinstance(item, Mapping):
+            continue
+        kind, _, tag = str(item.get("id") or "").partition(" ")
+        try:
+            if kind.lower() == "integer" and int(tag, 16) == 0x0E08:
+                return int(item.get("value") or 0)
+        except ValueError:
+            continue
+    return 0
 
 
 def _graph_address(value: Any) -> dict[str, str] | None:
@@ -742,7 +759,7 @@ def graph_message_to_event(
 
     ``uid`` is the number the relay assigned to the message in its folder. The keys are
     those of :func:`imap_fetch_to_event`: ``emailId`` is Graph's id, ``threadId`` the
-    conversation id; Graph does not tell the size without an extra request, so it is 0,
+    conversation id; ``size`` comes from the expanded PR_MESSAGE_SIZE property (0 without it),
     attachments are not listed and ``text.encodedSize`` is empty. ``isAutoReply`` needs
     the message's ``internetMessageHeaders`` (:data:`GRAPH_DETAIL_FIELDS`); ``report``
     is what :func:`mime_report` found in its source; ``special_use`` is the folder's.
@@ -777,7 +794,7 @@ def graph_message_to_event(
     data["flags"] = flags
     data["unseen"] = "\\Seen" not in flags
     data.update(flag_fields(flags))
-    data["size"] = 0
+    data["size"] = graph_size(message)
     data["attachments"] = []
     data["text"] = {"id": graph_id, "encodedSize": {}}
     headers = None

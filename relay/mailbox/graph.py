@@ -371,8 +371,11 @@ class GraphMailbox:
             raise MessageNotFound()
         return f"/messages/{quote(message, safe='=-_')}"
 
-    async def _get(self, message: str, select: str) -> dict[str, Any]:
-        return await self._json("GET", self._message_path(message), params={"$select": select})
+    async def _get(self, message: str, select: str, *, size: bool = False) -> dict[str, Any]:
+        params = {"$select": select}
+        if size:
+            params["$expand"] = normalize.GRAPH_SIZE_EXPAND
+        return await self._json("GET", self._message_path(message), params=params)
 
     async def _attachments(self, message: str) -> list[dict[str, Any]]:
         answer = await self._json(
@@ -401,7 +404,7 @@ class GraphMailbox:
     async def message(
         self, message: str, text: TextRequest | None, *, mark_seen: bool = False
     ) -> dict[str, Any]:
-        found = await self._get(message, _FIELDS + ",internetMessageHeaders")
+        found = await self._get(message, _FIELDS + ",internetMessageHeaders", size=True)
         tree = (await self._tree()).tree
         uid = (await self._uids([str(found["id"])])).get(str(found["id"]))
         entry = _entry(found, uid, tree, details=True)
@@ -734,7 +737,8 @@ def _entry(
     if not data["unseen"]:
         del data["unseen"]
     del data["attachments"]
-    del data["size"]
+    if not details:
+        del data["size"]  # a list does not read each message's size
     if not data.get("subject"):
         data.pop("subject", None)
     if message.get("bodyPreview"):

@@ -43,6 +43,7 @@ async def _read_back(
     assert listing["messages"][0]["subject"] == "Ticket 4711"
 
     details = await call(client, "GET", f"/v1/account/{account}/message/{message}?textType=*")
+    assert details["size"] == len(raw)
     assert "<b>from</b>" in details["text"]["html"]
     assert "support queue" in details["text"]["plain"]
     assert details["headers"]["x-ticket"] == ["4711"]

@@ -8,6 +8,7 @@ import random
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -348,3 +349,20 @@ async def test_admin_mime_refuses_clashing_fields_and_bad_sources(
         {"flagStatus": "flagged"},
         "Quarterly report",
     )
+
+
+async def test_message_size_comes_as_an_extended_property(
+    graph: Graph, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """$expand of PR_MESSAGE_SIZE (Integer 0x0E08) gives the size, named back the way Graph
+    names it; an $expand the sandbox does not know is a 400."""
+    raw = _report(b"x" * 1000)
+    sent = await _deliver_mime(http, sandbox, raw)
+    wanted = quote("singleValueExtendedProperties($filter=id eq 'Integer 0x0E08')")
+    expand = f"$expand={wanted}"
+    message = await graph.ok("GET", f"me/messages/{sent['id']}?$select=subject&{expand}")
+    assert message["singleValueExtendedProperties"] == [
+        {"id": "Integer 0xe08", "value": str(len(raw))}
+    ]
+    status, _ = await graph.call("GET", f"me/messages/{sent['id']}?$expand=attachments(x)")
+    assert status == 400

@@ -160,9 +160,11 @@ from relay.sandbox.graph.views import (
     FOLDER_PROPERTIES,
     MESSAGE_PROPERTIES,
     attachment_json,
+    extended_json,
     folder_json,
     message_json,
     parse_attachment_select,
+    parse_expand,
     parse_folder_select,
     parse_select,
     removed_json,
@@ -832,8 +834,17 @@ async def _message_path(
         if call.method == "GET":
             bodies = check_mailbox(call.state, call.caller, user, Need.READ)
             select = parse_select(call.query.get("select"))
+            try:
+                expanded = parse_expand(call.query.get("expand"))
+            except ValueError:
+                raise bad_request(
+                    "Parsing OData Select and Expand failed: the $expand is not supported."
+                ) from None
             message = _message(mailbox, message_id)
-            return web.json_response(call.message(message, select, bodies=bodies))
+            answer = call.message(message, select, bodies=bodies)
+            if expanded is not None:
+                answer["singleValueExtendedProperties"] = extended_json(message, expanded)
+            return web.json_response(answer)
         if call.method == "PATCH":
             return await _patch_message(call, user, mailbox, message_id)
         if call.method == "DELETE":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -219,3 +220,38 @@ FOLDER_PROPERTIES = (
     "isHidden",
 )
 _FOLDER_BY_FOLDED = {name.lower(): name for name in FOLDER_PROPERTIES}
+
+
+# -- extended properties --------------------------------------------------------------------
+
+# MAPI's PR_MESSAGE_SIZE, the one extended property the sandbox knows; Graph names
+# properties back with lower-case hex and no leading zeros.
+MESSAGE_SIZE_PROPERTY = "Integer 0xe08"
+_EXPAND_EXTENDED = re.compile(
+    r"^singleValueExtendedProperties\(\$filter=id eq '([^']+)'\)$", re.IGNORECASE
+)
+
+
+def parse_expand(raw: str | None) -> str | None:
+    """The extended property an ``$expand`` asks for (``Integer 0xe08``), None without one.
+
+    Raises ValueError for an ``$expand`` the sandbox does not know (Graph: 400).
+    """
+    if raw is None:
+        return None
+    found = _EXPAND_EXTENDED.match(raw.strip())
+    if found is None:
+        raise ValueError(raw)
+    kind, _, tag = found.group(1).strip().partition(" ")
+    try:
+        number = int(tag, 16)
+    except ValueError:
+        raise ValueError(raw) from None
+    return f"{kind.capitalize()} {number:#x}"
+
+
+def extended_json(message: Message, property_id: str) -> list[dict[str, str]]:
+    """``singleValueExtendedProperties`` of ``message`` for one property (empty when unset)."""
+    if property_id == MESSAGE_SIZE_PROPERTY:
+        return [{"id": MESSAGE_SIZE_PROPERTY, "value": str(message.size)}]
+    return []

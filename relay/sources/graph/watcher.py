@@ -602,7 +602,7 @@ class GraphWatcher:
         )
         config: RequestConfiguration[Any] = RequestConfiguration(
             query_parameters=MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
-                select=list(normalize.GRAPH_DETAIL_FIELDS)
+                select=list(normalize.GRAPH_DETAIL_FIELDS), expand=[normalize.GRAPH_SIZE_EXPAND]
             )
         )
         try:
@@ -612,7 +612,8 @@ class GraphWatcher:
                 return None
             raise
         read = to_json(found) if found is not None else {}
-        properties = {name: read[name] for name in normalize.GRAPH_DETAIL_FIELDS if name in read}
+        wanted = (*normalize.GRAPH_DETAIL_FIELDS, "singleValueExtendedProperties")
+        properties = {name: read[name] for name in wanted if name in read}
         headers = normalize.graph_headers(properties.get("internetMessageHeaders"))
         if not normalize.graph_report_wanted(item, headers, inbox=key == INBOX_FOLDER.key):
             return Extra(properties)

@@ -161,7 +161,7 @@ async def test_auto_reply_and_bounce_are_marked(
     start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
 ) -> None:
     """An auto-reply and a DSN delivered as MIME into the inbox: messageNew with isAutoReply
-    (from internetMessageHeaders), isBounce and relatedMessageId (from the source),
+    (from internetMessageHeaders), its size, isBounce and relatedMessageId (from the source),
     messageSpecialUse, and a text id the API reads."""
     client = await start()
     await _graph_main(client, http, sandbox)
@@ -173,6 +173,8 @@ async def test_auto_reply_and_bounce_are_marked(
     by_subject = {e["data"]["subject"]: e["data"] for e in found}
     auto = by_subject["Re: Ticket 9"]
     assert auto["isAutoReply"] is True
+    # The size is MAPI's PR_MESSAGE_SIZE, read with the message (the MIME's size here).
+    assert auto["size"] == len(AUTO_REPLY)
     assert auto["messageSpecialUse"] == "\\Inbox"
     assert auto["text"] == {"id": auto["id"], "encodedSize": {}}
     assert not {"isBounce", "isComplaint", "relatedMessageId"} & set(auto)
