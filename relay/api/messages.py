@@ -95,7 +95,14 @@ class MailboxCreate(Body):
 
 class MailboxRename(Body):
     path: Path
-    newPath: Path | list[Annotated[str, Field(min_length=1, max_length=256)]]
+    newPath: Path | list[Annotated[str, Field(min_length=1, max_length=256)]] | None = None
+    subscribed: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> MailboxRename:
+        if self.newPath is None and self.subscribed is None:
+            raise ValueError("newPath: newPath or subscribed is required")
+        return self
 
 
 class PathQuery(Query):
@@ -444,11 +451,11 @@ async def create_mailbox(request: web.Request) -> web.Response:
 async def rename_mailbox(request: web.Request) -> web.Response:
     body = await read_body(request, MailboxRename)
     check_path(body.path)
-    new_path = check_path(_joined(body.newPath), "newPath")
+    new_path = None if body.newPath is None else check_path(_joined(body.newPath), "newPath")
     async with _mailbox(request) as mailbox:
-        if new_path == body.path:
-            return json_response({"path": body.path, "newPath": new_path, "renamed": False})
-        return json_response(await mailbox.rename_folder(body.path, new_path))
+        return json_response(
+            await mailbox.rename_folder(body.path, new_path, subscribed=body.subscribed)
+        )
 
 
 async def delete_mailbox(request: web.Request) -> web.Response:
@@ -638,7 +645,7 @@ ENDPOINTS = [
         "PUT",
         _ACCOUNT + "/mailbox",
         rename_mailbox,
-        "Rename a folder",
+        "Rename a folder and/or (un)subscribe it",
         TAG,
         body=MailboxRename,
         response=MailboxChanged,

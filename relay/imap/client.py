@@ -612,6 +612,22 @@ class ImapClient:
             boxes = [box for box in boxes if box.special_use]
         return boxes
 
+    async def subscribed(self) -> set[str]:
+        """The names of the subscribed mailboxes (LIST (SUBSCRIBED), else LSUB)."""
+        if "LIST-EXTENDED" in self._capabilities:
+            line = b'LIST (SUBSCRIBED) "" "*"'
+            tagged, untagged = await self._simple("LIST", line, owns={"LIST"})
+        else:
+            tagged, untagged = await self._simple("LSUB", b'LSUB "" "*"', owns={"LSUB"})
+        self._raise_unless_ok("LIST", tagged)
+        return {parse_list(response).name for response in untagged}
+
+    async def subscribe(self, mailbox: str, *, on: bool = True) -> None:
+        """SUBSCRIBE (or, with ``on=False``, UNSUBSCRIBE) a mailbox."""
+        name = "SUBSCRIBE" if on else "UNSUBSCRIBE"
+        tagged, _ = await self._run(name, [name.encode("ascii") + b" ", encode_mailbox(mailbox)])
+        self._raise_unless_ok(name, tagged)
+
     # -- messages -------------------------------------------------------------------------
 
     async def uid_fetch(

@@ -285,8 +285,16 @@ class GraphMailbox:
         self._g.trees.pop(self.account, None)
         return {"path": path, "mailboxId": str(made.get("id")), "created": True}
 
-    async def rename_folder(self, path: str, new_path: str) -> dict[str, Any]:
+    async def rename_folder(
+        self, path: str, new_path: str | None, *, subscribed: bool | None = None
+    ) -> dict[str, Any]:
+        if subscribed is not None:
+            raise NotOffered(
+                "subscribed: Microsoft Graph folders have no subscriptions", field="subscribed"
+            )
         folder_id, folder = await self._folder(path)
+        if new_path is None or new_path == folder.path:
+            return {"path": folder.path, "newPath": new_path or folder.path, "renamed": False}
         old_parent = folder.path.rpartition("/")[0]
         new_parent, _, new_name = new_path.rpartition("/")
         if new_parent != old_parent:

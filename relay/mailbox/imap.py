@@ -177,9 +177,11 @@ class ImapMailbox:
     async def folders(self, *, counters: bool) -> list[dict[str, Any]]:
         async with self._pool.connection(self.account) as client:
             boxes = await self._boxes(client)
+            subscribed = await client.subscribed()
             out: list[dict[str, Any]] = []
             for box in boxes:
                 entry = _folder_entry(box, _special_use(boxes, box.name))
+                entry["subscribed"] = box.name in subscribed
                 if counters and "\\noselect" not in {f.lower() for f in box.flags}:
                     values = await client.status(box.name, ("MESSAGES", "UNSEEN", "UIDNEXT"))
                     entry["uidNext"] = values.get("UIDNEXT")
@@ -199,14 +201,27 @@ class ImapMailbox:
             await self._server(client.create(path), path)
         return {"path": path, "created": True}
 
-    async def rename_folder(self, path: str, new_path: str) -> dict[str, Any]:
-        check_path(new_path, "newPath")
+    async def rename_folder(
+        self, path: str, new_path: str | None, *, subscribed: bool | None = None
+    ) -> dict[str, Any]:
+        if new_path is not None:
+            check_path(new_path, "newPath")
         async with self._pool.connection(self.account) as client:
             current, _ = await self._resolve(client, path)
-            if client.selected == current:
-                await client.select("INBOX")
-            await self._server(client.rename(current, new_path), new_path)
-        return {"path": current, "newPath": new_path, "renamed": True}
+            out: dict[str, Any] = {"path": current}
+            target = current
+            if new_path is not None and new_path != current:
+                if client.selected == current:
+                    await client.select("INBOX")
+                await self._server(client.rename(current, new_path), new_path)
+                out.update(newPath=new_path, renamed=True)
+                target = new_path
+            elif new_path is not None:
+                out.update(newPath=new_path, renamed=False)
+            if subscribed is not None:
+                await self._server(client.subscribe(target, on=subscribed), target)
+                out["subscribed"] = subscribed
+        return out
 
     async def delete_folder(self, path: str) -> dict[str, Any]:
         async with self._pool.connection(self.account) as client:
@@ -607,7 +622,6 @@ def _folder_entry(box: Mailbox, special_use: str | None) -> dict[str, Any]:
         "delimiter": delimiter,
         "name": name,
         "listed": True,
-        "subscribed": True,
     }
     if delimiter and delimiter in box.name:
         entry["parentPath"] = box.name.rsplit(delimiter, 1)[0]

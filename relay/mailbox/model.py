@@ -169,8 +169,10 @@ class Mailbox(Protocol):
         """``{path, mailboxId?, created}``."""
         ...
 
-    async def rename_folder(self, path: str, new_path: str) -> dict[str, Any]:
-        """``{path, newPath, renamed}``."""
+    async def rename_folder(
+        self, path: str, new_path: str | None, *, subscribed: bool | None = None
+    ) -> dict[str, Any]:
+        """``{path, newPath?, renamed?, subscribed?}``: rename and/or (un)subscribe."""
         ...
 
     async def delete_folder(self, path: str) -> dict[str, Any]:

@@ -195,8 +195,16 @@ async def test_flags_moves_deletes_and_folders_through_the_api_produce_the_event
     assert there["subject"] == "note 1"
     assert there["path"] == "Tickets"
 
+    before = await call(client, "GET", "/v1/account/acct0/mailboxes")
+    assert {b["path"]: b["subscribed"] for b in before["mailboxes"]}["Tickets"] is False
+    assert await call(
+        client, "PUT", "/v1/account/acct0/mailbox", {"path": "Tickets", "subscribed": True}
+    ) == {"path": "Tickets", "subscribed": True}
+    nothing = await client.put("/v1/account/acct0/mailbox", json={"path": "Tickets"})
+    assert nothing.status == 400
     boxes = await call(client, "GET", "/v1/account/acct0/mailboxes?counters=true")
     by_path = {b["path"]: b for b in boxes["mailboxes"]}
+    assert by_path["Tickets"]["subscribed"] is True
     assert boxes["mailboxes"][0]["path"] == "INBOX"
     assert by_path["INBOX"]["status"] == {"messages": 2, "unseen": 2}
     assert by_path["Tickets"]["status"]["messages"] == 1
