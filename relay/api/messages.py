@@ -425,8 +425,7 @@ async def _stream(request: web.Request, download: Download) -> web.StreamRespons
         await response.write_eof()
     finally:
         # Also when the client went away mid-way (write raised): stop reading at once.
-        await download.chunks.aclose()
-        await download.close()
+        await download.release()
     return response
 
 

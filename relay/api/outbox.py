@@ -242,11 +242,7 @@ async def _referenced(
     if ref.action == "forward" and ref.forwardAttachments:
         extra = []
         for item in original.get("attachments") or ():
-            download = await mailbox.attachment(str(item["id"]))
-            try:
-                content = b"".join([chunk async for chunk in download.chunks])
-            finally:
-                await download.close()
+            content = await (await mailbox.attachment(str(item["id"]))).read()
             extra.append(
                 Attachment(
                     filename=item.get("filename") or None,

@@ -463,20 +463,13 @@ class GraphMailbox:
                     if item.get("contentId") and str(item["contentType"]).startswith("image/"):
                         images[str(item["contentId"]).strip("<>")] = (
                             str(item["contentType"]),
-                            await self._read_all(str(item["id"])),
+                            await (await self.attachment(str(item["id"]))).read(),
                         )
                 cut["html"] = content.embed_images(cut["html"], images)
             if request.web_safe:
                 cut["html"] = content.web_safe_html(cut["html"], allow_remote=request.allow_remote)
                 cut["webSafe"] = True
         return cut
-
-    async def _read_all(self, attachment: str) -> bytes:
-        download = await self.attachment(attachment)
-        try:
-            return b"".join([chunk async for chunk in download.chunks])
-        finally:
-            await download.close()
 
     # -- streams --------------------------------------------------------------------------
 

@@ -153,6 +153,18 @@ class Download:
     # ``attachment`` or ``inline`` for Content-Disposition.
     disposition: str = "attachment"
 
+    async def release(self) -> None:
+        """Stop reading (also midway) and release what produces the body."""
+        await self.chunks.aclose()
+        await self.close()
+
+    async def read(self) -> bytes:
+        """The whole body (for small ones: attachments put into JSON), then :meth:`release`."""
+        try:
+            return b"".join([chunk async for chunk in self.chunks])
+        finally:
+            await self.release()
+
 
 class Mailbox(Protocol):
     """Reading and changing one account's mailbox (see the module docstring).

@@ -160,12 +160,7 @@ class Enricher:
             size = int(item.get("encodedSize") or 0)
             if limit is not None and size > limit:
                 continue
-            download = await mailbox.attachment(str(item["id"]))
-            try:
-                chunks = [chunk async for chunk in download.chunks]
-            finally:
-                await download.close()
-            content = b"".join(chunks)
+            content = await (await mailbox.attachment(str(item["id"]))).read()
             if limit is not None and len(content) > limit:
                 continue
             item["content"] = base64.b64encode(content).decode("ascii")
