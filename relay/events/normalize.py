@@ -40,7 +40,7 @@ import base64
 import binascii
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +70,7 @@ __all__ = [
     "Report",
     "attachment_id",
     "attachments",
+    "body_item",
     "flag_fields",
     "graph_flags",
     "graph_headers",
@@ -79,6 +80,7 @@ __all__ = [
     "graph_message_updated",
     "graph_report_wanted",
     "imap_fetch_to_event",
+    "imap_items",
     "imap_report",
     "is_auto_reply",
     "iso_datetime",
@@ -246,6 +248,21 @@ AUTO_REPLY_HEADERS = (
     "X-Autorespond",
     "X-Autoresponder",
 )
+# What imap_fetch_to_event reads of a message, before the server's OBJECTID items.
+_IMAP_ITEMS = ("UID", "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "RFC822.SIZE")
+
+
+def imap_items(capabilities: Collection[str], *, auto_reply: bool = False) -> tuple[str, ...]:
+    """The FETCH items :func:`imap_fetch_to_event` reads (``EMAILID``/``THREADID`` where the
+    server has OBJECTID); ``auto_reply`` adds the header fields that tell an automatic reply."""
+    items = list(_IMAP_ITEMS)
+    if "OBJECTID" in capabilities:
+        items += ["EMAILID", "THREADID"]
+    if auto_reply:
+        items.append(f"BODY.PEEK[HEADER.FIELDS ({' '.join(AUTO_REPLY_HEADERS).upper()})]")
+    return tuple(items)
+
+
 _AUTO_SUBJECT = re.compile(r"(?:auto:|out of office|oof:|ooo:)", re.IGNORECASE)
 _AUTO_PRECEDENCE = re.compile(r"auto[_-]?reply", re.IGNORECASE)
 _AUTO_SUBMITTED = re.compile(r"auto[_-]?replied", re.IGNORECASE)
@@ -429,7 +446,7 @@ def report_items(fetch: Mapping[str, Any], *, inbox: bool) -> list[str]:
     return [f"BODY.PEEK[{section}]<0.{REPORT_PART_BYTES}>" for _, _, section in _report_plan(fetch)]
 
 
-def _body_item(fetch: Mapping[str, Any], section: str) -> bytes | None:
+def body_item(fetch: Mapping[str, Any], section: str) -> bytes | None:
     """``BODY[section]``, whatever partial suffix (``<0>``) the server added."""
     exact = f"BODY[{section}]"
     for key, value in fetch.items():
@@ -442,7 +459,7 @@ def imap_report(fetch: Mapping[str, Any]) -> Report | None:
     """The :class:`Report` of a FETCH that has the items of :func:`report_items`, else None."""
     found: dict[str, Any] = {}
     for role, part, section in _report_plan(fetch):
-        raw = _body_item(fetch, section)
+        raw = body_item(fetch, section)
         if raw is None:
             continue
         if not section.endswith(".HEADER"):

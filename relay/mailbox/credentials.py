@@ -18,12 +18,15 @@ that refreshes tokens plugs in through the same call signature.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from relay.auth.crypto import Cipher
 from relay.errors import AuthError, NotFound
+from relay.imap.client import ClientOptions, ImapClient
+from relay.imap.parse import Update
+from relay.imap.tls import TlsContexts
 from relay.store import Store
 from relay.store import accounts as accounts_store
 
@@ -60,6 +63,21 @@ class Endpoint:
     secure: bool
     verify: bool
 
+    async def connect(
+        self,
+        tls: TlsContexts,
+        options: ClientOptions,
+        on_update: Callable[[Update], None] | None = None,
+    ) -> ImapClient:
+        """A new connection to this server (TLS with the shared context when ``secure``)."""
+        return await ImapClient.connect(
+            self.host,
+            self.port,
+            ssl=tls.get(self.verify) if self.secure else None,
+            options=options,
+            on_update=on_update,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
@@ -68,6 +86,13 @@ class Credentials:
     method: Literal["login", "xoauth2"]
     user: str
     secret: str = field(repr=False)
+
+    async def log_in(self, client: ImapClient) -> None:
+        """LOGIN or AUTHENTICATE XOAUTH2 on ``client``; ImapAuthError when refused."""
+        if self.method == "login":
+            await client.login(self.user, self.secret)
+        else:
+            await client.authenticate_xoauth2(self.user, self.secret)
 
 
 def account_secrets(cipher: Cipher, row: Mapping[Any, Any]) -> dict[str, str]:

@@ -20,8 +20,9 @@ import math
 import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
+
+from imapclient.datetime_util import format_criteria_date
 
 from relay.errors import InputError
 from relay.events import normalize, structure
@@ -47,15 +48,9 @@ from relay.store import folders as folders_store
 
 __all__ = ["ImapMailbox"]
 
-_ITEMS = ("UID", "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "RFC822.SIZE")
 _PART = re.compile(r"[1-9][0-9]{0,4}(\.[1-9][0-9]{0,4}){0,20}")
 # Inline images embedded into HTML (embedAttachedImages) larger than this are left as cid:.
 _EMBED_LIMIT = 2 * 1024 * 1024
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _imap_date(moment: datetime) -> str:
-    return f"{moment.day}-{_MONTHS[moment.month - 1]}-{moment.year}"
 
 
 def search_criteria(search: Search | None) -> list[bytes]:
@@ -95,7 +90,7 @@ def search_criteria(search: Search | None) -> list[bytes]:
         (b"SENTBEFORE", search.sent_before),
     ):
         if moment is not None:
-            add(key, _imap_date(moment).encode("ascii"))
+            add(key, format_criteria_date(moment))
     if search.larger is not None:
         add(b"LARGER", str(search.larger).encode("ascii"))
     if search.smaller is not None:
@@ -305,10 +300,7 @@ class ImapMailbox:
         return found
 
     def _items(self, client: ImapClient) -> list[str]:
-        items = list(_ITEMS)
-        if "OBJECTID" in client.capabilities:
-            items += ["EMAILID", "THREADID"]
-        return items
+        return list(normalize.imap_items(client.capabilities))
 
     # -- listing --------------------------------------------------------------------------
 
@@ -358,7 +350,9 @@ class ImapMailbox:
             )
             entry = _entry(fetched, at.folder_no, at.uidvalidity, at.special_use, details=True)
             entry["path"] = at.path
-            entry["headers"] = content.headers_of(_body_item(fetched, "BODY[HEADER]") or b"")
+            entry["headers"] = content.headers_of(
+                normalize.body_item(fetched.attributes, "HEADER") or b""
+            )
             if text is not None:
                 entry["text"].update(await self._text(client, uid, fetched, text))
             if mark_seen and "\\Seen" not in entry["flags"]:
@@ -428,7 +422,10 @@ class ImapMailbox:
             for section, limit in wanted
         ]
         fetched = await self._fetch_one(client, uid, items)
-        return {section: _body_item(fetched, f"BODY[{section}]") or b"" for section, _ in wanted}
+        return {
+            section: normalize.body_item(fetched.attributes, section) or b""
+            for section, _ in wanted
+        }
 
     async def _images(
         self, client: ImapClient, uid: int, parts: Sequence[structure.Part]
@@ -509,7 +506,7 @@ class ImapMailbox:
         while True:
             item = f"BODY.PEEK[{section}]<{offset}.{self._chunk}>"
             fetched = await self._fetch_one(client, uid, ["UID", item])
-            piece = _body_item(fetched, f"BODY[{section}]") or b""
+            piece = normalize.body_item(fetched.attributes, section) or b""
             offset += len(piece)
             data = dec.feed(piece) if dec is not None else piece
             if data:
@@ -604,14 +601,6 @@ async def _move(client: ImapClient, uid: int, target: str) -> Any:
     await client.uid_store(uid, "+FLAGS.SILENT", ["\\Deleted"])
     await client.uid_expunge(uid)
     return copied
-
-
-def _body_item(fetched: FetchedMessage, prefix: str) -> bytes | None:
-    """A ``BODY[...]`` item of a FETCH, whatever partial suffix (``<0>``) the server added."""
-    for key, value in fetched.attributes.items():
-        if key == prefix or (key.startswith(prefix + "<") and key.endswith(">")):
-            return value if isinstance(value, bytes) else (value or b"")
-    return None
 
 
 def _folder_entry(box: Mailbox, special_use: str | None) -> dict[str, Any]:

@@ -143,18 +143,9 @@ class ImapPool:
     async def _open(self, account: str) -> ImapClient:
         for attempt in range(2):
             endpoint, creds = await resolve(self._store, self._cipher, self._token_for, account)
-            client = await ImapClient.connect(
-                endpoint.host,
-                endpoint.port,
-                ssl=self._tls.get(endpoint.verify) if endpoint.secure else None,
-                options=self._options,
-                on_update=_ignore,
-            )
+            client = await endpoint.connect(self._tls, self._options, _ignore)
             try:
-                if creds.method == "login":
-                    await client.login(creds.user, creds.secret)
-                else:
-                    await client.authenticate_xoauth2(creds.user, creds.secret)
+                await creds.log_in(client)
             except ImapAuthError as exc:
                 client.close()
                 if creds.method == "xoauth2" and attempt == 0:
@@ -179,9 +170,9 @@ class ImapPool:
             now = time.monotonic()
             stale: list[ImapClient] = []
             for slot in self._slots.values():
-                keep = [(c, t) for c, t in slot.idle if now - t < self._idle and not c.closed]
-                stale += [c for c, t in slot.idle if (c, t) not in keep]
-                slot.idle[:] = keep
+                fresh = [now - t < self._idle and not c.closed for c, t in slot.idle]
+                stale += [c for (c, _), ok in zip(slot.idle, fresh, strict=True) if not ok]
+                slot.idle[:] = [kept for kept, ok in zip(slot.idle, fresh, strict=True) if ok]
             for account in [a for a, s in self._slots.items() if not s.idle and not s.busy]:
                 del self._slots[account]
             await asyncio.gather(*(self._logout(c) for c in stale))

@@ -67,7 +67,7 @@ from relay.imap.parse import (
     Vanished,
 )
 from relay.imap.tls import TlsContexts
-from relay.mailbox.credentials import Credentials, Endpoint, TokenProvider, resolve
+from relay.mailbox.credentials import Credentials, TokenProvider, resolve
 from relay.sources.imap.sink import (
     Change,
     Deleted,
@@ -96,17 +96,6 @@ log = structlog.get_logger(__name__)
 
 INBOX = "INBOX"
 INBOX_SPECIAL_USE = "\\Inbox"
-# What is fetched of every new message: the envelope, flags and structure, and the few
-# header fields that tell an automatic reply (EmailEngine's isAutoReply).
-MESSAGE_ITEMS = (
-    "UID",
-    "FLAGS",
-    "ENVELOPE",
-    "BODYSTRUCTURE",
-    "INTERNALDATE",
-    "RFC822.SIZE",
-    f"BODY.PEEK[HEADER.FIELDS ({' '.join(normalize.AUTO_REPLY_HEADERS).upper()})]",
-)
 # The primary listener of an account with a ``path`` LISTs its folders this often.
 _LIST_INTERVAL = 900.0
 # Without IDLE the listener polls with NOOP this often (at most).
@@ -179,10 +168,9 @@ class _Session:
         caps = client.capabilities
         self.qresync = "QRESYNC" in caps
         self.condstore = self.qresync or "CONDSTORE" in caps
-        items = list(MESSAGE_ITEMS)
-        if "OBJECTID" in caps:
-            items += ["EMAILID", "THREADID"]
-        self.items = tuple(items)
+        # The envelope, flags and structure, and the few header fields that tell an
+        # automatic reply (EmailEngine's isAutoReply).
+        self.items = normalize.imap_items(caps, auto_reply=True)
 
 
 class FolderListener:
@@ -353,22 +341,10 @@ class FolderListener:
         endpoint, creds = await resolve(
             self.ctx.store, self.ctx.cipher, self.ctx.token_for, self.account, row=row
         )
-        client = await self._open(endpoint)
+        client = await endpoint.connect(self.ctx.tls, self.ctx.client_options(), self._on_update)
         self._client = client
-        if creds.method == "login":
-            await client.login(creds.user, creds.secret)
-        else:
-            await client.authenticate_xoauth2(creds.user, creds.secret)
+        await creds.log_in(client)
         return client, creds
-
-    async def _open(self, endpoint: Endpoint) -> ImapClient:
-        return await ImapClient.connect(
-            endpoint.host,
-            endpoint.port,
-            ssl=self.ctx.tls.get(endpoint.verify) if endpoint.secure else None,
-            options=self.ctx.client_options(),
-            on_update=self._on_update,
-        )
 
     async def _session(self, connected: list[bool]) -> None:
         """One connection, from login until it breaks or a reconnect is requested."""
