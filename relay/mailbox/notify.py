@@ -111,19 +111,25 @@ class Enricher:
         options = await self.options()
         if not options.wanted:
             return
+        opened: dict[str, Mailbox] = {}
+        done = 0
         try:
             async with asyncio.timeout(self._timeout):
                 for event in new:
-                    await self._one(event, options)
+                    await self._one(event, options, opened)
+                    done += 1
         except TimeoutError:
-            for event in new:
+            for event in new[done:]:
                 event.data.setdefault("textError", f"content not read within {self._timeout:g} s")
 
-    async def _one(self, event: Event, options: NotifyOptions) -> None:
+    async def _one(self, event: Event, options: NotifyOptions, opened: dict[str, Mailbox]) -> None:
+        """Enrich one event; ``opened`` keeps the mailboxes this batch opened, per account."""
         data = event.data
         assert event.account is not None
         try:
-            mailbox = await self._mailboxes.open(event.account)
+            mailbox = opened.get(event.account)
+            if mailbox is None:
+                mailbox = opened[event.account] = await self._mailboxes.open(event.account)
             request = TextRequest(
                 text_type="*",
                 max_bytes=options.text_size,
