@@ -46,6 +46,7 @@ __all__ = [
     "mime_leaves",
     "param",
     "param_pairs",
+    "source_text",
     "text_parts",
 ]
 
@@ -297,7 +298,7 @@ Headers = dict[str, list[str]]
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
-def _source_text(value: str) -> str:
+def source_text(value: str) -> str:
     """A string from the ``compat32`` parser, its raw 8-bit bytes read as UTF-8 or Latin-1."""
     return as_text(value.encode("utf-8", "surrogateescape"))
 
@@ -307,10 +308,10 @@ def header_items(items: Iterable[tuple[str, Any]]) -> Headers:
     RFC 2047 words decoded and surrounding white space removed."""
     found: Headers = {}
     for name, value in items:
-        key = _source_text(str(name)).strip().lower()
+        key = source_text(str(name)).strip().lower()
         if not key:
             continue
-        unfolded = re.sub(r"[\r\n]+", "", _source_text(str(value)))
+        unfolded = re.sub(r"[\r\n]+", "", source_text(str(value)))
         found.setdefault(key, []).append((decode_words(unfolded) or "").strip())
     return found
 

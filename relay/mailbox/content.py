@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
@@ -31,7 +31,15 @@ from urllib.parse import unquote
 
 import nh3
 
-from relay.events.structure import Part, decode_words, is_text, text_parts
+from relay.events.structure import (
+    Part,
+    decode_words,
+    header_fields,
+    header_items,
+    is_text,
+    source_text,
+    text_parts,
+)
 from relay.mailbox.decode import to_text
 from relay.mailbox.model import TextType
 
@@ -52,25 +60,6 @@ __all__ = [
 # -- headers ----------------------------------------------------------------------------------
 
 
-def _unescape(value: str) -> str:
-    """A header string from the parser, its raw 8-bit bytes read as UTF-8 or Latin-1."""
-    return to_text(value.encode("utf-8", "surrogateescape"), None)
-
-
-def _header_value(raw: str) -> str:
-    unfolded = re.sub(r"[\r\n]+", "", _unescape(raw))
-    return (decode_words(unfolded) or "").strip()
-
-
-def _headers(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for name, value in items:
-        key = _unescape(name).strip().lower()
-        if key:
-            found.setdefault(key, []).append(_header_value(str(value)))
-    return found
-
-
 def headers_of(raw_header: bytes) -> dict[str, list[str]]:
     """EmailEngine's ``headers``: lower-case name -> values in order, unfolded and decoded.
 
@@ -78,8 +67,7 @@ def headers_of(raw_header: bytes) -> dict[str, list[str]]:
     ignored. Malformed input degrades: a line that is neither a header nor a continuation
     ends the block, as the ``email`` parser reads it.
     """
-    message = BytesParser(policy=compat32).parsebytes(raw_header, headersonly=True)
-    return _headers(message.raw_items())
+    return header_fields(raw_header)
 
 
 def pick_headers(
@@ -351,11 +339,11 @@ def _encoded_size(node: Message, encoding: str) -> int:
 
 
 def _decoded(value: str | None) -> str | None:
-    return decode_words(_unescape(value)) if value else None
+    return decode_words(source_text(value)) if value else None
 
 
 def _part_of(node: Message, section: str, related: bool) -> Part:
-    encoding = _unescape(str(node.get("content-transfer-encoding") or "")).strip().lower()
+    encoding = source_text(str(node.get("content-transfer-encoding") or "")).strip().lower()
     content_id = (_decoded(str(node.get("content-id") or "")) or "").strip()
     return Part(
         section=section,
@@ -399,7 +387,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         return None if part is None else to_text(_content(nodes[part.section]), part.charset)
 
     return ParsedMessage(
-        headers=_headers(message.raw_items()),
+        headers=header_items(message.raw_items()),
         plain=text(plain_part),
         html=text(html_part),
         plain_part=plain_part,
