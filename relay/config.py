@@ -119,6 +119,12 @@ class ImapSettings:
     auth_retry: float = 1800.0
     # Seconds between scans of the accounts table (changes made through other nodes).
     scan_interval: float = 5.0
+    # Seconds between the rounds of an account's folder poller: LIST (new and deleted
+    # folders) and STATUS of every watched folder without its own IDLE connection; a folder
+    # whose STATUS changed is synced. Servers without CONDSTORE (Exchange Online) show no
+    # flag change in STATUS: each such folder is also fully synced every full_sync_interval.
+    poll_interval: float = 30.0
+    full_sync_interval: float = 900.0
     # Seconds a node's claim on an account lasts (renewed on every scan); when it runs out,
     # another node takes the account over.
     lease: float = 30.0
@@ -414,6 +420,8 @@ def _check_imap(m: ImapSettings) -> None:
         "reconnect_max": m.reconnect_max,
         "auth_retry": m.auth_retry,
         "scan_interval": m.scan_interval,
+        "poll_interval": m.poll_interval,
+        "full_sync_interval": m.full_sync_interval,
         "lease": m.lease,
     }
     for key, value in positive.items():

@@ -46,9 +46,11 @@ class GraphFolder:
     key: str
     path: str
     special_use: str | None
+    # The display name (the last segment of ``path``, unless it holds a "/" itself).
+    name: str = ""
 
 
-INBOX_FOLDER = GraphFolder(INBOX_KEY, INBOX, SPECIAL_USES["inbox"])
+INBOX_FOLDER = GraphFolder(INBOX_KEY, INBOX, SPECIAL_USES["inbox"], INBOX)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ def build_tree(listing: Sequence[Mapping[str, Any]], well_known: Mapping[str, st
     folders = {}
     for folder_id in by_id:
         key = INBOX_KEY if folder_id == inbox_id else folder_id
-        folders[folder_id] = GraphFolder(key, path_of(folder_id), uses.get(folder_id))
+        name = INBOX if folder_id == inbox_id else str(by_id[folder_id].get("displayName") or "")
+        folders[folder_id] = GraphFolder(key, path_of(folder_id), uses.get(folder_id), name)
     if inbox_id is not None:
         folders[INBOX_KEY] = folders.get(inbox_id, INBOX_FOLDER)
     deletions = frozenset(v for k, v in well_known.items() if k == DELETIONS)

@@ -612,6 +612,41 @@ class ImapClient:
             boxes = [box for box in boxes if box.special_use]
         return boxes
 
+    async def list_status(
+        self, items: Iterable[str] = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
+    ) -> tuple[list[Mailbox], dict[str, dict[str, int]]]:
+        """Every mailbox and, with LIST-STATUS (RFC 5819), the STATUS ``items`` of each in the
+        same command; without it the second value is empty (ask :meth:`status` per mailbox)."""
+        if "LIST-STATUS" not in self._capabilities:
+            return await self.list_mailboxes(), {}
+        returns = b"SPECIAL-USE " if "SPECIAL-USE" in self._capabilities else b""
+        line = b'LIST "" "*" RETURN (' + returns + b"STATUS (" + " ".join(items).encode() + b"))"
+        tagged, untagged = await self._simple("LIST", line, owns={"LIST", "STATUS"})
+        self._raise_unless_ok("LIST", tagged)
+        boxes: list[Mailbox] = []
+        statuses: dict[str, dict[str, int]] = {}
+        for response in untagged:
+            if response.kind == "STATUS":
+                name, values = parse_status(response)
+                statuses[name] = values
+            else:
+                boxes.append(parse_list(response))
+        return boxes, statuses
+
+    async def unselect(self) -> None:
+        """Leave the selected mailbox without expunging: UNSELECT (RFC 3691), else CLOSE
+        (which expunges nothing after EXAMINE; after SELECT it would, so it is refused)."""
+        if self._selected is None:
+            return
+        if "UNSELECT" in self._capabilities:
+            tagged, _ = await self._simple("UNSELECT", b"UNSELECT")
+        elif self._selection is not None and self._selection.read_only:
+            tagged, _ = await self._simple("CLOSE", b"CLOSE")
+        else:
+            raise ImapStateError("CLOSE would expunge a mailbox selected read-write")
+        self._raise_unless_ok("UNSELECT", tagged)
+        self._selected = self._selection = None
+
     async def subscribed(self) -> set[str]:
         """The names of the subscribed mailboxes (LIST (SUBSCRIBED), else LSUB)."""
         if "LIST-EXTENDED" in self._capabilities:

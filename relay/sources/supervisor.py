@@ -1,4 +1,4 @@
-"""The supervisor: keeps one IMAP listener per watched folder of every ``imap`` account.
+"""The supervisor: keeps the IMAP connections of every ``imap`` account (and Graph watchers).
 
 What runs::
 
@@ -8,9 +8,12 @@ What runs::
                 │  stop watchers, pass on reconnect/sync requests (the ``*_requested_ms``
                 │  columns, so requests made through another node arrive too)
                 ├─ state writer: account states and connection events, batched
-                └─ AccountWatcher per account ── FolderListener per folder (INBOX always,
-                   plus the account's ``path``: paths, special-use names like ``\\Sent``
-                   resolved with LIST, or ``*`` for every selectable folder)
+                └─ AccountWatcher per account ─┬─ FolderListener (IDLE) for INBOX and each of
+                                               │  the account's ``subconnections``
+                                               └─ FolderPoller: LIST (mailboxNew /
+                                                  mailboxDeleted) and STATUS rounds for every
+                                                  other watched folder (all, unless ``path``
+                                                  narrows them)
 
 **Several nodes.** Each account is watched by exactly one node: a node only runs the
 watchers of accounts whose row in ``account_leases`` it holds. Leases last ``imap.lease``
@@ -53,15 +56,11 @@ from relay.imap.tls import TlsContexts
 from relay.mailbox.access import send_only
 from relay.mailbox.credentials import StoredTokens, TokenProvider
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
-from relay.sources.imap.listener import (
-    INBOX,
-    INBOX_SPECIAL_USE,
-    FolderListener,
-    ListenerContext,
-    StateReport,
-)
+from relay.sources.imap.connection import KeptConnection, ListenerContext, StateReport
+from relay.sources.imap.listener import INBOX, INBOX_SPECIAL_USE, FolderListener
+from relay.sources.imap.poller import FolderPoller, resolve_folders, selectable
 from relay.sources.imap.sink import Enrich, FolderSink
-from relay.sources.specs import folder_specs, spec_matches
+from relay.sources.specs import EVERY_FOLDER, idle_specs, spec_matches, watch_specs
 from relay.store import Store
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
@@ -69,7 +68,7 @@ from relay.store import leases as leases_store
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import AccountState, accounts, imap_folders
 
-__all__ = ["AccountWatcher", "Supervisor", "folder_specs", "resolve_folders"]
+__all__ = ["AccountWatcher", "Supervisor", "resolve_folders"]
 
 log = structlog.get_logger(__name__)
 
@@ -86,29 +85,13 @@ _STATE_BATCH = 0.02
 _STATE_RETRY = 1.0
 
 
-def resolve_folders(specs: Sequence[str], boxes: Sequence[Mailbox]) -> dict[str, str | None]:
-    """Folder path -> special use, for every LISTed folder that ``specs`` name (INBOX aside).
-
-    A spec is ``*`` (every selectable folder), a special-use flag (``\\Sent``, matched
-    case-insensitively) or a path (matched exactly).
-    """
-    out: dict[str, str | None] = {}
-    for box in boxes:
-        flags = {flag.lower() for flag in box.flags}
-        if "\\noselect" in flags or "\\nonexistent" in flags or box.name.upper() == INBOX:
-            continue
-        use = box.special_use
-        if any(spec_matches(spec, box.name, use) for spec in specs):
-            out[box.name] = use
-    return out
-
-
 def _watchable(row: Mapping[Any, Any]) -> bool:
     return row["backend"] == "imap" and not send_only(row)
 
 
 class AccountWatcher:
-    """The listeners of one account and their combined state."""
+    """The connections of one account (INBOX's and each subconnection's IDLE listener, the
+    poller) and their combined state."""
 
     def __init__(
         self,
@@ -127,16 +110,36 @@ class AccountWatcher:
         self.reconnect_ms = row["reconnect_requested_ms"]
         self.sync_ms = row["sync_requested_ms"]
         config = row["config"] or {}
-        self.specs = folder_specs(config.get("path"), config.get("subconnections"))
+        self.specs = watch_specs(config.get("path"))
+        self.idle_specs = idle_specs(config.get("subconnections"))
         self.notify_from = parse_iso(config.get("notifyFrom"))
         self.listeners: dict[str, FolderListener] = {}
+        self.poller: FolderPoller | None = None
         self.active = True
-        self._reports: dict[str, StateReport] = {}
+        self._reports: dict[int, StateReport] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
+    def connections(self) -> list[KeptConnection]:
+        """Every running connection of the account."""
+        out: list[KeptConnection] = list(self.listeners.values())
+        if self.poller is not None:
+            out.append(self.poller)
+        return out
+
     def start(self) -> None:
-        """Start the INBOX listener (which LISTs the other folders when the account has some)."""
+        """Start the INBOX listener and the poller (which lists the other folders)."""
         self._add(INBOX, INBOX_SPECIAL_USE, primary=True)
+        self.poller = FolderPoller(
+            self.supervisor.context,
+            self.account,
+            self.specs,
+            report=self._on_report,
+            on_folders=self._on_folders,
+            notify_from=self.notify_from,
+            folder_rows=self._folder_rows,
+        )
+        self._folder_rows = {}
+        self.poller.start()
 
     def _add(self, path: str, special_use: str | None, *, primary: bool = False) -> None:
         listener = FolderListener(
@@ -146,7 +149,6 @@ class AccountWatcher:
             special_use,
             report=self._on_report,
             primary=primary,
-            on_folders=self._on_folders if primary and self.specs else None,
             notify_from=self.notify_from,
             account_row=self._row,
             folder_row=self._folder_rows.pop(path, None),
@@ -156,50 +158,61 @@ class AccountWatcher:
         self.listeners[path] = listener
         listener.start()
 
-    def _on_folders(self, boxes: Sequence[Mailbox]) -> None:
-        wanted = resolve_folders(self.specs, boxes)
+    def _on_folders(self, boxes: Sequence[Mailbox]) -> set[str]:
+        """A LIST came in: IDLE listeners for the subconnections found; the paths they hold."""
+        wanted = resolve_folders(self.idle_specs, boxes)
         for path, use in wanted.items():
-            if path not in self.listeners:
+            current = self.listeners.get(path)
+            if current is not None and current.special_use != use:
+                self._retire(path)
+                current = None
+            if current is None:
                 self._add(path, use)
         for path in [p for p in self.listeners if p != INBOX and p not in wanted]:
-            listener = self.listeners.pop(path)
-            self._reports.pop(path, None)
-            task = asyncio.create_task(listener.stop())
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-        missing = [s for s in self.specs if s != "*" and not _matched(s, wanted, boxes)]
+            self._retire(path)
+        specs = [*self.specs, *(s for s in self.idle_specs if s not in self.specs)]
+        missing = [s for s in specs if s != EVERY_FOLDER and not _matched(s, boxes)]
         if missing:
             log.warning("folders not found", account=self.account, folders=missing)
+        return {INBOX, *wanted}
 
-    def _on_report(self, listener: FolderListener, report: StateReport) -> None:
-        if not self.active or self.listeners.get(listener.path) is not listener:
+    def _retire(self, path: str) -> None:
+        listener = self.listeners.pop(path)
+        self._reports.pop(id(listener), None)
+        task = asyncio.create_task(listener.stop())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _on_report(self, conn: KeptConnection, report: StateReport) -> None:
+        if not self.active or not any(c is conn for c in self.connections()):
             return
-        self._reports[listener.path] = report
+        self._reports[id(conn)] = report
         worst = min(self._reports.values(), key=lambda r: _SEVERITY.index(r.state))
         self.supervisor.report_state(self.account, worst)
 
     def reconnect(self) -> None:
         """Drop and re-open every connection now."""
-        for listener in self.listeners.values():
-            listener.reconnect()
+        for conn in self.connections():
+            conn.reconnect()
 
     def sync(self) -> None:
-        """Catch up every folder now."""
-        for listener in self.listeners.values():
-            listener.sync()
+        """Catch up every folder now (and list the folders again)."""
+        for conn in self.connections():
+            conn.sync()
 
     async def stop(self) -> None:
-        """Stop every listener; from the first moment on, their reports are ignored."""
+        """Stop every connection; from the first moment on, their reports are ignored."""
         self.active = False
-        listeners = list(self.listeners.values())
+        connections = self.connections()
         self.listeners.clear()
-        await asyncio.gather(*(listener.stop() for listener in listeners), *self._retiring)
+        self.poller = None
+        await asyncio.gather(*(conn.stop() for conn in connections), *self._retiring)
 
 
-def _matched(spec: str, wanted: Mapping[str, str | None], boxes: Sequence[Mailbox]) -> bool:
-    if spec.startswith("\\"):
-        return any(use is not None and use.lower() == spec.lower() for use in wanted.values())
-    return spec in wanted or any(b.name == spec for b in boxes)
+def _matched(spec: str, boxes: Sequence[Mailbox]) -> bool:
+    return any(
+        selectable(box) and spec_matches(spec, box.name, box.special_use) for box in boxes
+    ) or (spec.upper() == INBOX)
 
 
 @dataclass
@@ -269,7 +282,14 @@ class Supervisor:
             enrich=self.enrich,
         )
         self._context = ListenerContext(
-            self.store, self.cipher, self.settings, sink, self.token_for, tls
+            self.store,
+            self.cipher,
+            self.settings,
+            sink,
+            self.token_for,
+            tls,
+            service_url=self.service_url,
+            max_payload_bytes=self.max_payload_bytes,
         )
         try:
             await self.scan()

@@ -224,6 +224,21 @@ imap_folders = Table(
     UniqueConstraint("account", "folder_no"),
 )
 
+# The folders an account had at its last listing (path -> special use), IMAP and Graph alike:
+# a listing that differs reports mailboxNew / mailboxDeleted in the transaction that stores it.
+folder_lists = Table(
+    "folder_lists",
+    metadata,
+    Column(
+        "account",
+        String(256),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("folders", JSON, nullable=False),
+    Column("listed_ms", BigInteger, nullable=False),
+)
+
 # Which node watches an account: only the holder of an unexpired lease runs its listeners.
 account_leases = Table(
     "account_leases",

@@ -2,8 +2,10 @@
 
 What a :class:`GraphWatcher` does, in one loop::
 
-    start ─▶ which folders: INBOX plus the account's ``path`` (paths, special uses such as
-             ``\\Sent``, or ``*``; the mailbox's folder tree is listed only when needed)
+    start ─▶ which folders: every folder, or INBOX plus those the account's ``path`` names
+             (paths, special uses such as ``\\Sent``); the folder tree is listed at start,
+             every 15 minutes and on a sync request: folders created or deleted since the
+             last listing are reported (mailboxNew / mailboxDeleted)
           ─▶ delta baseline of each ─▶ one subscription per folder (or polling when Graph
              refuses it: delegated shared mailboxes) ─▶ delta catch-up
     then  ─▶ wait for: a notification (the API stored it and woke us), the polling
@@ -45,14 +47,16 @@ from relay.auth.crypto import Cipher
 from relay.config import GraphSettings
 from relay.errors import AuthError, ConsentRequired
 from relay.events import normalize
+from relay.events.mailboxes import Listed, folder_name
 from relay.events.model import Event
 from relay.graph.folders import INBOX_FOLDER, FolderTree, GraphFolder
 from relay.sources.graph import subscriptions
 from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, Extra, FolderState
 from relay.sources.graph.client import AccountClient, GraphClients, gather_all, to_json
 from relay.sources.graph.folders import load_tree, select
-from relay.sources.imap.listener import StateReport
+from relay.sources.imap.connection import StateReport
 from relay.sources.imap.sink import Enrich
+from relay.sources.listing import record_listing
 from relay.sources.specs import folder_specs
 from relay.store import Store
 from relay.store import events as events_store
@@ -190,6 +194,8 @@ class GraphWatcher:
         self._task: asyncio.Task[None] | None = None
         self._folders: list[GraphFolder] = [INBOX_FOLDER]
         self._tree: FolderTree | None = None
+        # The folder listing last recorded (mailboxNew / mailboxDeleted).
+        self._listed: dict[str, Listed] | None = None
         # Folder ids the last listing did not have (hidden ones): not listed again for them.
         self._unlisted: set[str] = set()
         self._tree_lock = asyncio.Lock()
@@ -365,22 +371,19 @@ class GraphWatcher:
     # -- folders ----------------------------------------------------------------------------
 
     async def _folders_changed(self) -> bool:
-        """Whether the folders ``path`` names are others now (created, renamed, deleted)."""
+        """List the folders (reporting new and deleted ones); whether the folders watched
+        are others now (created, renamed, deleted)."""
         self._folder_check = time.monotonic() + _FOLDER_CHECK
-        if not self._specs:
-            return False
         chosen, _ = select(self._specs, await self._load_tree())
         return chosen != self._folders
 
     async def _choose_folders(self) -> None:
-        """INBOX and what the account's ``path`` names; forget folders no longer watched."""
+        """INBOX and what the account's ``path`` names (every folder without one); forget
+        folders no longer watched."""
         self._folder_check = time.monotonic() + _FOLDER_CHECK
-        if self._specs:
-            self._folders, missing = select(self._specs, await self._load_tree())
-            if missing:
-                log.warning("folders not found", account=self.account, folders=missing)
-        else:
-            self._folders = [INBOX_FOLDER]
+        self._folders, missing = select(self._specs, await self._load_tree())
+        if missing:
+            log.warning("folders not found", account=self.account, folders=missing)
         keys = {f.key for f in self._folders}
         async with self.context.store.read() as conn:
             stored = await graph_store.folders_of(conn, self.account)
@@ -637,10 +640,24 @@ class GraphWatcher:
             return tree
 
     async def _load_tree(self) -> FolderTree:
-        """List the mailbox's folders (again)."""
-        self._tree = await load_tree(self._client)
+        """List the mailbox's folders (again); report folders that appeared or went."""
+        tree = await load_tree(self._client)
+        self._tree = tree
         self._unlisted = set()
-        return self._tree
+        listing = {
+            f.path: Listed(f.name or folder_name(f.path, "/"), f.special_use)
+            for f in tree.folders.values()
+        }
+        if listing != self._listed:
+            await record_listing(
+                self.context.store,
+                self.account,
+                listing,
+                service_url=self.context.service_url,
+                max_bytes=self.context.max_payload_bytes,
+            )
+            self._listed = listing
+        return tree
 
     async def _catch_up(
         self, keys: Collection[str] | None = None, consume_upto: int | None = None

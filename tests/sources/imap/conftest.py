@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from relay.imap import ClientOptions, ImapClient  # noqa: E402
 from tests.peers.dovecot import DovecotServer, start_dovecot  # noqa: E402
 from tests.peers.tcpproxy import TcpProxy  # noqa: E402
 
+from .relay_support import BASIC_CAPABILITIES, PLAIN  # noqa: E402
 from .support import Account, new_account, user_pool  # noqa: E402
 
 
@@ -35,6 +37,35 @@ def dovecot() -> Iterator[DovecotServer]:
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
+
+
+def _limited_dovecot(capabilities: str) -> Iterator[DovecotServer]:
+    server = DovecotServer(root=Path(tempfile.mkdtemp(prefix="relay-dovecot-")))
+    server.add_user(PLAIN.user, PLAIN.password)
+    original = server.prepare
+
+    def prepare() -> None:
+        original()
+        with server.config_path.open("a") as fh:
+            fh.write(f"imap_capability = {capabilities}\n")
+
+    server.prepare = prepare  # type: ignore[method-assign]
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def plain_dovecot() -> Iterator[DovecotServer]:
+    """A Dovecot advertising neither CONDSTORE nor QRESYNC, like Exchange Online."""
+    yield from _limited_dovecot(BASIC_CAPABILITIES + " IDLE")
+
+
+@pytest.fixture
+def no_idle_dovecot() -> Iterator[DovecotServer]:
+    """A Dovecot without IDLE (nor CONDSTORE/QRESYNC)."""
+    yield from _limited_dovecot(BASIC_CAPABILITIES)
 
 
 @pytest.fixture

@@ -23,6 +23,14 @@ from tests.peers.dovecot import DovecotServer
 
 from .support import Account
 
+# The user of the Dovecots started with fewer capabilities (see conftest.py).
+PLAIN = Account("plain@example.com", "pw-plain", "t")
+# What those Dovecots advertise at least: no CONDSTORE, QRESYNC, IDLE nor LIST-STATUS.
+BASIC_CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT LITERAL+ UIDPLUS MOVE SPECIAL-USE"
+    " NAMESPACE UNSELECT CHILDREN"
+)
+
 # Short timeouts and backoffs so that failures and recoveries take a fraction of a second.
 FAST = ImapSettings(
     watch=True,
@@ -35,6 +43,7 @@ FAST = ImapSettings(
     auth_retry=60.0,
     scan_interval=0.25,
     lease=5.0,
+    poll_interval=0.3,
 )
 # Dovecot batches change notifications for ~0.5 s; this leaves room for a slow machine.
 WAIT = 15.0

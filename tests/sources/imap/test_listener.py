@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from tests.peers.tcpproxy import TcpProxy
 from tests.webhooks.conftest import SERVICE_SECRET, loopback_settings
 
 from .relay_support import (
+    PLAIN,
     WAIT,
     add_account,
     deliver_offline,
@@ -80,7 +80,6 @@ BOUNCE = (
 
 
 KICK = Account("kick@example.com", "pw-kick", "t")
-PLAIN = Account("plain@example.com", "pw-plain", "t")
 
 
 @pytest.fixture
@@ -90,41 +89,6 @@ def own_dovecot() -> Iterator[DovecotServer]:
     yield server
     server.stop()
     shutil.rmtree(server.root, ignore_errors=True)
-
-
-BASIC_CAPABILITIES = (
-    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT LITERAL+ UIDPLUS MOVE SPECIAL-USE"
-    " NAMESPACE UNSELECT CHILDREN"
-)
-
-
-def _limited_dovecot(capabilities: str) -> Iterator[DovecotServer]:
-    server = DovecotServer(root=Path(tempfile.mkdtemp(prefix="relay-dovecot-")))
-    server.add_user(PLAIN.user, PLAIN.password)
-    original = server.prepare
-
-    def prepare() -> None:
-        original()
-        with server.config_path.open("a") as fh:
-            fh.write(f"imap_capability = {capabilities}\n")
-
-    server.prepare = prepare  # type: ignore[method-assign]
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
-
-
-@pytest.fixture
-def plain_dovecot() -> Iterator[DovecotServer]:
-    """A Dovecot advertising neither CONDSTORE nor QRESYNC, like Exchange Online."""
-    yield from _limited_dovecot(BASIC_CAPABILITIES + " IDLE")
-
-
-@pytest.fixture
-def no_idle_dovecot() -> Iterator[DovecotServer]:
-    """A Dovecot without IDLE (nor CONDSTORE/QRESYNC)."""
-    yield from _limited_dovecot(BASIC_CAPABILITIES)
 
 
 async def _start(make_client: MakeClient, settings: Settings, **imap: object) -> TestClient:
@@ -472,18 +436,19 @@ async def test_uidvalidity_change_resets_instead_of_flooding(
 async def test_reconnect_and_sync_requests_act(
     make_client: MakeClient, settings: Settings, dovecot: DovecotServer
 ) -> None:
-    """PUT reconnect opens a new connection at once; PUT sync (or the sync column changed
-    by another node) runs a catch-up at once; IDLE restarts are far away."""
+    """PUT reconnect opens new connections at once (INBOX's and the poller's); PUT sync (or
+    the sync column changed by another node) runs a catch-up at once; IDLE restarts are far
+    away."""
     user = await _fresh(dovecot)
     async with _proxy(dovecot) as proxy:
         client = await _start(make_client, settings, idle_restart=600.0, scan_interval=0.3)
         await add_account(client, password_account("req", user, proxy.port))
         await wait_state(client, "req", "connected")
         synced = (await folder_row(client, "req")).synced_ms
-        assert proxy.accepted == 1
+        assert proxy.accepted == 2
 
         await call(client, "PUT", "/v1/account/req/reconnect", {"reconnect": True})
-        await wait_until(_at_least(proxy, 2), "a second connection", within=3)
+        await wait_until(_at_least(proxy, 4), "new connections", within=3)
         await wait_state(client, "req", "connected")
 
         await call(client, "PUT", "/v1/account/req/sync", {"sync": True})
@@ -494,7 +459,7 @@ async def test_reconnect_and_sync_requests_act(
                 update(accounts).where(accounts.c.id == "req").values(sync_requested_ms=1)
             )
         await _wait_synced_after(client, "req", synced, within=3)
-        assert proxy.accepted == 2
+        assert proxy.accepted == 4
 
 
 async def test_path_setting_watches_more_folders(

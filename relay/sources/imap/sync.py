@@ -1,0 +1,433 @@
+"""Bringing one folder's stored state up to date with the server, on a connection lent to it.
+
+A :class:`FolderSync` holds what the relay remembers of one folder (a :class:`FolderState`)
+and the diff logic; it owns no connection. The IDLE listener of a folder
+(:class:`~relay.sources.imap.listener.FolderListener`) lends it its own connection and feeds
+it the untagged responses IDLE brings; the poller of an account
+(:class:`~relay.sources.imap.poller.FolderPoller`) lends it the one connection it shares
+between every polled folder, and runs a full sync when STATUS says the folder changed.
+
+**Never miss, never repeat.** The folder state (``imap_folders``: UIDVALIDITY, the next UID
+not yet reported, HIGHESTMODSEQ, the UIDs known to exist and, per flag, the UIDs carrying it)
+is the only memory. Every sync diffs the server against it and hands the changes together
+with the new state to :class:`~relay.sources.imap.sink.FolderSink`, which writes events and
+state in one transaction. After a disconnect or a restart the next sync finds exactly what
+was not yet stored:
+
+* new mail: UIDs at or above the stored ``uidnext`` (``UID FETCH uidnext:*``);
+* with QRESYNC: ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE modseq VANISHED)`` gives expunged
+  UIDs and changed flags. The stored modseq only moves to values such a query returned
+  (or SELECT's HIGHESTMODSEQ before it), so no change below it can be skipped;
+* without QRESYNC: ``UID SEARCH ALL`` diffed against the known UIDs gives the expunged
+  ones; flags come from ``CHANGEDSINCE`` with CONDSTORE, or from fetching every message's
+  flags otherwise (the cost of servers without CONDSTORE, such as Exchange Online).
+
+Live notifications are only *triggers* for the same queries, so a notification lost in a
+dead connection costs nothing. A UIDVALIDITY change reports ``mailboxReset`` and records a
+new baseline instead of a flood of deletions and new mail. On the first sync existing mail
+is the baseline: nothing is reported, except (with the account's ``notifyFrom``) messages
+whose INTERNALDATE is after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from relay.events import normalize
+from relay.events.normalize import visible_flags
+from relay.imap.client import FetchResult, ImapClient
+from relay.imap.errors import ImapCommandError
+from relay.imap.parse import (
+    Exists,
+    Expunge,
+    FetchedMessage,
+    SelectResult,
+    Update,
+    Vanished,
+)
+from relay.sources.imap.sink import (
+    Change,
+    Deleted,
+    FlagsChanged,
+    FolderRef,
+    FolderSink,
+    Initialized,
+    NewMessage,
+    Reset,
+)
+from relay.sources.imap.state import FolderState, RangeSet
+from relay.store import Store
+from relay.store import folders as folders_store
+
+__all__ = ["INBOX", "INBOX_SPECIAL_USE", "FolderSync", "Session"]
+
+INBOX = "INBOX"
+INBOX_SPECIAL_USE = "\\Inbox"
+
+
+class Session:
+    """What one connection learned about the server."""
+
+    __slots__ = ("client", "condstore", "items", "qresync")
+
+    def __init__(self, client: ImapClient) -> None:
+        self.client = client
+        caps = client.capabilities
+        self.qresync = "QRESYNC" in caps
+        self.condstore = self.qresync or "CONDSTORE" in caps
+        # The envelope, flags and structure, and the few header fields that tell an
+        # automatic reply (EmailEngine's isAutoReply).
+        self.items = normalize.imap_items(caps, auto_reply=True)
+
+
+class FolderSync:
+    """One folder's state and how it is brought up to date (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        sink: FolderSink,
+        account: str,
+        path: str,
+        special_use: str | None,
+        *,
+        primary: bool = False,
+        notify_from: datetime | None = None,
+        folder_row: Mapping[Any, Any] | None = None,
+    ) -> None:
+        """``primary``: the folder whose first baseline is the account's
+        ``accountInitialized``. ``folder_row``, when the caller has just read it, spares the
+        first load its own read."""
+        self.store = store
+        self.sink = sink
+        self.account = account
+        self.path = path
+        self.special_use = special_use
+        self.primary = primary
+        self.notify_from = notify_from
+        self.ref = FolderRef(account, path, special_use)
+        self.folder: FolderState | None = None
+        self.selected: SelectResult | None = None
+        self._folder_row = folder_row
+        self._condstore = False
+        # Triggers set by untagged responses; cleared when the sync they ask for runs.
+        self._want_new = False
+        self._want_search = False
+        self._want_flags = False
+        self._flag_updates: dict[int, tuple[str, ...]] = {}
+        self.log = structlog.get_logger(__name__).bind(account=account, path=path)
+
+    # -- state ------------------------------------------------------------------------------
+
+    async def load(self) -> FolderState:
+        """Read the stored state (creating the row on the first run)."""
+        row, self._folder_row = self._folder_row, None
+        if row is None:
+            async with self.store.read() as conn:
+                row = await folders_store.get(conn, self.account, self.path)
+        if row is None or (self.special_use and row["special_use"] != self.special_use):
+            # Only the first connect writes: at start-up thousands of listeners load at once.
+            async with self.store.write(notify=False) as conn:
+                row = await folders_store.ensure(conn, self.account, self.path, self.special_use)
+        self.folder = FolderState.from_row(row)
+        return self.folder
+
+    def forget(self) -> None:
+        """Drop the state and the triggers: the next connection starts from the store."""
+        self.folder = None
+        self.selected = None
+        self.clear_triggers()
+
+    def clear_triggers(self) -> None:
+        """Forget what untagged responses asked for (a full sync covers it)."""
+        self._want_new = self._want_search = self._want_flags = False
+        self._flag_updates.clear()
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    def on_update(self, update: Update) -> bool:
+        """Note what an untagged response asks for; whether it asks for anything."""
+        if isinstance(update, Exists):
+            self._want_new = True
+        elif isinstance(update, Expunge | Vanished):
+            self._want_search = True
+        elif isinstance(update, FetchedMessage):
+            if not self._condstore and update.uid is not None and update.flags is not None:
+                self._flag_updates[update.uid] = update.flags
+            else:
+                self._want_flags = True
+        else:
+            return False
+        return True
+
+    def pending(self) -> bool:
+        """Whether an incremental sync is asked for."""
+        return self._want_new or self._want_search or self._want_flags or bool(self._flag_updates)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    async def select_and_sync(self, session: Session, *, readonly: bool = False) -> SelectResult:
+        """SELECT (EXAMINE with ``readonly``) the folder and bring the stored state up to
+        date with the server; returns what the SELECT said."""
+        client = session.client
+        # Anything announced (or requested) before this point is covered by this full sync.
+        self.clear_triggers()
+        selected = await client.select(self.path, readonly=readonly, condstore=session.condstore)
+        self.selected = selected
+        self._condstore = session.condstore and selected.highestmodseq is not None
+        folder = self.folder
+        assert folder is not None
+        changes: list[Change] = []
+        new: dict[int, FetchedMessage | None] = {}
+        validity = selected.uidvalidity or 0
+        if not folder.initialized or folder.uidvalidity != validity:
+            await self._baseline(session, selected, folder, changes, new)
+        else:
+            modseq = await self._catch_up(session, selected, folder, changes, new)
+            if (selected.uidnext or 0) > (folder.uidnext or 1):
+                self._absorb(
+                    await client.uid_fetch(f"{folder.uidnext or 1}:*", session.items),
+                    folder,
+                    changes,
+                    new,
+                )
+            folder.highestmodseq = modseq
+        await self._take_new(session, folder, changes, new)
+        await self.sink.commit(self.ref, folder, changes, synced=True)
+        self._log_changes(changes)
+        return selected
+
+    async def _baseline(
+        self,
+        session: Session,
+        selected: SelectResult,
+        folder: FolderState,
+        changes: list[Change],
+        new: dict[int, FetchedMessage | None],
+    ) -> None:
+        """Record what the folder holds now; report nothing old (but ``notifyFrom`` mail)."""
+        first = not folder.initialized
+        validity = selected.uidvalidity or 0
+        if not first:
+            assert folder.uidvalidity is not None
+            changes.append(Reset(folder.uidvalidity, validity, selected.uidnext))
+            self.log.warning(
+                "UIDVALIDITY changed; new baseline", previous=folder.uidvalidity, now=validity
+            )
+        notify_from = self.notify_from if first else None
+        items = ["UID", "FLAGS"] + (["INTERNALDATE"] if notify_from else [])
+        result = await session.client.uid_fetch("1:*", items) if selected.exists else None
+        uidnext = selected.uidnext
+        if uidnext is None:
+            uids = [m.uid for m in result.messages if m.uid] if result else []
+            uidnext = max(uids, default=0) + 1
+        folder.reset(validity, uidnext, selected.highestmodseq if self._condstore else None)
+        for message in result.messages if result else ():
+            uid = message.uid
+            if uid is None:
+                continue
+            if uid >= uidnext:
+                new[uid] = None  # arrived after SELECT: new mail
+            elif notify_from is not None and _after(message.internaldate, notify_from):
+                new[uid] = None
+            else:
+                folder.set_flags(uid, visible_flags(message.flags))
+        if first and self.primary:
+            changes.append(Initialized())
+
+    async def _catch_up(
+        self,
+        session: Session,
+        selected: SelectResult,
+        folder: FolderState,
+        changes: list[Change],
+        new: dict[int, FetchedMessage | None],
+    ) -> int | None:
+        """Deletions and flag changes since the stored state; returns the modseq to store."""
+        client = session.client
+        if self._condstore and folder.highestmodseq is not None:
+            result = await client.uid_fetch(
+                "1:*",
+                ["UID", "FLAGS"],
+                changedsince=folder.highestmodseq,
+                vanished=session.qresync,
+            )
+            self._absorb(result, folder, changes, new)
+            if not session.qresync:
+                await self._search_diff(client, folder, changes, new)
+            return max(_highest(result, folder.highestmodseq), selected.highestmodseq or 0)
+        await self._search_diff(client, folder, changes, new)
+        if folder.uids:
+            self._absorb(await client.uid_fetch("1:*", ["UID", "FLAGS"]), folder, changes, new)
+        return selected.highestmodseq if self._condstore else None
+
+    async def incremental(self, session: Session) -> None:
+        """Act on the triggers IDLE collected."""
+        client = session.client
+        folder = self.folder
+        assert folder is not None
+        want_new, want_search, want_flags = self._want_new, self._want_search, self._want_flags
+        flag_updates = self._flag_updates
+        self._want_new = self._want_search = self._want_flags = False
+        self._flag_updates = {}
+        changes: list[Change] = []
+        new: dict[int, FetchedMessage | None] = {}
+        modseq_before = folder.highestmodseq
+        if self._condstore and folder.highestmodseq is not None:
+            if want_search or want_flags or flag_updates:
+                result = await client.uid_fetch(
+                    "1:*",
+                    ["UID", "FLAGS"],
+                    changedsince=folder.highestmodseq,
+                    vanished=session.qresync,
+                )
+                self._absorb(result, folder, changes, new)
+                folder.highestmodseq = _highest(result, folder.highestmodseq)
+                if want_search and not session.qresync:
+                    await self._search_diff(client, folder, changes, new)
+        else:
+            for uid, flags in flag_updates.items():
+                self._flags_seen(uid, flags, folder, changes)
+            if want_search:
+                await self._search_diff(client, folder, changes, new)
+            if want_flags and folder.uids:
+                self._absorb(await client.uid_fetch("1:*", ["UID", "FLAGS"]), folder, changes, new)
+        if want_new:
+            self._absorb(
+                await client.uid_fetch(f"{folder.uidnext or 1}:*", session.items),
+                folder,
+                changes,
+                new,
+            )
+        await self._take_new(session, folder, changes, new)
+        if changes or folder.highestmodseq != modseq_before:
+            await self.sink.commit(self.ref, folder, changes)
+            self._log_changes(changes)
+
+    def _absorb(
+        self,
+        result: FetchResult,
+        folder: FolderState,
+        changes: list[Change],
+        new: dict[int, FetchedMessage | None],
+    ) -> None:
+        """Fold one FETCH result (solicited or not) into the state and the change list."""
+        for gone in result.vanished:
+            new.pop(gone, None)
+            if gone in folder.uids:
+                folder.forget(gone)
+                changes.append(Deleted(gone))
+        for message in result.messages:
+            uid = message.uid
+            if uid is None:
+                if message.flags is not None:
+                    self._want_flags = True
+                continue
+            if uid in folder.uids:
+                if message.flags is not None:
+                    self._flags_seen(uid, message.flags, folder, changes)
+            elif uid in new or uid >= (folder.uidnext or 1):
+                if "ENVELOPE" in message.attributes:
+                    new[uid] = message
+                else:
+                    new.setdefault(uid, None)
+
+    def _flags_seen(
+        self, uid: int, flags: Iterable[str], folder: FolderState, changes: list[Change]
+    ) -> None:
+        if uid not in folder.uids:
+            return
+        before = folder.flags_of(uid)
+        after = visible_flags(flags)
+        if set(before) != set(after):
+            folder.set_flags(uid, after)
+            changes.append(FlagsChanged(uid, tuple(before), tuple(after)))
+
+    async def _search_diff(
+        self,
+        client: ImapClient,
+        folder: FolderState,
+        changes: list[Change],
+        new: dict[int, FetchedMessage | None],
+    ) -> None:
+        """Expunged UIDs (and unseen new ones) from ``UID SEARCH ALL``."""
+        found = await client.uid_search("ALL")
+        current = RangeSet(found.uids)
+        for uid in [u for u in folder.uids if u not in current]:
+            folder.forget(uid)
+            changes.append(Deleted(uid))
+        uidnext = folder.uidnext or 1
+        for uid in found.uids:
+            if uid >= uidnext and uid not in new:
+                new[uid] = None
+
+    async def _take_new(
+        self,
+        session: Session,
+        folder: FolderState,
+        changes: list[Change],
+        new: dict[int, FetchedMessage | None],
+    ) -> None:
+        """Fetch what is missing of the new messages and report them in UID order."""
+        missing = [uid for uid, message in new.items() if message is None]
+        if missing:
+            self._absorb(
+                await session.client.uid_fetch(missing, session.items), folder, changes, new
+            )
+        for uid in sorted(new):
+            message = new[uid]
+            if message is None:
+                continue  # expunged before it could be fetched
+            folder.set_flags(uid, visible_flags(message.flags))
+            changes.append(NewMessage(await self._with_report(session, message)))
+        if new:
+            folder.uidnext = max(folder.uidnext or 1, max(new) + 1)
+
+    async def _with_report(self, session: Session, message: FetchedMessage) -> dict[str, Any]:
+        """A new message's attributes, with the parts of a delivery or feedback report in
+        INBOX read too (EmailEngine looks for bounces and complaints there only)."""
+        inbox = self.path.upper() == INBOX
+        items = normalize.report_items(message.attributes, inbox=inbox)
+        if not items or message.uid is None:
+            return message.attributes
+        try:
+            result = await session.client.uid_fetch(message.uid, ["UID", *items])
+        except ImapCommandError as exc:
+            # A server that cannot read a part: the message is still reported, as it is.
+            self.log.info("report parts not read", uid=message.uid, error=str(exc))
+            return message.attributes
+        attributes = dict(message.attributes)
+        for found in result.messages:
+            if found.uid == message.uid:
+                attributes.update(
+                    (key, value)
+                    for key, value in found.attributes.items()
+                    if key.startswith("BODY[")
+                )
+            else:
+                # Another message's flags, sent along unasked: a trigger like any other.
+                self.on_update(found)
+        return attributes
+
+    def _log_changes(self, changes: Sequence[Change]) -> None:
+        if changes:
+            self.log.debug("changes stored", count=len(changes))
+
+
+def _after(moment: datetime | None, threshold: datetime) -> bool:
+    """Whether ``moment`` (naive means local time, as imapclient parses) is after ``threshold``."""
+    if moment is None:
+        return False
+    return moment.astimezone(UTC) > threshold
+
+
+def _highest(result: FetchResult, current: int | None) -> int:
+    highest = current or 0
+    for message in result.messages:
+        if message.modseq is not None and message.modseq > highest:
+            highest = message.modseq
+    return highest
