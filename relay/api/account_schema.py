@@ -14,6 +14,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
+from relay import proxy
 from relay.api.models import Body, Identifier, Text
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
@@ -26,6 +27,8 @@ SECRET_FIELDS = (
     "smtp.auth.pass",
     "oauth2.accessToken",
     "oauth2.refreshToken",
+    # A proxy URL may carry a password: kept encrypted, shown without it.
+    "proxy",
 )
 
 
@@ -114,6 +117,7 @@ Locale = Annotated[
     str, Field(min_length=2, max_length=100, pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$")
 ]
 TimeZone = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_time_zone)]
+ProxyUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(proxy.check)]
 
 
 class AccountFields(Body):
@@ -138,6 +142,15 @@ class AccountFields(Body):
     # Kept and shown, as EmailEngine keeps them; the relay formats nothing by them.
     locale: Locale | None = None
     tz: TimeZone | None = None
+    # EmailEngine's ``copy``: upload each sent message to the Sent folder (relay.send.sentcopy);
+    # named copy_ because BaseModel has a copy method.
+    copy_: bool | None = Field(default=None, alias="copy")
+    # Protocol log: the account's IMAP, SMTP and Graph traffic at debug level (relay.log).
+    logs: bool | None = None
+    # IMAP and SMTP connections go through this proxy (relay.proxy); not for Graph accounts.
+    proxy: ProxyUrl | None = None
+    # Kept and shown: EmailEngine's start of its message index, which the relay does not keep.
+    syncFrom: datetime | None = None
 
 
 class AccountCreate(AccountFields):
@@ -159,6 +172,10 @@ class AccountUpdate(Body):
     subconnections: Subconnections | None = None
     locale: Locale | None = None
     tz: TimeZone | None = None
+    copy_: bool | None = Field(default=None, alias="copy")
+    logs: bool | None = None
+    proxy: ProxyUrl | None = None
+    syncFrom: datetime | None = None
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:

@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import Field, RootModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay import proxy
 from relay.api.account_schema import (
     AccountCreate,
     AccountFields,
@@ -127,6 +128,10 @@ class AccountView(Out):
     subconnections: list[str] | None = None
     locale: str | None = None
     tz: str | None = None
+    copy_: bool | None = Field(default=None, alias="copy")
+    logs: bool = False
+    proxy: str | None = Field(default=None, description="The proxy URL without its password")
+    syncFrom: str | None = None
     secrets: dict[str, bool] = Field(description="Which secrets are stored (never their values)")
     lastError: dict[str, Any] | None = None
     graph: GraphView | None = Field(
@@ -189,6 +194,8 @@ def _view(row: Any, cipher: Cipher) -> AccountView:
     config = dict(row["config"])
     oauth2 = config.get("oauth2")
     path = config.get("path")
+    secrets = _load_secrets(cipher, row)
+    proxy_url = secrets.get("proxy")
     return AccountView(
         account=row["id"],
         name=row["name"],
@@ -205,7 +212,11 @@ def _view(row: Any, cipher: Cipher) -> AccountView:
         subconnections=config.get("subconnections"),
         locale=config.get("locale"),
         tz=config.get("tz"),
-        secrets=secret_flags(_load_secrets(cipher, row)),
+        copy=config.get("copy"),
+        logs=bool(config.get("logs")),
+        proxy=proxy.redacted(proxy_url) if proxy_url else None,
+        syncFrom=config.get("syncFrom"),
+        secrets=secret_flags(secrets),
         lastError=row["last_error"],
         reconnectRequested=iso_ms(row["reconnect_requested_ms"])
         if row["reconnect_requested_ms"]
@@ -218,6 +229,17 @@ def _view(row: Any, cipher: Cipher) -> AccountView:
 
 async def _resolve(conn: AsyncConnection, account: str, fields: AccountFields) -> dict[str, Any]:
     """Check the cross-field and cross-record rules; return the columns derived from them."""
+    derived = await _derive(conn, account, fields)
+    if fields.proxy is not None and derived["backend"] == "graph":
+        raise InputError(
+            "proxy: Microsoft Graph accounts connect to Graph directly; a proxy is for IMAP"
+            " and SMTP connections only",
+            field="proxy",
+        )
+    return derived
+
+
+async def _derive(conn: AsyncConnection, account: str, fields: AccountFields) -> dict[str, Any]:
     oauth2 = fields.oauth2
     auth = oauth2.auth if oauth2 else None
     delegated_account = auth.delegatedAccount if auth else None
@@ -470,7 +492,7 @@ async def update_account(request: web.Request) -> web.Response:
     account = request.match_info["account"]
     body = await read_body(request, AccountUpdate)
     cipher = request.app[CIPHER]
-    change = body.model_dump(mode="json", exclude_unset=True)
+    change = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
     async with request.app[STORE].write() as conn:
         await change_account(conn, cipher, account, change)
     _notify_supervisor(request, account)

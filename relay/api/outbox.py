@@ -45,11 +45,22 @@ class TooLarge(InputError):
     code = "MessageTooLarge"
 
 
+class ReferenceResult(Out):
+    """EmailEngine's ``reference`` of the answer: whether the referenced message was used."""
+
+    message: str
+    success: bool
+    error: str | None = None
+
+
 class Queued(Out):
     response: str = "Queued for delivery"
     messageId: str
     queueId: str
     sendAt: str
+    reference: ReferenceResult | None = Field(
+        default=None, description="With a reference in the submit"
+    )
 
 
 class OutboxEntry(Out):
@@ -164,6 +175,18 @@ async def submit(request: web.Request) -> web.Response:
         raise InputError(
             f"from: account {account!r} may not send as {sender.address}", field="from"
         )
+    if body.sentMailPath is not None:
+        if row["backend"] == "graph":
+            raise InputError(
+                "sentMailPath: Microsoft Graph's sendMail saves the sent copy to Sent Items"
+                " only; leave sentMailPath out for Graph accounts",
+                field="sentMailPath",
+            )
+        if body.copy_ is False:
+            raise InputError(
+                "sentMailPath: has no effect with copy: false (no copy is uploaded)",
+                field="sentMailPath",
+            )
     reference: dict[str, str] | None = None
     if body.reference is not None:
         body, reference = await _referenced(request, account, body, body.reference, allowed)
@@ -205,6 +228,8 @@ async def submit(request: web.Request) -> web.Response:
             "send_at_ms": send_at,
             "next_attempt_ms": send_at,
             "reference": reference,
+            "copy": body.copy_,
+            "sent_mail_path": body.sentMailPath,
             "idempotency_key": key,
             "request_hash": request_hash,
             "created_ms": now,
@@ -214,10 +239,22 @@ async def submit(request: web.Request) -> web.Response:
     )
     if admitted.conflict:
         raise Conflict("Idempotency-Key was used for a different request", field="Idempotency-Key")
-    response = json_response(_queued(admitted.row))
+    answer = _queued(admitted.row)
+    if raw_body.get("reference") is not None:
+        answer.reference = _reference_result(raw_body, reference)
+    response = json_response(answer)
     if admitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _reference_result(raw_body: dict[str, Any], used: dict[str, str] | None) -> ReferenceResult:
+    """What the answer says of the submit's reference (EmailEngine's ``reference``)."""
+    asked = raw_body.get("reference")
+    message = str(asked.get("message", "")) if isinstance(asked, dict) else ""
+    if used is not None:
+        return ReferenceResult(message=message, success=True)
+    return ReferenceResult(message=message, success=False, error="Referenced message was not found")
 
 
 async def _referenced(

@@ -20,7 +20,11 @@ EVENT_TYPES = (
     "messageSent",
     "messageDeliveryError",
     "messageFailed",
+    "messageBounce",
+    "messageComplaint",
     "mailboxReset",
+    "mailboxNew",
+    "mailboxDeleted",
     "accountAdded",
     "accountInitialized",
     "accountDeleted",
@@ -35,10 +39,6 @@ EVENT_TYPES = (
 # them, as an integration written for EmailEngine does; they simply never arrive.
 EMAILENGINE_ONLY_EVENTS = (
     "messageMissing",
-    "messageBounce",
-    "messageComplaint",
-    "mailboxNew",
-    "mailboxDeleted",
     "trackOpen",
     "trackClick",
     "listSubscribe",
@@ -81,6 +81,9 @@ class Event:
     path: str | None = None
     special_use: str | None = None
     id: str = field(default_factory=new_event_id)
+    # messageNew only, not sent: the key of the account's set of seen messages that decides
+    # data.seemsLikeNew when the event is stored (relay.events.normalize.message_new).
+    seen_key: str | None = None
 
     def envelope(self, service_url: str) -> dict[str, Any]:
         body: dict[str, Any] = {

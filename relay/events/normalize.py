@@ -28,10 +28,16 @@ Besides the envelope, both sources add EmailEngine's (``lib/email-client/imap/ma
 :data:`MESSAGE_SPECIAL_USES`), ``isAutoReply`` (:func:`is_auto_reply`, only when the
 header fields were read) and, for reports received in INBOX, ``isBounce`` /
 ``isComplaint`` with ``relatedMessageId``, the Message-ID of the message the report is
-about (:func:`report_fields`). The sources read what these need: the IMAP listener the
-:data:`AUTO_REPLY_HEADERS` with every new message and a report's parts
+about (:func:`relay.events.reports.report_fields`, which also makes the ``messageBounce``
+and ``messageComplaint`` events that follow). The sources read what these need: the IMAP
+listener the :data:`AUTO_REPLY_HEADERS` with every new message and a report's parts
 (:func:`report_items`); the Graph watcher :data:`GRAPH_DETAIL_FIELDS` and a report's
-source (:func:`graph_report_wanted`, :func:`mime_report`).
+source (:func:`graph_report_wanted`, :func:`mime_report`). These report functions live
+in :mod:`relay.events.reports` and are importable from here too.
+
+A ``messageNew`` event (not the message lists of the API, which read the same fields) also
+has ``path`` and ``seemsLikeNew`` (:func:`message_new`); whether the account saw the message
+before is decided where the event is stored (:func:`relay.store.events.record`).
 """
 
 from __future__ import annotations
@@ -41,22 +47,28 @@ import binascii
 import re
 import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from relay.events.model import parse_iso
+from relay.events.reports import (
+    REPORT_PART_BYTES,
+    Report,
+    graph_report_wanted,
+    imap_report,
+    mime_report,
+    report_fields,
+    report_items,
+)
 from relay.events.structure import (
     Headers,
-    Part,
-    decode_body,
+    body_item,
     decode_words,
-    header_blocks,
+    first_value,
     header_fields,
     header_items,
     is_text,
     leaf_parts,
-    mime_leaves,
 )
 from relay.events.structure import as_text as _text
 from relay.events.structure import text_parts as _text_parts
@@ -87,6 +99,7 @@ __all__ = [
     "mailbox_reset",
     "message_deleted",
     "message_id",
+    "message_new",
     "message_special_use",
     "message_updated",
     "mime_report",
@@ -268,24 +281,6 @@ _AUTO_PRECEDENCE = re.compile(r"auto[_-]?reply", re.IGNORECASE)
 _AUTO_SUBMITTED = re.compile(r"auto[_-]?replied", re.IGNORECASE)
 _AUTO_MARKERS = ("x-autoreply", "x-autorespond", "x-autoresponder")
 
-# Report parts (RFC 3464 delivery status, RFC 5965 feedback report) and where the header of
-# the reported message is: a header-only part, else an attached message.
-_STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
-_FEEDBACK_TYPES = frozenset({"message/feedback-report"})
-_HEADER_TYPES = frozenset(
-    {"text/rfc822-headers", "message/rfc822-headers", "message/global-headers"}
-)
-_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
-# Each report part is read up to this many bytes: its fields, or the header of the
-# reported message, are at the start; an attached original can be large.
-REPORT_PART_BYTES = 65536
-_BOUNCE_NAME = re.compile(
-    r"Mail Delivery System|Mail Delivery Subsystem|Internet Mail Delivery", re.IGNORECASE
-)
-_BOUNCE_ADDRESS = re.compile(r"mailer-daemon@|postmaster@", re.IGNORECASE)
-_COMPLAINT_SENDER = "staff@hotmail.com"
-_COMPLAINT_SUBJECT = re.compile("complaint", re.IGNORECASE)
-
 
 def message_special_use(special_use: str | None) -> str | None:
     """EmailEngine's ``messageSpecialUse`` for a message in a folder with ``special_use``:
@@ -327,173 +322,6 @@ def is_auto_reply(
     return any(name in headers for name in _AUTO_MARKERS)
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """The machine-readable parts of a delivery or feedback report.
-
-    ``status`` holds the groups of fields of the delivery status (the per-message group,
-    then one per recipient), ``feedback`` the feedback report's fields, ``original`` the
-    header of the message the report is about.
-    """
-
-    status: tuple[Headers, ...] = ()
-    feedback: Headers | None = None
-    original: Headers | None = None
-
-
-def _first(values: Sequence[str] | None) -> str | None:
-    for value in values or ():
-        if value.strip():
-            return value.strip()
-    return None
-
-
-def _typed_value(value: str | None) -> str | None:
-    """``rfc822; user@example.com`` -> ``user@example.com``."""
-    if value is None:
-        return None
-    _, sep, rest = value.partition(";")
-    return (rest if sep else value).strip() or None
-
-
-def _delivery(groups: Sequence[Headers]) -> tuple[str | None, str | None, str | None]:
-    """``(action, recipient, original message id)`` of a delivery status: its per-message
-    fields with those of the first recipient it reports on."""
-    reported = next((g for g in groups if "final-recipient" in g or "original-recipient" in g), {})
-    merged: dict[str, list[str]] = {}
-    for group in groups:
-        if group is reported or not ("final-recipient" in group or "original-recipient" in group):
-            for name, values in group.items():
-                merged.setdefault(name, []).extend(values)
-    recipient = _typed_value(_first(merged.get("final-recipient"))) or _typed_value(
-        _first(merged.get("original-recipient"))
-    )
-    return _first(merged.get("action")), recipient, _first(merged.get("x-original-message-id"))
-
-
-def report_fields(report: Report) -> dict[str, Any]:
-    """``isBounce`` / ``isComplaint`` and ``relatedMessageId`` of a report, as EmailEngine
-    decides them (``lib/bounce-detect.js``, ``lib/arf-detect.js``); empty when it is neither.
-
-    A bounce is a delivery status whose action is ``failed`` and that names the recipient
-    and the original Message-ID (``X-Original-Message-ID``, else the reported message's
-    header). A complaint is a feedback report naming the original recipient
-    (``Original-Rcpt-To``, or Hotmail's ``X-HmXmrOriginalRecipient``); its
-    ``relatedMessageId`` is the reported message's Message-ID.
-    """
-    out: dict[str, Any] = {}
-    original = report.original or {}
-    original_id = _first(original.get("message-id"))
-    hotmail = "x-hmxmroriginalrecipient" in original and not report.status
-    if report.feedback is not None or hotmail:
-        recipients = [
-            *(report.feedback or {}).get("original-rcpt-to", ()),
-            *original.get("x-hmxmroriginalrecipient", ()),
-        ]
-        if any(r.strip() for r in recipients):
-            out["isComplaint"] = True
-            if original_id:
-                out["relatedMessageId"] = original_id
-    if report.status:
-        action, recipient, related = _delivery(report.status)
-        related = related or original_id
-        if action is not None and action.lower() == "failed" and recipient and related:
-            out["isBounce"] = True
-            out["relatedMessageId"] = related
-    return out
-
-
-def _first_part(parts: Sequence[Part], types: frozenset[str]) -> Part | None:
-    return next((part for part in parts if part.content_type in types), None)
-
-
-def _report_plan(fetch: Mapping[str, Any]) -> list[tuple[str, Part, str]]:
-    """``(role, part, section)`` of the report parts to read; empty when not a report."""
-    parts = leaf_parts(fetch.get("BODYSTRUCTURE"))
-    status = _first_part(parts, _STATUS_TYPES)
-    feedback = _first_part(parts, _FEEDBACK_TYPES)
-    headers = _first_part(parts, _HEADER_TYPES)
-    attached = _first_part(parts, _MESSAGE_TYPES)
-    if status is None and feedback is None:
-        envelope = fetch.get("ENVELOPE")
-        sender = _addresses(getattr(envelope, "from_", None))
-        subject = decode_words(getattr(envelope, "subject", None)) or ""
-        hotmail = (
-            bool(sender)
-            and sender[0]["address"].lower() == _COMPLAINT_SENDER
-            and bool(_COMPLAINT_SUBJECT.search(subject))
-        )
-        if not hotmail or (headers is None and attached is None):
-            return []
-    plan: list[tuple[str, Part, str]] = []
-    if status is not None:
-        plan.append(("status", status, status.section))
-    if feedback is not None:
-        plan.append(("feedback", feedback, feedback.section))
-    if headers is not None:
-        plan.append(("original", headers, headers.section))
-    elif attached is not None:
-        plan.append(("original", attached, f"{attached.section}.HEADER"))
-    return plan
-
-
-def report_items(fetch: Mapping[str, Any], *, inbox: bool) -> list[str]:
-    """The FETCH items that read a report's parts (each its first
-    :data:`REPORT_PART_BYTES`); none unless the message is in INBOX and is a delivery or
-    feedback report (a part of that type; or Hotmail's complaint mail)."""
-    if not inbox:
-        return []
-    return [f"BODY.PEEK[{section}]<0.{REPORT_PART_BYTES}>" for _, _, section in _report_plan(fetch)]
-
-
-def body_item(fetch: Mapping[str, Any], section: str) -> bytes | None:
-    """``BODY[section]``, whatever partial suffix (``<0>``) the server added."""
-    exact = f"BODY[{section}]"
-    for key, value in fetch.items():
-        if key == exact or (key.startswith(exact + "<") and key.endswith(">")):
-            return value if isinstance(value, bytes) else _text(value or b"").encode("utf-8")
-    return None
-
-
-def imap_report(fetch: Mapping[str, Any]) -> Report | None:
-    """The :class:`Report` of a FETCH that has the items of :func:`report_items`, else None."""
-    found: dict[str, Any] = {}
-    for role, part, section in _report_plan(fetch):
-        raw = body_item(fetch, section)
-        if raw is None:
-            continue
-        if not section.endswith(".HEADER"):
-            raw = decode_body(raw, part.encoding)
-        found[role] = header_blocks(raw) if role == "status" else header_fields(raw)
-    if not found:
-        return None
-    return Report(
-        status=tuple(found.get("status", ())),
-        feedback=found.get("feedback"),
-        original=found.get("original"),
-    )
-
-
-def mime_report(raw: bytes) -> Report:
-    """The :class:`Report` in a MIME source (empty when it holds no report parts)."""
-    status: tuple[Headers, ...] = ()
-    feedback: Headers | None = None
-    headers: Headers | None = None
-    attached: Headers | None = None
-    for content_type, body in mime_leaves(raw):
-        if content_type in _STATUS_TYPES and not status:
-            status = tuple(header_blocks(body))
-        elif content_type in _FEEDBACK_TYPES and feedback is None:
-            feedback = header_fields(body)
-        elif content_type in _HEADER_TYPES and headers is None:
-            headers = header_fields(body)
-        elif content_type in _MESSAGE_TYPES and attached is None:
-            attached = header_fields(body)
-    return Report(
-        status=status, feedback=feedback, original=headers if headers is not None else attached
-    )
-
-
 def _header_source(fetch: Mapping[str, Any]) -> Headers | None:
     """The header fields a FETCH brought (``BODY[HEADER.FIELDS (...)]`` or ``BODY[HEADER]``)."""
     for key, value in fetch.items():
@@ -521,6 +349,36 @@ def _classify(
     chosen = message_special_use(special_use)
     if chosen is not None:
         data["messageSpecialUse"] = chosen
+
+
+def message_new(
+    data: dict[str, Any], *, path: str, special_use: str | None, by_email_id: bool = True
+) -> str | None:
+    """Make a message's fields (:func:`imap_fetch_to_event`, :func:`graph_message_to_event`)
+    ``messageNew`` data, in place: EmailEngine's ``path`` (after ``uid``) and
+    ``seemsLikeNew``. Returns the key of the account's set of seen messages that decides
+    ``seemsLikeNew`` when the event is stored (:attr:`relay.events.model.Event.seen_key`).
+
+    ``seemsLikeNew`` is false in a ``\\Sent`` folder (and such a message does not join the
+    set, as in EmailEngine); otherwise it is true here, and the store makes it false when
+    the account has seen the key before. The key is ``emailId`` (RFC 8474: the same for
+    every copy of a message), else ``messageId``; no key: true. Graph's id names one copy
+    (a copy gets its own), so Graph messages (``by_email_id`` false) are keyed by
+    ``messageId``, as the IMAP backend keys the same mailbox (Exchange has no OBJECTID).
+    """
+    fields = list(data.items())
+    data.clear()
+    for name, value in fields:
+        data[name] = value
+        if name == "uid":
+            data["path"] = path
+    data.setdefault("path", path)
+    sent = message_special_use(special_use) == "\\Sent"
+    data["seemsLikeNew"] = not sent
+    if sent:
+        return None
+    key = data.get("emailId") if by_email_id else None
+    return str(key or data.get("messageId") or "") or None
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -743,28 +601,6 @@ def graph_headers(values: Any) -> Headers:
     return header_items(pairs)
 
 
-def graph_report_wanted(
-    message: Mapping[str, Any], headers: Mapping[str, Sequence[str]], *, inbox: bool
-) -> bool:
-    """Whether a new Graph message in INBOX may be a delivery or feedback report, so that
-    its source is worth reading (:func:`mime_report`): a ``multipart/report``, mail from a
-    mailer daemon or postmaster (EmailEngine's signs), or Hotmail's complaint mail."""
-    if not inbox:
-        return False
-    content_type = (_first(headers.get("content-type")) or "").lower()
-    if content_type.startswith("multipart/report"):
-        return True
-    sender = _graph_address(message.get("from"))
-    if sender is None:
-        return False
-    if _BOUNCE_NAME.search(sender["name"]) or _BOUNCE_ADDRESS.search(sender["address"]):
-        return True
-    subject = str(message.get("subject") or "")
-    return sender["address"].lower() == _COMPLAINT_SENDER and bool(
-        _COMPLAINT_SUBJECT.search(subject)
-    )
-
-
 def graph_message_to_event(
     message: Mapping[str, Any],
     *,
@@ -817,7 +653,7 @@ def graph_message_to_event(
     headers = None
     if "internetMessageHeaders" in message:
         headers = graph_headers(message.get("internetMessageHeaders"))
-    in_reply_to = _first(headers.get("in-reply-to")) if headers is not None else None
+    in_reply_to = first_value(headers.get("in-reply-to")) if headers is not None else None
     _classify(data, headers, report, special_use, in_reply_to)
     return data
 

@@ -21,7 +21,7 @@ import base64
 import binascii
 import quopri
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -35,9 +35,11 @@ __all__ = [
     "Headers",
     "Part",
     "as_text",
+    "body_item",
     "decode_body",
     "decode_words",
     "find",
+    "first_value",
     "header_blocks",
     "header_fields",
     "header_items",
@@ -303,28 +305,37 @@ def source_text(value: str) -> str:
     return as_text(value.encode("utf-8", "surrogateescape"))
 
 
-def header_items(items: Iterable[tuple[str, Any]]) -> Headers:
+def header_items(items: Iterable[tuple[str, Any]], *, decode: bool = True) -> Headers:
     """``(name, value)`` pairs as :data:`Headers`: names lower case, values unfolded,
-    RFC 2047 words decoded and surrounding white space removed."""
+    RFC 2047 words decoded (unless not ``decode``) and surrounding white space removed."""
     found: Headers = {}
     for name, value in items:
         key = source_text(str(name)).strip().lower()
         if not key:
             continue
         unfolded = re.sub(r"[\r\n]+", "", source_text(str(value)))
-        found.setdefault(key, []).append((decode_words(unfolded) or "").strip())
+        text = (decode_words(unfolded) or "") if decode else unfolded
+        found.setdefault(key, []).append(text.strip())
     return found
 
 
-def header_fields(raw: bytes | str | None) -> Headers:
+def header_fields(raw: bytes | str | None, *, decode: bool = True) -> Headers:
     """A header block (``BODY[HEADER.FIELDS (...)]``, or a whole message whose body is
-    ignored) as :data:`Headers`. A line that is neither a field nor a continuation ends
-    the block, as the ``email`` parser reads it."""
+    ignored) as :data:`Headers` (see :func:`header_items`). A line that is neither a field
+    nor a continuation ends the block, as the ``email`` parser reads it."""
     if not raw:
         return {}
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
     message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
-    return header_items(message.raw_items())
+    return header_items(message.raw_items(), decode=decode)
+
+
+def first_value(values: Sequence[str] | None) -> str | None:
+    """The first value of a header field that is not blank, stripped (None: there is none)."""
+    for value in values or ():
+        if value.strip():
+            return value.strip()
+    return None
 
 
 def header_blocks(raw: bytes | str | None) -> list[Headers]:
@@ -336,6 +347,15 @@ def header_blocks(raw: bytes | str | None) -> list[Headers]:
     text = as_text(raw).replace("\r\n", "\n").replace("\r", "\n")
     blocks = (header_fields(chunk.strip("\n") + "\n") for chunk in _BLANK_LINE.split(text))
     return [block for block in blocks if block]
+
+
+def body_item(fetch: Mapping[str, Any], section: str) -> bytes | None:
+    """``BODY[section]`` of a parsed FETCH, whatever partial suffix (``<0>``) the server added."""
+    exact = f"BODY[{section}]"
+    for key, value in fetch.items():
+        if key == exact or (key.startswith(exact + "<") and key.endswith(">")):
+            return value if isinstance(value, bytes) else as_text(value or b"").encode("utf-8")
+    return None
 
 
 def decode_body(raw: bytes, encoding: str) -> bytes:

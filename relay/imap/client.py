@@ -103,6 +103,8 @@ from relay.imap.parse import (
     to_update,
 )
 from relay.imap.xoauth2 import decode_error_challenge, xoauth2_initial_response
+from relay.proxy import connect as proxied
+from relay.proxy import redacted
 
 __all__ = [
     "ClientOptions",
@@ -291,6 +293,7 @@ class ImapClient:
         "_selected",
         "_selection",
         "_tag",
+        "_trace",
         "_update_waiter",
         "_updates",
         "_wire",
@@ -300,11 +303,13 @@ class ImapClient:
         self,
         options: ClientOptions,
         on_update: Callable[[Update], None] | None = None,
+        trace: Any = None,
     ) -> None:
         """Use :meth:`connect`; this only sets up state."""
         self._loop = asyncio.get_running_loop()
         self._options = options
         self._on_update = on_update
+        self._trace = trace
         self._wire: _Wire | None = None
         self._tag = 0
         self._lock = asyncio.Lock()
@@ -332,24 +337,45 @@ class ImapClient:
         server_hostname: str | None = None,
         options: ClientOptions | None = None,
         on_update: Callable[[Update], None] | None = None,
+        proxy: str | None = None,
+        trace: Any = None,
     ) -> ImapClient:
         """Open a connection (TLS when ``ssl`` is given), read the greeting, return the client.
+
+        ``proxy``: connect through this SOCKS4/SOCKS5/HTTP proxy URL (:mod:`relay.proxy`).
+        ``trace``: a structlog logger that gets every command (credentials masked) and the
+        first line of every response at debug level (an account's ``logs`` setting).
 
         Raises :class:`ImapConnectionError` if the server cannot be reached in
         ``options.connect_timeout`` or greets with BYE.
         """
         options = options or ClientOptions()
-        client = cls(options, on_update)
+        client = cls(options, on_update, trace)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(options.connect_timeout):
-                _, wire = await loop.create_connection(
-                    lambda: _Wire(client),
-                    host,
-                    port,
-                    ssl=ssl,
-                    server_hostname=(server_hostname or host) if ssl is not None else None,
-                )
+                if trace is not None:
+                    trace.debug(
+                        "imap connect",
+                        host=host,
+                        port=port,
+                        tls=ssl is not None,
+                        proxy=redacted(proxy) if proxy else None,
+                    )
+                tls_name = (server_hostname or host) if ssl is not None else None
+                if proxy is None:
+                    _, wire = await loop.create_connection(
+                        lambda: _Wire(client), host, port, ssl=ssl, server_hostname=tls_name
+                    )
+                else:
+                    sock = await proxied(proxy, host, port, seconds=options.connect_timeout)
+                    try:
+                        _, wire = await loop.create_connection(
+                            lambda: _Wire(client), sock=sock, ssl=ssl, server_hostname=tls_name
+                        )
+                    except BaseException:
+                        sock.close()
+                        raise
                 client._wire = wire
                 if wire.transport is not None:
                     _set_keepalive(wire.transport, options)
@@ -974,6 +1000,8 @@ class ImapClient:
         future: asyncio.Future[Tagged] = self._loop.create_future()
         cmd = _Command(tag, name, frozenset(owns), future, on_continuation)
         self._pending = cmd
+        if self._trace is not None:
+            self._trace.debug("imap command", line=_shown(tag, name, payload))
         self._write(tag + b" " + payload)
         return cmd
 
@@ -997,6 +1025,8 @@ class ImapClient:
     def _on_response(self, records: list[Record]) -> None:
         first = records[0]
         head = first[0] if isinstance(first, tuple) else first
+        if self._trace is not None:
+            self._trace.debug("imap response", line=_clip(head))
         if head.startswith(b"* "):
             records[0] = (head[2:], first[1]) if isinstance(first, tuple) else head[2:]
             self._on_untagged(parse_untagged(records))
@@ -1098,6 +1128,24 @@ class ImapClient:
         if not self._closed.done():
             self._closed.set_result(exc)
         self._idle = None
+
+
+# Commands whose arguments are credentials: only their name is logged.
+_SECRET_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
+_TRACE_LINE = 300
+
+
+def _clip(line: bytes) -> str:
+    """The start of a protocol line, for the protocol log."""
+    text = line[:_TRACE_LINE].decode("utf-8", "replace")
+    return text + "..." if len(line) > _TRACE_LINE else text
+
+
+def _shown(tag: bytes, name: str, payload: bytes) -> str:
+    """What the protocol log shows of a command: its first line, credentials masked."""
+    if name in _SECRET_COMMANDS:
+        return f"{tag.decode()} {name} [redacted]"
+    return _clip(tag + b" " + payload.split(b"\r\n", 1)[0])
 
 
 def _fetch_result(untagged: Iterable[Untagged]) -> FetchResult:

@@ -27,6 +27,7 @@ from relay.errors import AuthError, NotFound
 from relay.imap.client import ClientOptions, ImapClient
 from relay.imap.parse import Update
 from relay.imap.tls import TlsContexts
+from relay.log import protocol_log
 from relay.store import Store
 from relay.store import accounts as accounts_store
 
@@ -56,12 +57,16 @@ class TokenProvider(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """The IMAP server of an account."""
+    """The IMAP server of an account, and how the account reaches it."""
 
     host: str
     port: int
     secure: bool
     verify: bool
+    # The account's ``proxy`` URL (relay.proxy), and its ``logs`` setting (relay.log).
+    proxy: str | None = field(default=None, repr=False)
+    logs: bool = False
+    account: str = ""
 
     async def connect(
         self,
@@ -76,6 +81,8 @@ class Endpoint:
             ssl=tls.get(self.verify) if self.secure else None,
             options=options,
             on_update=on_update,
+            proxy=self.proxy,
+            trace=protocol_log("imap", self.account) if self.logs else None,
         )
 
 
@@ -164,13 +171,16 @@ async def resolve(
     imap = _section(row["config"], "imap")
     server = _section(server_row["config"], "imap")
     tls = _section(server, "tls")
+    secrets = account_secrets(cipher, row)
     endpoint = Endpoint(
         host=str(server.get("host") or DEFAULT_HOST),
         port=int(server.get("port") or DEFAULT_PORT),
         secure=bool(server.get("secure", True)),
         verify=bool(tls.get("rejectUnauthorized", True)),
+        proxy=secrets.get("proxy"),
+        logs=bool(row["config"].get("logs")) if isinstance(row["config"], dict) else False,
+        account=str(row["id"]),
     )
-    secrets = account_secrets(cipher, row)
     auth = _section(imap, "auth")
     user = auth.get("user")
     if user and secrets.get("imap.auth.pass"):

@@ -40,6 +40,7 @@ from relay.graph.folders import (
     GraphFolder,
     build_tree,
 )
+from relay.log import protocol_log
 from relay.mailbox import content
 from relay.mailbox.model import (
     AttachmentNotFound,
@@ -105,8 +106,10 @@ class GraphMailboxes:
         self.trees: dict[str, _Tree] = {}
 
     def open(self, account: str, row: Mapping[Any, Any] | None = None) -> GraphMailbox:
-        """The backend of ``account``."""
-        return GraphMailbox(account, self)
+        """The backend of ``account`` (its ``logs`` setting read from ``row``)."""
+        config = row["config"] if row is not None and isinstance(row["config"], dict) else {}
+        trace = protocol_log("graph", account) if config.get("logs") else None
+        return GraphMailbox(account, self, trace)
 
     async def close(self) -> None:
         """Close the HTTP client."""
@@ -116,9 +119,11 @@ class GraphMailboxes:
 class GraphMailbox:
     """One account's mailbox through Microsoft Graph (see the module docstring)."""
 
-    def __init__(self, account: str, shared: GraphMailboxes) -> None:
+    def __init__(self, account: str, shared: GraphMailboxes, trace: Any = None) -> None:
         self.account = account
         self._g = shared
+        # The account's protocol log (its ``logs`` setting), or None.
+        self._trace = trace
 
     # -- requests -------------------------------------------------------------------------
 
@@ -153,12 +158,23 @@ class GraphMailbox:
                 content=content_bytes,
                 headers={"Authorization": f"Bearer {token}", **(headers or {})},
             )
+            if self._trace is not None:
+                self._trace.debug("graph request", method=method, url=str(request.url))
             try:
                 response = await self._g.http.send(request, stream=stream)
             except httpx.HTTPError as exc:
+                if self._trace is not None:
+                    self._trace.debug("graph failed", method=method, error=str(exc))
                 raise Unavailable(
                     f"Microsoft Graph cannot be reached: {exc}", code="GraphUnavailable"
                 ) from exc
+            if self._trace is not None:
+                self._trace.debug(
+                    "graph response",
+                    method=method,
+                    url=str(request.url),
+                    status=response.status_code,
+                )
             if response.status_code < 400:
                 return response
             if stream:

@@ -79,6 +79,12 @@ def sent_copy(row: Mapping[Any, Any]) -> SentCopy:
     return mode if mode in MODES else "provider"
 
 
+def account_copy(row: Mapping[Any, Any]) -> bool | None:
+    """The account's EmailEngine ``copy`` setting (None: not set)."""
+    value = section(row["config"]).get("copy")
+    return value if isinstance(value, bool) else None
+
+
 def smtp_server(row: Mapping[Any, Any], root: Mapping[Any, Any]) -> SmtpServer:
     """The account's SMTP settings, else its delegation root's (Microsoft 365 by default)."""
     smtp = section(section(row["config"]).get("smtp")) or section(

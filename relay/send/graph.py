@@ -95,6 +95,7 @@ async def send_graph(
     mailbox: str,
     message: dict[str, Any],
     save_to_sent_items: bool,
+    trace: Any = None,
 ) -> str:
     """``POST /users/{mailbox}/sendMail``; raise RetryLater (401, 429, 5xx) or
     PermanentFailure.
@@ -104,6 +105,8 @@ async def send_graph(
     """
     url = f"{graph_url.rstrip('/')}/v1.0/users/{quote(mailbox, safe='@')}/sendMail"
     body = {"message": message, "saveToSentItems": save_to_sent_items}
+    if trace is not None:
+        trace.debug("graph request", method="POST", url=url, saveToSentItems=save_to_sent_items)
     try:
         async with session.post(
             url,
@@ -116,6 +119,8 @@ async def send_graph(
         timeout = isinstance(exc, TimeoutError)
         kind = "ETIMEDOUT" if timeout else "ECONNECTION"
         raise RetryLater(f"{exc.__class__.__name__}: {exc}", error_code=kind) from exc
+    if trace is not None:
+        trace.debug("graph response", method="POST", url=url, status=status)
     if status < 300:
         return f"{status} Accepted"
     reason = f"{status} {_graph_error(text)}"

@@ -39,6 +39,10 @@ def _one_line(value: str) -> str:
 OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
+def _no_empty(value: str) -> str | None:
+    return value or None
+
+
 class Address(Body):
     name: Annotated[OneLine, Field(max_length=256)] | None = None
     address: Email
@@ -92,6 +96,12 @@ class Submit(Body):
     sendAt: datetime | None = None
     deliveryAttempts: Annotated[int, Field(ge=1, le=100)] | None = None
     reference: Reference | None = None
+    # Upload a copy to the Sent folder (or not), over the account's ``copy``; named copy_
+    # because BaseModel has a copy method.
+    copy_: bool | None = Field(default=None, alias="copy")
+    # The folder the sent copy goes to instead of the Sent folder ("" as not given, as
+    # EmailEngine reads it).
+    sentMailPath: Annotated[str, Field(max_length=1024), AfterValidator(_no_empty)] | None = None
 
     def recipients(self) -> list[str]:
         """Every envelope recipient, in order, without repeats."""

@@ -31,18 +31,18 @@ class SendFailed(RelayError):
         self.response = response
 
     def event_data(self) -> dict[str, object]:
-        """The failure's fields of ``messageDeliveryError``."""
+        """The failure's fields of ``messageDeliveryError``; those that do not apply are left
+        out, as EmailEngine leaves them (a Graph failure has no SMTP reply)."""
         smtp = self.command is not None or self.response is not None
-        data: dict[str, object] = {
+        fields: dict[str, object | None] = {
             "error": self.reason,
             "errorCode": self.error_code,
             "smtpResponse": self.response,
             "smtpResponseCode": self.code if smtp else None,
             "smtpCommand": self.command,
+            "statusCode": None if smtp else self.code,
         }
-        if not smtp and self.code is not None:
-            data["statusCode"] = self.code
-        return data
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 class RetryLater(SendFailed):

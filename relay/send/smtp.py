@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiosmtplib
 
+from relay.log import protocol_log
+from relay.proxy import connect as proxied
+from relay.proxy import redacted
 from relay.send.outcome import PermanentFailure, RetryLater, SendFailed
 
 # Reply codes after which the server will not take another message on this connection.
@@ -33,12 +37,29 @@ class SmtpTarget:
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     verify: bool = True
+    # The account's ``proxy`` URL (relay.proxy).
+    proxy: str | None = field(default=None, repr=False)
+    # The account whose ``logs`` setting is on: its SMTP dialogue goes to the protocol log.
+    logs: str | None = None
 
     def fingerprint(self) -> str:
-        """Identifies server, user and credential: a changed password or new token differs."""
-        secret = f"{self.password or ''}\x00{self.token or ''}"
+        """Identifies server, user, credential and route: a changed password, new token or
+        other proxy differs."""
+        secret = f"{self.password or ''}\x00{self.token or ''}\x00{self.proxy or ''}"
         material = f"{self.host}\x00{self.port}\x00{self.secure}\x00{self.verify}\x00{self.user}"
-        return hashlib.sha256(f"{material}\x00{secret}".encode()).hexdigest()
+        return hashlib.sha256(f"{material}\x00{self.logs}\x00{secret}".encode()).hexdigest()
+
+
+def _traced(
+    trace: Any, command: str, reply: aiosmtplib.SMTPResponse | Exception | None, **extra: Any
+) -> None:
+    """One line of the protocol log: a command sent (``reply`` None) or the server's reply."""
+    if trace is None:
+        return
+    if reply is None:
+        trace.debug("smtp command", line=command, **extra)
+    elif isinstance(reply, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPResponse):
+        trace.debug("smtp response", command=command, line=f"{reply.code} {reply.message}")
 
 
 class StaleSession(RetryLater):
@@ -79,9 +100,10 @@ def _broken(exc: BaseException, command: str) -> RetryLater:
 class SmtpSession:
     """One connection, logged in, that sends messages in turn (never two at once)."""
 
-    def __init__(self, client: aiosmtplib.SMTP, target: SmtpTarget) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, target: SmtpTarget, trace: Any = None) -> None:
         self._client = client
         self.target = target
+        self._trace = trace
         # When it was opened (by the clock of whoever keeps it).
         self.opened = 0.0
         self.messages = 0
@@ -98,9 +120,10 @@ class SmtpSession:
         tls_context: ssl.SSLContext | None = None,
     ) -> SmtpSession:
         """Connect and log in; raises RetryLater or PermanentFailure."""
+        trace = protocol_log("smtp", target.logs) if target.logs else None
         client = aiosmtplib.SMTP(
             hostname=target.host,
-            port=target.port,
+            port=None if target.proxy else target.port,
             use_tls=target.secure,
             start_tls=None if not target.secure else False,
             validate_certs=target.verify,
@@ -110,14 +133,35 @@ class SmtpSession:
         )
         command = "CONN"
         try:
-            await client.connect()
+            if trace is not None:
+                trace.debug(
+                    "smtp connect",
+                    host=target.host,
+                    port=target.port,
+                    tls=target.secure,
+                    proxy=redacted(target.proxy) if target.proxy else None,
+                )
+            if target.proxy:
+                sock = await proxied(target.proxy, target.host, target.port, seconds=io_timeout)
+                try:
+                    greeting = await client.connect(sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                greeting = await client.connect()
+            _traced(trace, "CONN", greeting)
             if target.token is not None:
                 command = "AUTH XOAUTH2"
-                await client.auth_xoauth2(target.user, target.token)
+                _traced(trace, command, None)
+                _traced(trace, command, await client.auth_xoauth2(target.user, target.token))
             elif target.password is not None:
                 command = "AUTH"
-                await client.login(target.user, target.password)
+                _traced(trace, "AUTH LOGIN", None)
+                _traced(trace, command, await client.login(target.user, target.password))
         except BaseException as exc:
+            if trace is not None:
+                trace.debug("smtp failed", command=command, error=str(exc))
             client.close()
             if isinstance(exc, aiosmtplib.SMTPResponseException):
                 kind = "EAUTH" if command.startswith("AUTH") else "ECONNECTION"
@@ -125,7 +169,7 @@ class SmtpSession:
             if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
                 raise _broken(exc, command) from exc
             raise
-        return cls(client, target)
+        return cls(client, target, trace)
 
     @property
     def connected(self) -> bool:
@@ -140,8 +184,10 @@ class SmtpSession:
         """
         client = self._client
         options = [f"SIZE={len(raw)}"] if client.supports_extension("size") else []
+        trace = self._trace
         try:
-            await client.mail(sender, options=options)
+            _traced(trace, f"MAIL FROM:<{sender}>", None)
+            _traced(trace, "MAIL FROM", await client.mail(sender, options=options))
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
             self.usable = False
             raise StaleSession(f"{exc.__class__.__name__}: {exc}") from exc
@@ -159,14 +205,18 @@ class SmtpSession:
             refused: list[aiosmtplib.SMTPRecipientRefused] = []
             for recipient in recipients:
                 try:
-                    await client.rcpt(recipient)
+                    _traced(trace, f"RCPT TO:<{recipient}>", None)
+                    _traced(trace, "RCPT TO", await client.rcpt(recipient))
                 except aiosmtplib.SMTPRecipientRefused as exc:
+                    _traced(trace, "RCPT TO", exc)
                     if exc.code in _CLOSING:
                         raise
                     refused.append(exc)
             if len(refused) == len(recipients):
                 raise aiosmtplib.SMTPRecipientsRefused(refused)
+            _traced(trace, "DATA", None, size=len(raw))
             reply = await client.data(raw)
+            _traced(trace, "DATA", reply)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             await self._reset(0)
             raise _refused(exc) from exc

@@ -27,13 +27,14 @@ from relay.auth.tokens import TokenManager, account_user, secrets_context
 from relay.config import MicrosoftSettings, SendSettings
 from relay.errors import AuthError, ConsentRequired, NotFound, RelayError, StoreError
 from relay.events.model import Event, iso_ms
+from relay.log import protocol_log
 from relay.mailbox.access import Mailboxes
 from relay.mailbox.model import FlagChange, NotOffered
 from relay.send import accounts as senders
 from relay.send.accounts import Missing, Sender
 from relay.send.graph import graph_message, send_graph
 from relay.send.outcome import PermanentFailure, RetryLater, SendFailed, retry_delay
-from relay.send.sentcopy import SentCopy, tidy
+from relay.send.sentcopy import SentCopy, tidy, upload_wanted
 from relay.send.smtp import SmtpTarget
 from relay.send.smtp_pool import SmtpPool
 from relay.store import Store
@@ -292,6 +293,7 @@ class OutboxWorker:
         raw = self.cipher.decrypt(claimed.raw, context=raw_context(claimed.queue_id))
         envelope = claimed.envelope
         mode = senders.sent_copy(row)
+        account_copy = senders.account_copy(row)
         account = claimed.account
         try:
             if row["backend"] == "graph":
@@ -300,6 +302,10 @@ class OutboxWorker:
                 )
                 assert self._session is not None
                 save = {"shared": True, "none": False}.get(mode, self.settings.save_to_sent_items)
+                # EmailEngine's copy: the submit's, else the account's, decides saveToSentItems.
+                for copy in (account_copy, claimed.copy):
+                    if copy is not None:
+                        save = copy
                 try:
                     reply = await send_graph(
                         self._session,
@@ -308,6 +314,9 @@ class OutboxWorker:
                         mailbox=str(row["delegated_user"] or row["email"]),
                         message=graph_message(raw, envelope),
                         save_to_sent_items=save,
+                        trace=protocol_log("graph", account)
+                        if senders.section(row["config"]).get("logs")
+                        else None,
                     )
                 except RetryLater as exc:
                     if exc.code == 401:
@@ -330,9 +339,21 @@ class OutboxWorker:
             recipients=list(envelope["to"]),
             raw=raw,
         )
-        if mode == "provider" or target.token is None:
+        if target.token is None:
+            # Exchange keeps copies of what XOAUTH2 logins send; a password login's server
+            # is left alone but for the upload EmailEngine's copy asks for.
+            mode = "provider"
+        upload = upload_wanted(
+            mode,
+            shared=bool(row["delegated_user"]),
+            account_copy=account_copy,
+            message_copy=claimed.copy,
+            path=claimed.sent_mail_path,
+        )
+        if mode == "provider" and not upload:
             return reply, {}
-        return reply, {"sentCopy": await self._tidy(mode, row, root, target, claimed, raw)}
+        done = await self._tidy(mode, row, root, target, claimed, raw, upload=upload)
+        return reply, {"sentCopy": done}
 
     async def _tidy(
         self,
@@ -342,8 +363,11 @@ class OutboxWorker:
         smtp: SmtpTarget,
         claimed: Claimed,
         raw: bytes,
+        *,
+        upload: bool,
     ) -> dict[str, Any]:
-        """Apply ``sentCopy``; the message is gone already, so a failure is only reported."""
+        """Apply ``sentCopy`` and ``copy``; the message is gone already, so a failure is only
+        reported."""
         try:
             if self.mailboxes is None:
                 raise NotOffered("no mailbox access on this node")
@@ -361,25 +385,39 @@ class OutboxWorker:
                 shared_user=str(row["delegated_user"]) if row["delegated_user"] else None,
                 message_id=claimed.message_id,
                 raw=raw,
+                upload=upload,
+                path=claimed.sent_mail_path,
             )
         except (RelayError, OSError) as exc:
             log.warning("could not tidy the Sent Items copies", error=str(exc), mode=mode)
             return {"mode": mode, "error": str(exc)}
-        return {"mode": mode, "removed": done.removed, "appended": done.appended}
+        out: dict[str, Any] = {"mode": mode, "removed": done.removed, "appended": done.appended}
+        if done.path is not None:
+            out["path"] = done.path
+        return out
 
     async def _smtp_target(self, row: Mapping[Any, Any], root: Mapping[Any, Any]) -> SmtpTarget:
         """Server and credentials: a shared mailbox logs in as the main user with its token."""
         server = senders.smtp_server(row, root)
         place = (server.host, server.port, server.secure)
-        if server.oauth:
-            _, token = await self.tokens.access_token(str(row["id"]), EXCHANGE)
-            # access_token names the shared mailbox for a delegated account; SMTP wants the
-            # user who owns the token.
-            return SmtpTarget(*place, account_user(root), token=token, verify=server.verify)
         secrets: dict[str, Any] = {}
         if row["secrets"] is not None:
             secrets = dict(
                 self.cipher.decrypt_json(row["secrets"], context=secrets_context(str(row["id"])))
+            )
+        proxy = str(secrets["proxy"]) if secrets.get("proxy") else None
+        logs = str(row["id"]) if senders.section(row["config"]).get("logs") else None
+        if server.oauth:
+            _, token = await self.tokens.access_token(str(row["id"]), EXCHANGE)
+            # access_token names the shared mailbox for a delegated account; SMTP wants the
+            # user who owns the token.
+            return SmtpTarget(
+                *place,
+                account_user(root),
+                token=token,
+                verify=server.verify,
+                proxy=proxy,
+                logs=logs,
             )
         password = secrets.get("smtp.auth.pass")
         return SmtpTarget(
@@ -387,6 +425,8 @@ class OutboxWorker:
             str(server.auth.get("user") or row["email"]),
             password=str(password) if password is not None and server.auth else None,
             verify=server.verify,
+            proxy=proxy,
+            logs=logs,
         )
 
     # -- recording ---------------------------------------------------------------------------
@@ -442,7 +482,8 @@ class OutboxWorker:
                 "job": {
                     "attemptsMade": attempt,
                     "attempts": claimed.max_attempts,
-                    "nextAttempt": None if next_ms is None else iso_ms(next_ms),
+                    # EmailEngine's false when no attempt follows.
+                    "nextAttempt": False if next_ms is None else iso_ms(next_ms),
                 },
             }
             batch.append(Event("messageDeliveryError", claimed.account, error, now))

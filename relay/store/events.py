@@ -3,13 +3,28 @@
 :func:`record` is the one way an event enters the system: the event row and one delivery
 row per matching enabled-or-disabled route are written in the caller's transaction, so an
 event is either stored with all its deliveries or not at all.
+
+It also settles the two fields of an event that depend on what the store holds, in the same
+transaction, just before the payload is serialized:
+
+- ``messageNew``'s ``seemsLikeNew`` (:func:`seems_like_new`): IMAP's sink and Graph's
+  watcher both store their events here, so deciding it here covers both backends in one
+  place, and inside the transaction that stores the event: an event that is rolled back
+  (a lost compare-and-set, a crash) leaves its message unseen, and one that is stored marks
+  it seen exactly once, so a message is never reported as new twice nor as seen before it
+  was reported.
+- ``messageBounce``'s ``sentQueueId`` (:func:`sent_queue_ids`): the outbox queue id of
+  the bounced message when it went out through the relay.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,10 +32,80 @@ from relay.events.fit import fit_payload
 from relay.events.model import Event
 from relay.store import settings as settings_store
 from relay.store.engine import now_ms
-from relay.store.schema import DeliveryStatus, deliveries, events, webhook_routes
+from relay.store.schema import (
+    DeliveryStatus,
+    deliveries,
+    events,
+    outbox,
+    seen_messages,
+    webhook_routes,
+)
 from relay.webhooks.routing import route_matches
 
 DEFAULT_MAX_BYTES = 256 * 1024
+# Seen-message rows per INSERT (three bound parameters each: well within SQLite's limit).
+_SEEN_CHUNK = 500
+
+
+def key_hash(key: str) -> int:
+    """A message key as the signed 64-bit integer ``seen_messages`` stores (BLAKE2b)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _insert_seen(conn: AsyncConnection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(seen_messages)
+    return sqlite.insert(seen_messages)
+
+
+async def seems_like_new(conn: AsyncConnection, batch: Sequence[Event]) -> None:
+    """Add the keys (:attr:`Event.seen_key`) of the ``messageNew`` events of ``batch`` to
+    their accounts' sets of seen messages; ``seemsLikeNew`` becomes false (in place) where
+    the key was there already, or comes earlier in ``batch``."""
+    first: dict[tuple[str, int], Event] = {}
+    for event in batch:
+        if event.event != "messageNew" or event.seen_key is None or event.account is None:
+            continue
+        key = (event.account, key_hash(event.seen_key))
+        if key in first:
+            event.data["seemsLikeNew"] = False
+        else:
+            first[key] = event
+    pending = list(first)
+    added: set[tuple[str, int]] = set()
+    for start in range(0, len(pending), _SEEN_CHUNK):
+        chunk = pending[start : start + _SEEN_CHUNK]
+        # ON CONFLICT DO NOTHING ... RETURNING answers with the rows it inserted: a key
+        # another transaction holds waits for it (PostgreSQL), so two racing writers
+        # cannot both find a message new.
+        statement = (
+            _insert_seen(conn)
+            .values([{"account": account, "key_hash": value} for account, value in chunk])
+            .on_conflict_do_nothing(index_elements=["account", "key_hash"])
+            .returning(seen_messages.c.account, seen_messages.c.key_hash)
+        )
+        added.update((row[0], int(row[1])) for row in (await conn.execute(statement)).all())
+    for key, event in first.items():
+        if key not in added:
+            event.data["seemsLikeNew"] = False
+
+
+async def sent_queue_ids(conn: AsyncConnection, batch: Sequence[Event]) -> None:
+    """Add ``sentQueueId`` (in place) to the ``messageBounce`` events of ``batch`` whose
+    original (``messageId``) the account sent through the outbox: the newest such entry."""
+    for event in batch:
+        message_id = event.data.get("messageId") if event.event == "messageBounce" else None
+        if not message_id or event.account is None:
+            continue
+        queue_id = await conn.scalar(
+            select(outbox.c.queue_id)
+            .where(outbox.c.account == event.account, outbox.c.message_id == str(message_id))
+            .order_by(outbox.c.seq.desc())
+            .limit(1)
+        )
+        if queue_id is not None:
+            event.data["sentQueueId"] = str(queue_id)
 
 
 async def service_url(conn: AsyncConnection, default: str) -> str:
@@ -43,6 +128,8 @@ async def record(
     """
     if not batch:
         return []
+    await seems_like_new(conn, batch)
+    await sent_queue_ids(conn, batch)
     base = await service_url(conn, default_service_url)
     ms = now_ms()
     await conn.execute(

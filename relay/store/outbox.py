@@ -35,6 +35,9 @@ class Claimed:
     max_attempts: int
     # The message this one replies to or forwards: ``{message, action}``.
     reference: dict[str, Any] | None = None
+    # The submit's ``copy`` and ``sentMailPath`` (relay.send.sentcopy).
+    copy: bool | None = None
+    sent_mail_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,8 @@ async def claim(
             outbox.c.attempts,
             outbox.c.max_attempts,
             outbox.c.reference,
+            outbox.c.copy,
+            outbox.c.sent_mail_path,
         )
     )
     return [
@@ -192,6 +197,8 @@ async def claim(
             attempts=int(r["attempts"]),
             max_attempts=int(r["max_attempts"]),
             reference=dict(r["reference"]) if r["reference"] else None,
+            copy=None if r["copy"] is None else bool(r["copy"]),
+            sent_mail_path=r["sent_mail_path"],
         )
         for r in result.mappings()
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -319,6 +320,9 @@ outbox = Table(
     Column("response", Text, nullable=True),
     # {"message": id, "action": "reply" | "reply-all" | "forward"}: flagged once sent.
     Column("reference", JSON, nullable=True),
+    # The submit's ``copy`` and ``sentMailPath``: the upload of a sent copy (revision 0011).
+    Column("copy", Boolean, nullable=True),
+    Column("sent_mail_path", Text, nullable=True),
     # Idempotency-Key of the submit request and the hash of its body.
     Column("idempotency_key", String(256), nullable=True),
     Column("request_hash", String(64), nullable=True),
@@ -329,6 +333,8 @@ outbox = Table(
     Index(None, "status", "next_attempt_ms"),
     Index(None, "status", "lease_until_ms"),
     Index(None, "account", "seq"),
+    # A bounce names the original's Message-ID: messageBounce's sentQueueId (revision 0010).
+    Index(None, "account", "message_id"),
 )
 
 
@@ -341,3 +347,17 @@ class OutboxStatus:
     FAILED = "failed"
 
     ALL = (QUEUED, SENDING, SENT, FAILED)
+
+
+# -- Messages an account has seen (revision 0010) ----------------------------------------------
+
+# Every message key (emailId, else Message-ID) an account reported a messageNew for: a key
+# already here makes seemsLikeNew false. An exact set (EmailEngine keeps an approximate one);
+# the key is stored as a signed 64-bit hash (relay.store.events.key_hash).
+seen_messages = Table(
+    "seen_messages",
+    metadata,
+    Column("account", String(256), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("key_hash", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account", "key_hash"),
+)

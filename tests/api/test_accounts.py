@@ -255,6 +255,12 @@ BAD_INPUTS = [
     ({"account": "a/b"}, "account"),
     ({"surprise": 1}, "surprise"),
     ({"oauth2": {"auth": {"user": "x@example.com"}}}, "oauth2.provider"),
+    ({"copy": "sometimes"}, "copy"),
+    ({"logs": "verbose"}, "logs"),
+    ({"syncFrom": "last tuesday"}, "syncFrom"),
+    ({"proxy": "ftp://127.0.0.1:21"}, "proxy"),
+    ({"proxy": "socks5://127.0.0.1"}, "proxy"),
+    ({"proxy": "socks5://:1080"}, "proxy"),
 ]
 
 
@@ -298,3 +304,51 @@ async def test_control_characters_in_provider_refused(client: TestClient) -> Non
     body = {**PASSWORD_ACCOUNT, "oauth2": {"provider": "ab\x00cd", "accessToken": "t"}}
     err = await call(client, "POST", "/v1/account", body, status=400)
     assert err["field"] == "oauth2.provider"
+
+
+async def test_emailengine_copy_logs_proxy_and_sync_from_are_kept_and_shown(
+    client: TestClient,
+) -> None:
+    """copy, logs, proxy and syncFrom are stored and shown (the proxy without its password,
+    which is kept encrypted); PUT changes them and null removes them."""
+    body = {
+        **PASSWORD_ACCOUNT,
+        "copy": False,
+        "logs": True,
+        "proxy": "socks5://relay:proxy-secret@127.0.0.1:1080",
+        "syncFrom": "2024-05-01T00:00:00.000Z",
+    }
+    await call(client, "POST", "/v1/account", body)
+    view = await call(client, "GET", "/v1/account/pw")
+    assert view["copy"] is False
+    assert view["logs"] is True
+    assert view["proxy"] == "socks5://relay:***@127.0.0.1:1080"
+    assert view["secrets"]["proxy"] is True
+    assert view["syncFrom"].startswith("2024-05-01T00:00:00")
+    (row,) = await _rows(client, accounts)
+    assert "proxy-secret" not in json.dumps(row["config"])
+    assert "proxy-secret" not in json.dumps(view)
+    change = {"copy": True, "logs": False, "proxy": None, "syncFrom": None}
+    await call(client, "PUT", "/v1/account/pw", change)
+    view = await call(client, "GET", "/v1/account/pw")
+    assert (view["copy"], view["logs"]) == (True, False)
+    assert "proxy" not in view
+    assert "syncFrom" not in view
+    assert view["secrets"]["proxy"] is False
+    assert view["secrets"]["imap.auth.pass"] is True
+
+
+async def test_proxy_refused_for_graph_accounts(client: TestClient) -> None:
+    """Graph accounts (and shared accounts of one) refuse proxy with a 400 naming it."""
+    app_id = await add_app(client, baseScopes="api")
+    await add_main(client, app_id)
+    for account, body in (
+        ("my-account", {"proxy": "socks5://127.0.0.1:1080"}),
+        ("shared", {**SEED_SHARED, "proxy": "http://127.0.0.1:3128"}),
+    ):
+        if account == "my-account":
+            err = await call(client, "PUT", f"/v1/account/{account}", body, status=400)
+        else:
+            err = await call(client, "POST", "/v1/account", body, status=400)
+        assert err["field"] == "proxy", err
+    assert "proxy" not in await call(client, "GET", "/v1/account/my-account")

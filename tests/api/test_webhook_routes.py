@@ -171,7 +171,7 @@ async def test_unknown_route_and_delivery(client: TestClient) -> None:
 
 
 async def test_emailengine_event_names_are_accepted_in_filters(client: TestClient) -> None:
-    """An integration written for EmailEngine may name its events (messageBounce, trackOpen)
+    """An integration written for EmailEngine may name its events (messageMissing, trackOpen)
     in webhookEvents and route filters; names nobody has are still refused."""
     await call(
         client,
@@ -179,11 +179,11 @@ async def test_emailengine_event_names_are_accepted_in_filters(client: TestClien
         "/v1/settings",
         {
             "webhooks": "https://ee.example.com/hook",
-            "webhookEvents": ["messageNew", "messageBounce"],
+            "webhookEvents": ["messageNew", "messageMissing"],
         },
     )
     read = await call(client, "GET", "/v1/settings")
-    assert read["webhookEvents"] == ["messageNew", "messageBounce"]
+    assert read["webhookEvents"] == ["messageNew", "messageMissing"]
     route = {"url": "https://b.example.com/", "events": ["trackOpen", "mailboxNew"]}
     await call(client, "POST", "/v1/webhooks", route, status=201)
     refused = await call(

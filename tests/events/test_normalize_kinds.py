@@ -190,7 +190,7 @@ FAILED = (
             ),
             {},
         ),
-        # The first recipient reported is the one that counts.
+        # Any recipient that failed makes it a bounce (each gets its messageBounce).
         (
             Report(
                 status=(
@@ -199,7 +199,7 @@ FAILED = (
                 ),
                 original={"message-id": ["<t1@example.com>"]},
             ),
-            {},
+            {"isBounce": True, "relatedMessageId": "<t1@example.com>"},
         ),
         # Without the original's Message-ID nothing ties it to a message.
         (Report(status=FAILED), {}),

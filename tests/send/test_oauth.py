@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 
 from relay.config import Settings
@@ -218,7 +219,33 @@ async def test_graph_token_refused_before_expiry_is_replaced(
     (error,) = await wait_events(client, "shared", "messageDeliveryError")
     assert error["data"]["statusCode"] == 401
     assert error["data"]["errorCode"] == "InvalidAuthenticationToken"
-    assert error["data"]["smtpResponseCode"] is None
+    assert "smtpResponseCode" not in error["data"]
     entry = await outbox_entry(client, queued["queueId"])
     assert (entry["status"], entry["attemptsMade"]) == ("sent", 2)
     assert await stored_events(client, "shared", "messageFailed") == []
+
+
+async def test_graph_copy_decides_save_to_sent_items(
+    make_client: MakeClient,
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+) -> None:
+    """On a Graph account, the account's copy: false sends without a Sent Items copy and the
+    submit's copy: true overrides it; sentMailPath is refused (sendMail saves to Sent Items)."""
+    client = await _relay(
+        make_client, settings, http, sandbox, baseScopes="api", extraScopes=GRAPH_SCOPES
+    )
+    await call(client, "PUT", "/v1/account/shared", {"copy": False, "logs": True})
+    err = await submit(client, {**TO, "sentMailPath": "Archive"}, account="shared", status=400)
+    assert err["field"] == "sentMailPath"
+    with structlog.testing.capture_logs() as logs:
+        await submit(client, {**TO, "subject": "No copy"}, account="shared")
+        await wait_events(client, "shared", "messageSent")
+        await submit(client, {**TO, "subject": "Copy", "copy": True}, account="shared")
+        await wait_events(client, "shared", "messageSent", count=2)
+    copies = await _graph_messages(http, sandbox, SHARED, "sentitems")
+    assert [m["subject"] for m in copies] == ["Copy"]
+    traced = [e for e in logs if e.get("protocol") == "graph" and e.get("account") == "shared"]
+    assert [e["saveToSentItems"] for e in traced if e["event"] == "graph request"] == [False, True]
+    assert [e["status"] for e in traced if e["event"] == "graph response"] == [202, 202]

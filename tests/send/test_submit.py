@@ -159,7 +159,7 @@ async def test_permanent_reply_fails_at_once(
     assert failed["data"]["queueId"] == queued["queueId"]
     assert "550" in failed["data"]["error"]
     (error,) = await stored_events(client, "acct", "messageDeliveryError")
-    assert error["data"]["job"]["nextAttempt"] is None
+    assert error["data"]["job"]["nextAttempt"] is False
     entry = await outbox_entry(client, queued["queueId"])
     assert entry["status"] == "failed"
     assert smtp.attempts == 1

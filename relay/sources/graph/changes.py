@@ -19,7 +19,8 @@ draft (same immutable id, Drafts -> Sent Items) is one move, not a delete plus a
 Between :meth:`Changes.apply` and :meth:`Changes.settle` the caller reads what delta does
 not bring of the messages that will be reported as new (:meth:`Changes.reported`): their
 header (for ``isAutoReply``) and, for a report in INBOX, its source (``isBounce``,
-``isComplaint``); it hands them to :meth:`Changes.settle` as :class:`Extra`.
+``isComplaint``, and the ``messageBounce`` / ``messageComplaint`` events that follow the
+``messageNew``); it hands them to :meth:`Changes.settle` as :class:`Extra`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.events import normalize
+from relay.events import normalize, reports
 from relay.events.model import Event, parse_iso
 from relay.graph.folders import GraphFolder
 
@@ -90,7 +91,7 @@ class Extra:
     (:data:`relay.events.normalize.GRAPH_DETAIL_FIELDS`) and the report in its source."""
 
     properties: Mapping[str, Any] = field(default_factory=dict)
-    report: normalize.Report | None = None
+    report: reports.Report | None = None
 
 
 def received_ms(message: Mapping[str, Any]) -> int:
@@ -195,14 +196,7 @@ class Changes:
             uid = target.take_uid()
             self._put(graph_id, (key, uid, flags))
             if report:
-                extra = (extras or {}).get(graph_id, Extra())
-                data = normalize.graph_message_to_event(
-                    {**item, **extra.properties},
-                    uid=uid,
-                    special_use=target.folder.special_use,
-                    report=extra.report,
-                )
-                self.events.append(self._event("messageNew", data, target.folder))
+                self._new_message(item, uid, target.folder, (extras or {}).get(graph_id))
         self._new.clear()
         left = sorted(self._left.items())
         self._left.clear()
@@ -274,7 +268,35 @@ class Changes:
         )
         self.events.append(self._event("messageUpdated", data, origin.folder))
 
-    def _event(self, name: str, data: dict[str, Any], folder: GraphFolder) -> Event:
+    def _new_message(
+        self, item: Mapping[str, Any], uid: int, folder: GraphFolder, extra: Extra | None
+    ) -> None:
+        """``messageNew``, then the ``messageBounce`` / ``messageComplaint`` events of a
+        report (whose source the watcher read in INBOX only)."""
+        extra = extra or Extra()
+        data = normalize.graph_message_to_event(
+            {**item, **extra.properties},
+            uid=uid,
+            special_use=folder.special_use,
+            report=extra.report,
+        )
+        seen = normalize.message_new(
+            data, path=folder.path, special_use=folder.special_use, by_email_id=False
+        )
+        self.events.append(self._event("messageNew", data, folder, seen_key=seen))
+        for name, follows in reports.report_events(extra.report, data):
+            # EmailEngine's messageBounce / messageComplaint envelopes have no path.
+            self.events.append(Event(name, self.account, follows, self.ms))
+
+    def _event(
+        self, name: str, data: dict[str, Any], folder: GraphFolder, *, seen_key: str | None = None
+    ) -> Event:
         return Event(
-            name, self.account, data, self.ms, path=folder.path, special_use=folder.special_use
+            name,
+            self.account,
+            data,
+            self.ms,
+            path=folder.path,
+            special_use=folder.special_use,
+            seen_key=seen_key,
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.errors import SourceError
-from relay.events import normalize
+from relay.events import normalize, reports
 from relay.events.model import Event
 from relay.sources.imap.state import FolderState
 from relay.store import Store
@@ -52,7 +52,7 @@ class StateConflict(SourceError):
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message appeared; ``attributes`` is its parsed FETCH (with the parts of a report,
-    :func:`relay.events.normalize.report_items`, when it is one)."""
+    :func:`relay.events.reports.report_items`, when it is one)."""
 
     attributes: dict[str, Any]
 
@@ -157,14 +157,9 @@ class FolderSink:
             name: str
             data: dict[str, Any] | None
             if isinstance(change, NewMessage):
-                name = "messageNew"
-                data = normalize.imap_fetch_to_event(
-                    change.attributes,
-                    folder_no=no,
-                    uidvalidity=validity,
-                    special_use=folder.special_use,
-                )
-            elif isinstance(change, Deleted):
+                out.extend(self._new_message(folder, change, no, validity, ms))
+                continue
+            if isinstance(change, Deleted):
                 name = "messageDeleted"
                 data = normalize.message_deleted(no, validity, change.uid)
             elif isinstance(change, FlagsChanged):
@@ -196,6 +191,33 @@ class FolderSink:
                     )
                 )
         return out
+
+    @staticmethod
+    def _new_message(
+        folder: FolderRef, change: NewMessage, no: int, validity: int, ms: int
+    ) -> list[Event]:
+        """``messageNew``, then the ``messageBounce`` / ``messageComplaint`` events of a
+        report (whose parts the listener read in INBOX only)."""
+        data = normalize.imap_fetch_to_event(
+            change.attributes, folder_no=no, uidvalidity=validity, special_use=folder.special_use
+        )
+        seen = normalize.message_new(data, path=folder.path, special_use=folder.special_use)
+        found = [
+            Event(
+                "messageNew",
+                folder.account,
+                data,
+                ms,
+                path=folder.path,
+                special_use=folder.special_use,
+                seen_key=seen,
+            )
+        ]
+        report = reports.imap_report(change.attributes)
+        for name, follows in reports.report_events(report, data):
+            # EmailEngine's messageBounce / messageComplaint envelopes have no path.
+            found.append(Event(name, folder.account, follows, ms))
+        return found
 
     async def commit(
         self,

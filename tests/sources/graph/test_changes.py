@@ -216,10 +216,45 @@ def test_settle_adds_what_was_read_besides_delta() -> None:
     )
     headers = [{"name": "Auto-Submitted", "value": "auto-replied"}]
     changes.settle({"m1": Extra({"internetMessageHeaders": headers}, report)})
-    first, second = (e.data for e in changes.events)
+    assert _names(changes) == [
+        ("messageNew", "INBOX"),
+        ("messageBounce", None),
+        ("messageNew", "INBOX"),
+    ]
+    first, bounce, second = (e.data for e in changes.events)
     assert first["isAutoReply"] is True
     assert first["isBounce"] is True
     assert first["relatedMessageId"] == "<t1@example.com>"
     assert first["messageSpecialUse"] == "\\Inbox"
+    assert bounce == {
+        "bounceMessage": "m1",
+        "recipient": "a@example.net",
+        "action": "failed",
+        "messageId": "<t1@example.com>",
+    }
+    assert changes.events[1].special_use is None
     assert second["messageSpecialUse"] == "\\Inbox"
     assert not {"isAutoReply", "isBounce", "relatedMessageId"} & set(second)
+
+
+def test_new_messages_have_path_and_a_seen_key_by_message_id() -> None:
+    """messageNew has the folder's path after uid and seemsLikeNew (true until the store
+    finds its Message-ID seen); in Sent Items it is false and the message is not looked up.
+    Graph's id is not the key: a copy of a message gets a new one."""
+    states = _states(INBOX_FOLDER, SENT)
+    changes = Changes("a", states, {}, 1)
+    changes.apply("inbox", Delta([_item("m1", internetMessageId="<x@example.com>")], "n1"))
+    changes.apply("inbox", Delta([_item("m2")], "n2"))
+    changes.apply(SENT.key, Delta([_item("m3", internetMessageId="<y@example.com>")], "n3"))
+    changes.settle()
+    inbox, bare, sent = changes.events
+    assert list(inbox.data)[:4] == ["id", "uid", "path", "emailId"]
+    assert (inbox.data["path"], inbox.data["seemsLikeNew"]) == ("INBOX", True)
+    assert inbox.seen_key == "<x@example.com>"
+    assert (bare.data["seemsLikeNew"], bare.seen_key) == (True, None)
+    assert (sent.data["path"], sent.data["seemsLikeNew"], sent.seen_key) == (
+        "Sent Items",
+        False,
+        None,
+    )
+    assert "seen_key" not in inbox.payload("https://relay.example.com")

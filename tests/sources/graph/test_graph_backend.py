@@ -31,6 +31,7 @@ from tests.auth.conftest import (
     with_microsoft,
 )
 from tests.conftest import API_TOKEN
+from tests.events.test_reports import ARF, POSTFIX, dsn
 from tests.peers.receiver import Receiver
 from tests.sandbox.graph_helpers import admin, deliver
 from tests.sources.imap.relay_support import (
@@ -187,6 +188,125 @@ async def test_auto_reply_and_bounce_are_marked(
         client, "GET", f"/v1/account/my-account/text/{auto['text']['id']}?textType=plain"
     )
     assert "I am away until Monday." in text["plain"]
+
+
+async def _deliver_mime(
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+    raw: bytes,
+    *,
+    mailbox: str = MAIN,
+    folder: str = "inbox",
+) -> Any:
+    body = {"folder": folder, "mime": base64.b64encode(raw).decode()}
+    return await admin(http, sandbox, "POST", f"mailboxes/{mailbox}/messages", body)
+
+
+async def test_bounces_and_complaints_follow_their_message_new(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """A DSN and an ARF report delivered into the inbox: their messageNew (with path and
+    seemsLikeNew) is followed by messageBounce / messageComplaint, without path, with
+    EmailEngine's fields read from the source; a bounce of mail submitted through the relay
+    names its outbox queue id."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    queued = await call(
+        client,
+        "POST",
+        "/v1/account/my-account/submit",
+        {"to": [{"address": "missing@example.org"}], "subject": "Hello", "text": "Hi"},
+    )
+    await _deliver_mime(http, sandbox, POSTFIX)
+    await _deliver_mime(http, sandbox, ARF)
+    await _deliver_mime(http, sandbox, dsn(queued["messageId"], "missing@example.org"))
+    await wait_events(client, "my-account", "messageBounce", 2)
+    await wait_events(client, "my-account", "messageComplaint")
+    await asyncio.sleep(0.5)
+    found = await stored_events(client, "my-account")
+    inbox = [e for e in found if e["event"] == "messageNew" and e["path"] == "INBOX"]
+    assert len(inbox) == 3
+    news = {e["data"]["id"]: e["data"] for e in found if e["event"] == "messageNew"}
+    for index, envelope in enumerate(found):
+        if envelope["event"] in ("messageBounce", "messageComplaint"):
+            assert "path" not in envelope
+            before = found[index - 1]
+            assert before["event"] == "messageNew"
+            own = envelope["data"].get("bounceMessage") or envelope["data"]["complaintMessage"]
+            assert own == before["data"]["id"]
+
+    bounces = {e["data"]["messageId"]: e["data"] for e in found if e["event"] == "messageBounce"}
+    postfix = bounces["<305eabf4@example.com>"]
+    assert news[postfix["bounceMessage"]]["isBounce"] is True
+    assert news[postfix["bounceMessage"]]["path"] == "INBOX"
+    assert news[postfix["bounceMessage"]]["seemsLikeNew"] is True
+    headers = postfix.pop("messageHeaders")
+    assert postfix == {
+        "bounceMessage": postfix["bounceMessage"],
+        "recipient": "missing@example.net",
+        "action": "failed",
+        "response": {
+            "source": "smtp",
+            "message": "550 5.1.1 <missing@example.net>: Recipient address rejected: User"
+            " unknown in virtual mailbox table",
+            "status": "5.1.1",
+        },
+        "mta": "mx.example.net",
+        "queueId": "9441D8220E",
+        "messageId": "<305eabf4@example.com>",
+    }
+    assert headers["subject"] == ["=?UTF-8?Q?Gr=C3=BC=C3=9Fe?="]
+    ours = bounces[queued["messageId"]]
+    assert ours["sentQueueId"] == queued["queueId"]
+    assert "sentQueueId" not in postfix
+
+    (complaint,) = [e["data"] for e in found if e["event"] == "messageComplaint"]
+    assert news[complaint["complaintMessage"]]["isComplaint"] is True
+    assert complaint["arf"]["originalRcptTo"] == ["user@isp.example.com"]
+    assert complaint["arf"]["sourceIp"] == "203.0.113.42"
+    assert complaint["headers"]["messageId"] == "<abc123@sender.example.com>"
+
+
+async def test_shared_mailbox_bounce(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """A DSN in a polled shared mailbox is a messageBounce of the shared account."""
+    client = await start()
+    await _graph_main(client, http, sandbox)
+    await call(client, "POST", "/v1/account", SHARED_PAYLOAD)
+    await wait_state(client, "shared", "connected")
+    await _deliver_mime(http, sandbox, POSTFIX, mailbox=SHARED)
+    (new,) = await wait_events(client, "shared", "messageNew")
+    (bounce,) = await wait_events(client, "shared", "messageBounce")
+    assert new["data"]["isBounce"] is True
+    assert bounce["data"]["bounceMessage"] == new["data"]["id"]
+    assert bounce["data"]["recipient"] == "missing@example.net"
+    assert await stored_events(client, "my-account", "messageBounce") == []
+
+
+async def test_seems_like_new_by_message_id(
+    start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """The same message (Message-ID) delivered twice is new once (Graph's ids differ, so
+    they are not the key); a message in Sent Items is never new; data.path is the folder."""
+    client = await start(poll_interval=600.0)
+    await _graph_main(client, http, sandbox)
+    await wait_state(client, "my-account", "connected")
+    await _watch_paths(client, ["\\Sent"])
+    raw = AUTO_REPLY.replace(b"Re: Ticket 9", b"twice")
+    for _ in range(2):
+        await _deliver_mime(http, sandbox, raw)
+    await _deliver_mime(http, sandbox, raw.replace(b"<ooo-9@", b"<sent-1@"), folder="sentitems")
+    found = await wait_events(client, "my-account", "messageNew", 3)
+    seen = sorted(
+        (e["data"]["path"], e["data"]["uid"], e["data"]["seemsLikeNew"], e["path"]) for e in found
+    )
+    assert [(path, new, envelope) for path, _, new, envelope in seen] == [
+        ("INBOX", True, "INBOX"),
+        ("INBOX", False, "INBOX"),
+        ("Sent Items", False, "Sent Items"),
+    ]
 
 
 async def _verified(rx: Receiver, event: str) -> bool:
