@@ -8,12 +8,13 @@ What runs::
                 │  stop watchers, pass on reconnect/sync requests (the ``*_requested_ms``
                 │  columns, so requests made through another node arrive too)
                 ├─ state writer: account states and connection events, batched
-                └─ AccountWatcher per account ─┬─ FolderListener (IDLE) for INBOX and each of
-                                               │  the account's ``subconnections``
-                                               └─ FolderPoller: LIST (mailboxNew /
-                                                  mailboxDeleted) and STATUS rounds for every
-                                                  other watched folder (all, unless ``path``
-                                                  narrows them)
+                └─ AccountWatcher per account ─┬─ FolderListener (IDLE) for INBOX, whose
+                                               │  connection also runs the FolderPoller's
+                                               │  rounds between IDLEs: LIST (mailboxNew /
+                                               │  mailboxDeleted) and STATUS of every other
+                                               │  watched folder (all, unless ``path``
+                                               │  narrows them)
+                                               └─ FolderListener (IDLE) per subconnection
 
 **Several nodes.** Each account is watched by exactly one node: a node only runs the
 watchers of accounts whose row in ``account_leases`` it holds. Leases last ``imap.lease``
@@ -90,8 +91,8 @@ def _watchable(row: Mapping[Any, Any]) -> bool:
 
 
 class AccountWatcher:
-    """The connections of one account (INBOX's and each subconnection's IDLE listener, the
-    poller) and their combined state."""
+    """The listeners of one account (INBOX's, which also runs the account's poller, and one
+    per subconnection) and their combined state."""
 
     def __init__(
         self,
@@ -114,34 +115,32 @@ class AccountWatcher:
         self.idle_specs = idle_specs(config.get("subconnections"))
         self.notify_from = parse_iso(config.get("notifyFrom"))
         self.listeners: dict[str, FolderListener] = {}
-        self.poller: FolderPoller | None = None
         self.active = True
-        self._reports: dict[int, StateReport] = {}
+        self._reports: dict[str, StateReport] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def connections(self) -> list[KeptConnection]:
-        """Every running connection of the account."""
-        out: list[KeptConnection] = list(self.listeners.values())
-        if self.poller is not None:
-            out.append(self.poller)
-        return out
-
     def start(self) -> None:
-        """Start the INBOX listener and the poller (which lists the other folders)."""
-        self._add(INBOX, INBOX_SPECIAL_USE, primary=True)
-        self.poller = FolderPoller(
+        """Start INBOX's listener, with the poller that lists and polls the other folders."""
+        poller = FolderPoller(
             self.supervisor.context,
             self.account,
             self.specs,
-            report=self._on_report,
             on_folders=self._on_folders,
             notify_from=self.notify_from,
-            folder_rows=self._folder_rows,
+            folder_rows={
+                p: self._folder_rows.pop(p) for p in list(self._folder_rows) if p != INBOX
+            },
         )
-        self._folder_rows = {}
-        self.poller.start()
+        self._add(INBOX, INBOX_SPECIAL_USE, primary=True, poller=poller)
 
-    def _add(self, path: str, special_use: str | None, *, primary: bool = False) -> None:
+    def _add(
+        self,
+        path: str,
+        special_use: str | None,
+        *,
+        primary: bool = False,
+        poller: FolderPoller | None = None,
+    ) -> None:
         listener = FolderListener(
             self.supervisor.context,
             self.account,
@@ -152,6 +151,7 @@ class AccountWatcher:
             notify_from=self.notify_from,
             account_row=self._row,
             folder_row=self._folder_rows.pop(path, None),
+            poller=poller,
         )
         if primary:
             self._row = None
@@ -178,35 +178,34 @@ class AccountWatcher:
 
     def _retire(self, path: str) -> None:
         listener = self.listeners.pop(path)
-        self._reports.pop(id(listener), None)
+        self._reports.pop(path, None)
         task = asyncio.create_task(listener.stop())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     def _on_report(self, conn: KeptConnection, report: StateReport) -> None:
-        if not self.active or not any(c is conn for c in self.connections()):
+        if not self.active or self.listeners.get(conn.path) is not conn:
             return
-        self._reports[id(conn)] = report
+        self._reports[conn.path] = report
         worst = min(self._reports.values(), key=lambda r: _SEVERITY.index(r.state))
         self.supervisor.report_state(self.account, worst)
 
     def reconnect(self) -> None:
         """Drop and re-open every connection now."""
-        for conn in self.connections():
-            conn.reconnect()
+        for listener in self.listeners.values():
+            listener.reconnect()
 
     def sync(self) -> None:
         """Catch up every folder now (and list the folders again)."""
-        for conn in self.connections():
-            conn.sync()
+        for listener in self.listeners.values():
+            listener.sync()
 
     async def stop(self) -> None:
-        """Stop every connection; from the first moment on, their reports are ignored."""
+        """Stop every listener; from the first moment on, their reports are ignored."""
         self.active = False
-        connections = self.connections()
+        listeners = list(self.listeners.values())
         self.listeners.clear()
-        self.poller = None
-        await asyncio.gather(*(conn.stop() for conn in connections), *self._retiring)
+        await asyncio.gather(*(listener.stop() for listener in listeners), *self._retiring)
 
 
 def _matched(spec: str, boxes: Sequence[Mailbox]) -> bool:

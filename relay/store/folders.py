@@ -89,6 +89,14 @@ async def ensure(
     raise StoreError(f"could not create the folder row of {account}/{path}")
 
 
+async def ensure_many(
+    conn: AsyncConnection, account: str, folders: Mapping[str, str | None]
+) -> dict[str, RowMapping]:
+    """The rows of ``folders`` (path -> special use), each created if missing (see
+    :func:`ensure`), in one transaction: an account's new folders cost one commit."""
+    return {path: await ensure(conn, account, path, use) for path, use in folders.items()}
+
+
 async def save(
     conn: AsyncConnection,
     account: str,

@@ -11,13 +11,16 @@ Life of a :class:`FolderListener` (one task, one connection; the connection loop
 How a sync diffs the server against the stored state, so that nothing is missed or
 reported twice, is :mod:`relay.sources.imap.sync`. Live notifications are only triggers for
 those queries. The account's other folders are watched by its poller
-(:mod:`relay.sources.imap.poller`), which also LISTs the folders.
+(:mod:`relay.sources.imap.poller`), which also LISTs the folders: INBOX's listener runs a
+poller round between two IDLEs every ``imap.poll_interval`` s (and on a sync request), then
+SELECTs INBOX again and catches up with what happened meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -33,6 +36,7 @@ from relay.sources.imap.connection import (
     Report,
     StateReport,
 )
+from relay.sources.imap.poller import FolderPoller
 from relay.sources.imap.sync import INBOX, INBOX_SPECIAL_USE, FolderSync, Session
 from relay.store.schema import AccountState
 
@@ -66,12 +70,15 @@ class FolderListener(KeptConnection):
         notify_from: datetime | None = None,
         account_row: Mapping[Any, Any] | None = None,
         folder_row: Mapping[Any, Any] | None = None,
+        poller: FolderPoller | None = None,
     ) -> None:
         """``notify_from`` (timezone-aware) is the account's ``notifyFrom``; ``primary``
-        marks the folder whose first baseline is the account's ``accountInitialized``."""
+        marks the folder whose first baseline is the account's ``accountInitialized``;
+        ``poller`` (INBOX's listener) polls the account's other folders between IDLEs."""
         super().__init__(ctx, account, path, report=report, account_row=account_row)
         self.special_use = special_use
         self.primary = primary
+        self.poller = poller
         self.folder = FolderSync(
             ctx.store,
             ctx.sink,
@@ -85,8 +92,13 @@ class FolderListener(KeptConnection):
 
     def _closed(self) -> None:
         self.folder.forget()
+        if self.poller is not None:
+            self.poller.forget()
 
     def _on_update(self, update: Update) -> None:
+        client = self._client
+        if client is not None and client.selected != self.path:
+            return  # about a folder the poller has selected: its sync reads it anyway
         if self.folder.on_update(update):
             self._wake.set()
 
@@ -111,6 +123,7 @@ class FolderListener(KeptConnection):
             if idle
             else min(self.ctx.settings.idle_restart, _POLL_INTERVAL)
         )
+        next_round = time.monotonic()
         try:
             while True:
                 self._wake.clear()
@@ -118,17 +131,28 @@ class FolderListener(KeptConnection):
                     return
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")
-                if self._sync:
-                    self._sync = False
-                    await self.folder.select_and_sync(session)
+                if self._sync or (self.poller is not None and time.monotonic() >= next_round):
+                    force, self._sync = self._sync, False
+                    left = False
+                    if self.poller is not None:
+                        left = await self.poller.run(session, force=force)
+                        next_round = time.monotonic() + self.ctx.settings.poll_interval
+                    if force or left:
+                        await self.folder.select_and_sync(
+                            session,
+                            flags_every=0.0 if force else self.ctx.settings.full_sync_interval,
+                        )
                     continue
                 if self.folder.pending():
                     await self.folder.incremental(session)
                     continue
                 if idle:
                     await client.idle_start()
+                wait = limit
+                if self.poller is not None:
+                    wait = max(0.0, min(limit, next_round - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(limit):
+                    async with asyncio.timeout(wait):
                         await self._wake.wait()
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")

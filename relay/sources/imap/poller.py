@@ -2,17 +2,18 @@
 
 IDLE watches one folder per connection, and servers limit connections per mailbox
 (Exchange Online: 20), so, as EmailEngine does, only INBOX and the account's
-``subconnections`` get IDLE; every other watched folder is looked at by this poller on one
-more connection. Each round (every ``imap.poll_interval`` s, at once on a sync request)::
+``subconnections`` get IDLE. Every other watched folder is looked at by the poller, on
+INBOX's connection between two IDLEs: an account costs one connection whatever its number
+of folders. Each round (every ``imap.poll_interval`` s, at once on a sync request)::
 
     LIST (with LIST-STATUS: the STATUS of every folder in the same command)
       -> record the listing: mailboxNew / mailboxDeleted against the stored one
-      -> tell the account's watcher (it starts or stops the IDLE listeners)
+      -> tell the account's watcher (it starts or stops the subconnections' listeners)
       -> for each polled folder: STATUS (MESSAGES UIDNEXT UIDVALIDITY [HIGHESTMODSEQ])
-         compared with what its last sync saw; changed (or never synced on this
-         connection, or, without CONDSTORE, not synced in full for
-         ``imap.full_sync_interval`` s) -> EXAMINE + the same sync as an IDLE listener's
-      -> UNSELECT
+         compared with what its last sync saw (on a new connection: with the stored
+         state); changed, or, without CONDSTORE, not synced in full for
+         ``imap.full_sync_interval`` s -> EXAMINE + the same sync as an IDLE listener's
+      -> the listener SELECTs INBOX again (and catches up) when the round left it
 
 A STATUS that differs is only a trigger: the sync itself diffs the server against the
 stored state (:mod:`relay.sources.imap.sync`), so a change is never missed or reported
@@ -22,23 +23,23 @@ cost of Exchange Online), which the periodic full sync covers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from relay.events.mailboxes import Listed, folder_name
 from relay.imap.client import ImapClient
-from relay.imap.errors import ImapCommandError, ImapConnectionError
+from relay.imap.errors import ImapCommandError
 from relay.imap.parse import Mailbox, SelectResult
-from relay.mailbox.credentials import Credentials
-from relay.sources.imap.connection import KeptConnection, ListenerContext, Report
+from relay.sources.imap.connection import ListenerContext
 from relay.sources.imap.sync import INBOX, FolderSync, Session
 from relay.sources.listing import record_listing, stored_listing
 from relay.sources.specs import spec_matches
-from relay.store.schema import AccountState
+from relay.store import folders as folders_store
 
 __all__ = ["FolderPoller", "listing_of", "resolve_folders", "selectable"]
 
@@ -89,11 +90,9 @@ def _selected_signature(selected: SelectResult, condstore: bool) -> tuple[int | 
     )
 
 
-class FolderPoller(KeptConnection):
-    """Lists an account's folders and polls the watched ones without IDLE (see the module
-    docstring)."""
-
-    name = "imap poll"
+class FolderPoller:
+    """Lists an account's folders and polls the watched ones without IDLE, on a connection
+    lent by INBOX's listener (see the module docstring)."""
 
     def __init__(
         self,
@@ -101,56 +100,42 @@ class FolderPoller(KeptConnection):
         account: str,
         specs: Sequence[str],
         *,
-        report: Report,
         on_folders: FoldersListed,
         notify_from: datetime | None = None,
         folder_rows: Mapping[str, Mapping[Any, Any]] | None = None,
     ) -> None:
         """``specs`` are the account's ``path`` specs; ``folder_rows`` (by path), when just
         read, spare the first syncs their reads."""
-        super().__init__(ctx, account, "*", report=report)
+        self.ctx = ctx
+        self.account = account
         self.specs = list(specs)
         self._on_folders = on_folders
         self._notify_from = notify_from
         self._folder_rows = dict(folder_rows or {})
         self.folders: dict[str, FolderSync] = {}
-        # What each folder's last sync on this connection saw, and when it was in full.
+        # What each folder's last sync on this connection saw.
         self._seen: dict[str, tuple[int | None, ...]] = {}
-        self._synced_at: dict[str, float] = {}
         self._listed: dict[str, Listed] | None = None
+        self._log = structlog.get_logger(__name__).bind(account=account)
 
-    def _closed(self) -> None:
+    def forget(self) -> None:
+        """The connection is gone: the next one starts from the store."""
         for folder in self.folders.values():
             folder.forget()
         self._seen.clear()
-        self._synced_at.clear()
         self._listed = None
 
-    async def _session(self, client: ImapClient, creds: Credentials, connected: list[bool]) -> None:
-        session = Session(client)
-        if session.qresync:
-            await client.enable("QRESYNC")
-        closed = asyncio.ensure_future(client.wait_closed())
-        closed.add_done_callback(lambda _: self._wake.set())
+    async def run(self, session: Session, *, force: bool = False) -> bool:
+        """One round (``force``: sync every polled folder); whether it left INBOX, i.e. the
+        connection now has another folder selected, or none."""
         try:
-            while True:
-                self._wake.clear()
-                force, self._sync = self._sync, False
-                await self._round(session, force=force)
-                if not connected[0]:
-                    connected[0] = True
-                    self._report(AccountState.CONNECTED, user=creds.user)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.ctx.settings.poll_interval):
-                        await self._wake.wait()
-                if self._reconnect:
-                    return
-                if client.closed:
-                    raise client.error or ImapConnectionError("connection closed")
-        finally:
-            closed.cancel()
+            return await self._round(session, force=force)
+        except ImapCommandError as exc:
+            # A LIST or STATUS the server refused: the next round tries again.
+            self._log.warning("folder round failed", error=str(exc))
+            return session.client.selected != INBOX
 
-    async def _round(self, session: Session, *, force: bool) -> None:
+    async def _round(self, session: Session, *, force: bool) -> bool:
         client = session.client
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (
             ["HIGHESTMODSEQ"] if session.condstore else []
@@ -166,12 +151,10 @@ class FolderPoller(KeptConnection):
         for path in [p for p in self.folders if p not in wanted]:
             del self.folders[path]
             self._seen.pop(path, None)
-            self._synced_at.pop(path, None)
-        synced = False
         for path, use in wanted.items():
             folder = self.folders.get(path)
             if folder is None or folder.special_use != use:
-                folder = FolderSync(
+                self.folders[path] = FolderSync(
                     self.ctx.store,
                     self.ctx.sink,
                     self.account,
@@ -180,34 +163,66 @@ class FolderPoller(KeptConnection):
                     notify_from=self._notify_from,
                     folder_row=self._folder_rows.pop(path, None),
                 )
-                self.folders[path] = folder
                 self._seen.pop(path, None)
+        await self._load({p: self.folders[p] for p in wanted})
+        self._folder_rows.clear()  # only the first round's folders could use them
+        left = False
+        for path in wanted:
+            folder = self.folders[path]
             try:
-                if folder.folder is None:
-                    await folder.load()
                 status = statuses.get(path)
                 if status is None:
                     status = await client.status(path, items)
-                if force or self._due(path, status, session.condstore):
-                    selected = await folder.select_and_sync(session, readonly=True)
-                    synced = True
+                if force or self._due(folder, status, session.condstore):
+                    left = True
+                    selected = await folder.select_and_sync(
+                        session,
+                        readonly=True,
+                        flags_every=0.0 if force else self.ctx.settings.full_sync_interval,
+                    )
                     self._seen[path] = _selected_signature(selected, session.condstore)
-                    self._synced_at[path] = time.monotonic()
             except ImapCommandError as exc:
                 # Deleted or renamed since the LIST: the next round's listing says so.
                 self._log.info("folder not polled", folder=path, error=str(exc))
-        if synced:
-            await client.unselect()
+        return left
 
-    def _due(self, path: str, status: Mapping[str, int], condstore: bool) -> bool:
-        seen = self._seen.get(path)
-        if seen is None or _signature(status) != seen:
+    async def _load(self, wanted: Mapping[str, FolderSync]) -> None:
+        """The stored state of the folders not loaded yet: rows the caller handed over, else
+        one read, and the missing rows created in one write (at an account's first round
+        every folder is new)."""
+        unread = {p: f for p, f in wanted.items() if f.folder is None and not f.has_row}
+        for folder in wanted.values():
+            if folder.folder is None and folder.has_row:
+                await folder.load()
+        if not unread:
+            return
+        async with self.ctx.store.read() as conn:
+            rows = {str(r["path"]): r for r in await folders_store.for_account(conn, self.account)}
+        missing = {
+            p: f.special_use
+            for p, f in unread.items()
+            if p not in rows or (f.special_use and rows[p]["special_use"] != f.special_use)
+        }
+        if missing:
+            async with self.ctx.store.write(notify=False) as conn:
+                rows.update(await folders_store.ensure_many(conn, self.account, missing))
+        for path, folder in unread.items():
+            folder.adopt(rows[path])
+
+    def _due(self, folder: FolderSync, status: Mapping[str, int], condstore: bool) -> bool:
+        """Whether ``folder`` needs a sync: STATUS moved since its last sync here (or, on a
+        new connection, from the stored state), or (no CONDSTORE) its flags are due."""
+        seen = self._seen.get(folder.path)
+        if seen is None:
+            if folder.unchanged(status, condstore=condstore):
+                self._seen[folder.path] = _signature(status)
+                return False
+            return True
+        if _signature(status) != seen:
             return True
         if condstore:
             return False
-        return time.monotonic() - self._synced_at.get(path, 0.0) >= (
-            self.ctx.settings.full_sync_interval
-        )
+        return time.monotonic() - folder.flags_fetched >= self.ctx.settings.full_sync_interval
 
     async def _record(
         self,

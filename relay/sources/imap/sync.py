@@ -4,8 +4,8 @@ A :class:`FolderSync` holds what the relay remembers of one folder (a :class:`Fo
 and the diff logic; it owns no connection. The IDLE listener of a folder
 (:class:`~relay.sources.imap.listener.FolderListener`) lends it its own connection and feeds
 it the untagged responses IDLE brings; the poller of an account
-(:class:`~relay.sources.imap.poller.FolderPoller`) lends it the one connection it shares
-between every polled folder, and runs a full sync when STATUS says the folder changed.
+(:class:`~relay.sources.imap.poller.FolderPoller`) lends it INBOX's connection between two
+IDLEs, for a sync when STATUS says the folder changed.
 
 **Never miss, never repeat.** The folder state (``imap_folders``: UIDVALIDITY, the next UID
 not yet reported, HIGHESTMODSEQ, the UIDs known to exist and, per flag, the UIDs carrying it)
@@ -31,6 +31,7 @@ whose INTERNALDATE is after it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +66,8 @@ from relay.store import folders as folders_store
 
 __all__ = ["INBOX", "INBOX_SPECIAL_USE", "FolderSync", "Session"]
 
+_log = structlog.get_logger(__name__)
+
 INBOX = "INBOX"
 INBOX_SPECIAL_USE = "\\Inbox"
 
@@ -86,6 +89,26 @@ class Session:
 
 class FolderSync:
     """One folder's state and how it is brought up to date (see the module docstring)."""
+
+    # Every watched folder of every account has one: slots keep them small.
+    __slots__ = (
+        "_condstore",
+        "_flag_updates",
+        "_folder_row",
+        "_want_flags",
+        "_want_new",
+        "_want_search",
+        "account",
+        "flags_fetched",
+        "folder",
+        "notify_from",
+        "path",
+        "primary",
+        "ref",
+        "sink",
+        "special_use",
+        "store",
+    )
 
     def __init__(
         self,
@@ -111,7 +134,6 @@ class FolderSync:
         self.notify_from = notify_from
         self.ref = FolderRef(account, path, special_use)
         self.folder: FolderState | None = None
-        self.selected: SelectResult | None = None
         self._folder_row = folder_row
         self._condstore = False
         # Triggers set by untagged responses; cleared when the sync they ask for runs.
@@ -119,9 +141,26 @@ class FolderSync:
         self._want_search = False
         self._want_flags = False
         self._flag_updates: dict[int, tuple[str, ...]] = {}
-        self.log = structlog.get_logger(__name__).bind(account=account, path=path)
+        # When every message's flags were last fetched (servers without CONDSTORE), monotonic.
+        self.flags_fetched = -1e18
+
+    @property
+    def log(self) -> Any:
+        """A logger bound to the folder (made when needed: most folders never log)."""
+        return _log.bind(account=self.account, path=self.path)
 
     # -- state ------------------------------------------------------------------------------
+
+    def adopt(self, row: Mapping[Any, Any]) -> FolderState:
+        """Take the stored state from ``row`` (just read by the caller)."""
+        self._folder_row = None
+        self.folder = FolderState.from_row(row)
+        return self.folder
+
+    @property
+    def has_row(self) -> bool:
+        """Whether the caller handed over the folder's row already."""
+        return self._folder_row is not None
 
     async def load(self) -> FolderState:
         """Read the stored state (creating the row on the first run)."""
@@ -139,8 +178,21 @@ class FolderSync:
     def forget(self) -> None:
         """Drop the state and the triggers: the next connection starts from the store."""
         self.folder = None
-        self.selected = None
+        self.flags_fetched = -1e18
         self.clear_triggers()
+
+    def unchanged(self, status: Mapping[str, int], *, condstore: bool) -> bool:
+        """Whether STATUS shows the folder exactly as stored: nothing arrived, went or (with
+        CONDSTORE) changed since. Without CONDSTORE flag changes do not show, so never."""
+        folder = self.folder
+        if not condstore or folder is None or not folder.initialized:
+            return False
+        return (
+            status.get("UIDVALIDITY") == folder.uidvalidity
+            and status.get("UIDNEXT") == folder.uidnext
+            and status.get("MESSAGES") == len(folder.uids)
+            and status.get("HIGHESTMODSEQ") == folder.highestmodseq
+        )
 
     def clear_triggers(self) -> None:
         """Forget what untagged responses asked for (a full sync covers it)."""
@@ -170,14 +222,19 @@ class FolderSync:
 
     # -- sync -------------------------------------------------------------------------------
 
-    async def select_and_sync(self, session: Session, *, readonly: bool = False) -> SelectResult:
+    async def select_and_sync(
+        self, session: Session, *, readonly: bool = False, flags_every: float = 0.0
+    ) -> SelectResult:
         """SELECT (EXAMINE with ``readonly``) the folder and bring the stored state up to
-        date with the server; returns what the SELECT said."""
+        date with the server; returns what the SELECT said.
+
+        Without CONDSTORE only fetching every message's flags finds flag changes;
+        ``flags_every`` (seconds) skips that when it ran more recently (new and expunged
+        mail is still found)."""
         client = session.client
         # Anything announced (or requested) before this point is covered by this full sync.
         self.clear_triggers()
         selected = await client.select(self.path, readonly=readonly, condstore=session.condstore)
-        self.selected = selected
         self._condstore = session.condstore and selected.highestmodseq is not None
         folder = self.folder
         assert folder is not None
@@ -187,7 +244,8 @@ class FolderSync:
         if not folder.initialized or folder.uidvalidity != validity:
             await self._baseline(session, selected, folder, changes, new)
         else:
-            modseq = await self._catch_up(session, selected, folder, changes, new)
+            every_flag = time.monotonic() - self.flags_fetched >= flags_every
+            modseq = await self._catch_up(session, selected, folder, changes, new, every_flag)
             if (selected.uidnext or 0) > (folder.uidnext or 1):
                 self._absorb(
                     await client.uid_fetch(f"{folder.uidnext or 1}:*", session.items),
@@ -246,8 +304,10 @@ class FolderSync:
         folder: FolderState,
         changes: list[Change],
         new: dict[int, FetchedMessage | None],
+        every_flag: bool = True,
     ) -> int | None:
-        """Deletions and flag changes since the stored state; returns the modseq to store."""
+        """Deletions and flag changes since the stored state; returns the modseq to store.
+        Without CONDSTORE, flag changes only with ``every_flag``."""
         client = session.client
         if self._condstore and folder.highestmodseq is not None:
             result = await client.uid_fetch(
@@ -261,8 +321,10 @@ class FolderSync:
                 await self._search_diff(client, folder, changes, new)
             return max(_highest(result, folder.highestmodseq), selected.highestmodseq or 0)
         await self._search_diff(client, folder, changes, new)
-        if folder.uids:
+        if folder.uids and every_flag:
             self._absorb(await client.uid_fetch("1:*", ["UID", "FLAGS"]), folder, changes, new)
+        if every_flag:
+            self.flags_fetched = time.monotonic()
         return selected.highestmodseq if self._condstore else None
 
     async def incremental(self, session: Session) -> None:

@@ -43,7 +43,7 @@ FAST = ImapSettings(
     auth_retry=60.0,
     scan_interval=0.25,
     lease=5.0,
-    poll_interval=0.3,
+    poll_interval=1.0,
 )
 # Dovecot batches change notifications for ~0.5 s; this leaves room for a slow machine.
 WAIT = 15.0

@@ -436,19 +436,19 @@ async def test_uidvalidity_change_resets_instead_of_flooding(
 async def test_reconnect_and_sync_requests_act(
     make_client: MakeClient, settings: Settings, dovecot: DovecotServer
 ) -> None:
-    """PUT reconnect opens new connections at once (INBOX's and the poller's); PUT sync (or
-    the sync column changed by another node) runs a catch-up at once; IDLE restarts are far
-    away."""
+    """PUT reconnect opens a new connection at once; PUT sync (or the sync column changed
+    by another node) runs a catch-up at once; IDLE restarts are far away. INBOX's connection
+    is the account's only one (it also polls the other folders)."""
     user = await _fresh(dovecot)
     async with _proxy(dovecot) as proxy:
         client = await _start(make_client, settings, idle_restart=600.0, scan_interval=0.3)
         await add_account(client, password_account("req", user, proxy.port))
         await wait_state(client, "req", "connected")
         synced = (await folder_row(client, "req")).synced_ms
-        assert proxy.accepted == 2
+        assert proxy.accepted == 1
 
         await call(client, "PUT", "/v1/account/req/reconnect", {"reconnect": True})
-        await wait_until(_at_least(proxy, 4), "new connections", within=3)
+        await wait_until(_at_least(proxy, 2), "a second connection", within=3)
         await wait_state(client, "req", "connected")
 
         await call(client, "PUT", "/v1/account/req/sync", {"sync": True})
@@ -459,7 +459,7 @@ async def test_reconnect_and_sync_requests_act(
                 update(accounts).where(accounts.c.id == "req").values(sync_requested_ms=1)
             )
         await _wait_synced_after(client, "req", synced, within=3)
-        assert proxy.accepted == 4
+        assert proxy.accepted == 2
 
 
 async def test_path_setting_watches_more_folders(
