@@ -13,7 +13,7 @@ import binascii
 import contextlib
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -24,6 +24,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import MAILBOXES, STORE
 from relay.api.models import Body, Out
+from relay.api.referencing import referenced
 from relay.errors import AuthError, ImapError, InputError, NotFound, SourceError, Unavailable
 from relay.imap.errors import ImapCommandError
 from relay.mailbox.model import (
@@ -36,7 +37,7 @@ from relay.mailbox.model import (
     check_path,
 )
 from relay.send.mime import MimeError, build
-from relay.send.model import Address, Submit
+from relay.send.model import Address, Reference, Submit
 from relay.store import accounts as accounts_store
 
 TAG = "Messages"
@@ -299,6 +300,8 @@ class Upload(Body):
     attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
     headers: dict[str, str] = Field(default_factory=dict)
     messageId: str | None = None
+    # EmailEngine's: the message is a reply to or a forward of this one (a draft, say).
+    reference: Reference | None = None
 
     @model_validator(mode="after")
     def _raw_or_parts(self) -> Upload:
@@ -307,26 +310,26 @@ class Upload(Body):
             raise ValueError(f"raw: cannot be combined with {sorted(composed)[0]}")
         return self
 
-    def mime(self, default_from: str) -> bytes:
-        if self.raw is not None:
-            try:
-                return base64.b64decode(self.raw, validate=True)
-            except (binascii.Error, ValueError):
-                raise InputError("raw: must be base64", field="raw") from None
+    def raw_bytes(self) -> bytes | None:
+        """The given ``raw`` MIME, decoded; None when the message is built from parts."""
+        if self.raw is None:
+            return None
+        try:
+            return base64.b64decode(self.raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError("raw: must be base64", field="raw") from None
+
+    def submit(self) -> Submit:
+        """The parts as the submit model the MIME builder takes."""
         payload = self.model_dump(
             by_alias=True,
             exclude_unset=True,
-            exclude={"path", "flags", "internalDate", "raw", "from_"},
+            exclude={"path", "flags", "internalDate", "raw", "from_", "reference"},
         )
         try:
-            submit = Submit.model_validate(payload)
+            return Submit.model_validate(payload)
         except ValueError as exc:
             raise InputError(str(exc).splitlines()[0]) from None
-        sender = self.from_ or Address(address=default_from)
-        try:
-            return bytes(build(submit, sender))
-        except MimeError as exc:
-            raise InputError(str(exc), field=exc.field) from None
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -537,10 +540,27 @@ async def upload_message(request: web.Request) -> web.Response:
         row = await accounts_store.get(conn, request.match_info["account"])
     if row is None:
         raise NotFound("Account record was not found for requested ID", field="account")
-    # Built as the account's own address unless it says otherwise (as a submit is).
-    raw = body.mime(str(row["delegated_user"] or row["email"]))
+    raw = body.raw_bytes()
+    if raw is None:
+        raw = await _compose(request, body, row)
     async with _mailbox(request) as mailbox:
         return json_response(await mailbox.upload(body.path, raw, tuple(body.flags)))
+
+
+async def _compose(request: web.Request, body: Upload, row: Mapping[Any, Any]) -> bytes:
+    """The message built from the upload's parts, completed from its ``reference``; from the
+    account's own address unless it says otherwise (as a submit is)."""
+    own = str(row["delegated_user"] or row["email"])
+    submit = body.submit()
+    if body.reference is not None:
+        addresses = {own.lower(), str(row["email"]).lower()}
+        submit, _ = await referenced(
+            request, request.match_info["account"], submit, body.reference, addresses
+        )
+    try:
+        return bytes(build(submit, body.from_ or Address(address=own)))
+    except MimeError as exc:
+        raise InputError(str(exc), field=exc.field) from None
 
 
 async def update_message(request: web.Request) -> web.Response:

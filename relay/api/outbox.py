@@ -6,7 +6,6 @@ the outbox worker (``relay.send.worker``) sends it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -19,15 +18,14 @@ from pydantic import Field
 from sqlalchemy.engine import RowMapping
 
 from relay.api.endpoint import Endpoint, json_response, read_query, validate
-from relay.api.keys import CIPHER, MAILBOXES, SETTINGS, STORE
+from relay.api.keys import CIPHER, SETTINGS, STORE
 from relay.api.models import Out, Paging
+from relay.api.referencing import referenced
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
-from relay.mailbox.model import MessageNotFound, NotOffered, TextRequest
 from relay.send.intake import Intake
 from relay.send.mime import MimeError, build
-from relay.send.model import Address, Attachment, Reference, Submit
-from relay.send.reference import apply_reference
+from relay.send.model import Address, Submit
 from relay.send.worker import raw_context
 from relay.store import outbox as outbox_store
 from relay.store.engine import now_ms
@@ -189,7 +187,7 @@ async def submit(request: web.Request) -> web.Response:
             )
     reference: dict[str, str] | None = None
     if body.reference is not None:
-        body, reference = await _referenced(request, account, body, body.reference, allowed)
+        body, reference = await referenced(request, account, body, body.reference, allowed)
     recipients = body.recipients()
     if not recipients:
         raise InputError("to: at least one recipient (to, cc or bcc) is required", field="to")
@@ -255,40 +253,6 @@ def _reference_result(raw_body: dict[str, Any], used: dict[str, str] | None) -> 
     if used is not None:
         return ReferenceResult(message=message, success=True)
     return ReferenceResult(message=message, success=False, error="Referenced message was not found")
-
-
-async def _referenced(
-    request: web.Request, account: str, body: Submit, ref: Reference, own: set[str]
-) -> tuple[Submit, dict[str, str] | None]:
-    """The submit completed from the message it replies to or forwards (read through the
-    mailbox layer), and what to flag once it is sent; a missing original is a 404 unless
-    ``ignoreMissing``."""
-    try:
-        mailbox = await request.app[MAILBOXES].open(account)
-        text = TextRequest(text_type="*") if ref.inline else None
-        original = await mailbox.message(ref.message, text)
-    except (MessageNotFound, NotOffered):
-        original = None
-    if original is not None and ref.messageId and original.get("messageId") != ref.messageId:
-        original = None
-    if original is None:
-        if ref.ignoreMissing:
-            return body, None
-        raise MessageNotFound("Referenced message was not found", field="reference.message")
-    completed = apply_reference(body, original, ref, own)
-    if ref.action == "forward" and ref.forwardAttachments:
-        extra = []
-        for item in original.get("attachments") or ():
-            content = await (await mailbox.attachment(str(item["id"]))).read()
-            extra.append(
-                Attachment(
-                    filename=item.get("filename") or None,
-                    content=base64.b64encode(content).decode("ascii"),
-                    contentType=str(item.get("contentType") or "application/octet-stream"),
-                )
-            )
-        completed = completed.model_copy(update={"attachments": [*completed.attachments, *extra]})
-    return completed, {"message": ref.message, "action": ref.action}
 
 
 async def list_outbox(request: web.Request) -> web.Response:

@@ -419,3 +419,66 @@ async def test_subconnections_are_watched_and_locale_and_tz_are_kept(
     await dovecot.append(user.user, "Tickets", message("in a subconnection"))
     (new,) = await wait_events(client, "acct0", "messageNew")
     assert (new["path"], new["data"]["subject"]) == ("Tickets", "in a subconnection")
+
+
+async def test_upload_by_reference_builds_a_reply_or_forward_draft(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """An upload with EmailEngine's ``reference`` is completed from the original as a submit
+    is: recipients, ``Re:``/``Fwd:`` subject, In-Reply-To and References; a missing original
+    is a 404 naming reference.message, and ``raw`` cannot take a reference."""
+    user = new_account(dovecot)
+    client = await _connected(make_client, settings, dovecot, user)
+    original_mime = (
+        b"From: Rita <rita@example.net>\r\nTo: " + user.user.encode() + b"\r\n"
+        b"Subject: Quarterly numbers\r\nMessage-ID: <q3@example.net>\r\n"
+        b"References: <q2@example.net>\r\n\r\nSee attached.\r\n"
+    )
+    await dovecot.append(user.user, "INBOX", original_mime)
+    (new,) = await wait_events(client, "acct0", "messageNew")
+    original = new["data"]["id"]
+
+    reply = await call(
+        client,
+        "POST",
+        "/v1/account/acct0/message",
+        {"path": "Drafts", "text": "Thanks!", "reference": {"message": original}},
+    )
+    draft = await call(client, "GET", f"/v1/account/acct0/message/{reply['id']}?textType=plain")
+    assert draft["to"] == [{"name": "Rita", "address": "rita@example.net"}]
+    assert draft["subject"] == "Re: Quarterly numbers"
+    assert draft["inReplyTo"] == "<q3@example.net>"
+    source = await client.get(f"/v1/account/acct0/message/{reply['id']}/source")
+    raw = await source.read()
+    assert b"References: <q2@example.net> <q3@example.net>" in raw
+
+    forward = await call(
+        client,
+        "POST",
+        "/v1/account/acct0/message",
+        {
+            "path": "Drafts",
+            "to": [{"address": "boss@example.org"}],
+            "reference": {"message": original, "action": "forward", "inline": True},
+        },
+    )
+    draft = await call(client, "GET", f"/v1/account/acct0/message/{forward['id']}?textType=plain")
+    assert draft["subject"] == "Fwd: Quarterly numbers"
+    assert "See attached." in draft["text"]["plain"]
+
+    gone = await client.post(
+        "/v1/account/acct0/message",
+        json={"path": "Drafts", "reference": {"message": "AAAAAQAAAAAAAAAB"}},
+    )
+    assert gone.status == 404
+    assert (await gone.json())["field"] == "reference.message"
+    mixed = await client.post(
+        "/v1/account/acct0/message",
+        json={
+            "path": "Drafts",
+            "raw": base64.b64encode(message("r")).decode(),
+            "reference": {"message": original},
+        },
+    )
+    assert mixed.status == 400
+    assert "raw" in (await mixed.json())["message"]
