@@ -310,15 +310,7 @@ class FolderSync:
         Without CONDSTORE, flag changes only with ``every_flag``."""
         client = session.client
         if self._condstore and folder.highestmodseq is not None:
-            result = await client.uid_fetch(
-                "1:*",
-                ["UID", "FLAGS"],
-                changedsince=folder.highestmodseq,
-                vanished=session.qresync,
-            )
-            self._absorb(result, folder, changes, new)
-            if not session.qresync:
-                await self._search_diff(client, folder, changes, new)
+            result = await self._changed_since(session, folder, changes, new, search=True)
             return max(_highest(result, folder.highestmodseq), selected.highestmodseq or 0)
         await self._search_diff(client, folder, changes, new)
         if folder.uids and every_flag:
@@ -326,6 +318,29 @@ class FolderSync:
         if every_flag:
             self.flags_fetched = time.monotonic()
         return selected.highestmodseq if self._condstore else None
+
+    async def _changed_since(
+        self,
+        session: Session,
+        folder: FolderState,
+        changes: list[Change],
+        new: dict[int, FetchedMessage | None],
+        *,
+        search: bool,
+    ) -> FetchResult:
+        """Flag changes (and, with QRESYNC, expunges) since the stored modseq; without
+        QRESYNC, ``search`` finds the expunged with a UID diff."""
+        assert folder.highestmodseq is not None
+        result = await session.client.uid_fetch(
+            "1:*",
+            ["UID", "FLAGS"],
+            changedsince=folder.highestmodseq,
+            vanished=session.qresync,
+        )
+        self._absorb(result, folder, changes, new)
+        if search and not session.qresync:
+            await self._search_diff(session.client, folder, changes, new)
+        return result
 
     async def incremental(self, session: Session) -> None:
         """Act on the triggers IDLE collected."""
@@ -341,16 +356,10 @@ class FolderSync:
         modseq_before = folder.highestmodseq
         if self._condstore and folder.highestmodseq is not None:
             if want_search or want_flags or flag_updates:
-                result = await client.uid_fetch(
-                    "1:*",
-                    ["UID", "FLAGS"],
-                    changedsince=folder.highestmodseq,
-                    vanished=session.qresync,
+                result = await self._changed_since(
+                    session, folder, changes, new, search=want_search
                 )
-                self._absorb(result, folder, changes, new)
                 folder.highestmodseq = _highest(result, folder.highestmodseq)
-                if want_search and not session.qresync:
-                    await self._search_diff(client, folder, changes, new)
         else:
             for uid, flags in flag_updates.items():
                 self._flags_seen(uid, flags, folder, changes)

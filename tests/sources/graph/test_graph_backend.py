@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -93,6 +94,11 @@ async def start(
         return client
 
     yield make
+    # Notifications still on their way (an account with every folder watched has several
+    # subscriptions) finish while the relay is up, so no connection is cut half-way.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await sandbox.notifier.settle()
     for guard in guards:
         guard.__exit__(None, None, None)
 

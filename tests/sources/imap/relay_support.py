@@ -21,7 +21,7 @@ from relay.store.schema import accounts, events, imap_folders
 from tests.api.helpers import call
 from tests.peers.dovecot import DovecotServer
 
-from .support import Account
+from .support import Account, new_account
 
 # The user of the Dovecots started with fewer capabilities (see conftest.py).
 PLAIN = Account("plain@example.com", "pw-plain", "t")
@@ -52,6 +52,17 @@ WAIT = 15.0
 def relay_settings(settings: Settings, **imap: Any) -> Settings:
     """``settings`` with the listeners on, fast timeouts, and ``imap`` overrides."""
     return dataclasses.replace(settings, imap=dataclasses.replace(FAST, **imap))
+
+
+async def fresh_account(server: DovecotServer) -> Account:
+    """A fresh test user (granting writes the grants file: not on the event loop)."""
+    return await asyncio.to_thread(new_account, server)
+
+
+async def start_relay(make_client: Any, settings: Settings, **imap: Any) -> TestClient:
+    """A relay with the listeners on (see :func:`relay_settings`)."""
+    client: TestClient = await make_client(relay_settings(settings, **imap))
+    return client
 
 
 def password_account(

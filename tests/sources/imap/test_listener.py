@@ -30,10 +30,12 @@ from .relay_support import (
     add_account,
     deliver_offline,
     folder_row,
+    fresh_account,
     mailbox,
     password_account,
     relay_settings,
     settle,
+    start_relay,
     stored_events,
     subjects,
     wait_events,
@@ -41,7 +43,7 @@ from .relay_support import (
     wait_until,
     write_ca,
 )
-from .support import Account, message, new_account
+from .support import Account, message
 
 ATTACHED = (
     b"From: =?UTF-8?Q?J=C3=BCrgen?= <j@example.org>\r\nTo: Ann <a@example.com>\r\n"
@@ -91,13 +93,8 @@ def own_dovecot() -> Iterator[DovecotServer]:
     shutil.rmtree(server.root, ignore_errors=True)
 
 
-async def _start(make_client: MakeClient, settings: Settings, **imap: object) -> TestClient:
-    return await make_client(relay_settings(settings, **imap))
-
-
-async def _fresh(server: DovecotServer) -> Account:
-    # Granting writes the grants file: not on the event loop once the relay runs.
-    return await asyncio.to_thread(new_account, server)
+_start = start_relay
+_fresh = fresh_account
 
 
 async def test_password_login_new_mail_event(

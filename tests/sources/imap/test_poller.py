@@ -4,7 +4,6 @@ mailboxNew / mailboxDeleted."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
@@ -22,25 +21,22 @@ from .relay_support import (
     PLAIN,
     add_account,
     folder_row,
+    fresh_account,
     mailbox,
     password_account,
     relay_settings,
     settle,
+    start_relay,
     stored_events,
     subjects,
     wait_events,
     wait_state,
     wait_until,
 )
-from .support import Account, message, new_account
+from .support import message
 
-
-async def _fresh(server: DovecotServer) -> Account:
-    return await asyncio.to_thread(new_account, server)
-
-
-async def _start(make_client: MakeClient, settings: Settings, **imap: Any) -> TestClient:
-    return await make_client(relay_settings(settings, **imap))
+_fresh = fresh_account
+_start = start_relay
 
 
 async def _listed(client: TestClient, account: str) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from tests.peers.dovecot import DovecotServer
 from .relay_support import (
     add_account,
     folder_row,
+    fresh_account,
     mailbox,
     password_account,
     relay_settings,
@@ -27,13 +28,11 @@ from .relay_support import (
     wait_state,
     wait_until,
 )
-from .support import Account, new_account
 
 POSTFIX_ID = "<305eabf4@example.com>"
 
 
-async def _fresh(server: DovecotServer) -> Account:
-    return await asyncio.to_thread(new_account, server)
+_fresh = fresh_account
 
 
 def _message(subject: str, message_id: str | None) -> bytes:
