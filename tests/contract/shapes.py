@@ -238,7 +238,6 @@ EVENTS: dict[str, Spec] = {
     "accountAdded": {"account": str},
     "accountInitialized": {"initialized": bool},
     "accountDeleted": {"account": str},
-    # -- added with the events themselves: their tests come with them ------------------------
     "messageBounce": {
         "bounceMessage": str,
         "recipient": str,

@@ -13,6 +13,7 @@ from relay.config import Settings
 from tests.api.helpers import call
 from tests.conftest import MakeClient
 from tests.contract.shapes import ROUTES, assert_event, assert_shape
+from tests.events.test_reports import ARF, POSTFIX
 from tests.peers.dovecot import DovecotServer, dovecot_server, free_port
 from tests.peers.receiver import Receiver
 from tests.sources.imap.relay_support import (
@@ -188,3 +189,31 @@ async def test_connect_error(
     await wait_state(client, "acct", "connectError")
     assert_event(await _one(client, "connectError"), "connectError")
     assert await stored_events(client, "acct", "authenticationError") == []
+
+
+async def test_bounce_and_complaint(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """A delivery report and a feedback report arriving in INBOX: messageBounce and
+    messageComplaint in EmailEngine's shapes."""
+    user = new_account(dovecot)
+    client = await _watching(make_client, settings, dovecot, user)
+    await dovecot.append(user.user, "INBOX", POSTFIX)
+    await dovecot.append(user.user, "INBOX", ARF)
+    assert_event(await _one(client, "messageBounce"), "messageBounce")
+    assert_event(await _one(client, "messageComplaint"), "messageComplaint")
+
+
+async def test_mailbox_new_and_deleted(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """A folder created and deleted after the first listing: mailboxNew and mailboxDeleted."""
+    user = new_account(dovecot)
+    client = await _watching(make_client, settings, dovecot, user)
+    await wait_events(client, "acct", "accountInitialized")
+    await call(client, "POST", "/v1/account/acct/mailbox", {"path": "Contracts"})
+    await call(client, "PUT", "/v1/account/acct/sync", {"sync": True})
+    assert_event(await _one(client, "mailboxNew"), "mailboxNew")
+    await call(client, "DELETE", "/v1/account/acct/mailbox?path=Contracts")
+    await call(client, "PUT", "/v1/account/acct/sync", {"sync": True})
+    assert_event(await _one(client, "mailboxDeleted"), "mailboxDeleted")
