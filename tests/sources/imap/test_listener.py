@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from relay.api.keys import STORE, SUPERVISOR
 from relay.config import Settings
 from relay.events.normalize import message_id, parse_message_id
-from relay.store.schema import accounts, imap_folders
+from relay.store.schema import accounts, folder_lists, imap_folders
 from tests.api.helpers import add_app, call
 from tests.conftest import MakeClient
 from tests.peers.dovecot import DovecotServer, start_dovecot
@@ -267,6 +267,16 @@ async def test_xoauth2_main_and_shared_mailbox(
     (event,) = await wait_events(client, "shared", "messageNew")
     assert event["data"]["subject"] == "to the shared box"
     assert await stored_events(client, "main", "messageNew") == []
+    # The shared mailbox's other folders are polled on its connection, and its folders
+    # created later are reported, all under the shared account.
+    await wait_until(lambda: _listed(client, "shared"), "the shared mailbox's folders listed")
+    await dovecot.append(shared.user, "Sent", message("sent by the shared box"))
+    await dovecot.doveadm("mailbox", "create", "-u", shared.user, "Shared Cases")
+    events = await wait_events(client, "shared", "messageNew", 2)
+    assert (events[1]["path"], events[1]["data"]["subject"]) == ("Sent", "sent by the shared box")
+    (created,) = await wait_events(client, "shared", "mailboxNew")
+    assert created["data"]["path"] == "Shared Cases"
+    assert await stored_events(client, "main", "mailboxNew") == []
 
     # auth_retry is 60 s: only the reconnect request can make it try again this soon.
     await asyncio.to_thread(dovecot.grant, main.token, main.user, [shared.user, denied.user])
@@ -276,6 +286,14 @@ async def test_xoauth2_main_and_shared_mailbox(
     assert success["data"] == {"user": denied.user}
     assert (await call(client, "GET", "/v1/account/denied")).get("lastError") is None
     assert len(await stored_events(client, "denied", "authenticationError")) == 1
+
+
+async def _listed(client: TestClient, account: str) -> bool:
+    async with client.app[STORE].read() as conn:
+        found = await conn.scalar(
+            select(folder_lists.c.account).where(folder_lists.c.account == account)
+        )
+    return found is not None
 
 
 async def test_kick_and_server_restart_report_every_message_once(
