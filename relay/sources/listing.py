@@ -39,11 +39,13 @@ async def record_listing(
     max_bytes: int,
     uidvalidity: Mapping[str, int] | None = None,
     imap: bool = False,
+    stored: Mapping[str, Listed] | None = None,
 ) -> ListingChange:
     """Store ``listing`` and report what changed since the stored one (see the module
     docstring); ``uidvalidity`` fills ``mailboxNew``'s ``uidValidity``; ``imap`` also drops
-    the sync state of deleted folders."""
-    before = await stored_listing(store, account)
+    the sync state of deleted folders. ``stored``: the stored listing when the caller has
+    just read it (spares a read; the write reads it again under its lock)."""
+    before = dict(stored) if stored is not None else await stored_listing(store, account)
     if before == dict(listing):
         return _NONE
     expected = diff(before, listing) if before is not None else _NONE

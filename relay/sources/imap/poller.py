@@ -236,8 +236,9 @@ class FolderPoller:
             return
         validity: dict[str, int] = {}
         known = self._listed
+        stored = None
         if known is None:
-            known = await stored_listing(self.ctx.store, self.account)
+            known = stored = await stored_listing(self.ctx.store, self.account)
         for path in listing:
             if known is None or path in known:
                 continue  # the first listing of an account reports nothing
@@ -255,5 +256,6 @@ class FolderPoller:
             max_bytes=self.ctx.max_payload_bytes,
             uidvalidity=validity,
             imap=True,
+            stored=stored,
         )
         self._listed = listing
