@@ -138,10 +138,11 @@ class FolderListener(KeptConnection):
                         left = await self.poller.run(session, force=force)
                         next_round = time.monotonic() + self.ctx.settings.poll_interval
                     if force or left:
-                        await self.folder.select_and_sync(
-                            session,
-                            flags_every=0.0 if force else self.ctx.settings.full_sync_interval,
-                        )
+                        # Every flag again: while another folder was selected, INBOX's own
+                        # changes were not announced, and without CONDSTORE only reading
+                        # every message's flags finds them (a round leaves INBOX only when
+                        # a polled folder changed).
+                        await self.folder.select_and_sync(session)
                     continue
                 if self.folder.pending():
                     await self.folder.incremental(session)
