@@ -7,6 +7,7 @@ Each long-lived resource is one ``cleanup_ctx`` generator under a typed ``web.Ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from relay.api import guard
 from relay.api.health import metrics_middleware
 from relay.api.keys import (
     AUTH_CACHE,
@@ -22,6 +24,7 @@ from relay.api.keys import (
     MAILBOXES,
     METRICS,
     OUTBOX,
+    RATE_LIMITER,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -32,10 +35,13 @@ from relay.api.middleware import auth_middleware, errors_middleware
 from relay.api.routes import setup_routes
 from relay.auth.api_tokens import new_token
 from relay.auth.crypto import load_cipher
+from relay.auth.grant_cache import GrantCache
 from relay.auth.identity import MicrosoftIdentity
+from relay.auth.ratelimit import RateLimiter
 from relay.auth.scopes import GRAPH
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
+from relay.errors import StoreError
 from relay.imap.client import ClientOptions
 from relay.imap.tls import TlsContexts
 from relay.mailbox.access import Mailboxes
@@ -47,13 +53,17 @@ from relay.send.worker import OutboxWorker
 from relay.sources.graph.client import GraphClients
 from relay.sources.graph.watcher import GraphContext
 from relay.sources.supervisor import Supervisor
-from relay.store import Store, tokens
+from relay.store import Store, token_log, tokens
+from relay.store.engine import now_ms
 from relay.store.migrate import migrate
 from relay.webhooks.worker import DeliveryWorker
 
 log = structlog.get_logger(__name__)
 
 Announce = Callable[[str], None]
+
+# Seconds between prunings of the audit log.
+AUDIT_PRUNE_EVERY = 3600.0
 
 
 async def prepare_store(settings: Settings, announce: Announce | None = None) -> Store:
@@ -79,6 +89,24 @@ async def prepare_store(settings: Settings, announce: Announce | None = None) ->
     return store
 
 
+async def prune_audit_log(
+    store: Store, retention_days: float, *, every: float = AUDIT_PRUNE_EVERY
+) -> None:
+    """Delete audit log entries older than ``retention_days``, now and every ``every`` seconds
+    (every node does it; deleting what another node deleted is harmless)."""
+    while True:
+        try:
+            async with store.write(notify=False) as conn:
+                pruned = await token_log.prune(
+                    conn, before_ms=now_ms() - int(retention_days * 86_400_000)
+                )
+            if pruned:
+                log.info("pruned the audit log", entries=pruned)
+        except StoreError:
+            log.warning("audit log pruning failed; will retry")
+        await asyncio.sleep(every)
+
+
 def create_app(
     settings: Settings, *, base_dir: Path | None = None, announce: Announce | None = None
 ) -> web.Application:
@@ -90,8 +118,10 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics.create()
-    app[AUTH_CACHE] = set()
+    app[AUTH_CACHE] = GrantCache()
     app[CIPHER] = load_cipher(settings.security, base_dir=base_dir or Path.cwd())
+    app[RATE_LIMITER] = RateLimiter()
+    app.on_response_prepare.append(guard.add_ratelimit_headers)
     setup_routes(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -217,7 +247,17 @@ def create_app(
         yield
         await outbox.stop(settings.server.shutdown_timeout)
 
+    async def audit_retention_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            prune_audit_log(app[STORE], settings.security.audit_retention_days)
+        )
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(audit_retention_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(tokens_ctx)
     app.cleanup_ctx.append(mailboxes_ctx)

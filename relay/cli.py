@@ -1,4 +1,4 @@
-"""``relay serve | migrate | token issue | sandbox``."""
+"""``relay serve | migrate | token issue|list|revoke | sandbox``."""
 
 from __future__ import annotations
 
@@ -28,10 +28,43 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", type=Path, help="TOML settings file (see config.example.toml)")
     token = sub.add_parser("token", help="manage API tokens")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
-    issue = token_sub.add_parser("issue", help="create an API token and print it")
+    token_sub = token.add_subparsers(dest="subcommand", required=True)
+    issue = token_sub.add_parser(
+        "issue",
+        help="create an API token and print it",
+        description="Create an API token and print it. Without options it may do everything; "
+        "the options limit it as POST /v1/tokens does.",
+    )
     issue.add_argument("--config", type=Path)
-    issue.add_argument("--description", default="", help="what the token is for")
+    issue.add_argument("--description", default="issued with relay token issue")
+    issue.add_argument("--account", help="bind the token to this account")
+    issue.add_argument(
+        "--shared",
+        action="store_true",
+        help="also the shared mailboxes delegated from --account",
+    )
+    issue.add_argument(
+        "--scope",
+        action="append",
+        choices=("api", "smtp", "metrics"),
+        help="repeatable; default: every scope",
+    )
+    issue.add_argument(
+        "--permission",
+        action="append",
+        metavar="GROUP:ACTION",
+        help="repeatable, e.g. message:read; default: every group and action",
+    )
+    issue.add_argument("--address", action="append", help="allowed client IP or CIDR; repeatable")
+    issue.add_argument("--referrer", action="append", help="allowed Referer prefix; repeatable")
+    issue.add_argument("--rate-limit", metavar="N/SECONDS", help="at most N requests per SECONDS")
+    issue.add_argument("--expires", metavar="ISO", help="date and time the token stops working")
+    listing = token_sub.add_parser("list", help="list API tokens (never the tokens themselves)")
+    listing.add_argument("--config", type=Path)
+    listing.add_argument("--account", help="only the tokens bound to this account")
+    revoke = token_sub.add_parser("revoke", help="delete an API token by its id")
+    revoke.add_argument("--config", type=Path)
+    revoke.add_argument("id")
     sandbox = sub.add_parser("sandbox", help="run the local Microsoft 365 emulator")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=4443)
@@ -111,17 +144,78 @@ async def _migrate(settings: Settings) -> None:
         await store.close()
 
 
-async def _issue(settings: Settings, description: str) -> None:
+def _issue_request(args: argparse.Namespace) -> dict[str, object]:
+    """``relay token issue``'s options as the body of ``POST /v1/tokens``."""
+    body: dict[str, object] = {
+        "description": args.description,
+        "shared": args.shared,
+        "scopes": args.scope or ["*"],
+    }
+    if args.account is not None:
+        body["account"] = args.account
+    if args.permission is not None:
+        permissions: dict[str, list[str]] = {}
+        for item in args.permission:
+            group, _, action = item.partition(":")
+            permissions.setdefault(group, []).append(action)
+        body["permissions"] = permissions
+    restrictions: dict[str, object] = {}
+    if args.address is not None:
+        restrictions["addresses"] = args.address
+    if args.referrer is not None:
+        restrictions["referrers"] = args.referrer
+    if args.rate_limit is not None:
+        count, _, window = args.rate_limit.partition("/")
+        restrictions["rateLimit"] = {"maxRequests": count, "timeWindow": window or None}
+    if restrictions:
+        body["restrictions"] = restrictions
+    if args.expires is not None:
+        body["expires"] = args.expires
+    return body
+
+
+async def _issue(settings: Settings, args: argparse.Namespace) -> None:
+    from relay.api.endpoint import validate
+    from relay.api.tokens import TokenCreate, mint
     from relay.app import prepare_store
-    from relay.auth.api_tokens import new_token
+
+    body = validate(TokenCreate, _issue_request(args))
+    store = await prepare_store(settings)
+    try:
+        async with store.write() as conn:
+            token, _ = await mint(conn, body, parent=None, source="issued")
+        print(token)
+    finally:
+        await store.close()
+
+
+async def _list(settings: Settings, account: str | None) -> None:
+    from relay.api.tokens import token_out
+    from relay.app import prepare_store
     from relay.store import tokens
 
     store = await prepare_store(settings)
     try:
-        token = new_token()
+        async with store.read() as conn:
+            _, rows = await tokens.page(conn, 0, 1_000_000, account=account)
+        for row in rows:
+            print(token_out(row).model_dump_json(exclude_none=True))
+    finally:
+        await store.close()
+
+
+async def _revoke(settings: Settings, token_id: str) -> None:
+    from relay.app import prepare_store
+    from relay.errors import NotFound
+    from relay.store import tokens
+
+    store = await prepare_store(settings)
+    try:
         async with store.write() as conn:
-            await tokens.add(conn, token, source="issued", description=description)
-        print(token)
+            if not await tokens.delete(conn, token_id):
+                raise NotFound(f"token {token_id!r} not found")
+        # A running relay reads a token's grant again at most a second after it cached it.
+        print(f"deleted {token_id}")
     finally:
         await store.close()
 
@@ -149,8 +243,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             _serve(settings)
         elif command == "migrate":
             asyncio.run(_migrate(settings))
+        elif command == "token" and args.subcommand == "issue":
+            asyncio.run(_issue(settings, args))
+        elif command == "token" and args.subcommand == "list":
+            asyncio.run(_list(settings, args.account))
         elif command == "token":
-            asyncio.run(_issue(settings, args.description))
+            asyncio.run(_revoke(settings, args.id))
     except ConfigError as exc:
         print(f"relay: invalid setting {exc.key}: {exc.problem}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -50,6 +50,15 @@ class SecuritySettings:
     secret: str = ""
     # Where the generated key lives when `secret` is empty (created with mode 0600).
     key_file: str = "relay.key"
+    # Reverse proxies (CIDRs) whose X-Forwarded-For is believed when a token is restricted
+    # to addresses, e.g. ["10.0.0.0/8"]. Empty: X-Forwarded-For is ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Accept the API token as ?access_token= (EmailEngine does); false: the header only.
+    query_token: bool = True
+    # Days the audit log (writes, sends and deletes made with each token) is kept.
+    audit_retention_days: float = 90.0
+    # Serve GET /metrics without a token; false: a token with the `metrics` scope is needed.
+    metrics_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +361,15 @@ def _check(settings: Settings) -> None:
         raise ConfigError("store.pool_size", "must be at least 1")
     if s.security.secret and len(s.security.secret) < 16:
         raise ConfigError("security.secret", "must be at least 16 characters long")
+    for network in s.security.trusted_proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                "security.trusted_proxies", f"{network!r} is not an IP network like 10.0.0.0/8"
+            ) from None
+    if s.security.audit_retention_days <= 0:
+        raise ConfigError("security.audit_retention_days", "must be greater than 0")
     if s.log.level not in _LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
     if s.log.format not in _LOG_FORMATS:

@@ -4,7 +4,9 @@
     ├── ConfigError            a setting is missing or malformed (start-up stops)
     ├── InputError             a request is malformed; carries the field and an HTTP status
     │   ├── NotFound           the named resource does not exist (404)
-    │   └── Conflict           the request contradicts the stored state (409)
+    │   ├── Conflict           the request contradicts the stored state (409)
+    │   ├── Forbidden          the token may not do this (403)
+    │   └── RateLimited        the token made too many requests (429)
     ├── Unauthorized           missing or unknown API token (401)
     ├── Unavailable            a mailbox server cannot be used right now (503)
     ├── StoreError             the database failed or is unreachable
@@ -63,6 +65,27 @@ class Conflict(InputError):
     status = 409
     reason = "Conflict"
     code = "Conflict"
+
+
+class Forbidden(InputError):
+    """The token may not do what the request asks; ``field`` names what it lacks."""
+
+    status = 403
+    reason = "Forbidden"
+    code = "Forbidden"
+
+
+class RateLimited(InputError):
+    """The token's rate limit is used up; ``headers`` (``Retry-After``, ``RateLimit-*``) say
+    when it may try again."""
+
+    status = 429
+    reason = "Too Many Requests"
+    code = "RateLimited"
+
+    def __init__(self, message: str, *, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
 
 
 class Unauthorized(RelayError):

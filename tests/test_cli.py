@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from relay.auth.api_tokens import hash_token
+from relay.auth.grants import Grant
+from relay.cli import main
+from relay.config import StoreSettings
+from relay.store import Store, tokens
+from relay.store import accounts as accounts_store
 from tests.proc import RelayProcess, free_port, relay_env
 
 
@@ -116,3 +126,115 @@ def test_token_issue_and_migrate(tmp_path: Path) -> None:
             assert json.load(resp)["status"] == "ok"
     finally:
         relay.stop()
+
+
+def test_token_issue_with_options_list_and_revoke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`relay token issue` validates its options as POST /v1/tokens does and stores the
+    grant; `relay token list` shows it (never the token); `relay token revoke` deletes it."""
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    for key in [k for k in os.environ if k.startswith("RELAY_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RELAY_STORE_URL", url)
+    monkeypatch.setenv("RELAY_API_TOKEN", "s" * 40)
+    monkeypatch.setenv("RELAY_SECRET", "cli-test-secret-value")
+    monkeypatch.chdir(tmp_path)
+
+    for argv, problem in (
+        (["--account", "acme"], "Account 'acme' not found"),
+        (["--permission", "foo:read"], "permissions.foo"),
+        (["--address", "10.0.0.0/33"], "restrictions.addresses.0"),
+        (["--rate-limit", "0/60"], "restrictions.rateLimit.maxRequests"),
+        (["--expires", "2001-01-01T00:00:00Z"], "expires"),
+        (["--shared"], "shared"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["token", "issue", *argv])
+        assert exited.value.code == 1
+        assert capsys.readouterr().err.startswith(f"relay: {problem}")
+
+    async def add_account() -> None:
+        store = Store.open(StoreSettings(url=url))
+        try:
+            async with store.write() as conn:
+                await accounts_store.insert(
+                    conn,
+                    {
+                        "id": "acme",
+                        "name": "Acme",
+                        "email": "acme@example.com",
+                        "backend": "imap",
+                        "state": "init",
+                        "config": {},
+                    },
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(add_account())
+    main(
+        [
+            "token",
+            "issue",
+            "--description",
+            "helpdesk",
+            "--account",
+            "acme",
+            "--shared",
+            "--scope",
+            "api",
+            "--permission",
+            "message:read",
+            "--permission",
+            "submit:send",
+            "--address",
+            "10.0.0.0/8",
+            "--referrer",
+            "https://app.example.com/",
+            "--rate-limit",
+            "100/60",
+            "--expires",
+            "2099-01-01T00:00:00Z",
+        ]
+    )
+    token = capsys.readouterr().out.strip()
+    assert len(token) == 64
+
+    main(["token", "list", "--account", "acme"])
+    (line,) = capsys.readouterr().out.splitlines()
+    listed = json.loads(line)
+    assert token not in line
+    assert {k: v for k, v in listed.items() if k not in ("id", "created")} == {
+        "account": "acme",
+        "shared": True,
+        "description": "helpdesk",
+        "scopes": ["api"],
+        "permissions": {"message": ["read"], "submit": ["send"]},
+        "restrictions": {
+            "addresses": ["10.0.0.0/8"],
+            "referrers": ["https://app.example.com/"],
+            "rateLimit": {"maxRequests": 100, "timeWindow": 60},
+        },
+        "expires": "2099-01-01T00:00:00.000Z",
+        "source": "issued",
+    }
+
+    async def grant_of_token() -> Grant | None:
+        store = Store.open(StoreSettings(url=url))
+        try:
+            async with store.read() as conn:
+                return await tokens.find(conn, hash_token(token))
+        finally:
+            await store.close()
+
+    grant = asyncio.run(grant_of_token())
+    assert grant is not None
+    assert (grant.account, grant.shared, grant.scopes) == ("acme", True, frozenset({"api"}))
+
+    main(["token", "revoke", listed["id"]])
+    assert capsys.readouterr().out.strip() == f"deleted {listed['id']}"
+    assert asyncio.run(grant_of_token()) is None
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "revoke", listed["id"]])
+    assert exited.value.code == 1

@@ -31,17 +31,20 @@ from relay.api.account_schema import (
     split_secrets,
 )
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query, validate
-from relay.api.keys import CIPHER, SETTINGS, STORE, SUPERVISOR
+from relay.api.keys import AUTH_CACHE, CIPHER, SETTINGS, STORE, SUPERVISOR
+from relay.api.middleware import check_account, request_grant
 from relay.api.models import Body, Out, Paging
 from relay.auth.consent import ConsentRequest, consent_link
 from relay.auth.crypto import Cipher
 from relay.auth.delegation import delegation_problem
+from relay.auth.grants import Permission
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import Event, iso_ms
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
 from relay.store import graph as graph_store
 from relay.store import oauth2_apps as apps_store
+from relay.store import tokens as tokens_store
 from relay.store.engine import now_ms
 from relay.store.schema import AccountState
 from relay.webhooks.account_route import sync_account_route
@@ -432,6 +435,7 @@ def _consent_request(body: AccountCreate) -> ConsentRequest:
 
 async def create_account(request: web.Request) -> web.Response:
     body = await read_body(request, AccountCreate)
+    await check_account(request, body.account)
     cipher = request.app[CIPHER]
     settings = request.app[SETTINGS]
     if body.oauth2 is not None and body.oauth2.authorize:
@@ -455,9 +459,16 @@ async def create_account(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     query = read_query(request, AccountQuery)
     cipher = request.app[CIPHER]
+    grant = request_grant(request)
     async with request.app[STORE].read() as conn:
+        only = await accounts_store.visible_to(conn, grant) if grant is not None else None
         total, rows = await accounts_store.page(
-            conn, query.page * query.pageSize, query.pageSize, state=query.state, query=query.query
+            conn,
+            query.page * query.pageSize,
+            query.pageSize,
+            state=query.state,
+            query=query.query,
+            only=only,
         )
     pages = max(1, -(-total // query.pageSize))
     return json_response(
@@ -511,10 +522,14 @@ async def delete_account(request: web.Request) -> web.Response:
                 " delete those shared accounts (or point them elsewhere) first",
                 field="account",
             )
+        # The account's tokens go with it (ON DELETE CASCADE); refuse them from now on.
+        token_ids = await tokens_store.ids_of_account(conn, account)
         await accounts_store.delete(conn, account)
         await events_store.append(
             conn, Event("accountDeleted", account, {"account": account}, now_ms()), service_url
         )
+    for token_id in token_ids:
+        request.app[AUTH_CACHE].forget(token_id)
     _notify_supervisor(request, account)
     return json_response(AccountDeleted(account=account))
 
@@ -553,6 +568,7 @@ ENDPOINTS = [
         TAG,
         body=AccountCreate,
         response=AccountAdded,
+        permission=Permission("account", "write"),
     ),
     Endpoint(
         "GET",
@@ -562,6 +578,7 @@ ENDPOINTS = [
         TAG,
         query=AccountQuery,
         response=AccountList,
+        permission=Permission("account", "read"),
     ),
     Endpoint(
         "GET",
@@ -571,6 +588,7 @@ ENDPOINTS = [
         TAG,
         response=AccountView,
         errors=_NOT_FOUND,
+        permission=Permission("account", "read"),
     ),
     Endpoint(
         "PUT",
@@ -581,6 +599,7 @@ ENDPOINTS = [
         body=AccountUpdate,
         response=AccountRef,
         errors=_NOT_FOUND,
+        permission=Permission("account", "write"),
     ),
     Endpoint(
         "DELETE",
@@ -590,6 +609,7 @@ ENDPOINTS = [
         TAG,
         response=AccountDeleted,
         errors={**_NOT_FOUND, 409: "Shared accounts still delegate to it"},
+        permission=Permission("account", "destructive"),
     ),
     Endpoint(
         "PUT",
@@ -600,6 +620,7 @@ ENDPOINTS = [
         body=ReconnectBody,
         response=Requested,
         errors=_NOT_FOUND,
+        permission=Permission("account", "write"),
     ),
     Endpoint(
         "PUT",
@@ -610,5 +631,6 @@ ENDPOINTS = [
         body=SyncBody,
         response=Requested,
         errors=_NOT_FOUND,
+        permission=Permission("account", "write"),
     ),
 ]

@@ -40,7 +40,7 @@ from relay.api.account_schema import AccountCreate, Email
 from relay.api.accounts import change_account, notify_supervisor, save_account
 from relay.api.endpoint import Endpoint, json_response, read_body, validate
 from relay.api.keys import CIPHER, SETTINGS, STORE, TOKENS
-from relay.api.middleware import error_response
+from relay.api.middleware import check_account, error_response
 from relay.api.models import Body, Identifier, Out, Text
 from relay.auth.consent import (
     CALLBACK_PATH,
@@ -52,6 +52,7 @@ from relay.auth.consent import (
     consent_link,
     redirect_uri,
 )
+from relay.auth.grants import Permission
 from relay.auth.identity import AppConfig, TokenResult
 from relay.auth.links import LINK_KEY_PURPOSE, verify
 from relay.auth.scopes import token_resource
@@ -127,6 +128,7 @@ class UpstreamProblem(InputError):
 
 async def authentication_form(request: web.Request) -> web.Response:
     body = await read_body(request, AuthForm)
+    await check_account(request, body.account)
     if body.delegated and not body.email:
         raise InputError(
             "email: is required with delegated (the shared mailbox address)", field="email"
@@ -372,6 +374,7 @@ ENDPOINTS = [
         body=AuthForm,
         response=AuthFormLink,
         errors={404: "Unknown OAuth2 application"},
+        permission=Permission("account", "write"),
     ),
     Endpoint(
         "GET",

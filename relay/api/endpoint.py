@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from relay.auth.grants import Permission
 from relay.errors import InputError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,6 +36,9 @@ class Endpoint:
     public: bool = False
     # Non-JSON success responses (text/plain, redirects) describe themselves here.
     content_type: str = "application/json"
+    # What a token needs to use the route (every non-public /v1 route declares one; see
+    # relay.api.middleware). None on public routes.
+    permission: Permission | None = None
 
 
 def json_response(model: BaseModel | Mapping[str, Any], *, status: int = 200) -> web.Response:

@@ -93,9 +93,9 @@ ENDPOINTS = [
         "GET",
         "/metrics",
         metrics,
-        "Prometheus metrics",
+        "Prometheus metrics (a token with the metrics scope, unless security.metrics_public)",
         TAG,
-        public=True,
+        errors={403: "The token lacks the metrics scope"},
         content_type="text/plain",
     ),
 ]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relay.api.endpoint import Endpoint
 from relay.auth.crypto import Cipher
+from relay.auth.grant_cache import GrantCache
+from relay.auth.grants import Grant
+from relay.auth.ratelimit import RateLimiter
 from relay.auth.tokens import TokenManager
 from relay.config import Settings
 from relay.mailbox.access import Mailboxes
@@ -18,8 +22,13 @@ from relay.webhooks.worker import DeliveryWorker
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 CIPHER = web.AppKey("cipher", Cipher)
-# Hashes of tokens already checked against the store (tokens cannot be revoked through the API).
-AUTH_CACHE = web.AppKey("auth_cache", set[str])
+# Grants of tokens recently read from the store, by token hash. Whoever deletes or changes a
+# token drops it here (GrantCache.forget).
+AUTH_CACHE = web.AppKey("auth_cache", GrantCache)
+# The grant of the token that authenticated the request (relay.api.middleware.request_grant).
+GRANT = web.RequestKey("grant", Grant)
+# The route table by (method, route template): what the authentication middleware checks.
+ROUTES = web.AppKey("routes", dict[tuple[str, str], Endpoint])
 METRICS = web.AppKey("metrics", Metrics)
 WORKER = web.AppKey("worker", DeliveryWorker)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
@@ -31,3 +40,5 @@ OUTBOX = web.AppKey("outbox", OutboxWorker)
 MAILBOXES = web.AppKey("mailboxes", Mailboxes)
 # Adds message content to messageNew events (only on nodes that watch mailboxes).
 ENRICHER = web.AppKey("enricher", Enricher)
+# Per-token rate limits counted on this node (relay.api.guard).
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

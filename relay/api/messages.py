@@ -25,6 +25,7 @@ from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import MAILBOXES, STORE
 from relay.api.models import Body, Out
 from relay.api.referencing import referenced
+from relay.auth.grants import Permission
 from relay.errors import AuthError, ImapError, InputError, NotFound, SourceError, Unavailable
 from relay.imap.errors import ImapCommandError
 from relay.mailbox.model import (
@@ -649,6 +650,7 @@ ENDPOINTS = [
         query=Counters,
         response=MailboxList,
         errors=_NOT_FOUND,
+        permission=Permission("mailbox", "read"),
     ),
     Endpoint(
         "POST",
@@ -659,6 +661,7 @@ ENDPOINTS = [
         body=MailboxCreate,
         response=MailboxChanged,
         errors=_NOT_FOUND,
+        permission=Permission("mailbox", "write"),
     ),
     Endpoint(
         "PUT",
@@ -669,6 +672,7 @@ ENDPOINTS = [
         body=MailboxRename,
         response=MailboxChanged,
         errors=_NOT_FOUND,
+        permission=Permission("mailbox", "write"),
     ),
     Endpoint(
         "DELETE",
@@ -679,6 +683,7 @@ ENDPOINTS = [
         query=PathQuery,
         response=MailboxChanged,
         errors=_NOT_FOUND,
+        permission=Permission("mailbox", "destructive"),
     ),
     Endpoint(
         "GET",
@@ -689,6 +694,7 @@ ENDPOINTS = [
         query=ListQuery,
         response=MessageList,
         errors=_NOT_FOUND,
+        permission=Permission("message", "read"),
     ),
     Endpoint(
         "POST",
@@ -700,6 +706,7 @@ ENDPOINTS = [
         body=SearchBody,
         response=MessageList,
         errors=_NOT_FOUND,
+        permission=Permission("message", "read"),
     ),
     Endpoint(
         "GET",
@@ -710,6 +717,7 @@ ENDPOINTS = [
         query=MessageQuery,
         response=MessageEntry,
         errors=_NOT_FOUND,
+        permission=Permission("message", "read"),
     ),
     Endpoint(
         "GET",
@@ -720,6 +728,7 @@ ENDPOINTS = [
         query=TextQuery,
         response=TextOut,
         errors=_NOT_FOUND,
+        permission=Permission("message", "read"),
     ),
     Endpoint(
         "GET",
@@ -729,6 +738,7 @@ ENDPOINTS = [
         TAG,
         errors=_STREAM,
         content_type="message/rfc822",
+        permission=Permission("message", "read"),
     ),
     Endpoint(
         "GET",
@@ -738,6 +748,7 @@ ENDPOINTS = [
         TAG,
         errors=_STREAM,
         content_type="application/octet-stream",
+        permission=Permission("message", "read"),
     ),
     Endpoint(
         "POST",
@@ -748,6 +759,7 @@ ENDPOINTS = [
         body=Upload,
         response=Updated,
         errors=_NOT_FOUND,
+        permission=Permission("message", "write"),
     ),
     Endpoint(
         "PUT",
@@ -758,6 +770,7 @@ ENDPOINTS = [
         body=MessageUpdate,
         response=Updated,
         errors=_NOT_FOUND,
+        permission=Permission("message", "write"),
     ),
     Endpoint(
         "PUT",
@@ -768,6 +781,7 @@ ENDPOINTS = [
         body=MoveBody,
         response=Moved,
         errors=_NOT_FOUND,
+        permission=Permission("message", "write"),
     ),
     Endpoint(
         "DELETE",
@@ -778,6 +792,7 @@ ENDPOINTS = [
         query=ForceQuery,
         response=DeletedOut,
         errors=_NOT_FOUND,
+        permission=Permission("message", "destructive"),
     ),
     Endpoint(
         "PUT",
@@ -789,6 +804,7 @@ ENDPOINTS = [
         body=BulkUpdate,
         response=Updated,
         errors=_NOT_FOUND,
+        permission=Permission("message", "write"),
     ),
     Endpoint(
         "PUT",
@@ -800,6 +816,7 @@ ENDPOINTS = [
         body=BulkMove,
         response=Moved,
         errors=_NOT_FOUND,
+        permission=Permission("message", "write"),
     ),
     Endpoint(
         "PUT",
@@ -811,5 +828,6 @@ ENDPOINTS = [
         body=SearchBody,
         response=DeletedOut,
         errors=_NOT_FOUND,
+        permission=Permission("message", "destructive"),
     ),
 ]

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, Field, HttpUrl, model_validator
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import CIPHER, STORE
 from relay.api.models import Body, Deleted, Out, Paging, Text
+from relay.auth.grants import Permission
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
 from relay.store import oauth2_apps as apps_store
@@ -280,6 +281,7 @@ ENDPOINTS = [
         TAG,
         body=AppCreate,
         response=AppCreated,
+        permission=Permission("oauth2", "write"),
     ),
     Endpoint(
         "GET",
@@ -289,6 +291,7 @@ ENDPOINTS = [
         TAG,
         query=Paging,
         response=AppList,
+        permission=Permission("oauth2", "read"),
     ),
     Endpoint(
         "GET",
@@ -298,6 +301,7 @@ ENDPOINTS = [
         TAG,
         response=AppOut,
         errors={404: "Unknown application"},
+        permission=Permission("oauth2", "read"),
     ),
     Endpoint(
         "PUT",
@@ -308,6 +312,7 @@ ENDPOINTS = [
         body=AppUpdate,
         response=AppUpdated,
         errors={404: "Unknown application"},
+        permission=Permission("oauth2", "write"),
     ),
     Endpoint(
         "DELETE",
@@ -317,5 +322,6 @@ ENDPOINTS = [
         TAG,
         response=AppDeleted,
         errors={404: "Unknown application", 409: "Accounts still use it"},
+        permission=Permission("oauth2", "destructive"),
     ),
 ]

@@ -59,6 +59,14 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
             ]
         if params:
             op["parameters"] = params
+        if ep.permission is not None:
+            op["x-permission"] = str(ep.permission)
+            op["description"] = f"Needs a token with the `{ep.permission}` permission" + (
+                " (an account-bound token: its own account; any other answers 404)."
+                if "{account}" in ep.path
+                else " (an account-bound token: only if its permissions name"
+                f" `{ep.permission.group}`)."
+            )
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
@@ -77,6 +85,11 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         if not ep.public:
             responses["401"] = {"description": "Missing or unknown API token", **error}
             op["security"] = [{"bearer": []}]
+            if ep.permission is not None:
+                responses["403"] = {
+                    "description": "The token lacks the scope or permission (the message names it)",
+                    **error,
+                }
         for status, description in ep.errors.items():
             responses[str(status)] = {"description": description, **error}
         responses["503"] = {"description": "The store is unavailable", **error}

@@ -16,17 +16,21 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.api.endpoint import Endpoint, json_response, read_query, validate
 from relay.api.keys import CIPHER, SETTINGS, STORE
+from relay.api.middleware import request_grant
 from relay.api.models import Out, Paging
 from relay.api.referencing import referenced
+from relay.auth.grants import Permission
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
 from relay.send.intake import Intake
 from relay.send.mime import MimeError, build
 from relay.send.model import Address, Submit
 from relay.send.worker import raw_context
+from relay.store import accounts as accounts_store
 from relay.store import outbox as outbox_store
 from relay.store.engine import now_ms
 from relay.store.schema import OutboxStatus
@@ -257,12 +261,15 @@ def _reference_result(raw_body: dict[str, Any], used: dict[str, str] | None) -> 
 
 async def list_outbox(request: web.Request) -> web.Response:
     query = read_query(request, OutboxQuery)
+    grant = request_grant(request)
     async with request.app[STORE].read() as conn:
+        only = await accounts_store.visible_to(conn, grant) if grant is not None else None
         total, rows = await outbox_store.page(
             conn,
             offset=query.page * query.pageSize,
             limit=query.pageSize,
             account=query.account,
+            only=only,
         )
     pages = max(1, -(-total // query.pageSize))
     return json_response(
@@ -270,25 +277,31 @@ async def list_outbox(request: web.Request) -> web.Response:
     )
 
 
-async def _row_or_404(request: web.Request) -> RowMapping:
+async def _queued_row(request: web.Request, conn: AsyncConnection) -> RowMapping:
+    """The queued message the path names; 404 when unknown or another account's than an
+    account-bound token's (the same answer: it is not revealed)."""
     queue_id = request.match_info["queueId"]
-    async with request.app[STORE].read() as conn:
-        row = await outbox_store.get(conn, queue_id)
+    row = await outbox_store.get(conn, queue_id)
+    grant = request_grant(request)
+    if row is not None and grant is not None and grant.account is not None:
+        visible = await accounts_store.visible_to(conn, grant) or []
+        if row["account"] not in visible:
+            row = None
     if row is None:
         raise NotFound(f"Queued message {queue_id!r} not found", field="queueId")
     return row
 
 
 async def get_outbox(request: web.Request) -> web.Response:
-    return json_response(_entry(await _row_or_404(request)))
+    async with request.app[STORE].read() as conn:
+        row = await _queued_row(request, conn)
+    return json_response(_entry(row))
 
 
 async def delete_outbox(request: web.Request) -> web.Response:
-    queue_id = request.match_info["queueId"]
     async with request.app[STORE].write() as conn:
-        row = await outbox_store.get(conn, queue_id)
-        if row is None:
-            raise NotFound(f"Queued message {queue_id!r} not found", field="queueId")
+        row = await _queued_row(request, conn)
+        queue_id = row["queue_id"]
         if row["status"] == OutboxStatus.SENDING:
             raise Conflict("The message is being sent right now", field="queueId")
         await outbox_store.remove(conn, queue_id)
@@ -311,6 +324,7 @@ ENDPOINTS = [
             409: "Idempotency-Key reused with another body",
             413: "Message too large",
         },
+        permission=Permission("submit", "send"),
     ),
     Endpoint(
         "GET",
@@ -320,6 +334,7 @@ ENDPOINTS = [
         TAG,
         query=OutboxQuery,
         response=OutboxList,
+        permission=Permission("outbox", "read"),
     ),
     Endpoint(
         "GET",
@@ -329,6 +344,7 @@ ENDPOINTS = [
         TAG,
         response=OutboxEntry,
         errors=_NOT_FOUND,
+        permission=Permission("outbox", "read"),
     ),
     Endpoint(
         "DELETE",
@@ -338,5 +354,6 @@ ENDPOINTS = [
         TAG,
         response=OutboxDeleted,
         errors={**_NOT_FOUND, 409: "The message is being sent"},
+        permission=Permission("outbox", "destructive"),
     ),
 ]

@@ -14,9 +14,11 @@ from relay.api import (
     openapi,
     outbox,
     settings,
+    tokens,
     webhooks,
 )
 from relay.api.endpoint import Endpoint
+from relay.api.keys import ROUTES
 
 
 def endpoints() -> list[Endpoint]:
@@ -26,6 +28,7 @@ def endpoints() -> list[Endpoint]:
         *oauth2_apps.ENDPOINTS,
         *authentication.ENDPOINTS,
         *webhooks.ENDPOINTS,
+        *tokens.ENDPOINTS,
         *outbox.ENDPOINTS,
         *settings.ENDPOINTS,
         *health.ENDPOINTS,
@@ -38,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
     table = endpoints()
     for ep in table:
         app.router.add_route(ep.method, ep.path, ep.handler)
+    app[ROUTES] = {(ep.method, ep.path): ep for ep in table}
     app[openapi.OPENAPI] = openapi.build_document(table)
     graph.setup(app)
     outbox.setup(app)

@@ -25,6 +25,7 @@ from relay.api.webhooks import (
     check_headers,
     create_route_row,
 )
+from relay.auth.grants import Permission
 from relay.errors import InputError
 from relay.mailbox.notify import KEYS as NOTIFY_KEYS
 from relay.store import settings as settings_store
@@ -210,6 +211,7 @@ ENDPOINTS = [
         TAG,
         body=SettingsIn,
         response=SettingsUpdated,
+        permission=Permission("settings", "write"),
     ),
     Endpoint(
         "GET",
@@ -218,5 +220,6 @@ ENDPOINTS = [
         "Read global settings (never the service secret)",
         TAG,
         response=SettingsOut,
+        permission=Permission("settings", "read"),
     ),
 ]

@@ -21,6 +21,7 @@ from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
 from relay.api.models import Body, Identifier, Out, Paging, Text
 from relay.auth.crypto import Cipher
+from relay.auth.grants import Permission
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import EMAILENGINE_ONLY_EVENTS, EVENT_TYPES, Event, iso_ms
 from relay.store import deliveries as queue
@@ -459,6 +460,7 @@ ENDPOINTS = [
         body=RouteCreate,
         response=RouteOut,
         status=201,
+        permission=Permission("webhook", "write"),
     ),
     Endpoint(
         "GET",
@@ -468,6 +470,7 @@ ENDPOINTS = [
         TAG,
         query=Paging,
         response=RouteList,
+        permission=Permission("webhook", "read"),
     ),
     Endpoint(
         "GET",
@@ -477,6 +480,7 @@ ENDPOINTS = [
         TAG,
         response=RouteOut,
         errors=_NOT_FOUND,
+        permission=Permission("webhook", "read"),
     ),
     Endpoint(
         "PUT",
@@ -487,6 +491,7 @@ ENDPOINTS = [
         body=RouteUpdate,
         response=RouteOut,
         errors=_NOT_FOUND,
+        permission=Permission("webhook", "write"),
     ),
     Endpoint(
         "DELETE",
@@ -496,6 +501,7 @@ ENDPOINTS = [
         TAG,
         response=RouteDeleted,
         errors=_NOT_FOUND,
+        permission=Permission("webhook", "destructive"),
     ),
     Endpoint(
         "POST",
@@ -505,6 +511,7 @@ ENDPOINTS = [
         TAG,
         response=TestResult,
         errors={**_NOT_FOUND, 409: "The route is disabled"},
+        permission=Permission("webhook", "write"),
     ),
     Endpoint(
         "GET",
@@ -515,6 +522,7 @@ ENDPOINTS = [
         query=DeliveryQuery,
         response=DeliveryList,
         errors=_NOT_FOUND,
+        permission=Permission("webhook", "read"),
     ),
     Endpoint(
         "POST",
@@ -525,6 +533,7 @@ ENDPOINTS = [
         body=RecoverBody,
         response=Recovered,
         errors=_NOT_FOUND,
+        permission=Permission("webhook", "write"),
     ),
     Endpoint(
         "POST",
@@ -534,5 +543,6 @@ ENDPOINTS = [
         TAG,
         response=Requeued,
         errors={404: "Unknown delivery", 409: "The delivery is being attempted"},
+        permission=Permission("webhook", "write"),
     ),
 ]

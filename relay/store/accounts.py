@@ -8,8 +8,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from relay.auth.delegation import MAX_HOPS
+from relay.auth.grants import Grant
 from relay.store.engine import now_ms
 from relay.store.schema import accounts
 
@@ -35,9 +37,18 @@ async def delete(conn: AsyncConnection, account: str) -> None:
 
 
 async def page(
-    conn: AsyncConnection, offset: int, limit: int, *, state: str | None, query: str | None
+    conn: AsyncConnection,
+    offset: int,
+    limit: int,
+    *,
+    state: str | None,
+    query: str | None,
+    only: Sequence[str] | None = None,
 ) -> tuple[int, Sequence[RowMapping]]:
-    where = []
+    """A page of accounts by id; ``only``: among these ids (an account-bound token's)."""
+    where: list[ColumnElement[bool]] = []
+    if only is not None:
+        where.append(accounts.c.id.in_(only))
     if state:
         where.append(accounts.c.state == state)
     if query:
@@ -69,6 +80,22 @@ async def delegation_chain(conn: AsyncConnection, start: str) -> list[str]:
             break
         current = str(parent)
     return chain
+
+
+async def delegated_to(conn: AsyncConnection, account: str) -> str | None:
+    """The account whose credentials ``account`` borrows (a shared mailbox's main account)."""
+    parent = await conn.scalar(select(accounts.c.delegated_account).where(accounts.c.id == account))
+    return str(parent) if parent is not None else None
+
+
+async def visible_to(conn: AsyncConnection, grant: Grant) -> list[str] | None:
+    """The accounts an account-bound token may use (its own and, when it says ``shared``,
+    those delegated from it); None for a token bound to no account."""
+    if grant.account is None:
+        return None
+    if not grant.shared:
+        return [grant.account]
+    return [grant.account, *await dependents(conn, grant.account)]
 
 
 async def dependents(conn: AsyncConnection, account: str) -> list[str]:

@@ -143,9 +143,17 @@ async def get(conn: AsyncConnection, queue_id: str) -> RowMapping | None:
 
 
 async def page(
-    conn: AsyncConnection, *, offset: int, limit: int, account: str | None = None
+    conn: AsyncConnection,
+    *,
+    offset: int,
+    limit: int,
+    account: str | None = None,
+    only: Sequence[str] | None = None,
 ) -> tuple[int, Sequence[RowMapping]]:
+    """A page of the queue; ``account``: one account's, ``only``: among these accounts."""
     where = [outbox.c.account == account] if account else []
+    if only is not None:
+        where.append(outbox.c.account.in_(only))
     total = int(await conn.scalar(select(func.count()).select_from(outbox).where(*where)) or 0)
     rows = await conn.execute(
         select(outbox).where(*where).order_by(outbox.c.seq).offset(offset).limit(limit)

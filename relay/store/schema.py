@@ -43,8 +43,41 @@ api_tokens = Table(
     Column("id", String(32), primary_key=True),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("description", Text, nullable=False, default=""),
-    Column("source", String(16), nullable=False),  # "issued" | "config"
+    Column("source", String(16), nullable=False),  # "issued" | "config" | "api"
     Column("created_ms", BigInteger, nullable=False),
+    # The grant (relay.auth.grants; revision 0012). NULL JSON: no limit of that kind.
+    Column(
+        "account",
+        String(256),
+        ForeignKey("accounts.id", ondelete="CASCADE", name="fk_api_tokens_account"),
+        nullable=True,
+        index=True,
+    ),
+    Column("shared", Boolean, nullable=False, server_default="0"),
+    Column("scopes", JSON, nullable=True),
+    Column("permissions", JSON, nullable=True),
+    Column("restrictions", JSON, nullable=True),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("metadata", JSON, nullable=True),
+    # The token that minted this one (None: issued on the server or configured).
+    Column("parent_id", String(32), nullable=True),
+)
+
+# The audit log: one row per write, send or delete made with a token (never a secret or a
+# message body).
+token_log = Table(
+    "token_log",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("token_id", String(32), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("route", Text, nullable=False),
+    Column("account", String(256), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("address", String(64), nullable=True),
+    Index("ix_token_log_token_seq", "token_id", "seq"),
+    Index("ix_token_log_created", "created_ms"),
 )
 
 oauth2_apps = Table(

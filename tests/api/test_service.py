@@ -30,14 +30,19 @@ async def test_token_as_query_argument(make_client: MakeClient, settings: Settin
     assert resp.status == 200
 
 
-async def test_health_and_metrics_are_public(make_client: MakeClient, settings: Settings) -> None:
-    """/health checks the store; /metrics exposes Prometheus text including request counters."""
+async def test_health_is_public_and_metrics_count(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """/health checks the store without a token; /metrics (with one) exposes Prometheus text
+    including request counters."""
     anon = await make_client(settings, token=None)
     health = await anon.get("/health")
     assert health.status == 200
     assert (await health.json())["store"] == "ok"
     await anon.get("/v1/accounts")
-    metrics = await anon.get("/metrics")
+    metrics = await anon.get(
+        "/metrics", headers={"Authorization": f"Bearer {settings.security.api_token}"}
+    )
     text = await metrics.text()
     assert metrics.status == 200
     assert 'relay_http_requests_total{method="GET",route="/v1/accounts",status="401"} 1.0' in text

@@ -1,0 +1,46 @@
+"""The audit log: one ``token_log`` row per write, send or delete made with an API token.
+
+A row holds the token id, the route's path template (``/v1/account/{account}/submit``, never
+the path with its values or a query string), the account, the HTTP status and the client
+address; never a secret or a body. ``relay.store.tokens.log_page`` reads it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.store.schema import token_log
+
+__all__ = ["prune", "record"]
+
+
+async def record(
+    conn: AsyncConnection,
+    *,
+    token_id: str,
+    created_ms: int,
+    method: str,
+    route: str,
+    account: str | None,
+    status: int,
+    address: str | None,
+) -> None:
+    """Append one entry."""
+    await conn.execute(
+        insert(token_log).values(
+            token_id=token_id,
+            created_ms=created_ms,
+            method=method,
+            route=route,
+            account=account,
+            status=status,
+            address=address,
+        )
+    )
+
+
+async def prune(conn: AsyncConnection, before_ms: int) -> int:
+    """Delete entries older than ``before_ms``; return how many."""
+    result = await conn.execute(delete(token_log).where(token_log.c.created_ms < before_ms))
+    return int(result.rowcount or 0)
