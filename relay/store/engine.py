@@ -1,13 +1,14 @@
 """The :class:`Store`: an async SQLAlchemy engine for SQLite or PostgreSQL.
 
-SQLite runs in WAL mode. Write transactions start with ``BEGIN IMMEDIATE`` so that two writers
-queue on the database lock instead of failing with ``SQLITE_BUSY`` when a read lock would have
-to be upgraded; reads use plain deferred transactions and never block writers.
+SQLite runs in WAL mode. Writes waiting at the same moment share one transaction, each in its
+own savepoint (:mod:`relay.store.group_commit`); that transaction starts with ``BEGIN
+IMMEDIATE`` so that another process's writer queues on the database lock instead of failing
+with ``SQLITE_BUSY`` when a read lock would have to be upgraded. Reads use plain deferred
+transactions and never block writers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,9 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relay.config import StoreSettings
 from relay.errors import StoreError
-
-# How long a write may wait for another one on SQLite (the same as its busy_timeout below).
-_SQLITE_WRITE_WAIT = 30.0
+from relay.store.group_commit import GroupCommit
 
 
 def now_ms() -> int:
@@ -61,9 +60,14 @@ class Store:
         self.dialect = engine.dialect.name
         # Topic -> what to call after a committed write that names it (workers wake up).
         self._hooks: dict[str, list[Callable[[], None]]] = {}
-        # SQLite has one writer at a time; queueing writers here (FIFO) instead of in
-        # SQLite's busy handler, which sleeps up to 100 ms between retries, keeps tails short.
-        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # SQLite has one writer at a time: writers queue here and share transactions
+        # (relay.store.group_commit) instead of each waiting in SQLite's busy handler,
+        # which sleeps up to 100 ms between retries.
+        self._group = (
+            GroupCommit(self._sqlite_transaction, self._committed_topics)
+            if self.dialect == "sqlite"
+            else None
+        )
 
     @classmethod
     def open(cls, settings: StoreSettings) -> Store:
@@ -113,36 +117,34 @@ class Store:
         the write queued deliveries, or outgoing mail), every topic (True: a write whose
         effects are not known here), or none (False: a worker's own bookkeeping).
         """
-        if self._write_lock is None:
-            async with self._write(notify) as conn:
+        if self._group is not None:
+            async with self._group.write(notify) as conn:
                 yield conn
             return
+        # PostgreSQL: each write is its own transaction on a pooled connection; concurrent
+        # commits are flushed to the WAL together by the server itself.
         try:
-            async with asyncio.timeout(_SQLITE_WRITE_WAIT):
-                await self._write_lock.acquire()
-        except TimeoutError:
-            raise StoreError("database write failed: busy for too long") from None
-        try:
-            async with self._write(notify) as conn:
+            async with self.engine.connect() as conn, conn.begin():
                 yield conn
-        finally:
-            self._write_lock.release()
-
-    @asynccontextmanager
-    async def _write(self, notify: bool | str) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.connect() as conn:
-                if self.is_sqlite:
-                    conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
-                async with conn.begin():
-                    yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
-        if notify is False:
-            return
-        topics = self._hooks if notify is True else {notify: self._hooks.get(notify, [])}
-        for hooks in list(topics.values()):
-            for hook in list(hooks):
+        self._committed_topics([notify])
+
+    @asynccontextmanager
+    async def _sqlite_transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    def _committed_topics(self, topics: list[bool | str]) -> None:
+        """Wake the workers of the topics that committed writes named."""
+        if True in topics:
+            wanted = list(self._hooks)
+        else:
+            wanted = sorted({t for t in topics if isinstance(t, str)})
+        for topic in wanted:
+            for hook in list(self._hooks.get(topic, [])):
                 hook()
 
     async def ping(self) -> None:
@@ -151,6 +153,8 @@ class Store:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._group is not None:
+            await self._group.close()
         await self.engine.dispose()
 
 

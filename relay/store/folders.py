@@ -9,9 +9,10 @@ took the account over) changes nothing and must reload.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -119,3 +120,74 @@ async def save(
         .values(**values, **extra, version=version + 1, updated_ms=ms)
     )
     return result.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    """One folder's new state for :func:`save_many` (the arguments of :func:`save`)."""
+
+    account: str
+    path: str
+    version: int
+    values: Mapping[str, Any]
+    synced: bool = False
+
+
+# Accounts per version read in save_many.
+_SAVE_CHUNK = 400
+
+
+async def save_many(conn: AsyncConnection, saves: Sequence[Save]) -> list[bool]:
+    """:func:`save` for many folders at once; True where saved, False where the row no
+    longer had the expected version (nothing written for that folder).
+
+    The stored versions are read first (locked ``FOR UPDATE`` on PostgreSQL; on SQLite the
+    write transaction already excludes every other writer), then the folders that still
+    match are updated with one statement per shape of values (``executemany``): a group of
+    listener commits costs two round trips, not one per folder. The update keeps the version
+    condition, so the compare-and-set holds even if the read were stale.
+    """
+    if not saves:
+        return []
+    stored: dict[tuple[str, str], int] = {}
+    accounts = sorted({s.account for s in saves})
+    for start in range(0, len(accounts), _SAVE_CHUNK):
+        # By account (an IN list compiles once), then the wanted paths are picked here.
+        query = select(imap_folders.c.account, imap_folders.c.path, imap_folders.c.version).where(
+            imap_folders.c.account.in_(accounts[start : start + _SAVE_CHUNK])
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        for account, path, version in (await conn.execute(query)).all():
+            stored[(str(account), str(path))] = int(version)
+    ms = now_ms()
+    outcome: list[bool] = []
+    shapes: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+    claimed: set[tuple[str, str]] = set()
+    for s in saves:
+        key = (s.account, s.path)
+        ok = stored.get(key) == s.version and key not in claimed
+        outcome.append(ok)
+        if not ok:
+            continue
+        # The same folder twice in one call: only the first save matches its version.
+        claimed.add(key)
+        row = {f"v_{name}": value for name, value in s.values.items()}
+        row.update(b_account=s.account, b_path=s.path, b_version=s.version)
+        shapes.setdefault((tuple(sorted(s.values)), s.synced), []).append(row)
+    for (names, synced), rows in shapes.items():
+        values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in names}
+        values.update(version=bindparam("b_version") + 1, updated_ms=ms)
+        if synced:
+            values["synced_ms"] = ms
+        await conn.execute(
+            imap_folders.update()
+            .where(
+                imap_folders.c.account == bindparam("b_account"),
+                imap_folders.c.path == bindparam("b_path"),
+                imap_folders.c.version == bindparam("b_version"),
+            )
+            .values(values),
+            rows,
+        )
+    return outcome

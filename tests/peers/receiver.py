@@ -26,7 +26,10 @@ As a separate process (benchmarks)::
 
 prints one JSON line of counts once N deliveries were accepted, or on SIGTERM, and exits.
 ``GET`` on any path answers the same counts, which doubles as a readiness probe. It listens
-on 127.0.0.1 only.
+on 127.0.0.1 only. With ``--latency`` it also reports, over the accepted deliveries, the time
+from the event's ``date`` (when the relay made the event) to its arrival: ``GET
+/stats?since=MS`` answers ``latency_ms {count, p50, p99, max}`` for the events dated at or
+after ``MS`` (epoch milliseconds).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -129,12 +133,17 @@ class Receiver:
         port: int = 0,
         default_status: int = 204,
         keep: bool = True,
+        latency: bool = False,
     ) -> None:
-        """``keep=False`` keeps only counts and ids, not every request (long benchmarks)."""
+        """``keep=False`` keeps only counts and ids, not every request (long benchmarks);
+        ``latency`` keeps each accepted event's date and arrival time (see the module)."""
         self.host = "127.0.0.1"
         self.port = port
         self.default_status = default_status
         self.keep = keep
+        self.latency = latency
+        # (event date, arrival), epoch milliseconds, of accepted deliveries (latency mode).
+        self._arrivals: list[tuple[int, float]] = []
         self.requests: list[Delivery] = []
         self.received = 0
         self.verified_count = 0
@@ -322,18 +331,47 @@ class Receiver:
         if delivery.accepted and delivery.id is not None:
             self.accepted_count += 1
             self._accepted_ids.append(delivery.id)
+            if self.latency:
+                self._arrivals.append((_event_ms(delivery.body), now * 1000))
         if self.keep:
             self.requests.append(delivery)
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def latency_ms(self, since_ms: int = 0) -> dict[str, float]:
+        """Event date -> arrival of the accepted events dated at or after ``since_ms``."""
+        spans = sorted(at - dated for dated, at in self._arrivals if dated >= since_ms)
+        if not spans:
+            return {"count": 0}
+
+        def pick(share: float) -> float:
+            return round(spans[min(len(spans) - 1, int(len(spans) * share))], 1)
+
+        return {"count": len(spans), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)}
+
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
+        body = self.stats()
+        if self.latency:
+            body["latency_ms"] = self.latency_ms(int(request.query.get("since", "0")))
+        return web.json_response(body)
+
+
+def _event_ms(body: bytes) -> int:
+    """The envelope's ``date`` (ISO 8601) as epoch milliseconds; 0 when there is none."""
+    try:
+        stamp = json.loads(body).get("date")
+        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
+    except (ValueError, AttributeError, TypeError):
+        return 0
 
 
 async def _serve(args: argparse.Namespace) -> dict[str, Any]:
     rx = Receiver(
-        secret=args.secret, service_secret=args.service_secret, port=args.port, keep=False
+        secret=args.secret,
+        service_secret=args.service_secret,
+        port=args.port,
+        keep=False,
+        latency=args.latency,
     )
     await rx.start()
     stopped = asyncio.Event()
@@ -360,6 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", required=True, help="the route's whsec_ secret")
     parser.add_argument("--service-secret", default=None, help="checks X-EE-Wh-Signature")
     parser.add_argument("--expect", type=int, default=0, help="exit after N accepted")
+    parser.add_argument(
+        "--latency", action="store_true", help="report event date -> arrival (latency_ms)"
+    )
     args = parser.parse_args(argv)
     try:
         import uvloop

@@ -281,17 +281,16 @@ class FolderSink:
         conflicts: set[int] = set()
         batch: list[Event] = []
         notify = Wake.DELIVERIES if any(p.events for p in group) else False
+        saves = [
+            folders_store.Save(
+                p.folder.account, p.folder.path, p.version, p.values, synced=p.synced
+            )
+            for p in group
+        ]
         async with self._store.write(notify=notify) as conn:
-            for pending in group:
-                saved = await folders_store.save(
-                    conn,
-                    pending.folder.account,
-                    pending.folder.path,
-                    version=pending.version,
-                    values=pending.values,
-                    synced=pending.synced,
-                )
-                if saved:
+            saved = await folders_store.save_many(conn, saves)
+            for pending, ok in zip(group, saved, strict=True):
+                if ok:
                     batch.extend(pending.events)
                 else:
                     conflicts.add(id(pending))
