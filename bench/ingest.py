@@ -321,7 +321,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         baseline = baseline_sqlite(f"{tmp}/bare.db", args.changes, "bench", args.sources)
     else:
         baseline = await baseline_postgresql(
-            bare_url.replace("postgresql://", "postgres://", 1), args.changes, "bench"
+            bare_url.replace("postgresql://", "postgres://", 1), args.changes, "bench", args.sources
         )
 
     store = Store.open(StoreSettings(url=store_url))

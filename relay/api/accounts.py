@@ -45,7 +45,7 @@ from relay.store import events as events_store
 from relay.store import graph as graph_store
 from relay.store import oauth2_apps as apps_store
 from relay.store import tokens as tokens_store
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import AccountState
 from relay.webhooks.account_route import sync_account_route
 
@@ -359,14 +359,12 @@ async def save_account(
     ``"existing"``. The caller notifies the supervisor after the commit."""
     derived = await _resolve(conn, body.account, body)
     columns = _columns(cipher, body.account, body, derived)
-    existing = await accounts_store.get(conn, body.account)
     await sync_account_route(
         conn, cipher, body.account, str(body.webhooks) if body.webhooks else None
     )
-    if existing is None:
-        await accounts_store.insert(
-            conn, {"id": body.account, "state": AccountState.INIT, **columns}
-        )
+    if await accounts_store.insert_new(
+        conn, {"id": body.account, "state": AccountState.INIT, **columns}
+    ):
         event = Event(
             "accountAdded",
             body.account,
@@ -450,7 +448,8 @@ async def create_account(request: web.Request) -> web.Response:
                 app_field="oauth2.provider",
             )
         return json_response(AccountAdded(AuthorizeRedirect(redirect=url)))
-    async with request.app[STORE].write() as conn:
+    # Durable before the answer; the listeners start after it (the supervisor is only told).
+    async with request.app[STORE].write(notify=Wake.DELIVERIES) as conn:
         state = await save_account(conn, cipher, body, settings.service_url)
     _notify_supervisor(request, body.account)
     return json_response(AccountAdded(AccountCreated(account=body.account, state=state)))

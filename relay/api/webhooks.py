@@ -9,6 +9,7 @@ and shown redacted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 from datetime import datetime
@@ -27,7 +28,7 @@ from relay.events.model import EMAILENGINE_ONLY_EVENTS, EVENT_TYPES, Event, iso_
 from relay.store import deliveries as queue
 from relay.store import events as events_store
 from relay.store import webhook_routes as routes_store
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.routes import decrypt_headers, encrypt_headers, secret_context
 from relay.webhooks.signing import PROTECTED_HEADERS, new_route_secret
@@ -414,38 +415,53 @@ async def recover_route(request: web.Request) -> web.Response:
 async def test_route(request: web.Request) -> web.Response:
     route_id = request.match_info["id"]
     settings = request.app[SETTINGS]
+    worker = request.app.get(WORKER)
     event = Event(
         "test",
         None,
         {"message": "Test delivery from mailrelay", "route": route_id},
         now_ms(),
     )
-    async with request.app[STORE].write() as conn:
-        row = await _route_or_404(conn, route_id)
-        if not row["enabled"]:
-            raise Conflict(f"Webhook route {route_id!r} is disabled; enable it first", field="id")
-        await events_store.record(
-            conn, [event], default_service_url=settings.service_url, only_route=route_id
-        )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.webhooks.timeout + 2
-    while True:
-        async with request.app[STORE].read() as conn:
-            row, attempts = await queue.for_event(conn, route_id, event.id)
-        if row is None:  # the route was deleted meanwhile
-            raise NotFound(f"Webhook route {route_id!r} not found", field="id")
-        if attempts or loop.time() > deadline:
-            last = attempts[-1] if attempts else None
-            return json_response(
-                TestResult(
-                    deliveryId=int(row["seq"]),
-                    eventId=event.id,
-                    status=row["status"],
-                    statusCode=last["status_code"] if last else None,
-                    error=last["error"] if last else "no attempt finished in time",
+    # Registered before the write, so the outcome cannot be recorded before the waiter.
+    waiting = (
+        worker.outcome_waiters.waiting((event.id, route_id))
+        if worker is not None
+        else contextlib.nullcontext()
+    )
+    with waiting as recorded:
+        async with request.app[STORE].write(notify=Wake.DELIVERIES) as conn:
+            row = await _route_or_404(conn, route_id)
+            if not row["enabled"]:
+                raise Conflict(
+                    f"Webhook route {route_id!r} is disabled; enable it first", field="id"
                 )
+            await events_store.record(
+                conn, [event], default_service_url=settings.service_url, only_route=route_id
             )
-        await asyncio.sleep(0.05)
+        # This node's worker wakes us once the outcome is committed. A delivery another
+        # node attempts (or any, on a node without a worker) never does: the timeout, then
+        # one read, covers it.
+        wait = settings.webhooks.timeout + 2
+        if recorded is None:
+            await asyncio.sleep(wait)
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await recorded
+    async with request.app[STORE].read() as conn:
+        outcome = await queue.latest_outcome(conn, route_id, event.id)
+    if outcome is None:  # the route was deleted meanwhile, and its deliveries with it
+        raise NotFound(f"Webhook route {route_id!r} not found", field="id")
+    attempted = outcome["attempt_seq"] is not None
+    return json_response(
+        TestResult(
+            deliveryId=int(outcome["seq"]),
+            eventId=event.id,
+            status=outcome["status"],
+            statusCode=outcome["status_code"],
+            error=outcome["error"] if attempted else "no attempt finished in time",
+        )
+    )
 
 
 _NOT_FOUND = {404: "Unknown webhook route"}

@@ -2,11 +2,13 @@
 
 What runs::
 
-    Supervisor ─┬─ scan loop: every ``imap.scan_interval`` s, or at once when the API calls
-                │  notify(): read the accounts table, take/renew leases, start, restart
-                │  (``updated_ms`` of the account or of an account it delegates to changed),
-                │  stop watchers, pass on reconnect/sync requests (the ``*_requested_ms``
-                │  columns, so requests made through another node arrive too)
+    Supervisor ─┬─ scan loop: every ``imap.scan_interval`` s, read the accounts table,
+                │  take/renew leases, start, restart (``updated_ms`` of the account or of an
+                │  account it delegates to changed), stop watchers, pass on reconnect/sync
+                │  requests (the ``*_requested_ms`` columns, so requests made through
+                │  another node arrive too); in between, at once when the API calls
+                │  notify(account): the same for the accounts named since the last pass
+                │  (and the watchers that borrow from them) only
                 ├─ state writer: account states and connection events, batched
                 └─ AccountWatcher per account ─┬─ FolderListener (IDLE) for INBOX, whose
                                                │  connection also runs the FolderPoller's
@@ -255,6 +257,8 @@ class Supervisor:
         self.watchers: dict[str, AccountWatcher | GraphWatcher] = {}
         self._context: ListenerContext | None = None
         self._wake = asyncio.Event()
+        # Accounts named by notify() since the last pass; None in the set: scan everything.
+        self._changed: set[str | None] = set()
         self._state_wake = asyncio.Event()
         self._memory: dict[str, _Memory] = {}
         self._pending_states: dict[str, StateReport] = {}
@@ -336,36 +340,48 @@ class Supervisor:
             watcher.wake()
 
     def notify(self, account: str | None = None) -> None:
-        """Look at the accounts table now (an account was added, changed or deleted, or a
-        reconnect or sync was requested). Safe to call from any handler; never blocks."""
+        """Look at ``account`` now (it was added, changed or deleted, or a reconnect or sync
+        was requested), or at the whole accounts table when none is named. Safe to call
+        from any handler; never blocks."""
+        self._changed.add(account)
         self._wake.set()
 
     # -- scanning ---------------------------------------------------------------------------
 
     async def _scan_loop(self) -> None:
+        # Full scans keep their own rhythm (they renew the leases); notify() passes in
+        # between look at the named accounts only, so adding N accounts one by one costs
+        # N small passes, not N reads of the whole table.
+        loop = asyncio.get_running_loop()
+        full_at = loop.time() + self.settings.scan_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.scan_interval):
+                async with asyncio.timeout_at(full_at):
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self.scan()
+                if loop.time() >= full_at or None in self._changed:
+                    full_at = loop.time() + self.settings.scan_interval
+                    await self.scan()
+                elif self._changed:
+                    await self.scan_changed()
             except StoreError as exc:
                 log.warning("account scan failed", error=str(exc))
             except Exception:
                 log.exception("account scan crashed")
 
+    def _wants(self, row: Mapping[Any, Any]) -> bool:
+        return _watchable(row) or (self.graph is not None and row["backend"] == "graph")
+
     async def scan(self) -> None:
         """Bring the running watchers in line with the accounts table and the leases."""
         async with self._scan_lock:
+            # What was named until now is in the table this scan reads.
+            self._changed.clear()
             async with self.store.read() as conn:
                 rows = (await conn.execute(select(accounts))).mappings().all()
             by_id = {str(r["id"]): r for r in rows}
-            wanted = {
-                a: r
-                for a, r in by_id.items()
-                if _watchable(r) or (self.graph is not None and r["backend"] == "graph")
-            }
+            wanted = {a: r for a, r in by_id.items() if self._wants(r)}
             async with self.store.write(notify=False) as conn:
                 held = await leases_store.claim(
                     conn,
@@ -374,20 +390,72 @@ class Supervisor:
                     now_ms=now_ms(),
                     lease_ms=int(self.settings.lease * 1000),
                 )
-            for account in [a for a in self.watchers if a not in held]:
-                gone = self.watchers.pop(account)
-                if isinstance(gone, GraphWatcher):
-                    gone.deleted = account not in by_id
-                await gone.stop()
-                self._forget(account)
-            starting = [
-                a
-                for a in held
-                if a not in self.watchers or self.watchers[a].stamp != _stamp(a, by_id)
-            ]
-            folders = await self._folder_rows(starting)
-            for account in sorted(held):
-                self._reconcile(wanted[account], by_id, folders.get(account))
+            await self._apply(list(self.watchers), by_id, wanted, held)
+
+    async def scan_changed(self) -> None:
+        """Bring in line the accounts named by :meth:`notify` since the last pass, and the
+        running watchers that borrow settings or tokens from one of them; nothing else."""
+        async with self._scan_lock:
+            named = {a for a in self._changed if a is not None}
+            self._changed.clear()
+            try:
+                # A watcher's stamp names its account and every account it delegates to.
+                scope = named | {
+                    a for a, w in self.watchers.items() if any(name in named for name, _ in w.stamp)
+                }
+                by_id = await self._rows_with_chains(scope)
+                wanted = {a: by_id[a] for a in scope if a in by_id and self._wants(by_id[a])}
+                async with self.store.write(notify=False) as conn:
+                    await leases_store.release(conn, self.node, scope - wanted.keys())
+                    held = await leases_store.take(
+                        conn,
+                        self.node,
+                        wanted,
+                        now_ms=now_ms(),
+                        lease_ms=int(self.settings.lease * 1000),
+                    )
+            except BaseException:
+                self._changed |= named  # look again on the next pass
+                raise
+            await self._apply(sorted(scope), by_id, wanted, held)
+
+    async def _rows_with_chains(self, scope: set[str]) -> dict[str, RowMapping]:
+        """The rows of ``scope`` and of every account they delegate to (for their stamps)."""
+        by_id: dict[str, RowMapping] = {}
+        asked: set[str] = set()
+        missing = sorted(scope)
+        async with self.store.read() as conn:
+            while missing:
+                asked.update(missing)
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start : start + 500]
+                    result = await conn.execute(select(accounts).where(accounts.c.id.in_(chunk)))
+                    by_id.update((str(r["id"]), r) for r in result.mappings())
+                parents = {r["delegated_account"] for r in by_id.values()}
+                missing = sorted({str(p) for p in parents if p is not None} - asked)
+        return by_id
+
+    async def _apply(
+        self,
+        scope: Sequence[str],
+        by_id: Mapping[str, RowMapping],
+        wanted: Mapping[str, RowMapping],
+        held: set[str],
+    ) -> None:
+        """Stop the watchers of ``scope`` this node no longer holds; start, restart or pass
+        requests on to those of the ``held`` accounts."""
+        for account in [a for a in scope if a in self.watchers and a not in held]:
+            gone = self.watchers.pop(account)
+            if isinstance(gone, GraphWatcher):
+                gone.deleted = account not in by_id
+            await gone.stop()
+            self._forget(account)
+        starting = [
+            a for a in held if a not in self.watchers or self.watchers[a].stamp != _stamp(a, by_id)
+        ]
+        folders = await self._folder_rows(starting)
+        for account in sorted(held):
+            self._reconcile(wanted[account], by_id, folders.get(account))
 
     async def _folder_rows(self, accounts_: Sequence[str]) -> dict[str, dict[str, RowMapping]]:
         """Folder rows of the accounts about to start, in a few reads instead of one each."""
@@ -502,13 +570,19 @@ class Supervisor:
             return
         try:
             async with self.store.write(notify=Wake.DELIVERIES if queued else False) as conn:
-                gone: set[str] = set()
-                for account, report in states.items():
-                    error = None
-                    if report.state != AccountState.CONNECTED and report.error:
-                        error = {**report.error, "time": now_ms()}
-                    if not await accounts_store.set_state(conn, account, report.state, error):
-                        gone.add(account)
+                ms = now_ms()
+                gone = await accounts_store.set_states(
+                    conn,
+                    {
+                        account: (
+                            report.state,
+                            {**report.error, "time": ms}
+                            if report.state != AccountState.CONNECTED and report.error
+                            else None,
+                        )
+                        for account, report in states.items()
+                    },
+                )
                 batch = [e for e in queued if e.account not in gone]
                 if batch:
                     await events_store.record(

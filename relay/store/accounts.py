@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -14,6 +15,9 @@ from relay.auth.delegation import MAX_HOPS
 from relay.auth.grants import Grant
 from relay.store.engine import now_ms
 from relay.store.schema import accounts
+
+# Accounts per IN list: far below both engines' parameter limits.
+_CHUNK = 500
 
 
 async def get(conn: AsyncConnection, account: str) -> RowMapping | None:
@@ -24,6 +28,23 @@ async def get(conn: AsyncConnection, account: str) -> RowMapping | None:
 async def insert(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
     ms = now_ms()
     await conn.execute(accounts.insert().values(**values, created_ms=ms, updated_ms=ms))
+
+
+async def insert_new(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
+    """Insert an account unless one with its id exists; whether it was inserted (one
+    statement: no read first, and two racing inserts of one id cannot both fail or win)."""
+    ms = now_ms()
+    insert = (
+        postgresql.insert(accounts)
+        if conn.dialect.name == "postgresql"
+        else sqlite.insert(accounts)
+    )
+    result = await conn.execute(
+        insert.values(**values, created_ms=ms, updated_ms=ms)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(accounts.c.id)
+    )
+    return result.first() is not None
 
 
 async def update(conn: AsyncConnection, account: str, values: Mapping[str, Any]) -> None:
@@ -127,3 +148,37 @@ async def set_state(
         .values(state=state, last_error=dict(last_error) if last_error is not None else None)
     )
     return result.rowcount == 1
+
+
+async def set_states(
+    conn: AsyncConnection, states: Mapping[str, tuple[str, Mapping[str, Any] | None]]
+) -> set[str]:
+    """:func:`set_state` for many accounts (account -> (state, last_error)) in a few
+    statements; returns the accounts that no longer exist."""
+    wanted = sorted(states)
+    existing: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        found = await conn.execute(
+            select(accounts.c.id).where(accounts.c.id.in_(wanted[start : start + _CHUNK]))
+        )
+        existing.update(str(a) for a in found.scalars())
+    rows = [
+        {
+            "b_id": account,
+            "b_state": state,
+            "b_error": dict(error) if error is not None else None,
+        }
+        for account, (state, error) in states.items()
+        if account in existing
+    ]
+    if rows:
+        await conn.execute(
+            accounts.update()
+            .where(accounts.c.id == bindparam("b_id"))
+            .values(
+                state=bindparam("b_state"),
+                last_error=bindparam("b_error", type_=accounts.c.last_error.type),
+            ),
+            rows,
+        )
+    return set(wanted) - existing

@@ -145,11 +145,11 @@ async def record(
             for e in batch
         ],
     )
-    routes = (
-        await conn.execute(
-            select(webhook_routes.c.id, webhook_routes.c.events, webhook_routes.c.accounts)
-        )
-    ).all()
+    candidates = select(webhook_routes.c.id, webhook_routes.c.events, webhook_routes.c.accounts)
+    if only_route is not None:
+        # Not every route (there is one per account with a webhooks URL) for one test event.
+        candidates = candidates.where(webhook_routes.c.id == only_route)
+    routes = (await conn.execute(candidates)).all()
     rows = []
     for e in batch:
         for route_id, route_events, route_accounts in routes:

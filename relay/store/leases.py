@@ -83,6 +83,45 @@ async def claim(
     return {str(a) for a in held} & wanted
 
 
+async def take(
+    conn: AsyncConnection, node: str, accounts: Iterable[str], *, now_ms: int, lease_ms: int
+) -> set[str]:
+    """Take or renew the leases of ``accounts`` that are free, expired or this node's.
+
+    Returns the accounts of ``accounts`` this node now holds. Unlike :func:`claim` it leaves
+    every other lease alone: it is for the few accounts the API just changed, between scans.
+    """
+    wanted = sorted(set(accounts))
+    expires = now_ms + lease_ms
+    insert = (
+        postgresql.insert(account_leases)
+        if conn.dialect.name == "postgresql"
+        else sqlite.insert(account_leases)
+    )
+    held: set[str] = set()
+    for chunk in _chunks(wanted):
+        await conn.execute(
+            insert.on_conflict_do_nothing(),
+            [{"account": a, "node": node, "expires_ms": expires} for a in chunk],
+        )
+        # The expiry test is in the UPDATE: of two nodes racing, only one wins.
+        await conn.execute(
+            account_leases.update()
+            .where(
+                account_leases.c.account.in_(chunk),
+                (account_leases.c.node == node) | (account_leases.c.expires_ms < now_ms),
+            )
+            .values(node=node, expires_ms=expires)
+        )
+        rows = await conn.execute(
+            select(account_leases.c.account).where(
+                account_leases.c.node == node, account_leases.c.account.in_(chunk)
+            )
+        )
+        held.update(str(a) for a in rows.scalars())
+    return held
+
+
 async def release(conn: AsyncConnection, node: str, accounts: Iterable[str] | None = None) -> None:
     """Give up this node's leases (all of them, or those of ``accounts``)."""
     if accounts is None:

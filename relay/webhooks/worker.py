@@ -30,6 +30,7 @@ from relay.store.deliveries import Claimed, Outcome
 from relay.store.engine import Wake
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.outcome import judge
+from relay.webhooks.outcome_waiters import OutcomeWaiters
 from relay.webhooks.routes import Route, route_from_row, service_secret
 from relay.webhooks.signing import delivery_headers
 from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
@@ -37,7 +38,6 @@ from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
 log = structlog.get_logger(__name__)
 
 _BODY_LIMIT = 1024
-_FLUSH_EVERY = 0.02
 _ROUTE_REFRESH = 1.0
 _PRUNE_EVERY = 300.0
 
@@ -93,6 +93,8 @@ class DeliveryWorker:
         self._service_secret = ""
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Woken once an outcome of their delivery is committed (POST /v1/webhooks/{id}/test).
+        self.outcome_waiters = OutcomeWaiters()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -297,7 +299,9 @@ class DeliveryWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_needed.wait()
-            await asyncio.sleep(_FLUSH_EVERY)  # gather a batch
+            # No pause to gather a batch: outcomes that finish while one flush is being
+            # written form the next one, so batches grow with the load, and a lone outcome
+            # is recorded (and its lease released) at once.
             self._flush_needed.clear()
             await asyncio.shield(self._flush())
 
@@ -317,6 +321,11 @@ class DeliveryWorker:
             log.warning("recording delivery outcomes failed; will retry", count=len(batch))
             await asyncio.sleep(0.5)
             return
+        self.outcome_waiters.resolve(
+            (self._inflight[o.seq].claimed.event_id, o.route_id)
+            for o in batch
+            if o.seq in self._inflight
+        )
         m = self.metrics
         for o in batch:
             entry = self._inflight.pop(o.seq, None)
