@@ -86,6 +86,10 @@ class DeliveryWorker:
         self._inflight: dict[int, _Inflight] = {}
         self._active = 0
         self._refill_at = max(1, min(settings.batch_size, settings.concurrency) // 4)
+        # Whether the last claim took all it asked for: more may be due. Only then does a
+        # finished attempt or flush look for work at once; otherwise a commit that queues
+        # deliveries wakes the loop (Wake.DELIVERIES), or the poll does.
+        self._backlog = True
         self._outcomes: list[Outcome] = []
         self._routes: dict[str, Route] = {}
         self._route_sems: dict[str, asyncio.Semaphore] = {}
@@ -165,6 +169,7 @@ class DeliveryWorker:
             if free > 0:
                 try:
                     claimed = await self._claim(min(free, self.settings.batch_size))
+                    self._backlog = claimed >= min(free, self.settings.batch_size)
                     backoff = 0.0
                 except StoreError:
                     backoff = min(max(backoff * 2, 0.5), 30.0)
@@ -234,7 +239,7 @@ class DeliveryWorker:
             self._active -= 1
             # Claim again once a good share of the slots is free, not after every attempt:
             # one claim transaction per finished attempt would cost more than it brings.
-            if self.settings.concurrency - self._active >= self._refill_at:
+            if self._backlog and self.settings.concurrency - self._active >= self._refill_at:
                 self._wakeup.set()
 
     async def _attempt(self, route: Route, claimed: Claimed, payload: str) -> Outcome:
@@ -345,7 +350,13 @@ class DeliveryWorker:
             if o.disable_route:
                 log.warning("route disabled", route=o.route_id, reason=o.disable_route)
                 self.routes_changed()
-        self._wakeup.set()  # capacity freed
+        # Capacity freed; and a fifo route's next delivery can go once this one is recorded.
+        if self._backlog or any(self._is_fifo(o.route_id) for o in batch):
+            self._wakeup.set()
+
+    def _is_fifo(self, route_id: str) -> bool:
+        route = self._routes.get(route_id)
+        return route is not None and route.ordering == "fifo"
 
     # -- housekeeping ------------------------------------------------------------------------
 
