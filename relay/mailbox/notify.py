@@ -88,20 +88,43 @@ class Enricher:
         self._timeout = timeout
         self._options: NotifyOptions | None = None
         self._read_at = 0.0
+        # The read in flight, shared by every caller that finds the settings out of date
+        # meanwhile: under a burst thousands of listeners commit at once, and each reading
+        # for itself would queue thousands of reads before their writes.
+        self._reading: asyncio.Future[NotifyOptions] | None = None
+        self._generation = 0
 
     async def options(self) -> NotifyOptions:
-        """The settings in force (re-read every couple of seconds)."""
-        now = time.monotonic()
-        if self._options is None or now - self._read_at > _SETTINGS_TTL:
+        """The settings in force (re-read every couple of seconds, one read at a time)."""
+        options = self._options
+        if options is not None and time.monotonic() - self._read_at <= _SETTINGS_TTL:
+            return options
+        reading = self._reading
+        if reading is None:
+            reading = self._reading = asyncio.ensure_future(self._read(self._generation))
+            # Retrieved here too, so a failure nobody waited for is not reported as lost.
+            reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(reading)
+
+    async def _read(self, generation: int) -> NotifyOptions:
+        started = time.monotonic()
+        try:
             async with self._store.read() as conn:
                 values = {key: await settings_store.get(conn, key) for key in KEYS}
-            self._options = NotifyOptions.of(values)
-            self._read_at = now
-        return self._options
+        finally:
+            if generation == self._generation:
+                self._reading = None
+        options = NotifyOptions.of(values)
+        if generation == self._generation:
+            self._options, self._read_at = options, started
+        return options
 
     def forget(self) -> None:
-        """Read the settings again next time (they were just changed on this node)."""
+        """Read the settings again next time (they were just changed on this node); a read
+        already under way may predate the change, so it is not waited for."""
+        self._generation += 1
         self._options = None
+        self._reading = None
 
     async def __call__(self, events: Sequence[Event]) -> None:
         """Enrich the ``messageNew`` events of ``events`` in place (bounded in time)."""

@@ -6,6 +6,7 @@ Life of a :class:`FolderListener` (one task, one connection; the connection loop
     connect -> log in -> ENABLE QRESYNC -> SELECT
       -> sync against the stored folder state -> IDLE
       -> on EXISTS / EXPUNGE / VANISHED / FETCH: DONE -> incremental sync -> IDLE again
+         (new mail only: DONE and its UID FETCH in one write)
       -> every ``idle_restart`` s: DONE (unanswered in ``done_timeout`` s = dead) -> IDLE
 
 How a sync diffs the server against the stored state, so that nothing is missed or
@@ -158,6 +159,15 @@ class FolderListener(KeptConnection):
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")
                 if idle:
+                    if (
+                        self.folder.pending()
+                        and not (self._reconnect or self._sync)
+                        and (self.poller is None or time.monotonic() < next_round)
+                    ):
+                        # Only this folder's changes to read: the sync ends IDLE itself,
+                        # with the FETCH of new mail pipelined behind DONE.
+                        await self.folder.incremental(session, idling=True)
+                        continue
                     await client.idle_done()
                 else:
                     # Like DONE, an unanswered NOOP means the connection is dead.

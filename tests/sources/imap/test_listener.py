@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
@@ -702,3 +703,50 @@ async def test_server_without_idle_is_polled(
     await settle()
     assert len(await stored_events(client, "poll", "messageNew")) == 1
     assert len(await stored_events(client, "poll", "messageDeleted")) == 1
+
+
+async def test_new_mail_fetch_is_pipelined_behind_done(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """On new mail the listener writes its UID FETCH right behind DONE: the command goes out
+    before IDLE's tagged OK comes back (one round trip per message, not two)."""
+    user = await _fresh(dovecot)
+    # No poller round while the mail arrives: the listener is idling then.
+    client = await _start(make_client, settings, poll_interval=3600.0)
+    with structlog.testing.capture_logs() as logs:
+
+        def protocol() -> list[tuple[str, str]]:
+            return [
+                (e["event"], e["line"])
+                for e in logs
+                if e.get("account") == "pipe" and e.get("protocol") == "imap" and "line" in e
+            ]
+
+        async def idling() -> bool:
+            return any(
+                kind == "imap response" and line.startswith("+") for kind, line in protocol()
+            )
+
+        await add_account(client, password_account("pipe", user, dovecot.port, logs=True))
+        await wait_until(idling, "the listener's IDLE")
+        await dovecot.append(user.user, "INBOX", message("pipelined"))
+        (event,) = await wait_events(client, "pipe", "messageNew")
+    assert event["data"]["subject"] == "pipelined"
+    lines = protocol()
+    fetch = next(
+        i
+        for i, (kind, line) in enumerate(lines)
+        if kind == "imap command" and " UID FETCH " in line and "ENVELOPE" in line
+    )
+    idle = max(
+        i
+        for i, (kind, line) in enumerate(lines[:fetch])
+        if kind == "imap command" and line.endswith(" IDLE")
+    )
+    idle_tag = lines[idle][1].split(" ", 1)[0]
+    completed = next(
+        i
+        for i, (kind, line) in enumerate(lines)
+        if kind == "imap response" and line.startswith(idle_tag + " ")
+    )
+    assert idle < fetch < completed, lines[idle:]

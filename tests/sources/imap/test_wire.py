@@ -223,3 +223,66 @@ async def test_unanswered_idle_start_times_out(scripted: Scripted) -> None:
     with pytest.raises(ImapConnectionError):
         await client.idle_start()
     assert client.closed
+
+
+async def test_idle_done_fetch_writes_fetch_behind_done(scripted: Scripted) -> None:
+    """idle_done_fetch sends UID FETCH right behind DONE, before IDLE's OK; an EXISTS that
+    comes before the OK is an update, the FETCH answer is the result."""
+    got: list[Update] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        idle_tag, _ = await read_command(reader)
+        writer.write(b"+ idling\r\n")
+        assert await reader.readline() == b"DONE\r\n"
+        # Nothing is answered yet: the FETCH must already be on its way.
+        fetch_tag, rest = await asyncio.wait_for(read_command(reader), 2)
+        assert rest == b"UID FETCH 5:* (UID FLAGS)"
+        writer.write(
+            b"* 6 EXISTS\r\n"
+            + idle_tag
+            + b" OK Idle completed.\r\n* 5 FETCH (UID 5 FLAGS ())\r\n"
+            + b"* 6 FETCH (UID 6 FLAGS (\\Seen))\r\n"
+            + fetch_tag
+            + b" OK Fetch completed.\r\n"
+        )
+        tag, rest = await read_command(reader)
+        assert rest == b"NOOP"
+        writer.write(tag + b" OK NOOP done\r\n")
+        await reader.read()
+
+    client = await connect(await scripted(script), on_update=got.append)
+    await client.idle_start()
+    result = await client.idle_done_fetch("5:*", ["UID", "FLAGS"])
+    assert [(m.uid, m.flags) for m in result.messages] == [(5, ()), (6, ("\\Seen",))]
+    assert got == [Exists(6)]
+    assert not client.idling
+    await client.noop()  # the tags stayed in step
+    client.close()
+
+
+async def test_idle_done_fetch_reads_the_fetch_when_idle_ends_with_no(scripted: Scripted) -> None:
+    """IDLE answered NO at DONE: idle_done_fetch raises it once the pipelined FETCH has been
+    answered too, and the connection stays usable."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        idle_tag, _ = await read_command(reader)
+        writer.write(b"+ idling\r\n")
+        await reader.readline()  # DONE
+        fetch_tag, _ = await read_command(reader)
+        writer.write(idle_tag + b" NO [SERVERBUG] idle broke\r\n")
+        await asyncio.sleep(0.05)
+        writer.write(b"* 1 FETCH (UID 1 FLAGS ())\r\n" + fetch_tag + b" OK done\r\n")
+        tag, _ = await read_command(reader)
+        writer.write(tag + b" OK NOOP done\r\n")
+        await reader.read()
+
+    client = await connect(await scripted(script))
+    await client.idle_start()
+    with pytest.raises(ImapCommandError) as info:
+        await client.idle_done_fetch(1, ["UID", "FLAGS"])
+    assert info.value.code == "SERVERBUG"
+    await client.noop()
+    assert client.drain_updates() == []  # the FETCH answer was the command's, not an update
+    client.close()
