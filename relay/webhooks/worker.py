@@ -169,14 +169,13 @@ class DeliveryWorker:
             if free > 0:
                 try:
                     claimed = await self._claim(min(free, self.settings.batch_size))
-                    self._backlog = claimed >= min(free, self.settings.batch_size)
                     backoff = 0.0
                 except StoreError:
                     backoff = min(max(backoff * 2, 0.5), 30.0)
                     log.warning("claiming deliveries failed; retrying", retry_in=backoff)
                     await asyncio.sleep(backoff)
                     continue
-            if claimed and claimed >= min(free, self.settings.batch_size):
+            if claimed and self._backlog:
                 await asyncio.sleep(0)  # more may be due: go again after letting others run
                 continue
             with contextlib.suppress(TimeoutError):
@@ -195,7 +194,8 @@ class DeliveryWorker:
                 lease_until=lease_until,
                 node=self.node,
             )
-            batch += await queue.claim(
+            fresh_full = 0 < limit - retry_share <= len(batch)
+            retries = await queue.claim(
                 conn,
                 lane=1,
                 now=now,
@@ -203,6 +203,9 @@ class DeliveryWorker:
                 lease_until=lease_until,
                 node=self.node,
             )
+            # A lane that gave all that was asked of it may have more due.
+            self._backlog = fresh_full or 0 < limit - len(batch) <= len(retries)
+            batch += retries
             batch += await queue.claim_fifo_heads(
                 conn, now=now, lease_until=lease_until, node=self.node
             )

@@ -292,3 +292,20 @@ async def test_settings_custom_headers_reach_the_default_route(
             status=400,
         )
         assert refused["field"] == "webhooksCustomHeaders"
+
+
+@pytest.fixture
+async def no_polling(make_client: MakeClient, settings: Settings) -> AsyncIterator[Setup]:
+    # A poll far beyond the test: only commits and finished work may wake the worker.
+    async for setup in make_setup(
+        make_client, settings, poll_interval=3600.0, concurrency=16, batch_size=16
+    ):
+        yield setup
+
+
+async def test_a_backlog_drains_without_waiting_for_the_poll(no_polling: Setup) -> None:
+    """Ten times more deliveries than the worker takes at once, stored in one commit, all
+    go out: each full claim makes the worker come back for more when slots free up."""
+    ids = await no_polling.emit(160)
+    await no_polling.rx.wait_for(160, timeout=60)
+    assert set(no_polling.rx.ids()) == set(ids)
