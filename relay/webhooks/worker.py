@@ -38,6 +38,8 @@ from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
 log = structlog.get_logger(__name__)
 
 _BODY_LIMIT = 1024
+_FLUSH_WINDOW = 0.01
+_FLUSH_BATCH = 128
 _ROUTE_REFRESH = 1.0
 _PRUNE_EVERY = 300.0
 
@@ -80,6 +82,7 @@ class DeliveryWorker:
         self._policy = AddressPolicy.from_networks(settings.allow_networks)
         self._wakeup = asyncio.Event()
         self._flush_needed = asyncio.Event()
+        self._flush_full = asyncio.Event()
         self._stopping = False
         # Claimed deliveries until their outcome is written; _active counts the HTTP attempts
         # running now, which is what the concurrency limit bounds.
@@ -238,6 +241,8 @@ class DeliveryWorker:
                 outcome = await self._attempt(route, claimed, payload)
             self._outcomes.append(outcome)
             self._flush_needed.set()
+            if len(self._outcomes) >= _FLUSH_BATCH:
+                self._flush_full.set()
         finally:
             self._active -= 1
             # Claim again once a good share of the slots is free, not after every attempt:
@@ -307,9 +312,14 @@ class DeliveryWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_needed.wait()
-            # No pause to gather a batch: outcomes that finish while one flush is being
-            # written form the next one, so batches grow with the load, and a lone outcome
-            # is recorded (and its lease released) at once.
+            # Gather a batch for at most _FLUSH_WINDOW, or until _FLUSH_BATCH outcomes wait:
+            # under load a flush transaction carries many outcomes, and a lone outcome is
+            # recorded (and a /test caller woken) a few milliseconds later.
+            if len(self._outcomes) < _FLUSH_BATCH:
+                self._flush_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_FLUSH_WINDOW):
+                        await self._flush_full.wait()
             self._flush_needed.clear()
             await asyncio.shield(self._flush())
 
