@@ -14,6 +14,10 @@ waiting writers one after the other, each inside its own ``SAVEPOINT``:
 - the group closes after ``max_writers`` writers or ``max_wait_s`` seconds, whichever comes
   first, so the first writer of a busy group waits for a bounded number of others.
 
+A writer that finds nobody else writing or waiting skips all that: it runs its own
+transaction at once (no savepoint, no hand-over), so a lone write costs what it did before
+grouping; writers that come while it runs wait for it and form the next group.
+
 Savepoints are nested rather than released (``RELEASE`` would be one more round trip per
 writer): ``ROLLBACK TO`` a savepoint undoes exactly the writes made after it, and ``COMMIT``
 ends them all.
@@ -79,6 +83,8 @@ class GroupCommit:
         self.queue_wait_s = queue_wait_s
         self._waiting: deque[_Writer] = deque()
         self._leader: asyncio.Task[None] | None = None
+        # A writer is in a transaction of its own (see _alone).
+        self._solo = False
         # Groups committed and writers in them (what the group-commit tests look at).
         self.groups = 0
         self.writers = 0
@@ -86,10 +92,14 @@ class GroupCommit:
     @asynccontextmanager
     async def write(self, topic: bool | str) -> AsyncIterator[AsyncConnection]:
         """A turn on the shared transaction; returns once the writes are committed."""
+        if not self._solo and not self._waiting and (self._leader is None or self._leader.done()):
+            async with self._alone(topic) as conn:
+                yield conn
+            return
         writer = _Writer(topic, asyncio.get_running_loop().create_future())
         self._waiting.append(writer)
-        if self._leader is None or self._leader.done():
-            self._leader = asyncio.create_task(self._lead(), name="store group commit")
+        if not self._solo and (self._leader is None or self._leader.done()):
+            self._start_leader()
         try:
             async with asyncio.timeout(self.queue_wait_s):
                 conn = await asyncio.shield(writer.turn)
@@ -111,6 +121,31 @@ class GroupCommit:
         writer.finished.set_result(None)
         # Shielded: a writer cancelled now cannot take its writes out of the group.
         await asyncio.shield(writer.committed)
+
+    @asynccontextmanager
+    async def _alone(self, topic: bool | str) -> AsyncIterator[AsyncConnection]:
+        """Nobody else is writing: a transaction of the writer's own, with no savepoint and no
+        hand-over to the leader task. Writers that come meanwhile queue; the leader starts
+        for them once this transaction is over."""
+        self._solo = True
+        try:
+            try:
+                async with self._transaction() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+            except OSError as exc:
+                raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        finally:
+            self._solo = False
+            if self._waiting:
+                self._start_leader()
+        self.groups += 1
+        self.writers += 1
+        self._on_commit([topic])
+
+    def _start_leader(self) -> None:
+        self._leader = asyncio.create_task(self._lead(), name="store group commit")
 
     async def close(self) -> None:
         """Stop: the group running now is rolled back (its writers get CancelledError, as do
