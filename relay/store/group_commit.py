@@ -7,7 +7,11 @@ takes. Here one task, the *leader*, opens a transaction and hands its connection
 waiting writers one after the other, each inside its own ``SAVEPOINT``:
 
 - a writer whose block raises is rolled back to its savepoint (``ROLLBACK TO``): its writes
-  are undone, the others' are kept, and only it sees the error;
+  are undone, the others' are kept, and only it sees the error. One exception: a writer
+  cancelled while one of its statements is running makes SQLAlchemy invalidate the shared
+  connection, so that group's writers all get :class:`StoreError` and nothing of the group is
+  stored (none of it was acknowledged); long-lived writers therefore stop between writes
+  rather than being cancelled in one (see ``DeliveryWorker.stop``);
 - every writer is answered only after the ``COMMIT`` that holds its writes, so nothing is
   acknowledged that a crash could still take back; if the ``COMMIT`` fails, every writer of
   the group gets the error (none of their data was stored);

@@ -84,6 +84,7 @@ class DeliveryWorker:
         self._flush_needed = asyncio.Event()
         self._flush_full = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         # Claimed deliveries until their outcome is written; _active counts the HTTP attempts
         # running now, which is what the concurrency limit bounds.
         self._inflight: dict[int, _Inflight] = {}
@@ -129,6 +130,7 @@ class DeliveryWorker:
     async def stop(self, grace: float) -> None:
         """Stop claiming, let running attempts finish for up to ``grace`` s, record everything."""
         self._stopping = True
+        self._stopped.set()
         self._wakeup.set()
         self.store.off_commit(Wake.DELIVERIES, self.wake)
         running = [i.task for i in self._inflight.values() if i.task is not None]
@@ -138,6 +140,12 @@ class DeliveryWorker:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
         self._flush_needed.set()
+        # The claim and maintenance loops end by themselves once their write is over: a
+        # write cancelled mid-statement would take the store's shared transaction (and the
+        # other writes grouped in it) down with it. The flush loop's writes are shielded.
+        claim_and_maintenance = [self._tasks[0], self._tasks[2]] if self._tasks else []
+        if claim_and_maintenance:
+            await asyncio.wait(claim_and_maintenance, timeout=grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -376,8 +384,12 @@ class DeliveryWorker:
     async def _maintenance_loop(self) -> None:
         last_prune = 0.0
         interval = max(0.2, min(_ROUTE_REFRESH, self.settings.lease / 4))
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopped.wait()
+            if self._stopping:
+                return
             try:
                 await self._refresh_routes()
                 now = self._now_ms()
