@@ -889,15 +889,7 @@ class ImapClient:
             try:
                 self._check_usable()
                 self._write(b"DONE\r\n")
-                limit = self._options.done_timeout
-                try:
-                    async with asyncio.timeout(limit):
-                        tagged = await cmd.future
-                except TimeoutError:
-                    raise self._dead(f"DONE not answered in {limit} s") from None
-                except asyncio.CancelledError:
-                    self._fail(ImapConnectionError("IDLE DONE was cancelled"))
-                    raise
+                tagged = await self._answer(cmd, self._options.done_timeout, "DONE", "IDLE DONE")
             finally:
                 self._pending = None
             self._raise_unless_ok("IDLE", tagged)
@@ -928,25 +920,9 @@ class ImapClient:
                 fetch = self._command("UID FETCH", _FETCH_OWNS, line, None)
                 cmd.follow = fetch
                 self._write(b"DONE\r\n" + fetch.tag + b" " + line + b"\r\n")
-                limit = self._options.done_timeout
-                try:
-                    async with asyncio.timeout(limit):
-                        done = await cmd.future
-                except TimeoutError:
-                    raise self._dead(f"DONE not answered in {limit} s") from None
-                except asyncio.CancelledError:
-                    self._fail(ImapConnectionError("IDLE DONE was cancelled"))
-                    raise
+                done = await self._answer(cmd, self._options.done_timeout, "DONE", "IDLE DONE")
                 # IDLE's tagged response made the FETCH the pending command (_on_response).
-                limit = self._options.command_timeout
-                try:
-                    async with asyncio.timeout(limit):
-                        tagged = await fetch.future
-                except TimeoutError:
-                    raise self._dead(f"UID FETCH not answered in {limit} s") from None
-                except asyncio.CancelledError:
-                    self._fail(ImapConnectionError("UID FETCH was cancelled"))
-                    raise
+                tagged = await self._answer(fetch, self._options.command_timeout, "UID FETCH")
             finally:
                 self._pending = None
         self._raise_unless_ok("IDLE", done)
@@ -1006,17 +982,25 @@ class ImapClient:
             else:
                 cmd = self._send(name, owns, b"".join(parts) + b"\r\n", on_continuation)
             try:
-                async with asyncio.timeout(limit):
-                    tagged = await cmd.future
-            except TimeoutError:
-                raise self._dead(f"{name} not answered in {limit} s") from None
-            except asyncio.CancelledError:
-                # The answer would arrive for a command nobody waits for: start afresh.
-                self._fail(ImapConnectionError(f"{name} was cancelled"))
-                raise
+                tagged = await self._answer(cmd, limit, name)
             finally:
                 self._pending = None
             return tagged, cmd.untagged
+
+    async def _answer(
+        self, cmd: _Command, limit: float, name: str, cancelled_name: str | None = None
+    ) -> Tagged:
+        """The tagged response of ``cmd``; a connection that does not answer within ``limit``
+        seconds is presumed dead. A caller cancelled meanwhile leaves an answer nobody waits
+        for: the connection is failed so that it starts afresh."""
+        try:
+            async with asyncio.timeout(limit):
+                return await cmd.future
+        except TimeoutError:
+            raise self._dead(f"{name} not answered in {limit} s") from None
+        except asyncio.CancelledError:
+            self._fail(ImapConnectionError(f"{cancelled_name or name} was cancelled"))
+            raise
 
     def _literal_chunks(self, parts: Sequence[bytes]) -> deque[bytes]:
         """Split a command (CRLF included) after each ``{n}``; with LITERAL+ it is one chunk."""
