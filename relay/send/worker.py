@@ -5,6 +5,12 @@ outcome (with its events) is written in one transaction inside ``asyncio.shield`
 dies mid-attempt, the lease runs out and the message is queued again: sending is at least
 once. SMTP gives no way to learn whether a transfer cut off after the end of DATA was
 accepted, so a crash in that window sends the message again, with the same Message-ID.
+
+Store round trips are shared: the attempts of a round end at about the same time, and their
+outcomes are written together (one transaction, which also claims the next round); a claim
+fetches a round ahead, so that a slot set free starts its next message at once. A slot is
+held until its outcome is written, so that at most ``concurrency`` messages are ever sent
+and not yet recorded.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.auth.crypto import Cipher
 from relay.auth.scopes import EXCHANGE, GRAPH
@@ -43,13 +50,22 @@ from relay.store import outbox as queue
 from relay.store.engine import Wake
 from relay.store.outbox import Claimed
 from relay.store.schema import OutboxStatus
+from relay.webhooks.routing import route_matches
 
 log = structlog.get_logger(__name__)
 
 _RECORD_RETRY = 0.5
-_FLUSH_EVERY = 0.02
+# Longest an outcome waits for others to be written with (see _flush_loop).
+_FLUSH_WAIT = 0.005
 _PRUNE_EVERY = 3600.0
 _RETENTION_MS = 7 * 86_400_000
+
+
+def _routed(routes: Sequence[queue.RouteFilter], events: Sequence[Event]) -> bool:
+    """Whether a route with one of these filters wants one of ``events``."""
+    return any(
+        route_matches(r.events, r.accounts, e.event, e.account) for r in routes for e in events
+    )
 
 
 def raw_context(queue_id: str) -> str:
@@ -81,9 +97,12 @@ class Counters:
 
 @dataclass
 class _Batch:
-    """What the messages of one claim share: account rows and credentials, looked up once."""
+    """What the messages of one claim share: account rows (read with the claim) and
+    credentials, looked up once."""
 
-    senders: asyncio.Future[dict[str, Sender | Missing]]
+    senders: dict[str, Sender | Missing]
+    # When the messages were claimed (epoch ms).
+    claimed_at: int
     lookups: dict[tuple[str, str], asyncio.Future[Any]] = field(default_factory=dict)
 
     async def once(self, key: tuple[str, str], make: Callable[[], Awaitable[Any]]) -> Any:
@@ -125,12 +144,34 @@ class OutboxWorker:
         self.counters = Counters()
         self._wakeup = asyncio.Event()
         self._stopping = False
+        # Claimed messages until their outcome is written (or they are given back). An attempt
+        # holds one of the slots until its outcome is written, so that at most `concurrency`
+        # messages are ever sent and not yet recorded (those a crash may send twice). A claim
+        # fetches a round ahead, so that a slot set free starts the next message at once:
+        # _queued of them wait for a slot.
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._queued = 0
+        # The last claim took all it asked for: more may be due.
+        self._more = False
         # Outcomes being written: shutdown waits for them before giving messages back.
         self._records: set[asyncio.Future[None]] = set()
         self._outcomes: list[_Outcome] = []
         self._refill_at = max(1, settings.concurrency // 4)
+        # An attempt and the write of its outcome must end before the claim's lease: a
+        # claimed message starts within half of what the lease leaves over the timeout (the
+        # other half is for the write), or goes back to the queue.
+        self._start_within_ms = int((settings.lease - settings.timeout) * 500)
         self._flush_needed = asyncio.Event()
+        # Attempts running (not counting those whose outcome waits to be written), and
+        # whether none is.
+        self._attempting = 0
+        self._all_ended = asyncio.Event()
+        # What the webhook routes want (queue.route_filters) at the last look, taken again
+        # in each write of outcomes whose events no route wanted by it; None: not looked yet.
+        self._routes: list[queue.RouteFilter] | None = None
+        # The write of outcomes in progress (it may claim too).
+        self._flushing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self.smtp = SmtpPool(io_timeout=settings.timeout)
@@ -169,6 +210,13 @@ class OutboxWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
+        # Claimed as stopping began: not attempted (see _run).
+        late = [task for task in self._inflight.values() if not task.done()]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         await self._flush()
         for o in self._outcomes:
             # Not written (the store is down): the lease runs out and the message goes again.
@@ -177,8 +225,8 @@ class OutboxWorker:
         self._outcomes = []
         await asyncio.gather(*self._records, return_exceptions=True)
         if self._inflight:
-            # Cancelled mid-attempt: whether the server took the message is unknown, and
-            # waiting for the lease would delay it; queue it again now.
+            # Not attempted, or cancelled mid-attempt (whether the server took the message
+            # is unknown): waiting for the lease would delay it; queue it again now.
             with contextlib.suppress(StoreError):
                 async with self.store.write(notify=False) as conn:
                     await queue.release(
@@ -201,74 +249,126 @@ class OutboxWorker:
         backoff = 0.0
         while not self._stopping:
             self._wakeup.clear()
-            free = self.settings.concurrency - len(self._inflight)
-            # Claim again once a good share of the slots is free, not after every message: a
-            # claim is a write transaction.
-            if free >= self._refill_at or (free > 0 and not self._inflight):
-                now = self._now_ms()
+            limit = self._wanted()
+            if limit > 0:
                 try:
-                    async with self.store.write(notify=False) as conn:
-                        batch = await queue.claim(
-                            conn,
-                            now=now,
-                            limit=free,
-                            lease_until=now + int(self.settings.lease * 1000),
-                            node=self.node,
-                        )
+                    batch = await self._claim(limit)
                     backoff = 0.0
                 except StoreError:
                     backoff = min(max(backoff * 2, 0.5), 30.0)
                     log.warning("claiming outgoing messages failed; retrying", retry_in=backoff)
                     await asyncio.sleep(backoff)
                     continue
-                if batch:
-                    shared = _Batch(asyncio.ensure_future(self._senders(batch)))
-                for claimed in batch:
-                    self._inflight[claimed.queue_id] = asyncio.create_task(
-                        self._run(claimed, shared)
-                    )
-                if batch and len(batch) == free:
-                    await asyncio.sleep(0)
-                    continue
+                self._more = len(batch) == limit
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
 
+    def _wanted(self, freed: int = 0) -> int:
+        """How many messages to claim now (once ``freed`` more slots are free): once fewer
+        than a quarter round wait for a slot, enough to make it a round."""
+        queued = max(0, self._queued - freed)
+        if queued >= self._refill_at:
+            return 0
+        return self.settings.concurrency - queued
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` due messages and start a task for each."""
+        async with self.store.write(notify=False) as conn:
+            claim = await self._claim_in(conn, limit)
+        self._start(claim)
+        return claim[0]
+
+    async def _claim_in(
+        self, conn: AsyncConnection, limit: int
+    ) -> tuple[list[Claimed], dict[str, Sender | Missing], int]:
+        """Claim up to ``limit`` due messages in the caller's transaction; :meth:`_start`
+        them once it is committed."""
+        now = self._now_ms()
+        batch = await queue.claim(
+            conn,
+            now=now,
+            limit=limit,
+            lease_until=now + int(self.settings.lease * 1000),
+            node=self.node,
+        )
+        # The batch's accounts, in the same transaction: no read of its own.
+        return batch, await senders.load(conn, (c.account for c in batch)), now
+
+    def _start(self, claim: tuple[list[Claimed], dict[str, Sender | Missing], int]) -> None:
+        batch, found, now = claim
+        shared = _Batch(found, now)
+        for claimed in batch:
+            self._queued += 1
+            self._inflight[claimed.queue_id] = asyncio.create_task(self._run(claimed, shared))
+
+    def _moved(self) -> None:
+        """A message took a slot: claim again if more are due."""
+        if self._more:
+            self._wakeup.set()
+
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _senders(self, batch: list[Claimed]) -> dict[str, Sender | Missing]:
-        async with self.store.read() as conn:
-            return await senders.load(conn, (c.account for c in batch))
-
     async def _run(self, claimed: Claimed, shared: _Batch) -> None:
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+            self._moved()
         attempt = claimed.attempts + 1
         with structlog.contextvars.bound_contextvars(
             account=claimed.account, queue_id=claimed.queue_id, attempt=attempt
         ):
-            response: str | None = None
-            extra: dict[str, Any] = {}
-            failure: SendFailed | None = None
             try:
-                response, extra = await asyncio.wait_for(
-                    self._attempt(claimed, shared), self.settings.timeout
-                )
-            except SendFailed as exc:
-                failure = exc
-            except TimeoutError:
-                failure = RetryLater(
-                    f"timed out after {self.settings.timeout:g} s", error_code="ETIMEDOUT"
-                )
-            except Exception as exc:
-                # A bug must not leave the message claimed until its lease runs out.
-                log.exception("sending failed unexpectedly")
-                failure = RetryLater(f"internal error: {exc.__class__.__name__}")
-            record = asyncio.ensure_future(
-                self._record(claimed, attempt, response=response, failure=failure, extra=extra)
-            )
-            self._records.add(record)
-            record.add_done_callback(self._records.discard)
-            await asyncio.shield(record)
+                if self._stopping:
+                    return  # shutting down: not attempted; stop() gives it back
+                if self._now_ms() - shared.claimed_at > self._start_within_ms:
+                    # It waited for a slot behind slow attempts: the lease could run out
+                    # before its outcome is written, and another claim send it again.
+                    await self._give_back(claimed)
+                    return
+                failure = await self._send(claimed, shared, attempt)
+            finally:
+                self._slots.release()
             if failure is None and claimed.reference:
                 await self._mark_reference(claimed.account, claimed.reference)
+
+    async def _give_back(self, claimed: Claimed) -> None:
+        """Queue a claimed message again without attempting it."""
+        log.info("lease too short for an attempt; queued again")
+        try:
+            async with self.store.write(notify=Wake.OUTBOX) as conn:
+                await queue.release(conn, [claimed.queue_id], node=self.node, now=self._now_ms())
+        except StoreError:
+            return  # still claimed: its lease runs out and the reaper queues it again
+        finally:
+            self._inflight.pop(claimed.queue_id, None)
+
+    async def _send(self, claimed: Claimed, shared: _Batch, attempt: int) -> SendFailed | None:
+        """Attempt, and return once the outcome is written (or given up on): the failure."""
+        response: str | None = None
+        extra: dict[str, Any] = {}
+        failure: SendFailed | None = None
+        self._attempting += 1
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                response, extra = await self._attempt(claimed, shared)
+        except SendFailed as exc:
+            failure = exc
+        except TimeoutError:
+            failure = RetryLater(
+                f"timed out after {self.settings.timeout:g} s", error_code="ETIMEDOUT"
+            )
+        except Exception as exc:
+            # A bug must not leave the message claimed until its lease runs out.
+            log.exception("sending failed unexpectedly")
+            failure = RetryLater(f"internal error: {exc.__class__.__name__}")
+        finally:
+            self._attempting -= 1
+            if not self._attempting:
+                self._all_ended.set()
+        written = self._record(claimed, attempt, response, failure, extra)
+        await asyncio.shield(written)
+        return failure
 
     async def _mark_reference(self, account: str, reference: Mapping[str, Any]) -> None:
         """Flag the message this one answered (``\\Answered``) or forwarded (``$Forwarded``).
@@ -286,7 +386,7 @@ class OutboxWorker:
 
     async def _attempt(self, claimed: Claimed, shared: _Batch) -> tuple[str, dict[str, Any]]:
         """Send once: the server's reply, and what became of the Sent Items copies."""
-        sender = (await asyncio.shield(shared.senders))[claimed.account]
+        sender = shared.senders[claimed.account]
         if isinstance(sender, Missing):
             raise PermanentFailure(sender.reason)
         row, root = sender.row, sender.root
@@ -431,24 +531,29 @@ class OutboxWorker:
 
     # -- recording ---------------------------------------------------------------------------
 
-    async def _record(
+    def _record(
         self,
         claimed: Claimed,
         attempt: int,
-        *,
-        response: str | None = None,
-        failure: SendFailed | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Queue the outcome for the next flush and wait until it is written."""
-        outcome = self._outcome(claimed, attempt, response, failure, extra or {})
+        response: str | None,
+        failure: SendFailed | None,
+        extra: dict[str, Any],
+    ) -> asyncio.Future[None]:
+        """Queue the outcome for the next flush; the future is done once it is written (or
+        given up on), whether or not its attempt's task is still there to wait."""
+        outcome = self._outcome(claimed, attempt, response, failure, extra)
         self._outcomes.append(outcome)
         self._flush_needed.set()
-        try:
-            await outcome.written
-        finally:
+        written = outcome.written
+        self._records.add(written)
+
+        def recorded(_: asyncio.Future[None]) -> None:
+            self._records.discard(written)
             self._inflight.pop(claimed.queue_id, None)
-            self._wakeup.set()
+            self._moved()
+
+        written.add_done_callback(recorded)
+        return written
 
     def _outcome(
         self,
@@ -505,17 +610,34 @@ class OutboxWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_needed.wait()
-            await asyncio.sleep(_FLUSH_EVERY)  # gather a batch
+            # Every write is a transaction (that may wake the webhook worker, which then
+            # claims): wait for the outcomes of the attempts still running, for a few
+            # milliseconds at most (the slots of the ended ones wait meanwhile).
+            if self._attempting:
+                self._all_ended.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._all_ended.wait(), _FLUSH_WAIT)
             self._flush_needed.clear()
-            await asyncio.shield(self._flush())
+            self._flushing = asyncio.ensure_future(self._flush())
+            await asyncio.shield(self._flushing)
 
     async def _flush(self) -> None:
         """Write the pending outcomes and their events in one transaction."""
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
-        # The outcomes' events are due deliveries (the outbox itself need not look again).
-        notify = Wake.DELIVERIES if any(o.events for o in batch) else False
+        # The outcomes' events may be due deliveries: wake the webhook worker (the outbox
+        # itself need not look again), unless no route wanted such events at the last look.
+        # That look is taken again inside the write, which wakes it after all when a route
+        # has appeared meanwhile (rare; a wake for nothing costs it a claim transaction).
+        events = [e for o in batch for e in o.events]
+        wake = bool(events) and (self._routes is None or _routed(self._routes, events))
+        notify = Wake.DELIVERIES if wake else False
+        missed = False
+        # The slots this write sets free: refill them in the same transaction, instead of a
+        # claim of its own right after, when the last claim suggests more are due.
+        limit = self._wanted(freed=len(batch)) if self._more and not self._stopping else 0
+        claim: tuple[list[Claimed], dict[str, Sender | Missing], int] | None = None
         try:
             async with self.store.write(notify=notify) as conn:
                 kept = await queue.finish_many(
@@ -535,12 +657,18 @@ class OutboxWorker:
                     node=self.node,
                 )
                 held = [o for o in batch if o.queue_id in kept]
+                recorded = [e for o in held for e in o.events]
                 await events_store.record(
                     conn,
-                    [e for o in held for e in o.events],
+                    recorded,
                     default_service_url=self.service_url,
                     max_bytes=self.max_payload_bytes,
                 )
+                if not wake or self._routes is None:
+                    self._routes = await queue.route_filters(conn)
+                    missed = not wake and _routed(self._routes, recorded)
+                if limit:
+                    claim = await self._claim_in(conn, limit)
         except StoreError:
             # Keep them: the leases protect the rows meanwhile; a row whose lease ran out is
             # queued again by reap and its outcome is then no longer written.
@@ -559,6 +687,13 @@ class OutboxWorker:
             self._count(o, o.queue_id in kept)
             if not o.written.done():
                 o.written.set_result(None)
+        if claim is not None:
+            self._start(claim)
+            self._more = len(claim[0]) == limit
+        if missed:
+            with contextlib.suppress(StoreError):  # the webhook worker's poll finds them
+                async with self.store.write(notify=Wake.DELIVERIES):
+                    pass
 
     def _count(self, o: _Outcome, held: bool) -> None:
         with structlog.contextvars.bound_contextvars(queue_id=o.queue_id, attempt=o.attempt):

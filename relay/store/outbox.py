@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, bindparam, delete, func, or_, select, update
+from sqlalchemy import Insert, Integer, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.store.schema import OutboxStatus, outbox
+from relay.store.schema import OutboxStatus, outbox, webhook_routes
 
 S = OutboxStatus
 
@@ -166,22 +166,25 @@ async def remove(conn: AsyncConnection, queue_id: str) -> bool:
     return bool(result.rowcount)
 
 
-async def claim(
-    conn: AsyncConnection, *, now: int, limit: int, lease_until: int, node: str
-) -> list[Claimed]:
-    """Take up to ``limit`` due queued messages."""
+def _claim_statement(*, skip_locked: bool) -> Any:
+    """``UPDATE ... RETURNING`` of the due queued messages to ``sending``, built once."""
     due = (
         select(outbox.c.seq)
-        .where(outbox.c.status == S.QUEUED, outbox.c.next_attempt_ms <= now)
+        .where(outbox.c.status == S.QUEUED, outbox.c.next_attempt_ms <= bindparam("b_due"))
         .order_by(outbox.c.next_attempt_ms, outbox.c.seq)
-        .limit(limit)
+        .limit(bindparam("b_limit", type_=Integer))
     )
-    if conn.dialect.name == "postgresql":
+    if skip_locked:
         due = due.with_for_update(skip_locked=True)
-    result = await conn.execute(
+    return (
         update(outbox)
         .where(outbox.c.seq.in_(due.scalar_subquery()))
-        .values(status=S.SENDING, lease_until_ms=lease_until, claimed_by=node, updated_ms=now)
+        .values(
+            status=S.SENDING,
+            lease_until_ms=bindparam("b_lease"),
+            claimed_by=bindparam("b_node"),
+            updated_ms=bindparam("b_now"),
+        )
         .returning(
             outbox.c.queue_id,
             outbox.c.account,
@@ -194,6 +197,20 @@ async def claim(
             outbox.c.copy,
             outbox.c.sent_mail_path,
         )
+    )
+
+
+# Built once, not per claim: a claim runs for every round of attempts.
+_CLAIM = {False: _claim_statement(skip_locked=False), True: _claim_statement(skip_locked=True)}
+
+
+async def claim(
+    conn: AsyncConnection, *, now: int, limit: int, lease_until: int, node: str
+) -> list[Claimed]:
+    """Take up to ``limit`` due queued messages."""
+    result = await conn.execute(
+        _CLAIM[conn.dialect.name == "postgresql"],
+        {"b_due": now, "b_limit": limit, "b_lease": lease_until, "b_node": node, "b_now": now},
     )
     return [
         Claimed(
@@ -294,6 +311,24 @@ async def finish_many(conn: AsyncConnection, outcomes: Sequence[Outcome], *, nod
     if other:
         await conn.execute(_FINISH_OTHER, other)
     return held
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFilter:
+    """Which events a webhook route wants: ``events`` (``*`` for all) of ``accounts`` (None:
+    of every account)."""
+
+    events: list[str]
+    accounts: list[str] | None
+
+
+async def route_filters(conn: AsyncConnection) -> list[RouteFilter]:
+    """The filters of every webhook route: a write of outcomes whose events none wants
+    queues no delivery, and need not wake the webhook worker."""
+    rows = await conn.execute(select(webhook_routes.c.events, webhook_routes.c.accounts))
+    return [
+        RouteFilter(list(r.events), None if r.accounts is None else list(r.accounts)) for r in rows
+    ]
 
 
 async def release(conn: AsyncConnection, queue_ids: Sequence[str], *, node: str, now: int) -> None:
