@@ -193,6 +193,11 @@ class DeliveryWorker:
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
 
     async def _claim(self, limit: int) -> int:
+        if self._routes_stamp is None:  # routes changed through this node's API
+            await self._refresh_routes(force=True)
+        # Looking for fifo heads costs a grouped scan of the queue: only when there is a
+        # fifo route (one added through another node is seen at the next route refresh).
+        fifo = any(r.ordering == "fifo" for r in self._routes.values())
         now = self._now_ms()
         lease_until = now + int(self.settings.lease * 1000)
         retry_share = max(1, limit // 8)
@@ -217,9 +222,10 @@ class DeliveryWorker:
             # A lane that gave all that was asked of it may have more due.
             self._backlog = fresh_full or 0 < limit - len(batch) <= len(retries)
             batch += retries
-            batch += await queue.claim_fifo_heads(
-                conn, now=now, lease_until=lease_until, node=self.node
-            )
+            if fifo:
+                batch += await queue.claim_fifo_heads(
+                    conn, now=now, lease_until=lease_until, node=self.node
+                )
             if not batch:
                 return 0
             bodies = await queue.payloads(conn, [c.event_id for c in batch])
