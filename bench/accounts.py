@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import pg_database  # noqa: E402
 from relay.config import StoreSettings  # noqa: E402
 from relay.store import Store  # noqa: E402
 from relay.store import accounts as accounts_store  # noqa: E402
@@ -126,17 +126,6 @@ async def bare_inserts(store_url: str, args: argparse.Namespace) -> float:
         return await run_concurrently(args.accounts, args.concurrency, insert)
     finally:
         await store.close()
-
-
-async def pg_database(admin_url: str, name: str, *, drop: bool = False) -> None:
-    conn = await asyncpg.connect(admin_url.replace("postgresql://", "postgres://", 1))
-    try:
-        if drop:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ from imapclient.response_types import Address, Envelope
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import pg_database  # noqa: E402
 from relay.api.webhooks import RouteCreate, create_route_row  # noqa: E402
 from relay.auth.crypto import Cipher, derive_key  # noqa: E402
 from relay.config import StoreSettings, WebhookSettings  # noqa: E402
@@ -64,6 +65,7 @@ from relay.store.engine import now_ms  # noqa: E402
 from relay.store.migrate import migrate  # noqa: E402
 from relay.webhooks.routes import store_service_secret  # noqa: E402
 from relay.webhooks.worker import DeliveryWorker  # noqa: E402
+from tests.peers.receiver import spawn as spawn_receiver  # noqa: E402
 from tests.proc import free_port  # noqa: E402
 
 SERVICE_SECRET = "bench-service-secret"
@@ -300,15 +302,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stats = f"http://127.0.0.1:{port}/stats"
     tmp = tempfile.mkdtemp(prefix="relay-bench-")
     dbname = f"relay_bench_{os.getpid()}"
-    pg_admin = args.pg.replace("postgresql://", "postgres://", 1)
     if args.engine == "sqlite":
         store_url = f"sqlite:///{tmp}/bench.db"
         bare_url = f"sqlite:///{tmp}/bare.db"
     else:
-        admin = await asyncpg.connect(pg_admin)
         for name in (dbname, dbname + "_bare"):
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
+            await pg_database(args.pg, name)
         store_url = args.pg.rsplit("/", 1)[0] + f"/{dbname}"
         bare_url = store_url + "_bare"
     cipher = Cipher(derive_key("bench-secret-value"))
@@ -326,20 +325,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     store = Store.open(StoreSettings(url=store_url))
     names, secret = await prepare(store, cipher, args.sources, url)
-    receiver = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.peers.receiver",
-        "--port",
-        str(port),
-        "--secret",
-        secret,
-        "--service-secret",
-        SERVICE_SECRET,
-        "--latency",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
+    receiver = await spawn_receiver(port, secret, SERVICE_SECRET, latency=True)
     sink = FolderSink(store, service_url=SERVICE_URL, max_payload_bytes=256 * 1024)
     worker = DeliveryWorker(
         store,
@@ -348,13 +334,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         Metrics.create(),
     )
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    await _stats(http, stats)
-                    break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
         await worker.start()
         sources = await sources_of(store, sink, names)
         first = await burst(sources, args.changes, stats, 0)
@@ -366,10 +345,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.wait_for(receiver.wait(), 10)
         await store.close()
         if args.engine == "postgresql":
-            admin = await asyncpg.connect(pg_admin)
             for name in (dbname, dbname + "_bare"):
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+                await pg_database(args.pg, name, drop=True)
     return {
         "engine": args.engine,
         "sources": args.sources,

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import pg_database  # noqa: E402
+from tests.peers.receiver import spawn as spawn_receiver  # noqa: E402
 from tests.proc import RelayProcess, free_port, relay_env  # noqa: E402
 
 TOKEN = "bench-" + "b" * 40
@@ -47,17 +48,6 @@ async def call(
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with session.request(method, url, json=body, headers=headers) as resp:
         return resp.status, await resp.json()
-
-
-async def wait_receiver(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(url) as resp:
-                await resp.read()
-                return
-        except aiohttp.ClientError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError("the receiver did not start")
 
 
 async def run_round(
@@ -99,21 +89,8 @@ async def measure(relay: RelayProcess, args: argparse.Namespace) -> dict[str, An
             session, "POST", f"{relay.url}/v1/webhooks", {"url": f"http://127.0.0.1:{rx_port}/"}
         )
         assert status == 201, route
-        receiver = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.peers.receiver",
-            "--port",
-            str(rx_port),
-            "--secret",
-            route["secret"],
-            "--service-secret",
-            SERVICE_SECRET,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
+        receiver = await spawn_receiver(rx_port, route["secret"], SERVICE_SECRET)
         try:
-            await wait_receiver(session, f"http://127.0.0.1:{rx_port}/stats")
             url = f"{relay.url}/v1/webhooks/{route['id']}/test"
             await run_round(session, url, 20, 1)  # warm-up: connections, caches
             sequential, wrong = await run_round(session, url, args.requests, 1)
@@ -135,17 +112,6 @@ async def measure(relay: RelayProcess, args: argparse.Namespace) -> dict[str, An
     }
 
 
-async def create_database(admin_url: str, name: str, *, drop: bool = False) -> None:
-    conn = await asyncpg.connect(admin_url.replace("postgresql://", "postgres://", 1))
-    try:
-        if drop:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=300)
@@ -165,7 +131,7 @@ def main() -> None:
             "RELAY_LOG_LEVEL": "warning",
         }
         if args.engine == "postgresql":
-            asyncio.run(create_database(args.pg, dbname))
+            asyncio.run(pg_database(args.pg, dbname))
             extra["RELAY_STORE_URL"] = args.pg.rsplit("/", 1)[0] + f"/{dbname}"
         relay = RelayProcess(Path(workdir), port, relay_env(Path(workdir), port, extra))
         try:
@@ -174,7 +140,7 @@ def main() -> None:
         finally:
             relay.stop()
             if args.engine == "postgresql":
-                asyncio.run(create_database(args.pg, dbname, drop=True))
+                asyncio.run(pg_database(args.pg, dbname, drop=True))
     print(json.dumps(result))
 
 

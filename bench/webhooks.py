@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 from sqlalchemy import select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import pg_database  # noqa: E402
 from relay.api.webhooks import RouteCreate, create_route_row  # noqa: E402
 from relay.auth.crypto import Cipher, derive_key  # noqa: E402
 from relay.config import StoreSettings, WebhookSettings  # noqa: E402
@@ -42,6 +42,7 @@ from relay.store.schema import deliveries  # noqa: E402
 from relay.webhooks.routes import store_service_secret  # noqa: E402
 from relay.webhooks.signing import delivery_headers  # noqa: E402
 from relay.webhooks.worker import DeliveryWorker  # noqa: E402
+from tests.peers.receiver import spawn as spawn_receiver  # noqa: E402
 from tests.proc import free_port  # noqa: E402
 
 SERVICE_SECRET = "bench-service-secret"
@@ -145,36 +146,14 @@ async def main() -> None:
     stats = f"http://127.0.0.1:{port}/stats"
     tmp = tempfile.mkdtemp(prefix="relay-bench-")
     dbname = f"relay_bench_{os.getpid()}"
-    pg_admin = args.pg.replace("postgresql://", "postgres://", 1)
     if args.engine == "sqlite":
         store_url = f"sqlite:///{tmp}/bench.db"
     else:
-        admin = await asyncpg.connect(pg_admin)
-        await admin.execute(f'CREATE DATABASE "{dbname}"')
-        await admin.close()
+        await pg_database(args.pg, dbname)
         store_url = args.pg.rsplit("/", 1)[0] + f"/{dbname}"
     store, cipher, secret = await prepare_store(store_url, url)
-    receiver = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.peers.receiver",
-        "--port",
-        str(port),
-        "--secret",
-        secret,
-        "--service-secret",
-        SERVICE_SECRET,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
+    receiver = await spawn_receiver(port, secret, SERVICE_SECRET)
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    await _accepted(http, stats)
-                    break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
         bare_rate = await bare(url, stats, secret, args.events, 0)
         result = await durable(store, cipher, stats, args.events, args.events)
     finally:
@@ -182,9 +161,7 @@ async def main() -> None:
         await asyncio.wait_for(receiver.wait(), 10)
         await store.close()
         if args.engine == "postgresql":
-            admin = await asyncpg.connect(pg_admin)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            await admin.close()
+            await pg_database(args.pg, dbname, drop=True)
     print(
         json.dumps(
             {

@@ -50,9 +50,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from standardwebhooks import Webhook
 
@@ -389,6 +391,44 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*waiters, return_exceptions=True)
         await rx.stop()
     return rx.stats()
+
+
+# The repository root: ``python -m tests.peers.receiver`` runs from there.
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def spawn(
+    port: int, secret: str, service_secret: str | None = None, *, latency: bool = False
+) -> asyncio.subprocess.Process:
+    """Start the receiver as a process of its own (see the module) and return once it
+    answers; stop it with SIGTERM."""
+    args = ["--port", str(port), "--secret", secret]
+    if service_secret is not None:
+        args += ["--service-secret", service_secret]
+    if latency:
+        args.append("--latency")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.peers.receiver",
+        *args,
+        cwd=_ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/stats"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(400):
+            try:
+                async with http.get(url) as resp:
+                    await resp.read()
+                    return proc
+            except aiohttp.ClientError:
+                if proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+    proc.kill()
+    await proc.wait()
+    raise RuntimeError(f"the receiver did not start on port {port}")
 
 
 def main(argv: list[str] | None = None) -> None:
