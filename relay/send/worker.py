@@ -20,7 +20,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,6 @@ from relay.store import outbox as queue
 from relay.store.engine import Wake
 from relay.store.outbox import Claimed
 from relay.store.schema import OutboxStatus
-from relay.webhooks.routing import route_matches
 
 log = structlog.get_logger(__name__)
 
@@ -59,13 +58,6 @@ _RECORD_RETRY = 0.5
 _FLUSH_WAIT = 0.005
 _PRUNE_EVERY = 3600.0
 _RETENTION_MS = 7 * 86_400_000
-
-
-def _routed(routes: Sequence[queue.RouteFilter], events: Sequence[Event]) -> bool:
-    """Whether a route with one of these filters wants one of ``events``."""
-    return any(
-        route_matches(r.events, r.accounts, e.event, e.account) for r in routes for e in events
-    )
 
 
 def raw_context(queue_id: str) -> str:
@@ -167,9 +159,6 @@ class OutboxWorker:
         # whether none is.
         self._attempting = 0
         self._all_ended = asyncio.Event()
-        # What the webhook routes want (queue.route_filters) at the last look, taken again
-        # in each write of outcomes whose events no route wanted by it; None: not looked yet.
-        self._routes: list[queue.RouteFilter] | None = None
         # The write of outcomes in progress (it may claim too).
         self._flushing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -626,20 +615,14 @@ class OutboxWorker:
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
-        # The outcomes' events may be due deliveries: wake the webhook worker (the outbox
-        # itself need not look again), unless no route wanted such events at the last look.
-        # That look is taken again inside the write, which wakes it after all when a route
-        # has appeared meanwhile (rare; a wake for nothing costs it a claim transaction).
-        events = [e for o in batch for e in o.events]
-        wake = bool(events) and (self._routes is None or _routed(self._routes, events))
-        notify = Wake.DELIVERIES if wake else False
-        missed = False
         # The slots this write sets free: refill them in the same transaction, instead of a
         # claim of its own right after, when the last claim suggests more are due.
         limit = self._wanted(freed=len(batch)) if self._more and not self._stopping else 0
         claim: tuple[list[Claimed], dict[str, Sender | Missing], int] | None = None
         try:
-            async with self.store.write(notify=notify) as conn:
+            # No topic to name: recording the outcomes' events wakes the webhook worker when
+            # a route wants them (the outbox itself need not look again).
+            async with self.store.write(notify=False) as conn:
                 kept = await queue.finish_many(
                     conn,
                     [
@@ -657,16 +640,12 @@ class OutboxWorker:
                     node=self.node,
                 )
                 held = [o for o in batch if o.queue_id in kept]
-                recorded = [e for o in held for e in o.events]
                 await events_store.record(
                     conn,
-                    recorded,
+                    [e for o in held for e in o.events],
                     default_service_url=self.service_url,
                     max_bytes=self.max_payload_bytes,
                 )
-                if not wake or self._routes is None:
-                    self._routes = await queue.route_filters(conn)
-                    missed = not wake and _routed(self._routes, recorded)
                 if limit:
                     claim = await self._claim_in(conn, limit)
         except StoreError:
@@ -690,10 +669,6 @@ class OutboxWorker:
         if claim is not None:
             self._start(claim)
             self._more = len(claim[0]) == limit
-        if missed:
-            with contextlib.suppress(StoreError):  # the webhook worker's poll finds them
-                async with self.store.write(notify=Wake.DELIVERIES):
-                    pass
 
     def _count(self, o: _Outcome, held: bool) -> None:
         with structlog.contextvars.bound_contextvars(queue_id=o.queue_id, attempt=o.attempt):

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relay.config import StoreSettings
 from relay.errors import StoreError
+from relay.store import wakes
 from relay.store.group_commit import GroupCommit
 
 
@@ -115,7 +116,9 @@ class Store:
 
         After the commit, ``notify`` wakes the workers of one topic (a :class:`Wake` value:
         the write queued deliveries, or outgoing mail), every topic (True: a write whose
-        effects are not known here), or none (False: a worker's own bookkeeping).
+        effects are not known here), or none (False: a worker's own bookkeeping). Code that
+        learns only inside the write what it queued asks for more with
+        :func:`relay.store.wakes.wake_on_commit`.
         """
         if self._group is not None:
             async with self._group.write(notify) as conn:
@@ -124,7 +127,7 @@ class Store:
         # PostgreSQL: each write is its own transaction on a pooled connection; concurrent
         # commits are flushed to the WAL together by the server itself.
         try:
-            async with self.engine.connect() as conn, conn.begin():
+            async with self.engine.connect() as conn, self._committing(conn):
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
@@ -134,8 +137,20 @@ class Store:
     async def _sqlite_transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with self._committing(conn):
+                yield conn
+
+    @asynccontextmanager
+    async def _committing(self, conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+        """A transaction on ``conn``; once it commits, the workers the write asked for from
+        inside it (:mod:`relay.store.wakes`) are woken."""
+        try:
             async with conn.begin():
                 yield conn
+        except BaseException:
+            wakes.take(conn)
+            raise
+        self._committed_topics(sorted(wakes.take(conn)))
 
     def _committed_topics(self, topics: list[bool | str]) -> None:
         """Wake the workers of the topics that committed writes named."""

@@ -2,7 +2,8 @@
 
 :func:`record` is the one way an event enters the system: the event row and one delivery
 row per matching enabled-or-disabled route are written in the caller's transaction, so an
-event is either stored with all its deliveries or not at all.
+event is either stored with all its deliveries or not at all. When it queued deliveries, the
+delivery worker is woken once that transaction commits (:mod:`relay.store.wakes`).
 
 It also settles the two fields of an event that depend on what the store holds, in the same
 transaction, just before the payload is serialized:
@@ -31,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay.events.fit import fit_payload
 from relay.events.model import Event
 from relay.store import settings as settings_store
-from relay.store.engine import now_ms
+from relay.store import wakes
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import (
     DeliveryStatus,
     deliveries,
@@ -173,6 +175,7 @@ async def record(
                 )
     if rows:
         await conn.execute(deliveries.insert(), rows)
+        wakes.wake_on_commit(conn, Wake.DELIVERIES)
     return [e.id for e in batch]
 
 

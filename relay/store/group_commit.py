@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.errors import StoreError
+from relay.store import wakes
 
 __all__ = ["GroupCommit"]
 
@@ -180,6 +181,7 @@ class GroupCommit:
                         self._waiting.popleft()
                         continue
                     savepoint = f"w{len(members)}"
+                    asked = wakes.requested(conn)
                     await conn.exec_driver_sql(f"SAVEPOINT {savepoint}")
                     self._waiting.popleft()
                     writer.turn.set_result(conn)
@@ -190,6 +192,7 @@ class GroupCommit:
                         members.append(writer)
                     else:
                         await conn.exec_driver_sql(f"ROLLBACK TO {savepoint}")
+                        wakes.restore(conn, asked)
         except BaseException as exc:
             self._fail(exc, members, turned=turned)
             if not isinstance(exc, Exception):

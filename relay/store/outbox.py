@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.store.schema import OutboxStatus, outbox, webhook_routes
+from relay.store.schema import OutboxStatus, outbox
 
 S = OutboxStatus
 
@@ -311,24 +311,6 @@ async def finish_many(conn: AsyncConnection, outcomes: Sequence[Outcome], *, nod
     if other:
         await conn.execute(_FINISH_OTHER, other)
     return held
-
-
-@dataclass(frozen=True, slots=True)
-class RouteFilter:
-    """Which events a webhook route wants: ``events`` (``*`` for all) of ``accounts`` (None:
-    of every account)."""
-
-    events: list[str]
-    accounts: list[str] | None
-
-
-async def route_filters(conn: AsyncConnection) -> list[RouteFilter]:
-    """The filters of every webhook route: a write of outcomes whose events none wants
-    queues no delivery, and need not wake the webhook worker."""
-    rows = await conn.execute(select(webhook_routes.c.events, webhook_routes.c.accounts))
-    return [
-        RouteFilter(list(r.events), None if r.accounts is None else list(r.accounts)) for r in rows
-    ]
 
 
 async def release(conn: AsyncConnection, queue_ids: Sequence[str], *, node: str, now: int) -> None:

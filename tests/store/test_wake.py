@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 from sqlalchemy import text
@@ -38,5 +39,54 @@ async def test_writes_wake_the_workers_of_their_topic(store_url: str) -> None:
         except LookupError:
             pass
         assert woken["deliveries"] == 3
+    finally:
+        await store.close()
+
+
+async def test_recording_events_wakes_deliveries_only_when_it_queued_some(store_url: str) -> None:
+    """``events.record`` wakes the delivery worker from inside the write when a route wants
+    an event, and only once that write commits; a rolled-back write wakes nobody."""
+    from relay.events.model import Event
+    from relay.store import events as events_store
+    from relay.store.engine import now_ms
+    from relay.store.migrate import migrate
+    from relay.store.schema import webhook_routes
+
+    store = Store.open(StoreSettings(url=store_url))
+    await migrate(store)
+    woken: Counter[str] = Counter()
+    store.on_commit(Wake.DELIVERIES, lambda: woken.update(["deliveries"]))
+
+    async def record(*, fail: bool = False) -> None:
+        async with store.write(notify=False) as conn:
+            event = Event("messageNew", "acct", {"n": 1}, now_ms())
+            await events_store.record(conn, [event], default_service_url="https://x")
+            if fail:
+                raise LookupError("rolled back")
+
+    try:
+        await record()  # no route wants it: nothing queued
+        assert woken == {}
+        ms = now_ms()
+        async with store.write(notify=False) as conn:
+            await conn.execute(
+                webhook_routes.insert().values(
+                    id="r1",
+                    url="https://hooks.example.com/",
+                    events=["*"],
+                    accounts=None,
+                    headers={},
+                    enabled=1,
+                    ordering="none",
+                    secret=b"x",
+                    created_ms=ms,
+                    updated_ms=ms,
+                )
+            )
+        with contextlib.suppress(LookupError):
+            await record(fail=True)
+        assert woken == {}
+        await record()
+        assert woken == {"deliveries": 1}
     finally:
         await store.close()
