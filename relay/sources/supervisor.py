@@ -427,10 +427,7 @@ class Supervisor:
         async with self.store.read() as conn:
             while missing:
                 asked.update(missing)
-                for start in range(0, len(missing), 500):
-                    chunk = missing[start : start + 500]
-                    result = await conn.execute(select(accounts).where(accounts.c.id.in_(chunk)))
-                    by_id.update((str(r["id"]), r) for r in result.mappings())
+                by_id.update(await accounts_store.rows(conn, missing))
                 parents = {r["delegated_account"] for r in by_id.values()}
                 missing = sorted({str(p) for p in parents if p is not None} - asked)
         return by_id

@@ -25,6 +25,18 @@ async def get(conn: AsyncConnection, account: str) -> RowMapping | None:
     return result.mappings().first()
 
 
+async def rows(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, RowMapping]:
+    """The rows of the accounts ``ids`` that exist, by id (a few reads however many)."""
+    wanted = sorted(set(ids))
+    found: dict[str, RowMapping] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        result = await conn.execute(
+            select(accounts).where(accounts.c.id.in_(wanted[start : start + _CHUNK]))
+        )
+        found.update((str(r["id"]), r) for r in result.mappings())
+    return found
+
+
 async def insert(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
     ms = now_ms()
     await conn.execute(accounts.insert().values(**values, created_ms=ms, updated_ms=ms))
