@@ -83,8 +83,8 @@ class DeliveryWorker:
         self._wakeup = asyncio.Event()
         self._flush_needed = asyncio.Event()
         self._flush_full = asyncio.Event()
-        self._stopping = False
-        self._stopped = asyncio.Event()
+        # Set by stop(): the loops end, nothing more is claimed.
+        self._stopping = asyncio.Event()
         # Claimed deliveries until their outcome is written; _active counts the HTTP attempts
         # running now, which is what the concurrency limit bounds.
         self._inflight: dict[int, _Inflight] = {}
@@ -101,6 +101,7 @@ class DeliveryWorker:
         self._service_secret = ""
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._ending: list[asyncio.Task[None]] = []
         # Woken once an outcome of their delivery is committed (POST /v1/webhooks/{id}/test).
         self.outcome_waiters = OutcomeWaiters()
 
@@ -121,16 +122,20 @@ class DeliveryWorker:
             skip_auto_headers=("User-Agent",),
         )
         self.store.on_commit(Wake.DELIVERIES, self.wake)
-        self._tasks = [
+        # The claim and maintenance loops end by themselves at stop(); the flush loop is
+        # cancelled (its writes are shielded).
+        self._ending = [
             asyncio.create_task(self._claim_loop(), name="webhooks.claim"),
-            asyncio.create_task(self._flush_loop(), name="webhooks.flush"),
             asyncio.create_task(self._maintenance_loop(), name="webhooks.maintenance"),
+        ]
+        self._tasks = [
+            *self._ending,
+            asyncio.create_task(self._flush_loop(), name="webhooks.flush"),
         ]
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, let running attempts finish for up to ``grace`` s, record everything."""
-        self._stopping = True
-        self._stopped.set()
+        self._stopping.set()
         self._wakeup.set()
         self.store.off_commit(Wake.DELIVERIES, self.wake)
         running = [i.task for i in self._inflight.values() if i.task is not None]
@@ -142,10 +147,9 @@ class DeliveryWorker:
         self._flush_needed.set()
         # The claim and maintenance loops end by themselves once their write is over: a
         # write cancelled mid-statement would take the store's shared transaction (and the
-        # other writes grouped in it) down with it. The flush loop's writes are shielded.
-        claim_and_maintenance = [self._tasks[0], self._tasks[2]] if self._tasks else []
-        if claim_and_maintenance:
-            await asyncio.wait(claim_and_maintenance, timeout=grace)
+        # other writes grouped in it) down with it.
+        if self._ending:
+            await asyncio.wait(self._ending, timeout=grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -173,7 +177,7 @@ class DeliveryWorker:
 
     async def _claim_loop(self) -> None:
         backoff = 0.0
-        while not self._stopping:
+        while not self._stopping.is_set():
             self._wakeup.clear()
             free = self.settings.concurrency - self._active
             claimed = 0
@@ -390,11 +394,11 @@ class DeliveryWorker:
     async def _maintenance_loop(self) -> None:
         last_prune = 0.0
         interval = max(0.2, min(_ROUTE_REFRESH, self.settings.lease / 4))
-        while not self._stopping:
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
-                    await self._stopped.wait()
-            if self._stopping:
+                    await self._stopping.wait()
+            if self._stopping.is_set():
                 return
             try:
                 await self._refresh_routes()
