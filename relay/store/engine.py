@@ -148,7 +148,10 @@ class Store:
             async with conn.begin():
                 yield conn
         except BaseException:
-            wakes.take(conn)
+            # Forget the requests; an invalidated connection (a statement cancelled midway)
+            # dropped them with its info, and touching that info would try to reconnect.
+            if not conn.invalidated:
+                wakes.take(conn)
             raise
         self._committed_topics(sorted(wakes.take(conn)))
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 
+import pytest
 from sqlalchemy import text
 
 from relay.config import StoreSettings
+from relay.store import wakes
 from relay.store.engine import Store, Wake
 
 
@@ -88,5 +91,34 @@ async def test_recording_events_wakes_deliveries_only_when_it_queued_some(store_
         assert woken == {}
         await record()
         assert woken == {"deliveries": 1}
+    finally:
+        await store.close()
+
+
+async def test_a_write_cancelled_mid_statement_fails_with_its_cancellation(
+    store_url: str,
+) -> None:
+    """Cancelled while its statement runs, a write ends with CancelledError (the connection
+    is invalidated; its wake requests are not looked up on it) and the next write works."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("needs a statement that can be made to run long: pg_sleep")
+    store = Store.open(StoreSettings(url=store_url))
+    woken: Counter[str] = Counter()
+    store.on_commit(Wake.DELIVERIES, lambda: woken.update(["deliveries"]))
+
+    async def slow() -> None:
+        async with store.write(notify=False) as conn:
+            wakes.wake_on_commit(conn, Wake.DELIVERIES)
+            await conn.execute(text("SELECT pg_sleep(5)"))
+
+    try:
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with store.write(notify=False) as conn:
+            assert await conn.scalar(text("SELECT 1")) == 1
+        assert woken == {}
     finally:
         await store.close()
