@@ -45,7 +45,7 @@ from relay.store import events as events_store
 from relay.store import graph as graph_store
 from relay.store import oauth2_apps as apps_store
 from relay.store import tokens as tokens_store
-from relay.store.engine import Wake, now_ms
+from relay.store.engine import now_ms
 from relay.store.schema import AccountState
 from relay.webhooks.account_route import sync_account_route
 
@@ -449,7 +449,7 @@ async def create_account(request: web.Request) -> web.Response:
             )
         return json_response(AccountAdded(AuthorizeRedirect(redirect=url)))
     # Durable before the answer; the listeners start after it (the supervisor is only told).
-    async with request.app[STORE].write(notify=Wake.DELIVERIES) as conn:
+    async with request.app[STORE].write(notify=False) as conn:
         state = await save_account(conn, cipher, body, settings.service_url)
     _notify_supervisor(request, body.account)
     return json_response(AccountAdded(AccountCreated(account=body.account, state=state)))

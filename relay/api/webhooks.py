@@ -28,7 +28,7 @@ from relay.events.model import EMAILENGINE_ONLY_EVENTS, EVENT_TYPES, Event, iso_
 from relay.store import deliveries as queue
 from relay.store import events as events_store
 from relay.store import webhook_routes as routes_store
-from relay.store.engine import Wake, now_ms
+from relay.store.engine import now_ms
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.routes import decrypt_headers, encrypt_headers, secret_context
 from relay.webhooks.signing import PROTECTED_HEADERS, new_route_secret
@@ -429,7 +429,7 @@ async def test_route(request: web.Request) -> web.Response:
         else contextlib.nullcontext()
     )
     with waiting as recorded:
-        async with request.app[STORE].write(notify=Wake.DELIVERIES) as conn:
+        async with request.app[STORE].write(notify=False) as conn:
             row = await _route_or_404(conn, route_id)
             if not row["enabled"]:
                 raise Conflict(

@@ -16,7 +16,7 @@ from relay.events.mailboxes import Listed, ListingChange, diff, mailbox_deleted,
 from relay.events.model import Event
 from relay.store import Store, folder_lists
 from relay.store import events as events_store
-from relay.store.engine import Wake, now_ms
+from relay.store.engine import now_ms
 
 __all__ = ["record_listing", "stored_listing"]
 
@@ -48,8 +48,7 @@ async def record_listing(
     before = dict(stored) if stored is not None else await stored_listing(store, account)
     if before == dict(listing):
         return _NONE
-    expected = diff(before, listing) if before is not None else _NONE
-    async with store.write(notify=Wake.DELIVERIES if expected else False) as conn:
+    async with store.write(notify=False) as conn:
         raw = await folder_lists.get(conn, account)
         stored = None if raw is None else {p: Listed.from_json(v) for p, v in raw.items()}
         change = diff(stored, listing) if stored is not None else _NONE

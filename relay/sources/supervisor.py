@@ -68,7 +68,7 @@ from relay.store import Store
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
 from relay.store import leases as leases_store
-from relay.store.engine import Wake, now_ms
+from relay.store.engine import now_ms
 from relay.store.schema import AccountState, accounts, imap_folders
 
 __all__ = ["AccountWatcher", "Supervisor", "resolve_folders"]
@@ -566,7 +566,7 @@ class Supervisor:
         if not states and not queued:
             return
         try:
-            async with self.store.write(notify=Wake.DELIVERIES if queued else False) as conn:
+            async with self.store.write(notify=False) as conn:
                 ms = now_ms()
                 gone = await accounts_store.set_states(
                     conn,

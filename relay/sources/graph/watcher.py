@@ -61,7 +61,7 @@ from relay.sources.specs import folder_specs
 from relay.store import Store
 from relay.store import events as events_store
 from relay.store import graph as graph_store
-from relay.store.engine import Wake, now_ms
+from relay.store.engine import now_ms
 from relay.store.graph import GraphMode
 from relay.store.schema import AccountState
 from relay.webhooks.retry import parse_retry_after
@@ -711,7 +711,7 @@ class GraphWatcher:
             batch.append(
                 Event("accountInitialized", self.account, {"initialized": True}, changes.ms)
             )
-        async with self.context.store.write(notify=Wake.DELIVERIES if batch else False) as conn:
+        async with self.context.store.write(notify=False) as conn:
             if batch:
                 await events_store.record(
                     conn,

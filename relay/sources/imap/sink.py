@@ -28,7 +28,7 @@ from relay.sources.imap.state import FolderState
 from relay.store import Store
 from relay.store import events as events_store
 from relay.store import folders as folders_store
-from relay.store.engine import Wake, now_ms
+from relay.store.engine import now_ms
 
 __all__ = [
     "Change",
@@ -280,14 +280,13 @@ class FolderSink:
         """One transaction for ``group``; returns the ids of the pendings that lost a race."""
         conflicts: set[int] = set()
         batch: list[Event] = []
-        notify = Wake.DELIVERIES if any(p.events for p in group) else False
         saves = [
             folders_store.Save(
                 p.folder.account, p.folder.path, p.version, p.values, synced=p.synced
             )
             for p in group
         ]
-        async with self._store.write(notify=notify) as conn:
+        async with self._store.write(notify=False) as conn:
             saved = await folders_store.save_many(conn, saves)
             for pending, ok in zip(group, saved, strict=True):
                 if ok:
