@@ -97,13 +97,13 @@ class GroupCommit:
     @asynccontextmanager
     async def write(self, topic: bool | str) -> AsyncIterator[AsyncConnection]:
         """A turn on the shared transaction; returns once the writes are committed."""
-        if not self._solo and not self._waiting and (self._leader is None or self._leader.done()):
+        if not self._solo and not self._waiting and not self._leading:
             async with self._alone(topic) as conn:
                 yield conn
             return
         writer = _Writer(topic, asyncio.get_running_loop().create_future())
         self._waiting.append(writer)
-        if not self._solo and (self._leader is None or self._leader.done()):
+        if not self._solo and not self._leading:
             self._start_leader()
         try:
             async with asyncio.timeout(self.queue_wait_s):
@@ -121,7 +121,7 @@ class GroupCommit:
         except BaseException as exc:
             writer.finished.set_result(exc)
             if isinstance(exc, SQLAlchemyError):
-                raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+                raise _write_failed(exc) from exc
             raise
         writer.finished.set_result(None)
         # Shielded: a writer cancelled now cannot take its writes out of the group.
@@ -137,10 +137,8 @@ class GroupCommit:
             try:
                 async with self._transaction() as conn:
                     yield conn
-            except SQLAlchemyError as exc:
-                raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
-            except OSError as exc:
-                raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+            except (SQLAlchemyError, OSError) as exc:
+                raise _write_failed(exc) from exc
         finally:
             self._solo = False
             if self._waiting:
@@ -148,6 +146,11 @@ class GroupCommit:
         self.groups += 1
         self.writers += 1
         self._on_commit([topic])
+
+    @property
+    def _leading(self) -> bool:
+        """Whether the leader task is running (or about to)."""
+        return self._leader is not None and not self._leader.done()
 
     def _start_leader(self) -> None:
         self._leader = asyncio.create_task(self._lead(), name="store group commit")
@@ -160,6 +163,9 @@ class GroupCommit:
             leader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await leader
+        self._cancel_waiting()
+
+    def _cancel_waiting(self) -> None:
         while self._waiting:
             self._waiting.popleft().turn.cancel()
 
@@ -213,14 +219,9 @@ class GroupCommit:
         if isinstance(exc, asyncio.CancelledError):  # the store is closing
             for writer in members:
                 writer.committed.cancel()
-            while self._waiting:
-                self._waiting.popleft().turn.cancel()
+            self._cancel_waiting()
             return
-        error = (
-            StoreError(f"database write failed: {exc.__class__.__name__}")
-            if isinstance(exc, SQLAlchemyError | OSError)
-            else exc
-        )
+        error = _write_failed(exc) if isinstance(exc, SQLAlchemyError | OSError) else exc
         for writer in members:
             writer.committed.set_exception(error)
         if not turned:
@@ -228,3 +229,8 @@ class GroupCommit:
                 writer = self._waiting.popleft()
                 if not writer.turn.done():
                     writer.turn.set_exception(error)
+
+
+def _write_failed(exc: BaseException) -> StoreError:
+    """What writers see of a database error (its class, never its text: it may hold data)."""
+    return StoreError(f"database write failed: {exc.__class__.__name__}")
