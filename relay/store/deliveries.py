@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, literal_column, null, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ClauseElement
 
+from relay.store.compiled import Statement, any_of
 from relay.store.schema import DeliveryStatus, deliveries, delivery_attempts, events, webhook_routes
 
 S = DeliveryStatus
@@ -68,32 +70,51 @@ _RETURNING = (
 )
 
 
-async def claim(
-    conn: AsyncConnection, *, lane: int, now: int, limit: int, lease_until: int, node: str
-) -> list[Claimed]:
-    """Take up to ``limit`` due deliveries of one lane on enabled unordered routes."""
+def _claim_statement(dialect: str) -> ClauseElement:
     due = (
         select(deliveries.c.seq)
         .join(webhook_routes, webhook_routes.c.id == deliveries.c.route_id)
         .where(
             deliveries.c.status == S.PENDING,
-            deliveries.c.lane == lane,
-            deliveries.c.next_attempt_ms <= now,
+            deliveries.c.lane == bindparam("lane"),
+            deliveries.c.next_attempt_ms <= bindparam("now"),
             webhook_routes.c.enabled == 1,
             webhook_routes.c.ordering == "none",
         )
         .order_by(deliveries.c.next_attempt_ms, deliveries.c.seq)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         due = due.with_for_update(of=deliveries, skip_locked=True)
-    result = await conn.execute(
+    return (
         update(deliveries)
         .where(deliveries.c.seq.in_(due.scalar_subquery()))
-        .values(status=S.INFLIGHT, lease_until_ms=lease_until, claimed_by=node, updated_ms=now)
+        .values(
+            status=S.INFLIGHT,
+            lease_until_ms=bindparam("lease_until"),
+            claimed_by=bindparam("node"),
+            updated_ms=bindparam("now"),
+        )
         .returning(*_RETURNING)
     )
-    return sorted(_claimed(result.mappings()), key=lambda c: c.seq)
+
+
+_CLAIM = Statement(_claim_statement)
+
+
+async def claim(
+    conn: AsyncConnection, *, lane: int, now: int, limit: int, lease_until: int, node: str
+) -> list[Claimed]:
+    """Take up to ``limit`` due deliveries of one lane on enabled unordered routes."""
+    if limit <= 0:
+        return []
+    rows = await _CLAIM.rows(
+        conn, lane=lane, now=now, limit=limit, lease_until=lease_until, node=node
+    )
+    return sorted(
+        (Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows),
+        key=lambda c: c.seq,
+    )
 
 
 async def claim_fifo_heads(
@@ -126,11 +147,65 @@ async def claim_fifo_heads(
     return _claimed(result.mappings())
 
 
+_PAYLOADS = Statement(
+    lambda dialect: select(events.c.id, events.c.payload).where(
+        any_of(events.c.id, "ids", dialect)
+    ),
+    lists=("ids",),
+)
+
+
 async def payloads(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, str]:
-    rows = await conn.execute(
-        select(events.c.id, events.c.payload).where(events.c.id.in_(set(event_ids)))
-    )
-    return {str(i): str(p) for i, p in rows.all()}
+    rows = await _PAYLOADS.rows(conn, ids=sorted(set(event_ids)))
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+_ATTEMPT_COLUMNS = (
+    "delivery_seq",
+    "attempt",
+    "started_ms",
+    "duration_ms",
+    "status_code",
+    "error",
+    "response_body",
+)
+_INSERT_ATTEMPT = Statement(
+    lambda _: delivery_attempts.insert().values({c: bindparam(c) for c in _ATTEMPT_COLUMNS}),
+    columns=_ATTEMPT_COLUMNS,
+)
+
+_SETTLE = Statement(
+    lambda _: (
+        update(deliveries)
+        .where(deliveries.c.seq == bindparam("seq"))
+        .values(
+            status=bindparam("status"),
+            attempts=bindparam("attempts"),
+            lane=literal_column("1"),
+            next_attempt_ms=bindparam("next"),
+            lease_until_ms=null(),
+            claimed_by=null(),
+            last_status=bindparam("code"),
+            last_error=bindparam("error"),
+            updated_ms=bindparam("now"),
+            delivered_ms=bindparam("delivered"),
+        )
+    ),
+    columns=("status", "attempts", "next", "code", "error", "now", "delivered", "seq"),
+)
+
+# A route that delivered again is no longer failing; a cheap no-op when it was not.
+_ROUTES_RECOVERED = Statement(
+    lambda dialect: (
+        update(webhook_routes)
+        .where(
+            any_of(webhook_routes.c.id, "ids", dialect),
+            webhook_routes.c.failing_since_ms.is_not(None),
+        )
+        .values(failing_since_ms=None)
+    ),
+    lists=("ids",),
+)
 
 
 async def finish(
@@ -139,58 +214,42 @@ async def finish(
     """Record a batch of attempt outcomes and their effect on routes."""
     if not outcomes:
         return
-    await conn.execute(
-        delivery_attempts.insert(),
+    await _INSERT_ATTEMPT.many(
+        conn,
         [
-            {
-                "delivery_seq": o.seq,
-                "attempt": o.attempt,
-                "started_ms": o.started_ms,
-                "duration_ms": o.duration_ms,
-                "status_code": o.status_code,
-                "error": o.error,
-                "response_body": o.response_body,
-            }
+            (
+                o.seq,
+                o.attempt,
+                o.started_ms,
+                o.duration_ms,
+                o.status_code,
+                o.error,
+                o.response_body,
+            )
             for o in outcomes
         ],
     )
-    await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.seq == bindparam("b_seq"))
-        .values(
-            status=bindparam("b_status"),
-            attempts=bindparam("b_attempts"),
-            lane=bindparam("b_lane"),
-            next_attempt_ms=bindparam("b_next"),
-            lease_until_ms=None,
-            claimed_by=None,
-            last_status=bindparam("b_code"),
-            last_error=bindparam("b_error"),
-            updated_ms=now,
-            delivered_ms=bindparam("b_delivered"),
-        ),
+    delivered = S.DELIVERED
+    await _SETTLE.many(
+        conn,
         [
-            {
-                "b_seq": o.seq,
-                "b_status": o.result,
-                "b_attempts": o.attempt,
-                "b_lane": 1,
-                "b_next": o.next_attempt_ms if o.next_attempt_ms is not None else now,
-                "b_code": o.status_code,
-                "b_error": o.error,
-                "b_delivered": now if o.result == S.DELIVERED else None,
-            }
+            (
+                o.result,
+                o.attempt,
+                o.next_attempt_ms if o.next_attempt_ms is not None else now,
+                o.status_code,
+                o.error,
+                now,
+                now if o.result == delivered else None,
+                o.seq,
+            )
             for o in outcomes
         ],
     )
     ok = {o.route_id for o in outcomes if o.result == S.DELIVERED}
     bad = {o.route_id for o in outcomes if o.result != S.DELIVERED} - ok
     if ok:
-        await conn.execute(
-            update(webhook_routes)
-            .where(webhook_routes.c.id.in_(ok), webhook_routes.c.failing_since_ms.is_not(None))
-            .values(failing_since_ms=None)
-        )
+        await _ROUTES_RECOVERED.run(conn, ids=sorted(ok))
     if bad:
         await conn.execute(
             update(webhook_routes)

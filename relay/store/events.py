@@ -21,10 +21,11 @@ transaction, just before the payload is serialized:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +34,7 @@ from relay.events.fit import fit_payload
 from relay.events.model import Event
 from relay.store import settings as settings_store
 from relay.store import wakes
+from relay.store.compiled import Statement
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import (
     DeliveryStatus,
@@ -116,6 +118,36 @@ async def service_url(conn: AsyncConnection, default: str) -> str:
     return str(stored).rstrip("/") if stored else default
 
 
+_EVENT_COLUMNS = ("id", "account", "event", "created_ms", "payload")
+_INSERT_EVENT = Statement(
+    lambda _: events.insert().values({c: bindparam(c) for c in _EVENT_COLUMNS}),
+    columns=_EVENT_COLUMNS,
+)
+_INSERT_DELIVERY = Statement(
+    lambda _: deliveries.insert().values(
+        route_id=bindparam("route_id"),
+        event_id=bindparam("event_id"),
+        status=bindparam("status"),
+        lane=literal_column("0"),
+        attempts=literal_column("0"),
+        next_attempt_ms=bindparam("ms"),
+        created_ms=bindparam("ms"),
+        updated_ms=bindparam("ms"),
+    ),
+    columns=("route_id", "event_id", "status", "ms"),
+)
+_ROUTE_COLUMNS = (webhook_routes.c.id, webhook_routes.c.events, webhook_routes.c.accounts)
+_ROUTES = Statement(lambda _: select(*_ROUTE_COLUMNS))
+_ONE_ROUTE = Statement(
+    lambda _: select(*_ROUTE_COLUMNS).where(webhook_routes.c.id == bindparam("id"))
+)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as driver SQL reads it: text on SQLite, decoded on PostgreSQL's json."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 async def record(
     conn: AsyncConnection,
     batch: Sequence[Event],
@@ -134,47 +166,31 @@ async def record(
     await sent_queue_ids(conn, batch)
     base = await service_url(conn, default_service_url)
     ms = now_ms()
-    await conn.execute(
-        events.insert(),
+    await _INSERT_EVENT.many(
+        conn,
         [
-            {
-                "id": e.id,
-                "account": e.account,
-                "event": e.event,
-                "created_ms": e.created_ms,
-                "payload": fit_payload(e.envelope(base), max_bytes),
-            }
+            (e.id, e.account, e.event, e.created_ms, fit_payload(e.envelope(base), max_bytes))
             for e in batch
         ],
     )
-    candidates = select(webhook_routes.c.id, webhook_routes.c.events, webhook_routes.c.accounts)
     if only_route is not None:
         # Not every route (there is one per account with a webhooks URL) for one test event.
-        candidates = candidates.where(webhook_routes.c.id == only_route)
-    routes = (await conn.execute(candidates)).all()
+        routes = await _ONE_ROUTE.rows(conn, id=only_route)
+    else:
+        routes = await _ROUTES.rows(conn)
+    pending = DeliveryStatus.PENDING
     rows = []
     for e in batch:
         for route_id, route_events, route_accounts in routes:
             wanted = (
                 route_id == only_route
                 if only_route is not None
-                else route_matches(route_events, route_accounts, e.event, e.account)
+                else route_matches(_json(route_events), _json(route_accounts), e.event, e.account)
             )
             if wanted:
-                rows.append(
-                    {
-                        "route_id": route_id,
-                        "event_id": e.id,
-                        "status": DeliveryStatus.PENDING,
-                        "lane": 0,
-                        "attempts": 0,
-                        "next_attempt_ms": ms,
-                        "created_ms": ms,
-                        "updated_ms": ms,
-                    }
-                )
+                rows.append((route_id, e.id, pending, ms))
     if rows:
-        await conn.execute(deliveries.insert(), rows)
+        await _INSERT_DELIVERY.many(conn, rows)
         wakes.wake_on_commit(conn, Wake.DELIVERIES)
     return [e.id for e in batch]
 
