@@ -14,6 +14,7 @@ them, so these statements bind plain ``int``/``str``/``None`` (and lists, see :f
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -21,6 +22,7 @@ from typing import Any, cast
 
 from sqlalchemy import ARRAY, ColumnElement, any_, bindparam, func, literal_column, select
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Select
@@ -109,16 +111,20 @@ class Statement:
             args.append(value)
         return tuple(args)
 
-    async def rows(self, conn: AsyncConnection, **params: Any) -> Sequence[AnyRow]:
+    async def rows(self, conn: AsyncConnection, **params: Any) -> Sequence[Sequence[Any]]:
         """Run once; the rows it returns."""
         compiled = self._for(conn)
         args = self._args(compiled, conn.dialect.name, params)
+        if conn.dialect.name == "sqlite":
+            return list(await _on_sqlite(conn, compiled.sql, args, want="rows"))
         return (await conn.exec_driver_sql(compiled.sql, args)).all()
 
     async def run(self, conn: AsyncConnection, **params: Any) -> int:
         """Run once; the number of rows it changed."""
         compiled = self._for(conn)
         args = self._args(compiled, conn.dialect.name, params)
+        if conn.dialect.name == "sqlite":
+            return int(await _on_sqlite(conn, compiled.sql, args, want="rowcount"))
         return int((await conn.exec_driver_sql(compiled.sql, args)).rowcount or 0)
 
     async def many(self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -129,4 +135,31 @@ class Statement:
         compiled = self._for(conn)
         if compiled.reorder is not None:
             rows = [compiled.reorder(row) for row in rows]
-        await conn.exec_driver_sql(compiled.sql, list(rows))
+        if conn.dialect.name == "sqlite":
+            await _on_sqlite(conn, compiled.sql, rows, want="many")
+        else:
+            await conn.exec_driver_sql(compiled.sql, list(rows))
+
+
+async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, want: str) -> Any:
+    """Run one statement on aiosqlite's connection directly: one hand-over to its thread.
+
+    Through SQLAlchemy's aiosqlite adapter a statement crosses to that thread three or four
+    times (cursor, execute, fetch, close), each a wake-up of the thread and a callback back
+    into the event loop. The transaction is still SQLAlchemy's (begun with ``BEGIN
+    IMMEDIATE`` before the first statement), and errors come out as SQLAlchemy's, like every
+    other statement's. ``want``: ``rows``, ``rowcount`` or ``many`` (``args`` is a list of
+    tuples, the driver's ``executemany``).
+    """
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None or not driver.in_transaction:
+        raise RuntimeError("driver SQL runs inside the store's write or read transaction")
+    try:
+        if want == "rows":
+            return await driver.execute_fetchall(sql, args)
+        if want == "many":
+            await driver.executemany(sql, args)
+            return None
+        return (await driver.execute(sql, args)).rowcount
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
