@@ -3,11 +3,12 @@
 The receiver runs in its own process and verifies every request (Standard Webhooks and
 X-EE-Wh-Signature). The bare loop signs and POSTs N requests with the same concurrency as the
 worker; the durable run stores N events (with their deliveries) in batches while the
-DeliveryWorker claims, signs, POSTs and records them. Prints one JSON line:
-``{durable_per_s, bare_per_s, ratio, p50_ms, p99_ms, engine, events}`` where p50/p99 are
-event stored -> delivery recorded.
+DeliveryWorker claims, signs, POSTs and records them. The two alternate for ``--rounds``
+rounds; the figures are medians. Prints one JSON line:
+``{durable_per_s, bare_per_s, ratio, ratio_range, p50_ms, p99_ms, engine, events, rounds,
+goals}`` where p50/p99 are event stored -> delivery recorded.
 
-    python bench/webhooks.py [--events 20000] [--engine sqlite|postgresql]
+    python bench/webhooks.py [--events 20000] [--rounds 5] [--engine sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +49,8 @@ from tests.proc import free_port  # noqa: E402
 
 SERVICE_SECRET = "bench-service-secret"
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "256"))
+# Durable deliveries per second as a share of the bare loop's, same run.
+GOALS = {"sqlite": 0.7, "postgresql": 0.6}
 
 
 async def _accepted(http: aiohttp.ClientSession, url: str) -> int:
@@ -105,13 +109,16 @@ async def prepare_store(store_url: str, url: str) -> tuple[Store, Cipher, str]:
     return store, cipher, secret
 
 
-async def durable(store: Store, cipher: Cipher, stats: str, n: int, base: int) -> dict[str, float]:
-    """Store ``n`` events in batches while the worker delivers them; measure to the last one."""
+def _worker(store: Store, cipher: Cipher) -> DeliveryWorker:
     settings = WebhookSettings(
         allow_networks=("127.0.0.0/8",), concurrency=CONCURRENCY, batch_size=512
     )
-    worker = DeliveryWorker(store, cipher, settings, Metrics.create())
-    await worker.start()
+    return DeliveryWorker(store, cipher, settings, Metrics.create())
+
+
+async def durable(store: Store, stats: str, n: int, base: int) -> float:
+    """Store ``n`` events in batches while the running worker delivers them; the rate from
+    the first batch stored to the last delivery received."""
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
         for start in range(0, n, 500):
@@ -124,20 +131,55 @@ async def durable(store: Store, cipher: Cipher, stats: str, n: int, base: int) -
                     conn, batch, default_service_url="https://relay.example.com"
                 )
         finished = await _wait_accepted(http, stats, base + n)
-    await worker.stop(10)
+    return n / (finished - started)
+
+
+async def latencies(store: Store) -> list[int]:
+    """Event stored -> delivery recorded, in ms, of every delivery."""
     async with store.read() as conn:
         rows = await conn.execute(select(deliveries.c.created_ms, deliveries.c.delivered_ms))
-        latencies = sorted(int(d) - int(c) for c, d in rows.all() if d is not None)
+        return sorted(int(d) - int(c) for c, d in rows.all() if d is not None)
+
+
+async def rounds(
+    store: Store, cipher: Cipher, url: str, stats: str, secret: str, n: int, count: int
+) -> dict[str, float]:
+    """``count`` rounds of the bare loop then the durable path, ``n`` events each.
+
+    This machine's speed drifts by a quarter from one run to the next (other work on the
+    two cores); pairing each durable run with a bare one just before it and taking the
+    median of the pairs' ratios compares the two under the same conditions.
+    """
+    worker = _worker(store, cipher)
+    await worker.start()
+    bare_rates: list[float] = []
+    durable_rates: list[float] = []
+    sent = 0
+    try:
+        for _ in range(count):
+            bare_rates.append(await bare(url, stats, secret, n, sent))
+            sent += n
+            durable_rates.append(await durable(store, stats, n, sent))
+            sent += n
+    finally:
+        await worker.stop(10)
+    found = await latencies(store)
+    ratios = sorted(d / b for d, b in zip(durable_rates, bare_rates, strict=True))
     return {
-        "durable_per_s": n / (finished - started),
-        "p50_ms": float(latencies[len(latencies) // 2]),
-        "p99_ms": float(latencies[max(0, int(len(latencies) * 0.99) - 1)]),
+        "durable_per_s": statistics.median(durable_rates),
+        "bare_per_s": statistics.median(bare_rates),
+        "ratio": statistics.median(ratios),
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
+        "p50_ms": float(found[len(found) // 2]),
+        "p99_ms": float(found[max(0, int(len(found) * 0.99) - 1)]),
     }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--events", type=int, default=20000, help="events per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
@@ -154,8 +196,7 @@ async def main() -> None:
     store, cipher, secret = await prepare_store(store_url, url)
     receiver = await spawn_receiver(port, secret, SERVICE_SECRET)
     try:
-        bare_rate = await bare(url, stats, secret, args.events, 0)
-        result = await durable(store, cipher, stats, args.events, args.events)
+        result = await rounds(store, cipher, url, stats, secret, args.events, args.rounds)
     finally:
         receiver.send_signal(signal.SIGTERM)
         await asyncio.wait_for(receiver.wait(), 10)
@@ -166,12 +207,18 @@ async def main() -> None:
         json.dumps(
             {
                 "durable_per_s": round(result["durable_per_s"]),
-                "bare_per_s": round(bare_rate),
-                "ratio": round(result["durable_per_s"] / bare_rate, 2),
+                "bare_per_s": round(result["bare_per_s"]),
+                "ratio": round(result["ratio"], 2),
+                "ratio_range": [round(result["ratio_min"], 2), round(result["ratio_max"], 2)],
                 "p50_ms": result["p50_ms"],
                 "p99_ms": result["p99_ms"],
                 "engine": args.engine,
                 "events": args.events,
+                "rounds": args.rounds,
+                "goals": {
+                    "ratio": GOALS[args.engine],
+                    "met": result["ratio"] >= GOALS[args.engine],
+                },
             }
         )
     )

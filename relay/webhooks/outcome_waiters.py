@@ -33,6 +33,10 @@ class OutcomeWaiters:
         """Waiters registered now."""
         return sum(len(waiters) for waiters in self._by_delivery.values())
 
+    def __contains__(self, delivery: object) -> bool:
+        """Whether somebody waits for an outcome of ``delivery``."""
+        return delivery in self._by_delivery
+
     def register(self, delivery: Delivery) -> asyncio.Future[None]:
         """A future that is resolved when an outcome of ``delivery`` is committed.
 

@@ -38,8 +38,8 @@ from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
 log = structlog.get_logger(__name__)
 
 _BODY_LIMIT = 1024
-_FLUSH_WINDOW = 0.01
-_FLUSH_BATCH = 128
+_FLUSH_WINDOW = 0.05
+_FLUSH_BATCH = 512
 _ROUTE_REFRESH = 1.0
 _PRUNE_EVERY = 300.0
 
@@ -94,6 +94,7 @@ class DeliveryWorker:
         # finished attempt or flush look for work at once; otherwise a commit that queues
         # deliveries wakes the loop (Wake.DELIVERIES), or the poll does.
         self._backlog = True
+        self._claims = 0
         self._outcomes: list[Outcome] = []
         self._routes: dict[str, Route] = {}
         self._route_sems: dict[str, asyncio.Semaphore] = {}
@@ -164,6 +165,7 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         """Something was queued: look for work now instead of at the next poll."""
+        self._backlog = True
         self._wakeup.set()
 
     def routes_changed(self) -> None:
@@ -181,7 +183,9 @@ class DeliveryWorker:
             self._wakeup.clear()
             free = self.settings.concurrency - self._active
             claimed = 0
-            if free > 0:
+            # Claim for a good share of the slots at once, not for each one that frees: a
+            # finished attempt wakes the loop again once that many are free.
+            if free >= self._refill_at:
                 try:
                     claimed = await self._claim(min(free, self.settings.batch_size))
                     backoff = 0.0
@@ -204,17 +208,20 @@ class DeliveryWorker:
         fifo = any(r.ordering == "fifo" for r in self._routes.values())
         now = self._now_ms()
         lease_until = now + int(self.settings.lease * 1000)
-        retry_share = max(1, limit // 8)
+        # Retries get an eighth of each claim, fresh deliveries the rest; below eight slots
+        # every other claim gives the retries first pick of one, so neither lane starves.
+        self._claims += 1
+        retry_share = max(limit // 8, self._claims % 2)
+        fresh_limit = limit - retry_share
         async with self.store.write(notify=False) as conn:
             batch = await queue.claim(
                 conn,
                 lane=0,
                 now=now,
-                limit=limit - retry_share,
+                limit=fresh_limit,
                 lease_until=lease_until,
                 node=self.node,
             )
-            fresh_full = 0 < limit - retry_share <= len(batch)
             retries = await queue.claim(
                 conn,
                 lane=1,
@@ -223,8 +230,8 @@ class DeliveryWorker:
                 lease_until=lease_until,
                 node=self.node,
             )
-            # A lane that gave all that was asked of it may have more due.
-            self._backlog = fresh_full or 0 < limit - len(batch) <= len(retries)
+            # A lane that gave all that was asked of it (or was not asked) may have more due.
+            self._backlog = fresh_limit <= len(batch) or 0 < limit - len(batch) <= len(retries)
             batch += retries
             if fifo:
                 batch += await queue.claim_fifo_heads(
@@ -259,7 +266,11 @@ class DeliveryWorker:
                 outcome = await self._attempt(route, claimed, payload)
             self._outcomes.append(outcome)
             self._flush_needed.set()
-            if len(self._outcomes) >= _FLUSH_BATCH:
+            if (
+                len(self._outcomes) >= _FLUSH_BATCH
+                or route.ordering == "fifo"
+                or (claimed.event_id, route.id) in self.outcome_waiters
+            ):
                 self._flush_full.set()
         finally:
             self._active -= 1
@@ -330,15 +341,15 @@ class DeliveryWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_needed.wait()
-            # Gather a batch for at most _FLUSH_WINDOW, or until _FLUSH_BATCH outcomes wait:
-            # under load a flush transaction carries many outcomes, and a lone outcome is
-            # recorded (and a /test caller woken) a few milliseconds later.
-            if len(self._outcomes) < _FLUSH_BATCH:
-                self._flush_full.clear()
+            # Gather a batch for at most _FLUSH_WINDOW, or until _FLUSH_BATCH outcomes (or
+            # one that is waited for) wait: under load a flush transaction carries many
+            # outcomes.
+            if not self._flush_full.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_FLUSH_WINDOW):
                         await self._flush_full.wait()
             self._flush_needed.clear()
+            self._flush_full.clear()
             await asyncio.shield(self._flush())
 
     async def _flush(self) -> None:
