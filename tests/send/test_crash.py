@@ -24,7 +24,8 @@ CONCURRENCY = 4
 async def test_kill_9_mid_sending_sends_everything(tmp_path: Path, store_url: str) -> None:
     """200 queued messages, SIGKILL after some were sent, restart: each is sent; only those in
     flight at the kill may go twice."""
-    smtp = await SmtpPeer(passwords={ME: PASSWORD}, delay=0.02).start()
+    # Slow enough that the 200 submits are all queued long before the last one is sent.
+    smtp = await SmtpPeer(passwords={ME: PASSWORD}, delay=0.2).start()
     port = free_port()
     env = relay_env(
         tmp_path,
