@@ -33,6 +33,10 @@ class OutcomeWaiters:
         """Waiters registered now."""
         return sum(len(waiters) for waiters in self._by_delivery.values())
 
+    def __bool__(self) -> bool:
+        """Whether anybody waits at all."""
+        return bool(self._by_delivery)
+
     def __contains__(self, delivery: object) -> bool:
         """Whether somebody waits for an outcome of ``delivery``."""
         return delivery in self._by_delivery

@@ -105,6 +105,15 @@ class DeliveryWorker:
         self._ending: list[asyncio.Task[None]] = []
         # Woken once an outcome of their delivery is committed (POST /v1/webhooks/{id}/test).
         self.outcome_waiters = OutcomeWaiters()
+        # The labelled metrics, looked up once (a lookup costs about what the count does).
+        self._attempt_metrics = {
+            result: metrics.webhook_attempts.labels(result=result)
+            for result in (DeliveryStatus.DELIVERED, DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+        }
+        self._delivery_metrics = {
+            outcome: metrics.webhook_deliveries.labels(outcome=outcome)
+            for outcome in ("delivered", "failed")
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -368,30 +377,36 @@ class DeliveryWorker:
             log.warning("recording delivery outcomes failed; will retry", count=len(batch))
             await asyncio.sleep(0.5)
             return
-        self.outcome_waiters.resolve(
-            (self._inflight[o.seq].claimed.event_id, o.route_id)
-            for o in batch
-            if o.seq in self._inflight
-        )
-        m = self.metrics
+        if self.outcome_waiters:
+            self.outcome_waiters.resolve(
+                (self._inflight[o.seq].claimed.event_id, o.route_id)
+                for o in batch
+                if o.seq in self._inflight
+            )
+        attempts = self._attempt_metrics
+        delivered = failed = 0
         for o in batch:
             entry = self._inflight.pop(o.seq, None)
             if entry is not None:
                 entry.done = True
-            m.webhook_attempts.labels(result=o.result).inc()
+            attempts[o.result].inc()
             if o.result == DeliveryStatus.DELIVERED:
-                self.counters.delivered += 1
-                m.webhook_deliveries.labels(outcome="delivered").inc()
+                delivered += 1
                 if entry is not None:
-                    m.webhook_latency.observe(max(0.0, (now - entry.claimed.created_ms) / 1000))
+                    self.metrics.webhook_latency.observe(
+                        max(0.0, (now - entry.claimed.created_ms) / 1000)
+                    )
             elif o.result == DeliveryStatus.FAILED:
-                self.counters.failed += 1
-                m.webhook_deliveries.labels(outcome="failed").inc()
+                failed += 1
             else:
                 self.counters.retried += 1
             if o.disable_route:
                 log.warning("route disabled", route=o.route_id, reason=o.disable_route)
                 self.routes_changed()
+        self.counters.delivered += delivered
+        self.counters.failed += failed
+        self._delivery_metrics["delivered"].inc(delivered)
+        self._delivery_metrics["failed"].inc(failed)
         # Capacity freed; and a fifo route's next delivery can go once this one is recorded.
         if self._backlog or any(self._is_fifo(o.route_id) for o in batch):
             self._wakeup.set()
