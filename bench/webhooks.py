@@ -3,10 +3,12 @@
 The receiver runs in its own process and verifies every request (Standard Webhooks and
 X-EE-Wh-Signature). The bare loop signs and POSTs N requests with the same concurrency as the
 worker; the durable run stores N events (with their deliveries) in batches while the
-DeliveryWorker claims, signs, POSTs and records them. The two alternate for ``--rounds``
-rounds; the figures are medians. Prints one JSON line:
-``{durable_per_s, bare_per_s, ratio, ratio_range, p50_ms, p99_ms, engine, events, rounds,
-goals}`` where p50/p99 are event stored -> delivery recorded.
+DeliveryWorker claims, signs, POSTs and records them (``ratio``: durable / bare, the goal);
+the drain run stores N events first and then starts the worker (``drain_ratio``: the
+delivery path without the producer's share of the one core). The three alternate for
+``--rounds`` rounds; the figures are medians. Prints one JSON line:
+``{durable_per_s, bare_per_s, ratio, ratio_range, drain_per_s, drain_ratio, p50_ms, p99_ms,
+engine, events, rounds, goals}`` where p50/p99 are event stored -> delivery recorded.
 
     python bench/webhooks.py [--events 20000] [--rounds 5] [--engine sqlite|postgresql]
 """
@@ -116,21 +118,37 @@ def _worker(store: Store, cipher: Cipher) -> DeliveryWorker:
     return DeliveryWorker(store, cipher, settings, Metrics.create())
 
 
+async def produce(store: Store, n: int) -> None:
+    """Store ``n`` events with their deliveries, 500 per transaction (a busy source)."""
+    for start in range(0, n, 500):
+        batch = [
+            Event("messageNew", "acct", {"n": i}, now_ms())
+            for i in range(start, min(n, start + 500))
+        ]
+        async with store.write() as conn:
+            await events_store.record(conn, batch, default_service_url="https://relay.example.com")
+
+
 async def durable(store: Store, stats: str, n: int, base: int) -> float:
-    """Store ``n`` events in batches while the running worker delivers them; the rate from
-    the first batch stored to the last delivery received."""
+    """Store ``n`` events while the running worker delivers them; the rate from the first
+    batch stored to the last delivery received."""
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
-        for start in range(0, n, 500):
-            batch = [
-                Event("messageNew", "acct", {"n": i}, now_ms())
-                for i in range(start, min(n, start + 500))
-            ]
-            async with store.write() as conn:
-                await events_store.record(
-                    conn, batch, default_service_url="https://relay.example.com"
-                )
+        await produce(store, n)
         finished = await _wait_accepted(http, stats, base + n)
+    return n / (finished - started)
+
+
+async def drain(store: Store, cipher: Cipher, stats: str, n: int, base: int) -> float:
+    """Store ``n`` events with no worker running, then start one: the rate from its start to
+    the last delivery received (the delivery path alone, without a producer beside it)."""
+    await produce(store, n)
+    worker = _worker(store, cipher)
+    async with aiohttp.ClientSession() as http:
+        started = time.perf_counter()
+        await worker.start()
+        finished = await _wait_accepted(http, stats, base + n)
+    await worker.stop(10)
     return n / (finished - started)
 
 
@@ -144,33 +162,43 @@ async def latencies(store: Store) -> list[int]:
 async def rounds(
     store: Store, cipher: Cipher, url: str, stats: str, secret: str, n: int, count: int
 ) -> dict[str, float]:
-    """``count`` rounds of the bare loop then the durable path, ``n`` events each.
+    """``count`` rounds of the bare loop, the durable path with its producer, and the
+    durable path draining a stored backlog, ``n`` events each.
 
     This machine's speed drifts by a quarter from one run to the next (other work on the
     two cores); pairing each durable run with a bare one just before it and taking the
     median of the pairs' ratios compares the two under the same conditions.
     """
-    worker = _worker(store, cipher)
-    await worker.start()
     bare_rates: list[float] = []
     durable_rates: list[float] = []
+    drain_rates: list[float] = []
     sent = 0
-    try:
-        for _ in range(count):
-            bare_rates.append(await bare(url, stats, secret, n, sent))
-            sent += n
+    for _ in range(count):
+        bare_rates.append(await bare(url, stats, secret, n, sent))
+        sent += n
+        worker = _worker(store, cipher)
+        await worker.start()
+        try:
             durable_rates.append(await durable(store, stats, n, sent))
-            sent += n
-    finally:
-        await worker.stop(10)
+        finally:
+            await worker.stop(10)
+        sent += n
+        drain_rates.append(await drain(store, cipher, stats, n, sent))
+        sent += n
     found = await latencies(store)
-    ratios = sorted(d / b for d, b in zip(durable_rates, bare_rates, strict=True))
+
+    def ratios(rates: list[float]) -> list[float]:
+        return sorted(r / b for r, b in zip(rates, bare_rates, strict=True))
+
+    durable_ratios = ratios(durable_rates)
     return {
         "durable_per_s": statistics.median(durable_rates),
         "bare_per_s": statistics.median(bare_rates),
-        "ratio": statistics.median(ratios),
-        "ratio_min": ratios[0],
-        "ratio_max": ratios[-1],
+        "ratio": statistics.median(durable_ratios),
+        "ratio_min": durable_ratios[0],
+        "ratio_max": durable_ratios[-1],
+        "drain_per_s": statistics.median(drain_rates),
+        "drain_ratio": statistics.median(ratios(drain_rates)),
         "p50_ms": float(found[len(found) // 2]),
         "p99_ms": float(found[max(0, int(len(found) * 0.99) - 1)]),
     }
@@ -210,6 +238,8 @@ async def main() -> None:
                 "bare_per_s": round(result["bare_per_s"]),
                 "ratio": round(result["ratio"], 2),
                 "ratio_range": [round(result["ratio_min"], 2), round(result["ratio_max"], 2)],
+                "drain_per_s": round(result["drain_per_s"]),
+                "drain_ratio": round(result["drain_ratio"], 2),
                 "p50_ms": result["p50_ms"],
                 "p99_ms": result["p99_ms"],
                 "engine": args.engine,
