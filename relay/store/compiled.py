@@ -56,8 +56,8 @@ class Statement:
     """A statement built by ``build(dialect_name)``, compiled on first use per dialect.
 
     ``lists`` names the parameters bound through :func:`any_of`; ``columns`` the order of
-    the values in the tuples :meth:`many` takes (the statement's bound names: every one of
-    them, and nothing Core binds itself).
+    the values in the tuples :meth:`many` takes (every name the statement binds, apart from
+    the values Core bound itself).
     """
 
     def __init__(
@@ -78,27 +78,35 @@ class Statement:
         if compiled is None:
             built = cast(SQLCompiler, self._build(dialect.name).compile(dialect=dialect))
             order = tuple(built.positiontup or ())
+            defaults = {name: bind.value for name, bind in built.binds.items() if not bind.required}
             compiled = _Compiled(
                 sql=str(built),
                 order=order,
-                defaults={
-                    name: bind.value for name, bind in built.binds.items() if not bind.required
-                },
-                reorder=self._reorder(order),
+                defaults=defaults,
+                reorder=self._reorder(order, defaults),
             )
             self._compiled[dialect.name] = compiled
         return compiled
 
     def _reorder(
-        self, order: tuple[str, ...]
+        self, order: tuple[str, ...], defaults: Mapping[str, Any]
     ) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
         if not self._columns or order == self._columns:
             return None
-        if set(order) != set(self._columns):
+        missing = [n for n in order if n not in self._columns and n not in defaults]
+        if missing or not set(self._columns) <= set(order):
             raise ValueError(f"statement binds {order}, not the columns {self._columns}")
-        positions = [self._columns.index(name) for name in order]
-        getter = itemgetter(*positions)
-        return lambda row: tuple(getter(row)) if len(positions) > 1 else (getter(row),)
+        if set(order) <= set(self._columns):
+            getter = itemgetter(*(self._columns.index(n) for n in order))
+            if len(order) == 1:
+                return lambda row: (getter(row),)
+            return getter
+        # Values Core bound itself (literals in the statement) go in between.
+        plan = [
+            (True, self._columns.index(n)) if n in self._columns else (False, defaults[n])
+            for n in order
+        ]
+        return lambda row: tuple(row[v] if from_row else v for from_row, v in plan)
 
     def _args(
         self, compiled: _Compiled, dialect: str, params: Mapping[str, Any]

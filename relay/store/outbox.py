@@ -12,11 +12,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Integer, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Insert,
+    Integer,
+    bindparam,
+    delete,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store.compiled import Statement, any_of
 from relay.store.schema import OutboxStatus, outbox
 
 S = OutboxStatus
@@ -247,30 +258,49 @@ def _finish(**extra: Any) -> Any:
     return (
         update(outbox)
         .where(
-            outbox.c.queue_id == bindparam("b_queue_id"),
+            outbox.c.queue_id == bindparam("queue_id"),
             outbox.c.status == S.SENDING,
-            outbox.c.claimed_by == bindparam("b_node"),
+            outbox.c.claimed_by == bindparam("node"),
         )
         .values(
-            status=bindparam("b_status"),
-            attempts=bindparam("b_attempts"),
-            lease_until_ms=None,
-            claimed_by=None,
-            updated_ms=bindparam("b_now"),
-            last_error=bindparam("b_error"),
-            response=bindparam("b_response"),
+            status=bindparam("status"),
+            attempts=bindparam("attempts"),
+            lease_until_ms=null(),
+            claimed_by=null(),
+            updated_ms=bindparam("now"),
+            last_error=bindparam("error"),
+            response=bindparam("response"),
             **extra,
         )
     )
 
 
+_FINISH_COLUMNS = ("queue_id", "node", "status", "attempts", "now", "error", "response")
 # The content is not needed any more once sent; the row stays for the listing and the key.
-_FINISH_SENT = _finish(sent_ms=bindparam("b_now"), raw=b"")
-_FINISH_OTHER = _finish(
-    next_attempt_ms=func.coalesce(
-        bindparam("b_next", type_=outbox.c.next_attempt_ms.type), outbox.c.next_attempt_ms
-    )
+_FINISH_SENT = Statement(
+    lambda _: _finish(sent_ms=bindparam("now"), raw=b""),
+    columns=_FINISH_COLUMNS,
 )
+_FINISH_OTHER = Statement(
+    lambda _: _finish(
+        next_attempt_ms=func.coalesce(
+            bindparam("next", type_=outbox.c.next_attempt_ms.type), outbox.c.next_attempt_ms
+        )
+    ),
+    columns=(*_FINISH_COLUMNS, "next"),
+)
+
+
+def _held_statement(dialect: str) -> Any:
+    query = select(outbox.c.queue_id).where(
+        any_of(outbox.c.queue_id, "ids", dialect),
+        outbox.c.status == S.SENDING,
+        outbox.c.claimed_by == bindparam("node"),
+    )
+    return query.with_for_update() if dialect == "postgresql" else query
+
+
+_HELD = Statement(_held_statement, lists=("ids",))
 
 
 async def finish_many(conn: AsyncConnection, outcomes: Sequence[Outcome], *, node: str) -> set[str]:
@@ -282,34 +312,19 @@ async def finish_many(conn: AsyncConnection, outcomes: Sequence[Outcome], *, nod
     """
     if not outcomes:
         return set()
-    ids = [o.queue_id for o in outcomes]
-    query = select(outbox.c.queue_id).where(
-        outbox.c.queue_id.in_(ids), outbox.c.status == S.SENDING, outbox.c.claimed_by == node
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    held = {str(q) for q in (await conn.execute(query)).scalars()}
+    rows = await _HELD.rows(conn, ids=sorted({o.queue_id for o in outcomes}), node=node)
+    held = {str(r[0]) for r in rows}
     sent, other = [], []
     for o in outcomes:
         if o.queue_id not in held:
             continue
-        params = {
-            "b_queue_id": o.queue_id,
-            "b_node": node,
-            "b_status": o.status,
-            "b_attempts": o.attempts,
-            "b_now": o.now,
-            "b_error": o.error,
-            "b_response": o.response,
-        }
+        values = (o.queue_id, node, o.status, o.attempts, o.now, o.error, o.response)
         if o.status == S.SENT:
-            sent.append(params)
+            sent.append(values)
         else:
-            other.append({**params, "b_next": o.next_attempt_ms})
-    if sent:
-        await conn.execute(_FINISH_SENT, sent)
-    if other:
-        await conn.execute(_FINISH_OTHER, other)
+            other.append((*values, o.next_attempt_ms))
+    await _FINISH_SENT.many(conn, sent)
+    await _FINISH_OTHER.many(conn, other)
     return held
 
 
