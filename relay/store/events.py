@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.events.fit import fit_payload
 from relay.events.model import Event
-from relay.store import settings as settings_store
 from relay.store import wakes
 from relay.store.compiled import Statement
 from relay.store.engine import Wake, now_ms
@@ -42,6 +41,7 @@ from relay.store.schema import (
     events,
     outbox,
     seen_messages,
+    settings,
     webhook_routes,
 )
 from relay.webhooks.routing import route_matches
@@ -112,9 +112,18 @@ async def sent_queue_ids(conn: AsyncConnection, batch: Sequence[Event]) -> None:
             event.data["sentQueueId"] = str(queue_id)
 
 
+_SERVICE_URL = Statement(
+    lambda _: select(settings.c.value).where(settings.c.key == literal_column("'serviceUrl'"))
+)
+
+
 async def service_url(conn: AsyncConnection, default: str) -> str:
-    """The ``serviceUrl`` of envelopes: the API setting when one is stored, else the config."""
-    stored = await settings_store.get(conn, "serviceUrl")
+    """The ``serviceUrl`` of envelopes: the API setting when one is stored, else the config.
+
+    Read on every :func:`record`, so as a compiled statement (relay.store.compiled).
+    """
+    rows = await _SERVICE_URL.rows(conn)
+    stored = _json(conn, rows[0][0]) if rows else None
     return str(stored).rstrip("/") if stored else default
 
 
@@ -143,9 +152,12 @@ _ONE_ROUTE = Statement(
 )
 
 
-def _json(value: Any) -> Any:
-    """A JSON column as driver SQL reads it: text on SQLite, decoded on PostgreSQL's json."""
-    return json.loads(value) if isinstance(value, str) else value
+def _json(conn: AsyncConnection, value: Any) -> Any:
+    """A JSON column as driver SQL reads it: text on SQLite; on PostgreSQL already decoded
+    (by the codec SQLAlchemy gives asyncpg connections)."""
+    if conn.dialect.name == "sqlite" and isinstance(value, str):
+        return json.loads(value)
+    return value
 
 
 async def record(
@@ -185,7 +197,9 @@ async def record(
             wanted = (
                 route_id == only_route
                 if only_route is not None
-                else route_matches(_json(route_events), _json(route_accounts), e.event, e.account)
+                else route_matches(
+                    _json(conn, route_events), _json(conn, route_accounts), e.event, e.account
+                )
             )
             if wanted:
                 rows.append((route_id, e.id, pending, ms))
