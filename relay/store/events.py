@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.events.fit import fit_payload
 from relay.events.model import Event
+from relay.events.routing import route_matches
 from relay.store import wakes
 from relay.store.compiled import Statement
 from relay.store.engine import Wake, now_ms
@@ -44,7 +45,6 @@ from relay.store.schema import (
     settings,
     webhook_routes,
 )
-from relay.webhooks.routing import route_matches
 
 DEFAULT_MAX_BYTES = 256 * 1024
 # Seen-message rows per INSERT (three bound parameters each: well within SQLite's limit).

@@ -1,4 +1,4 @@
-"""Which routes an event goes to (pure)."""
+"""Which webhook routes an event goes to (pure: the store fans events out with it)."""
 
 from __future__ import annotations
 
