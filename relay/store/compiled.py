@@ -123,16 +123,18 @@ class Statement:
         """Run once; the rows it returns."""
         compiled = self._for(conn)
         args = self._args(compiled, conn.dialect.name, params)
-        if conn.dialect.name == "sqlite":
-            return list(await _on_sqlite(conn, compiled.sql, args, want="rows"))
+        driver = await _sqlite_driver(conn)
+        if driver is not None:
+            return list(await _on_sqlite(driver, compiled.sql, args, want="rows"))
         return (await conn.exec_driver_sql(compiled.sql, args)).all()
 
     async def run(self, conn: AsyncConnection, **params: Any) -> int:
         """Run once; the number of rows it changed."""
         compiled = self._for(conn)
         args = self._args(compiled, conn.dialect.name, params)
-        if conn.dialect.name == "sqlite":
-            return int(await _on_sqlite(conn, compiled.sql, args, want="rowcount"))
+        driver = await _sqlite_driver(conn)
+        if driver is not None:
+            return int(await _on_sqlite(driver, compiled.sql, args, want="rowcount"))
         return int((await conn.exec_driver_sql(compiled.sql, args)).rowcount or 0)
 
     async def many(self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -143,13 +145,24 @@ class Statement:
         compiled = self._for(conn)
         if compiled.reorder is not None:
             rows = [compiled.reorder(row) for row in rows]
-        if conn.dialect.name == "sqlite":
-            await _on_sqlite(conn, compiled.sql, rows, want="many")
+        driver = await _sqlite_driver(conn)
+        if driver is not None:
+            await _on_sqlite(driver, compiled.sql, rows, want="many")
         else:
             await conn.exec_driver_sql(compiled.sql, list(rows))
 
 
-async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, want: str) -> Any:
+async def _sqlite_driver(conn: AsyncConnection) -> Any | None:
+    """aiosqlite's connection under ``conn`` once its transaction has begun, else None. A
+    write transaction begins at once (``BEGIN IMMEDIATE``); a read begins at its first
+    statement, which then goes through SQLAlchemy so that it does."""
+    if conn.dialect.name != "sqlite":
+        return None
+    driver = (await conn.get_raw_connection()).driver_connection
+    return driver if driver is not None and driver.in_transaction else None
+
+
+async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
     """Run one statement on aiosqlite's connection directly: one hand-over to its thread.
 
     Through SQLAlchemy's aiosqlite adapter a statement crosses to that thread three or four
@@ -159,9 +172,6 @@ async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, want: str) -
     other statement's. ``want``: ``rows``, ``rowcount`` or ``many`` (``args`` is a list of
     tuples, the driver's ``executemany``).
     """
-    driver = (await conn.get_raw_connection()).driver_connection
-    if driver is None or not driver.in_transaction:
-        raise RuntimeError("driver SQL runs inside the store's write or read transaction")
     try:
         if want == "rows":
             return await driver.execute_fetchall(sql, args)
