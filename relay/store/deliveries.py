@@ -29,7 +29,6 @@ class Claimed:
     event_id: str
     attempts: int
     created_ms: int
-    payload: str  # the event's serialized envelope, read by the claim itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,25 +56,17 @@ def _claimed(rows: Iterable[RowMapping]) -> list[Claimed]:
             event_id=str(r["event_id"]),
             attempts=int(r["attempts"]),
             created_ms=int(r["created_ms"]),
-            payload=str(r["payload"]),
         )
         for r in rows
     ]
 
 
-_event = events.alias("claimed_event")
 _RETURNING = (
     deliveries.c.seq,
     deliveries.c.route_id,
     deliveries.c.event_id,
     deliveries.c.attempts,
     deliveries.c.created_ms,
-    # The payload comes back with the claim: no second statement to read it.
-    select(_event.c.payload)
-    .where(_event.c.id == deliveries.c.event_id)
-    .correlate(deliveries)
-    .scalar_subquery()
-    .label("payload"),
 )
 
 
@@ -121,7 +112,7 @@ async def claim(
         conn, lane=lane, now=now, limit=limit, lease_until=lease_until, node=node
     )
     return sorted(
-        (Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows),
+        (Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows),
         key=lambda c: c.seq,
     )
 
@@ -154,6 +145,19 @@ async def claim_fifo_heads(
         .returning(*_RETURNING)
     )
     return _claimed(result.mappings())
+
+
+_PAYLOADS = Statement(
+    lambda dialect: select(events.c.id, events.c.payload).where(
+        any_of(events.c.id, "ids", dialect)
+    ),
+    lists=("ids",),
+)
+
+
+async def payloads(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, str]:
+    rows = await _PAYLOADS.rows(conn, ids=sorted(set(event_ids)))
+    return {str(r[0]): str(r[1]) for r in rows}
 
 
 _ATTEMPT_COLUMNS = (

@@ -248,13 +248,14 @@ class DeliveryWorker:
                 )
             if not batch:
                 return 0
+            bodies = await queue.payloads(conn, [c.event_id for c in batch])
         if any(c.route_id not in self._routes for c in batch):
             await self._refresh_routes(force=True)
         for c in batch:
             entry = _Inflight(c)
             self._inflight[c.seq] = entry
             self._active += 1
-            entry.task = asyncio.create_task(self._deliver(entry, c.payload))
+            entry.task = asyncio.create_task(self._deliver(entry, bodies[c.event_id]))
         return len(batch)
 
     # -- one attempt -------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,13 +9,10 @@ from sqlalchemy import bindparam, select, update
 
 from relay.config import StoreSettings
 from relay.errors import StoreError
-from relay.events.model import Event
-from relay.store import deliveries
-from relay.store import events as events_store
 from relay.store.compiled import Statement, any_of
-from relay.store.engine import Store, now_ms
+from relay.store.engine import Store
 from relay.store.migrate import migrate
-from relay.store.schema import events, settings, webhook_routes
+from relay.store.schema import settings
 
 _BY_KEYS = Statement(
     lambda dialect: (
@@ -85,40 +81,3 @@ async def test_a_failing_statement_fails_only_its_write(store: Store) -> None:
     async with store.read() as conn:
         rows = await _BY_KEYS.rows(conn, keys=["a", "d"])
     assert [tuple(r) for r in rows] == [("a", 0)]
-
-
-async def test_a_claim_returns_each_delivery_with_its_own_events_payload(store: Store) -> None:
-    """The payload read inside the claim (a subquery of its RETURNING) is the event's own,
-    for every route of every event."""
-    async with store.write() as conn:
-        for route in ("r1", "r2"):
-            await conn.execute(
-                webhook_routes.insert().values(
-                    id=route,
-                    url="https://example.com/hook",
-                    description="",
-                    events=["*"],
-                    accounts=None,
-                    headers={},
-                    enabled=1,
-                    ordering="none",
-                    secret=b"x",
-                    created_ms=1,
-                    updated_ms=1,
-                )
-            )
-        await events_store.record(
-            conn,
-            [Event("messageNew", None, {"n": n}, 1) for n in range(5)],
-            default_service_url="https://relay.example.com",
-        )
-    async with store.write() as conn:
-        claimed = await deliveries.claim(
-            conn, lane=0, now=now_ms(), limit=100, lease_until=now_ms() + 60_000, node="n"
-        )
-    async with store.read() as conn:
-        stored = {r[0]: r[1] for r in await conn.execute(select(events.c.id, events.c.payload))}
-    assert len(claimed) == 10
-    assert {c.route_id for c in claimed} == {"r1", "r2"}
-    assert all(c.payload == stored[c.event_id] for c in claimed)
-    assert len({json.loads(c.payload)["data"]["n"] for c in claimed}) == 5
