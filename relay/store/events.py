@@ -187,9 +187,11 @@ async def record(
     )
     if only_route is not None:
         # Not every route (there is one per account with a webhooks URL) for one test event.
-        routes = await _ONE_ROUTE.rows(conn, id=only_route)
+        found = await _ONE_ROUTE.rows(conn, id=only_route)
     else:
-        routes = await _ROUTES.rows(conn)
+        found = await _ROUTES.rows(conn)
+    # Each route's JSON decoded once per batch, not once per event.
+    routes = [(r[0], _json(conn, r[1]), _json(conn, r[2])) for r in found]
     pending = DeliveryStatus.PENDING
     rows = []
     for e in batch:
@@ -197,9 +199,7 @@ async def record(
             wanted = (
                 route_id == only_route
                 if only_route is not None
-                else route_matches(
-                    _json(conn, route_events), _json(conn, route_accounts), e.event, e.account
-                )
+                else route_matches(route_events, route_accounts, e.event, e.account)
             )
             if wanted:
                 rows.append((route_id, e.id, pending, ms))
