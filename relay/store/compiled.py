@@ -6,7 +6,9 @@ batches (claim 512 rows, record 128 outcomes, store 500 events) that cost severa
 what the database spends on them (measured per row on SQLite: recording outcomes 52 us
 through Core, 21 us as driver SQL, 6.5 us in bare ``sqlite3``). A :class:`Statement` is
 written with Core against the schema like every other query, compiled once per dialect, and
-run with ``exec_driver_sql``: the transaction, the connection and the error translation stay
+run as driver SQL: on SQLite straight on aiosqlite's connection once the transaction has
+begun (one hand-over to its thread, see :func:`_on_sqlite`), otherwise with
+``exec_driver_sql``. The transaction, the connection and the error translation stay
 SQLAlchemy's; only the per-call statement work goes. Values are passed as the driver takes
 them, so these statements bind plain ``int``/``str``/``None`` (and lists, see :func:`any_of`).
 """
@@ -21,14 +23,10 @@ from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import ARRAY, ColumnElement, any_, bindparam, func, literal_column, select
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Select
-
-# A result row of any width, as the driver returned it.
-AnyRow = Row[*tuple[Any, ...]]
 
 
 def any_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
