@@ -15,7 +15,8 @@
     │   └── ConsentRequired    permanent until the user consents again (invalid_grant)
     ├── SourceError            a mailbox source failed
     │   ├── ImapError
-    │   └── GraphError
+    │   ├── GraphError
+    │   └── LeaseLost          another node owns the account now: this node's write is refused
     └── DeliveryError          a webhook could not be delivered
 
 Library exceptions are converted where they cross into our code (``raise ... from exc``);
@@ -139,6 +140,15 @@ class ImapError(SourceError):
 
 class GraphError(SourceError):
     """Microsoft Graph answered with an error."""
+
+
+class LeaseLost(SourceError):
+    """Another node took over the account (its lease epoch moved on): nothing was written,
+    and this node's watcher of the account must stop."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"account {account} is watched by another node now")
+        self.account = account
 
 
 class DeliveryError(RelayError):

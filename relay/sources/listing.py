@@ -14,9 +14,10 @@ from collections.abc import Mapping
 
 from relay.events.mailboxes import Listed, ListingChange, diff, mailbox_deleted, mailbox_new
 from relay.events.model import Event
-from relay.store import Store, folder_lists
+from relay.store import Store, folder_lists, leases
 from relay.store import events as events_store
 from relay.store.engine import now_ms
+from relay.store.leases import Lease
 
 __all__ = ["record_listing", "stored_listing"]
 
@@ -40,15 +41,19 @@ async def record_listing(
     uidvalidity: Mapping[str, int] | None = None,
     imap: bool = False,
     stored: Mapping[str, Listed] | None = None,
+    lease: Lease | None = None,
 ) -> ListingChange:
     """Store ``listing`` and report what changed since the stored one (see the module
     docstring); ``uidvalidity`` fills ``mailboxNew``'s ``uidValidity``; ``imap`` also drops
     the sync state of deleted folders. ``stored``: the stored listing when the caller has
-    just read it (spares a read; the write reads it again under its lock)."""
+    just read it (spares a read; the write reads it again under its lock). ``lease``: the
+    watcher's lease; the write is refused (:class:`relay.errors.LeaseLost`) once another
+    node took the account over."""
     before = dict(stored) if stored is not None else await stored_listing(store, account)
     if before == dict(listing):
         return _NONE
     async with store.write(notify=False) as conn:
+        await leases.check(conn, account, lease)
         raw = await folder_lists.get(conn, account)
         stored = None if raw is None else {p: Listed.from_json(v) for p, v in raw.items()}
         change = diff(stored, listing) if stored is not None else _NONE

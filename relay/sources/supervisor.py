@@ -19,11 +19,17 @@ What runs::
                                                └─ FolderListener (IDLE) per subconnection
 
 **Several nodes.** Each account is watched by exactly one node: a node only runs the
-watchers of accounts whose row in ``account_leases`` it holds. Leases last ``imap.lease``
-seconds and are renewed on every scan; a node that stops releases its leases, and those of
-a node that died are taken over once they expire. (Which node gets an account is first come,
-first served: there is no balancing yet.) Should two nodes still overlap briefly, the
-folder state's version check makes one of them back off, so no change is reported twice.
+watchers of accounts whose row in ``account_leases`` it holds. Every full scan is also the
+node's heartbeat (``cluster_nodes``); the live nodes split the accounts by rendezvous hashing
+(:mod:`relay.sources.assignment`), so every node computes the same split on its own. A node
+takes the free or expired leases of its share and hands over the accounts that are no
+longer its own (stops their watchers, writes what they saw, then releases the leases, which
+the new owner takes at its next scan). Leases last ``imap.lease`` seconds and are renewed
+on every scan; a node that stops (SIGTERM) first marks itself leaving, then releases its
+leases, and those of a node that died are taken over once they expire. Each lease carries
+an epoch that grows with every new owner, and every write a watcher makes is fenced by it
+(:func:`relay.store.leases.fenced`): a node that was paused past its lease finds its writes
+refused and its watchers of the accounts it lost stop.
 
 **Account state.** An account's ``state`` is the worst of its folders' states
 (authenticationError > connectError > disconnected > connecting > connected). Events mark
@@ -58,6 +64,7 @@ from relay.imap.parse import Mailbox
 from relay.imap.tls import TlsContexts
 from relay.mailbox.access import send_only
 from relay.mailbox.credentials import StoredTokens, TokenProvider
+from relay.sources.assignment import assign
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
 from relay.sources.imap.connection import KeptConnection, ListenerContext, StateReport
 from relay.sources.imap.listener import INBOX, INBOX_SPECIAL_USE, FolderListener
@@ -68,7 +75,9 @@ from relay.store import Store
 from relay.store import accounts as accounts_store
 from relay.store import events as events_store
 from relay.store import leases as leases_store
+from relay.store import nodes as nodes_store
 from relay.store.engine import now_ms
+from relay.store.leases import Lease
 from relay.store.schema import AccountState, accounts, imap_folders
 
 __all__ = ["AccountWatcher", "Supervisor", "resolve_folders"]
@@ -102,10 +111,13 @@ class AccountWatcher:
         row: Mapping[Any, Any],
         stamp: tuple[Any, ...],
         folder_rows: Mapping[str, Mapping[Any, Any]] | None = None,
+        lease: Lease | None = None,
     ):
         """``stamp`` identifies the settings the listeners were started with; ``row`` and
-        ``folder_rows`` (by path) were just read and spare the first connects a read."""
+        ``folder_rows`` (by path) were just read and spare the first connects a read;
+        ``lease`` fences the listeners' writes."""
         self.supervisor = supervisor
+        self.lease = lease
         self._row: Mapping[Any, Any] | None = row
         self._folder_rows = dict(folder_rows or {})
         self.account = str(row["id"])
@@ -132,6 +144,7 @@ class AccountWatcher:
             folder_rows={
                 p: self._folder_rows.pop(p) for p in list(self._folder_rows) if p != INBOX
             },
+            lease=self.lease,
         )
         self._add(INBOX, INBOX_SPECIAL_USE, primary=True, poller=poller)
 
@@ -154,6 +167,7 @@ class AccountWatcher:
             account_row=self._row,
             folder_row=self._folder_rows.pop(path, None),
             poller=poller,
+            lease=self.lease,
         )
         if primary:
             self._row = None
@@ -240,11 +254,13 @@ class Supervisor:
         max_payload_bytes: int = 256 * 1024,
         token_for: TokenProvider | None = None,
         node: str | None = None,
+        address: str = "",
         graph: GraphContext | None = None,
         enrich: Enrich | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts;
-        ``enrich`` adds message content to new-message events."""
+        ``enrich`` adds message content to new-message events; ``node`` and ``address``
+        are what this node registers as (``GET /v1/cluster``)."""
         self.store = store
         self.enrich = enrich
         self.cipher = cipher
@@ -253,6 +269,13 @@ class Supervisor:
         self.max_payload_bytes = max_payload_bytes
         self.token_for: TokenProvider = token_for or StoredTokens(store, cipher)
         self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.address = address
+        # The live nodes as of the last full scan (between scans, notify() passes split the
+        # accounts they look at with it).
+        self.live_nodes: list[str] = [self.node]
+        # The lease each watcher was started under (its writes are fenced by it), kept until
+        # what a stopped watcher reported is written or refused.
+        self._leases: dict[str, Lease] = {}
         self.graph = graph
         self.watchers: dict[str, AccountWatcher | GraphWatcher] = {}
         self._context: ListenerContext | None = None
@@ -293,7 +316,13 @@ class Supervisor:
             tls,
             service_url=self.service_url,
             max_payload_bytes=self.max_payload_bytes,
+            lease_lost=self._lease_lost,
         )
+        try:
+            async with self.store.write(notify=False) as conn:
+                await nodes_store.register(conn, self.node, self.address, now_ms=now_ms())
+        except StoreError as exc:
+            log.warning("could not register this node; retrying at the next scan", error=str(exc))
         try:
             await self.scan()
         except StoreError as exc:
@@ -313,6 +342,11 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        # The others stop counting this node at once and take its accounts as soon as the
+        # leases are released below.
+        with contextlib.suppress(StoreError):
+            async with self.store.write(notify=False) as conn:
+                await nodes_store.leave(conn, self.node)
         watched = list(self.watchers)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
@@ -329,6 +363,7 @@ class Supervisor:
                 await self._flush()
                 async with self.store.write(notify=False) as conn:
                     await leases_store.release(conn, self.node)
+                    await nodes_store.remove(conn, self.node)
         except (StoreError, TimeoutError) as exc:
             log.warning("could not record shutdown", error=str(exc))
         log.info("imap supervisor stopped", node=self.node)
@@ -338,6 +373,11 @@ class Supervisor:
         watcher = self.watchers.get(account)
         if isinstance(watcher, GraphWatcher):
             watcher.wake()
+
+    def _lease_lost(self, account: str) -> None:
+        """A write for ``account`` was refused: another node holds it. Look at the leases."""
+        log.info("lease lost; looking at the leases", account=account)
+        self.notify(None)
 
     def notify(self, account: str | None = None) -> None:
         """Look at ``account`` now (it was added, changed or deleted, or a reconnect or sync
@@ -374,7 +414,8 @@ class Supervisor:
         return _watchable(row) or (self.graph is not None and row["backend"] == "graph")
 
     async def scan(self) -> None:
-        """Bring the running watchers in line with the accounts table and the leases."""
+        """Beat, then bring the running watchers in line with the accounts table, this
+        node's share of them and the leases; hand over what is no longer this node's."""
         async with self._scan_lock:
             # What was named until now is in the table this scan reads.
             self._changed.clear()
@@ -382,15 +423,36 @@ class Supervisor:
                 rows = (await conn.execute(select(accounts))).mappings().all()
             by_id = {str(r["id"]): r for r in rows}
             wanted = {a: r for a, r in by_id.items() if self._wants(r)}
+            lease_ms = int(self.settings.lease * 1000)
             async with self.store.write(notify=False) as conn:
+                now = now_ms()
+                await nodes_store.beat(conn, self.node, self.address, now_ms=now)
+                live = await nodes_store.live(conn, now_ms=now, lease_ms=lease_ms)
+                self.live_nodes = sorted({*live, self.node})
+                share = self._share(wanted)
                 held = await leases_store.claim(
-                    conn,
-                    self.node,
-                    wanted,
-                    now_ms=now_ms(),
-                    lease_ms=int(self.settings.lease * 1000),
+                    conn, self.node, share, now_ms=now, lease_ms=lease_ms
                 )
-            await self._apply(list(self.watchers), by_id, wanted, held)
+                # Rows of nodes gone for long are only history: drop them now and then.
+                await nodes_store.forget_dead(conn, before_ms=now - max(3_600_000, 10 * lease_ms))
+            kept = {a: epoch for a, epoch in held.items() if a in share}
+            await self._apply(list(self.watchers), by_id, wanted, kept)
+            await self._hand_over(sorted(held.keys() - kept.keys()))
+
+    def _share(self, wanted: Mapping[str, Any]) -> set[str]:
+        """The accounts of ``wanted`` the live nodes leave to this one."""
+        owners = assign(wanted, self.live_nodes)
+        return {account for account, node in owners.items() if node == self.node}
+
+    async def _hand_over(self, accounts_: Sequence[str]) -> None:
+        """Release the leases of ``accounts_`` (whose watchers are stopped), once what they
+        reported is written, for the nodes they belong to now."""
+        if not accounts_:
+            return
+        await self._flush()
+        async with self.store.write(notify=False) as conn:
+            await leases_store.release(conn, self.node, accounts_)
+        log.info("accounts handed over", count=len(accounts_))
 
     async def scan_changed(self) -> None:
         """Bring in line the accounts named by :meth:`notify` since the last pass, and the
@@ -405,12 +467,12 @@ class Supervisor:
                 }
                 by_id = await self._rows_with_chains(scope)
                 wanted = {a: by_id[a] for a in scope if a in by_id and self._wants(by_id[a])}
+                share = self._share(wanted)
                 async with self.store.write(notify=False) as conn:
-                    await leases_store.release(conn, self.node, scope - wanted.keys())
                     held = await leases_store.take(
                         conn,
                         self.node,
-                        wanted,
+                        share,
                         now_ms=now_ms(),
                         lease_ms=int(self.settings.lease * 1000),
                     )
@@ -418,6 +480,8 @@ class Supervisor:
                 self._changed |= named  # look again on the next pass
                 raise
             await self._apply(sorted(scope), by_id, wanted, held)
+            # Deleted, no longer watchable, or (between scans, rarely) another node's now.
+            await self._hand_over(sorted(a for a in scope - held.keys() if a in self._leases))
 
     async def _rows_with_chains(self, scope: set[str]) -> dict[str, RowMapping]:
         """The rows of ``scope`` and of every account they delegate to (for their stamps)."""
@@ -437,10 +501,10 @@ class Supervisor:
         scope: Sequence[str],
         by_id: Mapping[str, RowMapping],
         wanted: Mapping[str, RowMapping],
-        held: set[str],
+        held: Mapping[str, int],
     ) -> None:
         """Stop the watchers of ``scope`` this node no longer holds; start, restart or pass
-        requests on to those of the ``held`` accounts."""
+        requests on to those of the ``held`` accounts (account -> lease epoch)."""
         for account in [a for a in scope if a in self.watchers and a not in held]:
             gone = self.watchers.pop(account)
             if isinstance(gone, GraphWatcher):
@@ -448,11 +512,17 @@ class Supervisor:
             await gone.stop()
             self._forget(account)
         starting = [
-            a for a in held if a not in self.watchers or self.watchers[a].stamp != _stamp(a, by_id)
+            a
+            for a in held
+            if a not in self.watchers
+            or self.watchers[a].stamp != _stamp(a, by_id)
+            or self.watchers[a].lease != Lease(self.node, held[a])
         ]
         folders = await self._folder_rows(starting)
         for account in sorted(held):
-            self._reconcile(wanted[account], by_id, folders.get(account))
+            self._reconcile(
+                wanted[account], by_id, folders.get(account), Lease(self.node, held[account])
+            )
 
     async def _folder_rows(self, accounts_: Sequence[str]) -> dict[str, dict[str, RowMapping]]:
         """Folder rows of the accounts about to start, in a few reads instead of one each."""
@@ -474,11 +544,12 @@ class Supervisor:
         row: RowMapping,
         by_id: Mapping[str, RowMapping],
         folder_rows: Mapping[str, RowMapping] | None,
+        lease: Lease,
     ) -> None:
         account = str(row["id"])
         stamp = _stamp(account, by_id)
         watcher = self.watchers.get(account)
-        if watcher is not None and watcher.stamp != stamp:
+        if watcher is not None and (watcher.stamp != stamp or watcher.lease != lease):
             log.info("account changed; restarting its listeners", account=account)
             old = self.watchers.pop(account)
             old.active = False
@@ -498,9 +569,17 @@ class Supervisor:
                 ),
             )
             if row["backend"] == "graph" and self.graph is not None:
-                watcher = GraphWatcher(self.graph, row, stamp, self.report_state)
+                watcher = GraphWatcher(
+                    self.graph,
+                    row,
+                    stamp,
+                    self.report_state,
+                    lease=lease,
+                    lease_lost=self._lease_lost,
+                )
             else:
-                watcher = AccountWatcher(self, row, stamp, folder_rows)
+                watcher = AccountWatcher(self, row, stamp, folder_rows, lease)
+            self._leases[account] = lease
             self.watchers[account] = watcher
             watcher.start()
             return
@@ -516,6 +595,7 @@ class Supervisor:
     def _forget(self, account: str) -> None:
         self._memory.pop(account, None)
         self._pending_states.pop(account, None)
+        # The lease stays until what the watcher reported is written (or refused): _flush.
 
     # -- states -----------------------------------------------------------------------------
 
@@ -567,6 +647,20 @@ class Supervisor:
             return
         try:
             async with self.store.write(notify=False) as conn:
+                # What the watchers of accounts another node took over reported is dropped.
+                lost = {
+                    account
+                    for account, _ in await leases_store.fenced(
+                        conn,
+                        [
+                            (a, self._leases[a])
+                            for a in {*states, *(e.account for e in queued)}
+                            if a in self._leases
+                        ],
+                    )
+                }
+                states = {a: r for a, r in states.items() if a not in lost}
+                queued = [e for e in queued if e.account not in lost]
                 ms = now_ms()
                 gone = await accounts_store.set_states(
                     conn,
@@ -593,6 +687,9 @@ class Supervisor:
             self._pending_states = {**states, **self._pending_states}
             self._pending_events = queued + self._pending_events
             raise
+        pending = {*self._pending_states, *(e.account for e in self._pending_events)}
+        for account in [a for a in self._leases if a not in self.watchers and a not in pending]:
+            del self._leases[account]
 
 
 def _stamp(account: str, by_id: Mapping[str, RowMapping]) -> tuple[Any, ...]:

@@ -1,22 +1,44 @@
-"""Queries on ``account_leases``: which node watches which account.
+"""Queries on ``account_leases``: which node watches which account, and fencing.
 
 A node holds an account while its lease is unexpired and renews it on every scan; a lease
-that ran out (its node stopped or died) is taken by the next node that scans. Times are
-epoch milliseconds, so the nodes' clocks should agree to well within the lease length.
+that ran out (its node stopped or died) is taken by the node the assignment
+(:mod:`relay.sources.assignment`) names. Times are epoch milliseconds, so the nodes' clocks
+should agree to well within the lease length.
+
+Every change of owner adds one to the lease's ``epoch``. A node's watcher keeps the epoch it
+started with, and every write it makes for its account first checks (:func:`fenced`) that the
+lease still has this node and this epoch: a node that was paused past its lease (a long GC,
+``SIGSTOP``, a partition from the database) and wakes up finds its writes refused instead of
+writing over the new owner's. A released lease keeps its row (expired, with no node), so the
+epoch never goes back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.errors import LeaseLost
 from relay.store.schema import account_leases
+
+__all__ = ["Lease", "check", "claim", "fenced", "held", "holders", "release", "take"]
 
 # Accounts per statement: keeps parameter lists far below both engines' limits.
 _CHUNK = 500
+# The node of a released lease.
+_NOBODY = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What a watcher holds: its node and the epoch of the lease it started under."""
+
+    node: str
+    epoch: int
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -26,34 +48,24 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
 
 async def claim(
     conn: AsyncConnection, node: str, accounts: Iterable[str], *, now_ms: int, lease_ms: int
-) -> set[str]:
+) -> dict[str, int]:
     """Renew this node's leases and take those of ``accounts`` that are free or expired.
 
-    Returns the accounts of ``accounts`` this node now holds. In the steady state this is
-    one read and one UPDATE by node, however many accounts there are; leases of accounts no
-    longer in ``accounts`` are given up.
+    Returns every account this node now holds, with its epoch: those of ``accounts``, and
+    those it held before that are no longer in ``accounts`` (the caller hands them over:
+    stops their watchers, then :func:`release`). A lease another node holds and has not let
+    run out is left alone. In the steady state this is one UPDATE and one read by node,
+    however many accounts there are.
     """
-    wanted = set(accounts)
+    wanted = sorted(set(accounts))
     expires = now_ms + lease_ms
-    current = {
-        str(account): (str(holder), int(until))
-        for account, holder, until in (
-            await conn.execute(
-                select(account_leases.c.account, account_leases.c.node, account_leases.c.expires_ms)
-            )
-        ).all()
-    }
+    # Our own rows: renewing them needs no condition on expiry, since a lease that ran out
+    # and was taken has another node in it.
     await conn.execute(
         account_leases.update().where(account_leases.c.node == node).values(expires_ms=expires)
     )
-    stale = sorted(a for a, (holder, _) in current.items() if holder == node and a not in wanted)
-    for chunk in _chunks(stale):
-        await conn.execute(
-            account_leases.delete().where(
-                account_leases.c.node == node, account_leases.c.account.in_(chunk)
-            )
-        )
-    missing = sorted(wanted - current.keys())
+    current = await holders(conn, wanted)
+    missing = [a for a in wanted if a not in current]
     if missing:
         insert = (
             postgresql.insert(account_leases)
@@ -63,33 +75,33 @@ async def claim(
         for chunk in _chunks(missing):
             await conn.execute(
                 insert.on_conflict_do_nothing(),
-                [{"account": a, "node": node, "expires_ms": expires} for a in chunk],
+                [{"account": a, "node": node, "expires_ms": expires, "epoch": 1} for a in chunk],
             )
-    expired = sorted(
-        a
-        for a, (holder, until) in current.items()
-        if a in wanted and holder != node and until < now_ms
-    )
+    expired = [
+        a for a in wanted if a in current and current[a][0] != node and current[a][1] < now_ms
+    ]
     for chunk in _chunks(expired):
         # The expiry test is repeated in the UPDATE: of two nodes racing, only one wins.
         await conn.execute(
             account_leases.update()
-            .where(account_leases.c.account.in_(chunk), account_leases.c.expires_ms < now_ms)
-            .values(node=node, expires_ms=expires)
+            .where(
+                account_leases.c.account.in_(chunk),
+                account_leases.c.expires_ms < now_ms,
+                account_leases.c.node != node,
+            )
+            .values(node=node, expires_ms=expires, epoch=account_leases.c.epoch + 1)
         )
-    held = (
-        await conn.execute(select(account_leases.c.account).where(account_leases.c.node == node))
-    ).scalars()
-    return {str(a) for a in held} & wanted
+    return await held(conn, node)
 
 
 async def take(
     conn: AsyncConnection, node: str, accounts: Iterable[str], *, now_ms: int, lease_ms: int
-) -> set[str]:
+) -> dict[str, int]:
     """Take or renew the leases of ``accounts`` that are free, expired or this node's.
 
-    Returns the accounts of ``accounts`` this node now holds. Unlike :func:`claim` it leaves
-    every other lease alone: it is for the few accounts the API just changed, between scans.
+    Returns the accounts of ``accounts`` this node now holds, with their epochs. Unlike
+    :func:`claim` it leaves every other lease alone: it is for the few accounts the API just
+    changed, between scans.
     """
     wanted = sorted(set(accounts))
     expires = now_ms + lease_ms
@@ -98,38 +110,98 @@ async def take(
         if conn.dialect.name == "postgresql"
         else sqlite.insert(account_leases)
     )
-    held: set[str] = set()
+    out: dict[str, int] = {}
     for chunk in _chunks(wanted):
         await conn.execute(
             insert.on_conflict_do_nothing(),
-            [{"account": a, "node": node, "expires_ms": expires} for a in chunk],
+            [{"account": a, "node": node, "expires_ms": expires, "epoch": 1} for a in chunk],
+        )
+        await conn.execute(
+            account_leases.update()
+            .where(account_leases.c.account.in_(chunk), account_leases.c.node == node)
+            .values(expires_ms=expires)
         )
         # The expiry test is in the UPDATE: of two nodes racing, only one wins.
         await conn.execute(
             account_leases.update()
             .where(
                 account_leases.c.account.in_(chunk),
-                (account_leases.c.node == node) | (account_leases.c.expires_ms < now_ms),
+                account_leases.c.node != node,
+                account_leases.c.expires_ms < now_ms,
             )
-            .values(node=node, expires_ms=expires)
+            .values(node=node, expires_ms=expires, epoch=account_leases.c.epoch + 1)
         )
         rows = await conn.execute(
-            select(account_leases.c.account).where(
+            select(account_leases.c.account, account_leases.c.epoch).where(
                 account_leases.c.node == node, account_leases.c.account.in_(chunk)
             )
         )
-        held.update(str(a) for a in rows.scalars())
-    return held
+        out.update({str(a): int(e) for a, e in rows.all()})
+    return out
+
+
+async def holders(conn: AsyncConnection, accounts: list[str]) -> dict[str, tuple[str, int]]:
+    """The lease rows of ``accounts`` that exist: account -> (node, expires_ms)."""
+    out: dict[str, tuple[str, int]] = {}
+    for chunk in _chunks(accounts):
+        result = await conn.execute(
+            select(
+                account_leases.c.account, account_leases.c.node, account_leases.c.expires_ms
+            ).where(account_leases.c.account.in_(chunk))
+        )
+        out.update({str(a): (str(n), int(e)) for a, n, e in result.all()})
+    return out
+
+
+async def held(conn: AsyncConnection, node: str) -> dict[str, int]:
+    """The accounts whose lease ``node`` holds, with their epochs."""
+    result = await conn.execute(
+        select(account_leases.c.account, account_leases.c.epoch).where(
+            account_leases.c.node == node
+        )
+    )
+    return {str(a): int(e) for a, e in result.all()}
 
 
 async def release(conn: AsyncConnection, node: str, accounts: Iterable[str] | None = None) -> None:
-    """Give up this node's leases (all of them, or those of ``accounts``)."""
+    """Give up this node's leases (all of them, or those of ``accounts``) for others to take
+    at once; the rows stay, with their epochs."""
+    base = account_leases.update().where(account_leases.c.node == node)
+    values = {"node": _NOBODY, "expires_ms": 0}
     if accounts is None:
-        await conn.execute(account_leases.delete().where(account_leases.c.node == node))
+        await conn.execute(base.values(values))
         return
     for chunk in _chunks(sorted(set(accounts))):
-        await conn.execute(
-            account_leases.delete().where(
-                account_leases.c.node == node, account_leases.c.account.in_(chunk)
-            )
-        )
+        await conn.execute(base.where(account_leases.c.account.in_(chunk)).values(values))
+
+
+async def fenced(
+    conn: AsyncConnection, held_: Iterable[tuple[str, Lease]]
+) -> set[tuple[str, Lease]]:
+    """The pairs of ``held_`` (account, lease) whose lease row no longer has that node and
+    epoch: their writes must not be made.
+
+    Call it inside the write transaction that writes for those accounts, before writing. On
+    PostgreSQL the lease rows are locked ``FOR SHARE`` until the transaction ends, so a node
+    taking one over waits for the write to commit instead of overtaking it; SQLite's write
+    transaction excludes every other writer.
+    """
+    pairs = list(held_)
+    if not pairs:
+        return set()
+    found: dict[str, tuple[str, int]] = {}
+    for chunk in _chunks(sorted({account for account, _ in pairs})):
+        query = select(
+            account_leases.c.account, account_leases.c.node, account_leases.c.epoch
+        ).where(account_leases.c.account.in_(chunk))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(read=True)
+        found.update({str(a): (str(n), int(e)) for a, n, e in (await conn.execute(query)).all()})
+    return {(a, lease) for a, lease in pairs if found.get(a) != (lease.node, lease.epoch)}
+
+
+async def check(conn: AsyncConnection, account: str, lease: Lease | None) -> None:
+    """Raise :class:`LeaseLost` unless ``lease`` still holds ``account`` (see
+    :func:`fenced`); None (a watcher run outside a supervisor, in tests) always holds."""
+    if lease is not None and await fenced(conn, [(account, lease)]):
+        raise LeaseLost(account)

@@ -285,7 +285,22 @@ account_leases = Table(
     ),
     Column("node", String(128), nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
+    # Grows by one with every new owner (revision 0013): writes a source makes for the
+    # account are conditional on the epoch its node took the lease with (fencing).
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
     Index(None, "node"),
+)
+
+# The nodes of a cluster (revision 0013): each registers at start and beats every scan; one
+# whose heartbeat is older than imap.lease is dead. ``leaving``: it is shutting down.
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("address", Text, nullable=False, server_default=""),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("heartbeat_ms", BigInteger, nullable=False),
+    Column("leaving", Boolean, nullable=False, server_default="0"),
 )
 
 

@@ -26,7 +26,8 @@ import contextlib
 import random
 import time
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ with warnings.catch_warnings():
 
 from relay.auth.crypto import Cipher
 from relay.config import GraphSettings
-from relay.errors import AuthError, ConsentRequired
+from relay.errors import AuthError, ConsentRequired, LeaseLost
 from relay.events import normalize
 from relay.events.mailboxes import Listed, folder_name
 from relay.events.model import Event
@@ -58,11 +59,12 @@ from relay.sources.imap.connection import StateReport
 from relay.sources.imap.sink import Enrich
 from relay.sources.listing import record_listing
 from relay.sources.specs import folder_specs
-from relay.store import Store
+from relay.store import Store, leases
 from relay.store import events as events_store
 from relay.store import graph as graph_store
 from relay.store.engine import now_ms
 from relay.store.graph import GraphMode
+from relay.store.leases import Lease
 from relay.store.schema import AccountState
 from relay.webhooks.retry import parse_retry_after
 
@@ -174,9 +176,16 @@ class GraphWatcher:
         row: Mapping[Any, Any],
         stamp: tuple[Any, ...],
         report: Callable[[str, StateReport], None],
+        *,
+        lease: Lease | None = None,
+        lease_lost: Callable[[str], None] | None = None,
     ) -> None:
-        """``report(account, state)`` receives the account's state transitions."""
+        """``report(account, state)`` receives the account's state transitions. ``lease``
+        fences every write (None: not fenced); once a write is refused because another node
+        took the account over, the loop stops and ``lease_lost(account)`` is told."""
         self.context = context
+        self.lease = lease
+        self._lease_lost = lease_lost
         self.account = str(row["id"])
         self.stamp = stamp
         self.reconnect_ms = row["reconnect_requested_ms"]
@@ -251,18 +260,31 @@ class GraphWatcher:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Any]:
+        """A write transaction for this account, refused (:class:`LeaseLost`) once another
+        node holds it."""
+        async with self.context.store.write(notify=False) as conn:
+            await leases.check(conn, self.account, self.lease)
+            yield conn
+
     async def _run(self) -> None:
         s = self.context.settings
         backoff = s.retry_min
         ready = False
+        # The first start takes over the subscriptions another node (or an earlier run of
+        # this one) left, when they cover the same folders; later starts make new ones.
+        adopt = True
         while True:
             try:
                 if not ready or self._reconnect:
+                    adopt = adopt and not self._reconnect
                     self._reconnect = False
                     self._report(self.account, StateReport(AccountState.CONNECTING))
                     await self._choose_folders()
                     await self._catch_up()
-                    await self._watch()
+                    await self._watch(adopt=adopt)
+                    adopt = False
                     await self._catch_up()
                     ready = True
                     backoff = s.retry_min
@@ -282,6 +304,12 @@ class GraphWatcher:
                 await self._sleep()
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                log.info("another node watches the account now; stopping", account=self.account)
+                self.active = False
+                if self._lease_lost is not None:
+                    self._lease_lost(self.account)
+                return
             except Exception as exc:
                 if self._token_refused(exc):
                     continue
@@ -359,7 +387,7 @@ class GraphWatcher:
         error = error_data(exc)
         self._report(self.account, StateReport(state, error))
         try:
-            async with self.context.store.write(notify=False) as conn:
+            async with self._write() as conn:
                 await graph_store.save_account(
                     conn, self.account, {"last_error": {**error, "time": now_ms()}}
                 )
@@ -389,7 +417,7 @@ class GraphWatcher:
             stored = await graph_store.folders_of(conn, self.account)
         gone = [key for key in stored if key not in keys]
         if gone:
-            async with self.context.store.write(notify=False) as conn:
+            async with self._write() as conn:
                 await graph_store.drop_folders(conn, self.account, gone)
 
     # -- subscriptions ----------------------------------------------------------------------
@@ -398,14 +426,18 @@ class GraphWatcher:
         async with self.context.store.read() as conn:
             return await events_store.service_url(conn, self.context.service_url)
 
-    async def _watch(self) -> None:
-        """One subscription per folder, or polling when Graph refuses them."""
+    async def _watch(self, *, adopt: bool = False) -> None:
+        """One subscription per folder, or polling when Graph refuses them; ``adopt``: keep
+        the stored subscriptions when they cover exactly the watched folders and are not
+        about to expire (a node taking the account over, a restart)."""
         async with self.context.store.read() as conn:
             old = await graph_store.subscriptions_of(conn, self.account)
+        if adopt and self._adopt(old):
+            return
         for row in old:
             with contextlib.suppress(Exception):
                 await subscriptions.delete(self._client, str(row["subscription_id"]))
-        async with self.context.store.write(notify=False) as conn:
+        async with self._write() as conn:
             await graph_store.drop_subscriptions(conn, [str(r["subscription_id"]) for r in old])
         self._subs.clear()
         base_url = await self._base_url()
@@ -420,9 +452,26 @@ class GraphWatcher:
                 return
         await self._save_mode(GraphMode.SUBSCRIPTION)
 
+    def _adopt(self, rows: Collection[Mapping[Any, Any]]) -> bool:
+        by_folder = {str(r["folder"]): r for r in rows}
+        keys = {f.key for f in self._folders}
+        margin = int(self.context.settings.subscription_renew_before * 1000)
+        now = self.context.clients.server_ms()
+        if not rows or set(by_folder) != keys or len(by_folder) != len(rows):
+            return False
+        if any(int(r["expires_ms"]) <= now + margin for r in rows):
+            return False
+        self._subs = {
+            key: _Subscription(str(r["subscription_id"]), key, int(r["expires_ms"]))
+            for key, r in by_folder.items()
+        }
+        self._mode = GraphMode.SUBSCRIPTION
+        log.info("subscriptions taken over", account=self.account, count=len(rows))
+        return True
+
     async def _save_mode(self, mode: str) -> None:
         self._mode = mode
-        async with self.context.store.write(notify=False) as conn:
+        async with self._write() as conn:
             await graph_store.save_account(conn, self.account, {"mode": mode, "last_error": None})
 
     async def _subscribe(self, folder: GraphFolder, base_url: str | None = None) -> None:
@@ -436,7 +485,7 @@ class GraphWatcher:
             now_ms=self.context.clients.server_ms(),
         )
         self._subs[folder.key] = _Subscription(made.id, folder.key, made.expires_ms)
-        async with self.context.store.write(notify=False) as conn:
+        async with self._write() as conn:
             await graph_store.add_subscription(
                 conn,
                 subscription_id=made.id,
@@ -456,7 +505,7 @@ class GraphWatcher:
         if old is not None:
             with contextlib.suppress(Exception):
                 await subscriptions.delete(self._client, old.id)
-            async with self.context.store.write(notify=False) as conn:
+            async with self._write() as conn:
                 await graph_store.drop_subscriptions(conn, [old.id])
         folder = next((f for f in self._folders if f.key == key), None)
         if folder is not None:
@@ -480,7 +529,7 @@ class GraphWatcher:
                 await self._catch_up([sub.folder])
                 continue
             sub.expires_ms = expires
-            async with self.context.store.write(notify=False) as conn:
+            async with self._write() as conn:
                 await graph_store.renew_subscription(conn, sub.id, expires)
             log.info("subscription renewed", account=self.account, id=sub.id)
 
@@ -711,7 +760,7 @@ class GraphWatcher:
             batch.append(
                 Event("accountInitialized", self.account, {"initialized": True}, changes.ms)
             )
-        async with self.context.store.write(notify=False) as conn:
+        async with self._write() as conn:
             if batch:
                 await events_store.record(
                     conn,

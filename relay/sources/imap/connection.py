@@ -23,7 +23,14 @@ import structlog
 
 from relay.auth.crypto import Cipher
 from relay.config import ImapSettings
-from relay.errors import AuthError, ConsentRequired, NotFound, StoreError, TokenRefreshFailed
+from relay.errors import (
+    AuthError,
+    ConsentRequired,
+    LeaseLost,
+    NotFound,
+    StoreError,
+    TokenRefreshFailed,
+)
 from relay.imap.client import ClientOptions, ImapClient
 from relay.imap.errors import ImapAuthError, ImapCommandError, ImapError
 from relay.imap.parse import Update
@@ -68,6 +75,9 @@ class ListenerContext:
     # For the events a connection records itself (mailboxNew / mailboxDeleted).
     service_url: str = ""
     max_payload_bytes: int = 256 * 1024
+    # Told the account when a write was refused because another node took it over (the
+    # connection has stopped; the supervisor looks at its leases at once).
+    lease_lost: Callable[[str], None] = lambda _account: None
 
     def client_options(self) -> ClientOptions:
         """Connection timeouts from the settings."""
@@ -193,6 +203,10 @@ class KeptConnection:
                 continue
             except NotFound:
                 self._log.info("account gone; connection stops")
+                return
+            except LeaseLost:
+                self._log.info("another node watches the account now; connection stops")
+                self.ctx.lease_lost(self.account)
                 return
             except TokenRefreshFailed as exc:
                 # The token endpoint failed, not the credentials: retry like a network error.

@@ -39,6 +39,7 @@ from relay.sources.imap.connection import (
 )
 from relay.sources.imap.poller import FolderPoller
 from relay.sources.imap.sync import INBOX, INBOX_SPECIAL_USE, FolderSync, Session
+from relay.store.leases import Lease
 from relay.store.schema import AccountState
 
 __all__ = [
@@ -72,6 +73,7 @@ class FolderListener(KeptConnection):
         account_row: Mapping[Any, Any] | None = None,
         folder_row: Mapping[Any, Any] | None = None,
         poller: FolderPoller | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """``notify_from`` (timezone-aware) is the account's ``notifyFrom``; ``primary``
         marks the folder whose first baseline is the account's ``accountInitialized``;
@@ -89,6 +91,7 @@ class FolderListener(KeptConnection):
             primary=primary,
             notify_from=notify_from,
             folder_row=folder_row,
+            lease=lease,
         )
 
     def _closed(self) -> None:

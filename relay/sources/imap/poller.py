@@ -40,6 +40,7 @@ from relay.sources.imap.sync import INBOX, FolderSync, Session
 from relay.sources.listing import record_listing, stored_listing
 from relay.sources.specs import spec_matches
 from relay.store import folders as folders_store
+from relay.store.leases import Lease
 
 __all__ = ["FolderPoller", "listing_of", "resolve_folders", "selectable"]
 
@@ -103,11 +104,13 @@ class FolderPoller:
         on_folders: FoldersListed,
         notify_from: datetime | None = None,
         folder_rows: Mapping[str, Mapping[Any, Any]] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """``specs`` are the account's ``path`` specs; ``folder_rows`` (by path), when just
-        read, spare the first syncs their reads."""
+        read, spare the first syncs their reads; ``lease`` fences every write."""
         self.ctx = ctx
         self.account = account
+        self.lease = lease
         self.specs = list(specs)
         self._on_folders = on_folders
         self._notify_from = notify_from
@@ -162,6 +165,7 @@ class FolderPoller:
                     use,
                     notify_from=self._notify_from,
                     folder_row=self._folder_rows.pop(path, None),
+                    lease=self.lease,
                 )
                 self._seen.pop(path, None)
         await self._load({p: self.folders[p] for p in wanted})
@@ -257,5 +261,6 @@ class FolderPoller:
             uidvalidity=validity,
             imap=True,
             stored=stored,
+            lease=self.lease,
         )
         self._listed = listing

@@ -21,14 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.errors import SourceError
+from relay.errors import LeaseLost, SourceError
 from relay.events import normalize, reports
 from relay.events.model import Event
 from relay.sources.imap.state import FolderState
-from relay.store import Store
+from relay.store import Store, leases
 from relay.store import events as events_store
 from relay.store import folders as folders_store
 from relay.store.engine import now_ms
+from relay.store.leases import Lease
 
 __all__ = [
     "Change",
@@ -97,6 +98,9 @@ class FolderRef:
     account: str
     path: str
     special_use: str | None
+    # The lease the listener runs under; None: not fenced (a listener run without a
+    # supervisor, in tests and tools).
+    lease: Lease | None = None
 
 
 @dataclass(slots=True)
@@ -268,7 +272,9 @@ class FolderSink:
                 for pending in group:
                     if pending.done.done():
                         continue
-                    if id(pending) in conflicts:
+                    if conflicts.get(id(pending)) == "lease":
+                        pending.done.set_exception(LeaseLost(pending.folder.account))
+                    elif id(pending) in conflicts:
                         folder = pending.folder
                         pending.done.set_exception(
                             StateConflict(f"folder state of {folder.account}/{folder.path} changed")
@@ -276,23 +282,33 @@ class FolderSink:
                     else:
                         pending.done.set_result(None)
 
-    async def _write(self, group: Sequence[_Pending]) -> set[int]:
-        """One transaction for ``group``; returns the ids of the pendings that lost a race."""
-        conflicts: set[int] = set()
+    async def _write(self, group: Sequence[_Pending]) -> dict[int, str]:
+        """One transaction for ``group``; returns the ids of the pendings not written and why:
+        ``"state"`` (the folder state moved on) or ``"lease"`` (another node holds the
+        account now: fenced)."""
+        conflicts: dict[int, str] = {}
         batch: list[Event] = []
-        saves = [
-            folders_store.Save(
-                p.folder.account, p.folder.path, p.version, p.values, synced=p.synced
-            )
-            for p in group
-        ]
         async with self._store.write(notify=False) as conn:
+            lost = await leases.fenced(
+                conn,
+                {(p.folder.account, p.folder.lease) for p in group if p.folder.lease is not None},
+            )
+            for p in group:
+                if p.folder.lease is not None and (p.folder.account, p.folder.lease) in lost:
+                    conflicts[id(p)] = "lease"
+            kept = [p for p in group if id(p) not in conflicts]
+            saves = [
+                folders_store.Save(
+                    p.folder.account, p.folder.path, p.version, p.values, synced=p.synced
+                )
+                for p in kept
+            ]
             saved = await folders_store.save_many(conn, saves)
-            for pending, ok in zip(group, saved, strict=True):
+            for pending, ok in zip(kept, saved, strict=True):
                 if ok:
                     batch.extend(pending.events)
                 else:
-                    conflicts.add(id(pending))
+                    conflicts[id(pending)] = "state"
             if batch:
                 await events_store.record(
                     conn, batch, default_service_url=self._service_url, max_bytes=self._max_bytes

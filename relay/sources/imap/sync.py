@@ -63,6 +63,7 @@ from relay.sources.imap.sink import (
 from relay.sources.imap.state import FolderState, RangeSet
 from relay.store import Store
 from relay.store import folders as folders_store
+from relay.store.leases import Lease
 
 __all__ = ["INBOX", "INBOX_SPECIAL_USE", "FolderSync", "Session"]
 
@@ -121,10 +122,12 @@ class FolderSync:
         primary: bool = False,
         notify_from: datetime | None = None,
         folder_row: Mapping[Any, Any] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """``primary``: the folder whose first baseline is the account's
         ``accountInitialized``. ``folder_row``, when the caller has just read it, spares the
-        first load its own read."""
+        first load its own read. ``lease`` fences the commits (see
+        :func:`relay.store.leases.fenced`)."""
         self.store = store
         self.sink = sink
         self.account = account
@@ -132,7 +135,7 @@ class FolderSync:
         self.special_use = special_use
         self.primary = primary
         self.notify_from = notify_from
-        self.ref = FolderRef(account, path, special_use)
+        self.ref = FolderRef(account, path, special_use, lease)
         self.folder: FolderState | None = None
         self._folder_row = folder_row
         self._condstore = False
