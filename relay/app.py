@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +26,7 @@ from relay.api.keys import (
     ENRICHER,
     MAILBOXES,
     METRICS,
+    NODE,
     OUTBOX,
     RATE_LIMITER,
     SETTINGS,
@@ -56,6 +60,7 @@ from relay.sources.supervisor import Supervisor
 from relay.store import Store, token_log, tokens
 from relay.store.engine import now_ms
 from relay.store.migrate import migrate
+from relay.store.single_node import NodeLock
 from relay.webhooks.worker import DeliveryWorker
 
 log = structlog.get_logger(__name__)
@@ -107,6 +112,19 @@ async def prune_audit_log(
         await asyncio.sleep(every)
 
 
+def default_node_id() -> str:
+    """A node id for a node not given one: host, process and a random suffix."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def node_address(settings: Settings) -> str:
+    """Where this node's API listens, as other nodes and operators reach it."""
+    host = settings.server.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (a comparison, not a bind)
+        host = socket.gethostname()
+    return f"http://{host}:{settings.server.port}"
+
+
 def create_app(
     settings: Settings, *, base_dir: Path | None = None, announce: Announce | None = None
 ) -> web.Application:
@@ -117,6 +135,7 @@ def create_app(
         client_max_size=max(1024**2, settings.send.max_message_bytes + 1024**2),
     )
     app[SETTINGS] = settings
+    app[NODE] = settings.cluster.node_id or default_node_id()
     app[METRICS] = Metrics.create()
     app[AUTH_CACHE] = GrantCache()
     app[CIPHER] = load_cipher(settings.security, base_dir=base_dir or Path.cwd())
@@ -125,16 +144,23 @@ def create_app(
     setup_routes(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[STORE] = await prepare_store(settings, announce)
-        log.info("store ready", engine=app[STORE].dialect)
-        yield
-        await app[STORE].close()
+        lock = NodeLock(settings.store.url)
+        lock.acquire()
+        try:
+            app[STORE] = await prepare_store(settings, announce)
+            log.info("store ready", engine=app[STORE].dialect)
+            yield
+            await app[STORE].close()
+        finally:
+            lock.release()
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.webhooks.deliver:
             yield
             return
-        worker = DeliveryWorker(app[STORE], app[CIPHER], settings.webhooks, app[METRICS])
+        worker = DeliveryWorker(
+            app[STORE], app[CIPHER], settings.webhooks, app[METRICS], node=app[NODE]
+        )
         await worker.start()
         app[WORKER] = worker
         yield
@@ -219,6 +245,8 @@ def create_app(
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
             token_for=app[TOKENS].token_for,
+            node=app[NODE],
+            address=settings.cluster.address or node_address(settings),
             graph=graph,
             enrich=enrich,
         )
@@ -241,6 +269,7 @@ def create_app(
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
             mailboxes=app[MAILBOXES],
+            node=app[NODE],
         )
         await outbox.start()
         app[OUTBOX] = outbox

@@ -198,6 +198,16 @@ class MailboxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    # This node's id in the cluster (cluster_nodes, GET /v1/cluster, leases). Empty: host
+    # name, process id and a random suffix, new at every start. Give each node its own.
+    node_id: str = ""
+    # The address other nodes and operators reach this node's API at. Empty: the listening
+    # host and port.
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -209,6 +219,7 @@ class Settings:
     graph: GraphSettings = field(default_factory=GraphSettings)
     send: SendSettings = field(default_factory=SendSettings)
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def service_url(self) -> str:
@@ -387,6 +398,10 @@ def _check(settings: Settings) -> None:
     _check_graph(s.graph)
     _check_send(s.send)
     _check_mailbox(s.mailbox)
+    if len(s.cluster.node_id) > 64:
+        raise ConfigError("cluster.node_id", "must be at most 64 characters")
+    if s.cluster.address:
+        _check_http_url("cluster.address", s.cluster.address)
 
 
 def _check_mailbox(m: MailboxSettings) -> None:

@@ -17,6 +17,8 @@ class Metrics:
     webhook_attempts: Counter
     webhook_queue: Gauge
     webhook_latency: Histogram
+    cluster_nodes: Gauge
+    cluster_work: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -37,6 +39,18 @@ class Metrics:
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             ),
             accounts=Gauge("relay_accounts", "Accounts by state", ["state"], registry=registry),
+            cluster_nodes=Gauge(
+                "relay_cluster_nodes",
+                "Registered nodes by liveness (alive: beating and not leaving)",
+                ["alive"],
+                registry=registry,
+            ),
+            cluster_work=Gauge(
+                "relay_cluster_node_work",
+                "Per node: accounts watched, deliveries in flight, messages being sent",
+                ["node", "kind"],
+                registry=registry,
+            ),
             webhook_deliveries=Counter(
                 "relay_webhook_deliveries",
                 "Deliveries finished, by outcome (delivered, failed)",

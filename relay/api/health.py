@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
 from relay import __version__
+from relay.api import cluster
 from relay.api.endpoint import Endpoint, Handler, json_response
 from relay.api.keys import METRICS, STORE
 from relay.api.models import Out
@@ -51,6 +53,8 @@ async def metrics(request: web.Request) -> web.Response:
         registry.accounts.labels(state=state).set(counts.get(state, 0))
     for status in DeliveryStatus.ALL:
         registry.webhook_queue.labels(status=status).set(depth.get(status, 0))
+    with contextlib.suppress(StoreError):
+        cluster.record(registry, await cluster.read_nodes(request.app))
     body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

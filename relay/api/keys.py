@@ -20,6 +20,8 @@ from relay.store import Store
 from relay.webhooks.worker import DeliveryWorker
 
 SETTINGS = web.AppKey("settings", Settings)
+# This node's id (leases, claimed queue rows, GET /v1/cluster).
+NODE = web.AppKey("node", str)
 STORE = web.AppKey("store", Store)
 CIPHER = web.AppKey("cipher", Cipher)
 # Grants of tokens recently read from the store, by token hash. Whoever deletes or changes a

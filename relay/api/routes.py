@@ -7,6 +7,7 @@ from aiohttp import web
 from relay.api import (
     accounts,
     authentication,
+    cluster,
     graph,
     health,
     messages,
@@ -32,6 +33,7 @@ def endpoints() -> list[Endpoint]:
         *outbox.ENDPOINTS,
         *settings.ENDPOINTS,
         *health.ENDPOINTS,
+        *cluster.ENDPOINTS,
         *graph.ENDPOINTS,
         openapi.ENDPOINT,
     ]

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.store.schema import cluster_nodes
+from relay.store.schema import (
+    DeliveryStatus,
+    OutboxStatus,
+    account_leases,
+    cluster_nodes,
+    deliveries,
+    outbox,
+)
 
-__all__ = ["beat", "forget_dead", "leave", "live", "register", "remove", "rows"]
+__all__ = ["beat", "forget_dead", "leave", "live", "register", "remove", "rows", "work"]
 
 
 async def register(conn: AsyncConnection, node: str, address: str, *, now_ms: int) -> None:
@@ -79,3 +86,36 @@ async def forget_dead(conn: AsyncConnection, *, before_ms: int) -> int:
         delete(cluster_nodes).where(cluster_nodes.c.heartbeat_ms < before_ms)
     )
     return int(result.rowcount or 0)
+
+
+async def work(conn: AsyncConnection, *, now_ms: int) -> dict[str, dict[str, int]]:
+    """Per node: ``accounts`` (unexpired leases), ``deliveries`` (claimed, in flight) and
+    ``outbox`` (messages being sent)."""
+    out: dict[str, dict[str, int]] = {}
+
+    def add(node: object, kind: str, count: int) -> None:
+        if node:  # a released lease has no node
+            out.setdefault(str(node), {"accounts": 0, "deliveries": 0, "outbox": 0})[kind] = count
+
+    leases = await conn.execute(
+        select(account_leases.c.node, func.count())
+        .where(account_leases.c.expires_ms >= now_ms)
+        .group_by(account_leases.c.node)
+    )
+    for node, count in leases.all():
+        add(node, "accounts", int(count))
+    claimed = await conn.execute(
+        select(deliveries.c.claimed_by, func.count())
+        .where(deliveries.c.status == DeliveryStatus.INFLIGHT)
+        .group_by(deliveries.c.claimed_by)
+    )
+    for node, count in claimed.all():
+        add(node, "deliveries", int(count))
+    sending = await conn.execute(
+        select(outbox.c.claimed_by, func.count())
+        .where(outbox.c.status == OutboxStatus.SENDING)
+        .group_by(outbox.c.claimed_by)
+    )
+    for node, count in sending.all():
+        add(node, "outbox", int(count))
+    return out
