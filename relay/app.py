@@ -22,6 +22,7 @@ from relay.api import guard
 from relay.api.health import metrics_middleware
 from relay.api.keys import (
     AUTH_CACHE,
+    BUS,
     CIPHER,
     ENRICHER,
     MAILBOXES,
@@ -58,6 +59,7 @@ from relay.sources.graph.client import GraphClients
 from relay.sources.graph.watcher import GraphContext
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, token_log, tokens
+from relay.store.bus import Bus, listen_dsn
 from relay.store.engine import now_ms
 from relay.store.migrate import migrate
 from relay.store.single_node import NodeLock
@@ -154,6 +156,13 @@ def create_app(
         finally:
             lock.release()
 
+    async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+        bus = Bus(listen_dsn(settings.store.url), app[NODE])
+        await bus.start()
+        app[BUS] = bus
+        yield
+        await bus.stop()
+
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.webhooks.deliver:
             yield
@@ -249,7 +258,13 @@ def create_app(
             address=settings.cluster.address or node_address(settings),
             graph=graph,
             enrich=enrich,
+            announce=app[BUS].send,
         )
+        bus = app[BUS]
+        bus.subscribe("account", supervisor.notify)
+        bus.subscribe("graph", supervisor.wake_graph)
+        bus.subscribe("cluster", lambda _value: supervisor.notify(None))
+        bus.on_reconnect(lambda: supervisor.notify(None))
         await supervisor.start()
         app[SUPERVISOR] = supervisor
         yield
@@ -286,6 +301,7 @@ def create_app(
             await task
 
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(bus_ctx)
     app.cleanup_ctx.append(audit_retention_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(tokens_ctx)

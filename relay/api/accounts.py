@@ -31,7 +31,7 @@ from relay.api.account_schema import (
     split_secrets,
 )
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query, validate
-from relay.api.keys import AUTH_CACHE, CIPHER, SETTINGS, STORE, SUPERVISOR
+from relay.api.keys import AUTH_CACHE, BUS, CIPHER, SETTINGS, STORE, SUPERVISOR
 from relay.api.middleware import check_account, request_grant
 from relay.api.models import Body, Out, Paging
 from relay.auth.consent import ConsentRequest, consent_link
@@ -172,10 +172,14 @@ class Requested(Out):
 
 
 def notify_supervisor(app: web.Application, account: str) -> None:
-    """Let this node's IMAP supervisor act on the change now (other nodes see it on their scan)."""
+    """Let the node that watches ``account`` act on the change now: this node's supervisor,
+    and the other nodes' through the wake-up bus."""
     supervisor = app.get(SUPERVISOR)
     if supervisor is not None:
         supervisor.notify(account)
+    bus = app.get(BUS)
+    if bus is not None:
+        bus.send("account", account)
 
 
 def _notify_supervisor(request: web.Request, account: str) -> None:

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from relay.api.endpoint import Endpoint
-from relay.api.keys import CIPHER, STORE, SUPERVISOR
+from relay.api.keys import BUS, CIPHER, STORE, SUPERVISOR
 from relay.errors import InputError
 from relay.sources.graph.watcher import client_state_context
 from relay.store import graph as graph_store
@@ -153,9 +153,13 @@ async def _receive(request: web.Request, *, lifecycle: bool) -> web.Response:
     if rows:
         await inbox.put(rows)
         supervisor = request.app.get(SUPERVISOR)
-        if supervisor is not None:
-            for account in {r["account"] for r in rows}:
+        bus = request.app.get(BUS)
+        for account in sorted({r["account"] for r in rows}):
+            # The account's watcher runs on whichever node holds it.
+            if supervisor is not None:
                 supervisor.wake_graph(account)
+            if bus is not None:
+                bus.send("graph", account)
     return web.Response(status=202)
 
 

@@ -17,11 +17,14 @@ from relay.metrics import Metrics
 from relay.send.worker import OutboxWorker
 from relay.sources.supervisor import Supervisor
 from relay.store import Store
+from relay.store.bus import Bus
 from relay.webhooks.worker import DeliveryWorker
 
 SETTINGS = web.AppKey("settings", Settings)
 # This node's id (leases, claimed queue rows, GET /v1/cluster).
 NODE = web.AppKey("node", str)
+# Wake-ups to and from the other nodes (relay.store.bus).
+BUS = web.AppKey("bus", Bus)
 STORE = web.AppKey("store", Store)
 CIPHER = web.AppKey("cipher", Cipher)
 # Grants of tokens recently read from the store, by token hash. Whoever deletes or changes a

@@ -47,7 +47,7 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,10 +257,14 @@ class Supervisor:
         address: str = "",
         graph: GraphContext | None = None,
         enrich: Enrich | None = None,
+        announce: Callable[[str, str], None] | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts;
         ``enrich`` adds message content to new-message events; ``node`` and ``address``
-        are what this node registers as (``GET /v1/cluster``)."""
+        are what this node registers as (``GET /v1/cluster``); ``announce(topic, value)``
+        tells the other nodes (:meth:`relay.store.bus.Bus.send`) that the nodes or leases
+        changed."""
+        self._announce = announce or (lambda _topic, _value: None)
         self.store = store
         self.enrich = enrich
         self.cipher = cipher
@@ -321,6 +325,7 @@ class Supervisor:
         try:
             async with self.store.write(notify=False) as conn:
                 await nodes_store.register(conn, self.node, self.address, now_ms=now_ms())
+            self._announce("cluster", "joined")
         except StoreError as exc:
             log.warning("could not register this node; retrying at the next scan", error=str(exc))
         try:
@@ -364,6 +369,7 @@ class Supervisor:
                 async with self.store.write(notify=False) as conn:
                     await leases_store.release(conn, self.node)
                     await nodes_store.remove(conn, self.node)
+                self._announce("cluster", "left")
         except (StoreError, TimeoutError) as exc:
             log.warning("could not record shutdown", error=str(exc))
         log.info("imap supervisor stopped", node=self.node)
@@ -452,6 +458,7 @@ class Supervisor:
         await self._flush()
         async with self.store.write(notify=False) as conn:
             await leases_store.release(conn, self.node, accounts_)
+        self._announce("cluster", "released")
         log.info("accounts handed over", count=len(accounts_))
 
     async def scan_changed(self) -> None:

@@ -5,7 +5,8 @@ not share) and fight over the one writer; several nodes need PostgreSQL. ``relay
 takes an exclusive ``flock`` on ``<database>.node-lock`` for as long as it runs; the kernel
 drops it when the process ends, however it ends (``kill -9`` included), so a restart is
 never refused because of a node that is gone. Other commands (``relay migrate``,
-``relay token``) do not take it: they may run beside the node.
+``relay token``) do not take it: they may run beside the node. The lock is the process's:
+applications built in one process (tests do) share it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from relay.errors import ConfigError
 
 __all__ = ["NodeLock"]
 
+# Lock file -> (descriptor, holders in this process).
+_HELD: dict[Path, tuple[int, int]] = {}
+
 
 class NodeLock:
     """The lock of one SQLite store (nothing for PostgreSQL or an in-memory database)."""
@@ -32,11 +36,16 @@ class NodeLock:
             if database and database != ":memory:"
             else None
         )
-        self._fd: int | None = None
+        self._held = False
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`ConfigError` naming the store when a node runs."""
-        if self.path is None or self._fd is not None:
+        if self.path is None or self._held:
+            return
+        if self.path in _HELD:
+            fd, holders = _HELD[self.path]
+            _HELD[self.path] = (fd, holders + 1)
+            self._held = True
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -51,11 +60,17 @@ class NodeLock:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        _HELD[self.path] = (fd, 1)
+        self._held = True
 
     def release(self) -> None:
         """Give the lock up (the process ending does it too)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        if self.path is None or not self._held:
+            return
+        self._held = False
+        fd, holders = _HELD.pop(self.path)
+        if holders > 1:
+            _HELD[self.path] = (fd, holders - 1)
+            return
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

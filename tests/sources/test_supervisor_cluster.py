@@ -1,0 +1,171 @@
+"""Several supervisors (nodes) on one store: the accounts are split by the assignment, move
+when a node joins or leaves, and a node that lost an account can no longer write for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from sqlalchemy import select, update
+
+from relay.auth.crypto import Cipher, derive_key
+from relay.config import ImapSettings, StoreSettings
+from relay.errors import LeaseLost
+from relay.sources.assignment import assign
+from relay.sources.imap.sink import FolderRef, FolderSink, NewMessage
+from relay.sources.imap.state import FolderState
+from relay.sources.supervisor import Supervisor
+from relay.store import Store
+from relay.store import folders as folders_store
+from relay.store import nodes as nodes_store
+from relay.store.engine import now_ms
+from relay.store.leases import Lease
+from relay.store.migrate import migrate
+from relay.store.schema import account_leases, events
+from tests.sources.test_supervisor_changes import add
+
+# Scans run when the test calls them, never on their own.
+SETTINGS = ImapSettings(
+    scan_interval=600.0, lease=1200.0, reconnect_min=60.0, reconnect_max=60.0, auth_retry=60.0
+)
+ACCOUNTS = [f"acct-{i:02d}" for i in range(24)]
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = Store.open(StoreSettings(url=store_url))
+    await migrate(store)
+    yield store
+    await store.close()
+
+
+StartNode = Callable[[str], Awaitable[Supervisor]]
+
+
+@pytest.fixture
+async def nodes(store: Store) -> AsyncIterator[StartNode]:
+    """Start a supervisor (one node) on ``store``; those still running stop at the end."""
+    started: list[Supervisor] = []
+    cipher = Cipher(derive_key("test-secret-for-credentials"))
+
+    async def start(node: str) -> Supervisor:
+        supervisor = Supervisor(
+            store, cipher, SETTINGS, service_url="https://relay.example.com", node=node
+        )
+        await supervisor.start()
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        if supervisor._tasks:
+            await supervisor.stop(5)
+
+
+async def holders(store: Store) -> dict[str, str]:
+    async with store.read() as conn:
+        rows = await conn.execute(select(account_leases.c.account, account_leases.c.node))
+        return {str(a): str(n) for a, n in rows.all() if n}
+
+
+async def settle(*supervisors: Supervisor) -> None:
+    """Two rounds of scans: the first hands over, the second takes what was released."""
+    for _ in range(2):
+        for s in supervisors:
+            await s.scan()
+
+
+async def test_accounts_split_and_move_when_nodes_join_and_leave(
+    store: Store, nodes: StartNode
+) -> None:
+    """One node takes every account; a second one joins and each ends with exactly its
+    rendezvous share (those that moved under a new epoch); when one stops, the other takes
+    everything back."""
+    for account in ACCOUNTS:
+        await add(store, account)
+    first = await nodes("node-a")
+    assert set(first.watchers) == set(ACCOUNTS)
+    second = await nodes("node-b")
+    await settle(first, second)
+    owners = assign(ACCOUNTS, ["node-a", "node-b"])
+    for s in (first, second):
+        assert set(s.watchers) == {a for a, n in owners.items() if n == s.node}
+    assert await holders(store) == owners
+    moved = [a for a, n in owners.items() if n == "node-b"]
+    assert moved
+    assert all(second.watchers[a].lease == Lease("node-b", 2) for a in moved)
+
+    await second.stop(5)
+    async with store.read() as conn:
+        assert await nodes_store.live(conn, now_ms=now_ms(), lease_ms=1_200_000) == ["node-a"]
+    await first.scan()
+    assert set(first.watchers) == set(ACCOUNTS)
+    assert set((await holders(store)).values()) == {"node-a"}
+
+
+async def test_a_node_that_lost_its_lease_stops_the_account(store: Store, nodes: StartNode) -> None:
+    """When another node took an account over (a higher epoch), the old owner's next scan
+    stops its watcher instead of renewing."""
+    await add(store, "one")
+    node = await nodes("node-a")
+    assert node.watchers["one"].lease == Lease("node-a", 1)
+    async with store.write() as conn:
+        await conn.execute(
+            update(account_leases)
+            .where(account_leases.c.account == "one")
+            .values(node="node-b", epoch=2, expires_ms=now_ms() + 600_000)
+        )
+    await node.scan()
+    assert "one" not in node.watchers
+    assert await holders(store) == {"one": "node-b"}
+
+
+async def test_a_fenced_commit_writes_nothing_and_fails_only_its_own_caller(
+    store: Store,
+) -> None:
+    """A listener commit under a lease that moved on raises LeaseLost and stores neither
+    its events nor its folder state; a commit under the current lease in the same group
+    goes through."""
+    await add(store, "old")
+    await add(store, "new")
+    async with store.write() as conn:
+        for account in ("old", "new"):
+            await folders_store.ensure(conn, account, "INBOX", "\\Inbox")
+        await conn.execute(
+            account_leases.insert(),
+            [
+                {"account": "old", "node": "node-b", "expires_ms": now_ms() + 60_000, "epoch": 2},
+                {"account": "new", "node": "node-a", "expires_ms": now_ms() + 60_000, "epoch": 1},
+            ],
+        )
+        rows = {a: await folders_store.get(conn, a, "INBOX") for a in ("old", "new")}
+    states = {a: FolderState.from_row(row) for a, row in rows.items() if row is not None}
+    sink = FolderSink(store, service_url="https://relay.example.com", max_payload_bytes=65536)
+    change = NewMessage({"UID": 7, "FLAGS": (), "RFC822.SIZE": 10, "ENVELOPE": None})
+
+    async def commit(account: str, lease: Lease) -> int:
+        state = states[account]
+        state.uidvalidity, state.uidnext = 1, 8
+        ref = FolderRef(account, "INBOX", "\\Inbox", lease)
+        return await sink.commit(ref, state, [change])
+
+    try:
+        results = await asyncio.gather(
+            commit("old", Lease("node-a", 1)),
+            commit("new", Lease("node-a", 1)),
+            return_exceptions=True,
+        )
+    finally:
+        await sink.close()
+    assert isinstance(results[0], LeaseLost)
+    assert results[1] == 1
+    async with store.read() as conn:
+        stored = (await conn.execute(select(events.c.account))).scalars().all()
+        versions = {
+            a: row["version"]
+            for a in rows
+            if (row := await folders_store.get(conn, a, "INBOX")) is not None
+        }
+    assert stored == ["new"]
+    assert versions == {"old": 0, "new": 1}

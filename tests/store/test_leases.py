@@ -1,0 +1,155 @@
+"""Account leases: taking, renewing and releasing them, their epochs, and fencing by epoch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from relay.config import StoreSettings
+from relay.errors import LeaseLost
+from relay.store import accounts as accounts_store
+from relay.store import leases
+from relay.store.engine import Store
+from relay.store.leases import Lease
+from relay.store.migrate import migrate
+from relay.store.schema import account_leases
+
+LEASE = 10_000
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = Store.open(StoreSettings(url=store_url))
+    await migrate(store)
+    async with store.write() as conn:
+        for name in ("a", "b", "c"):
+            await accounts_store.insert(
+                conn,
+                {
+                    "id": name,
+                    "name": name,
+                    "email": f"{name}@example.com",
+                    "backend": "imap",
+                    "state": "init",
+                    "config": {},
+                },
+            )
+    yield store
+    await store.close()
+
+
+async def rows(store: Store) -> dict[str, tuple[str, int]]:
+    """account -> (node, epoch) of every lease row."""
+    async with store.read() as conn:
+        result = await conn.execute(
+            select(account_leases.c.account, account_leases.c.node, account_leases.c.epoch)
+        )
+        return {str(a): (str(n), int(e)) for a, n, e in result.all()}
+
+
+async def claim(store: Store, node: str, accounts: list[str], now: int) -> dict[str, int]:
+    async with store.write() as conn:
+        return await leases.claim(conn, node, accounts, now_ms=now, lease_ms=LEASE)
+
+
+async def test_each_new_owner_raises_the_epoch(store: Store) -> None:
+    """A free lease is taken at epoch 1; renewing keeps the epoch; a lease taken over after
+    it ran out, or after its node released it, gets the next epoch."""
+    assert await claim(store, "n1", ["a", "b"], 1_000) == {"a": 1, "b": 1}
+    # n2 wants a too, but n1's lease runs until 11,000.
+    assert await claim(store, "n2", ["a"], 2_000) == {}
+    assert await claim(store, "n1", ["a", "b"], 5_000) == {"a": 1, "b": 1}
+    # n1 stopped beating: its lease of a ran out at 15,000.
+    assert await claim(store, "n2", ["a"], 15_001) == {"a": 2}
+    assert await rows(store) == {"a": ("n2", 2), "b": ("n1", 1)}
+    async with store.write() as conn:
+        await leases.release(conn, "n1", ["b"])
+    assert (await rows(store))["b"] == ("", 1)
+    assert await claim(store, "n2", ["a", "b"], 15_002) == {"a": 2, "b": 2}
+
+
+async def test_claim_returns_held_leases_that_are_no_longer_wanted(store: Store) -> None:
+    """What a node holds but no longer names comes back too: the caller hands it over."""
+    await claim(store, "n1", ["a", "b"], 1_000)
+    assert await claim(store, "n1", ["a"], 2_000) == {"a": 1, "b": 1}
+
+
+async def test_take_leaves_other_leases_alone(store: Store) -> None:
+    """take() takes or renews only the named accounts, never one another node holds."""
+    await claim(store, "n1", ["a"], 1_000)
+    async with store.write() as conn:
+        held = await leases.take(conn, "n2", ["a", "b"], now_ms=2_000, lease_ms=LEASE)
+    assert held == {"b": 1}
+    async with store.write() as conn:
+        held = await leases.take(conn, "n2", ["a"], now_ms=20_000, lease_ms=LEASE)
+    assert held == {"a": 2}
+
+
+async def test_fencing_refuses_a_stale_epoch(store: Store) -> None:
+    """A write checked against a lease another node took over since is refused; the new
+    owner's is not."""
+    await claim(store, "n1", ["a", "b"], 1_000)
+    old = Lease("n1", 1)
+    await claim(store, "n2", ["a"], 50_000)
+    new = Lease("n2", 2)
+    async with store.write() as conn:
+        lost = await leases.fenced(conn, [("a", old), ("a", new), ("b", old), ("c", old)])
+        assert lost == {("a", old), ("c", old)}
+        with pytest.raises(LeaseLost):
+            await leases.check(conn, "a", old)
+        await leases.check(conn, "a", new)
+        await leases.check(conn, "a", None)
+
+
+async def test_a_takeover_waits_for_the_fenced_write_to_commit(store_url: str) -> None:
+    """On PostgreSQL a write that passed the fence holds the lease row: a node taking the
+    account over waits until that write commits, so it never overtakes it."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: nothing can overtake")
+    store = Store.open(StoreSettings(url=store_url))
+    await migrate(store)
+    try:
+        async with store.write() as conn:
+            await accounts_store.insert(
+                conn,
+                {
+                    "id": "a",
+                    "name": "a",
+                    "email": "a@example.com",
+                    "backend": "imap",
+                    "state": "init",
+                    "config": {},
+                },
+            )
+        await claim(store, "n1", ["a"], 1_000)
+        order: list[str] = []
+        fenced = asyncio.Event()
+        finish = asyncio.Event()
+
+        async def stale_write() -> None:
+            async with store.write() as conn:
+                await leases.check(conn, "a", Lease("n1", 1))
+                fenced.set()
+                await finish.wait()
+                order.append("write committed")
+
+        async def takeover() -> None:
+            await fenced.wait()
+            held = await claim(store, "n2", ["a"], 50_000)
+            order.append(f"taken {held}")
+
+        writer = asyncio.create_task(stale_write())
+        taker = asyncio.create_task(takeover())
+        await fenced.wait()
+        # The takeover has every chance to run now; it must not finish before the write.
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert order == []
+        finish.set()
+        await asyncio.gather(writer, taker)
+        assert order == ["write committed", "taken {'a': 2}"]
+    finally:
+        await store.close()
