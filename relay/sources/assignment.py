@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 __all__ = ["assign", "owner", "weight"]
+
+
+@lru_cache(maxsize=1024)
+def _key(node: str) -> bytes:
+    # BLAKE2b keys are at most 64 bytes: a digest of the whole id, so no two ids share one.
+    return hashlib.blake2b(node.encode(), digest_size=32, person=b"mailrelay-node").digest()
 
 
 def weight(node: str, account: str) -> int:
     """The weight of ``node`` for ``account`` (the highest wins)."""
     digest = hashlib.blake2b(
-        account.encode(), key=node.encode()[:64], digest_size=8, person=b"mailrelay"
+        account.encode(), key=_key(node), digest_size=8, person=b"mailrelay"
     ).digest()
     return int.from_bytes(digest, "big")
 

@@ -42,12 +42,27 @@ _RETRY_MAX = 15.0
 _MAX_PAYLOAD = 7900
 
 
+# Query options of a store URL that only SQLAlchemy's asyncpg dialect understands (asyncpg's
+# DSN parser would send them to the server as settings, which refuses them).
+_DIALECT_ONLY = frozenset(
+    {"prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback"}
+)
+
+
 def listen_dsn(store_url: str) -> str | None:
-    """The asyncpg DSN of a PostgreSQL store URL; None for SQLite."""
+    """The asyncpg DSN of a PostgreSQL store URL; None for SQLite.
+
+    The dialect's ``ssl=<mode>`` becomes libpq's ``sslmode=<mode>`` (what asyncpg's DSN
+    takes); options only the dialect knows are dropped.
+    """
     url = make_url(store_url)
     if url.get_backend_name() not in ("postgresql", "postgres"):
         return None
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    query = {k: v for k, v in url.query.items() if k not in _DIALECT_ONLY}
+    if "ssl" in query:
+        mode = query.pop("ssl")
+        query.setdefault("sslmode", mode)
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
 
 
 class Bus:
@@ -98,7 +113,8 @@ class Bus:
         """Send what is queued (briefly), then disconnect."""
         if self._task is None:
             return
-        if self._queue and self.connected.is_set():
+        # Queued, or taken for a send that is under way: give it a moment to go out.
+        if not self._drained.is_set() and self.connected.is_set():
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
@@ -116,6 +132,8 @@ class Bus:
             conn: Any = None
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=_TIMEOUT)
+                # A connection the server ended wakes the loop at once (not at the next ping).
+                conn.add_termination_listener(lambda _conn: self._wake.set())
                 await conn.add_listener(CHANNEL, self._received)
                 self.connected.set()
                 if not first:
@@ -142,6 +160,8 @@ class Bus:
                 async with asyncio.timeout(_PING):
                     await self._wake.wait()
             self._wake.clear()
+            if conn.is_closed():
+                raise ConnectionError("the server ended the connection")
             batch, self._queue = self._queue, []
             try:
                 if batch:
@@ -154,7 +174,9 @@ class Bus:
                 else:
                     await conn.execute("SELECT 1", timeout=_TIMEOUT)
             except BaseException:
-                self._queue = batch + self._queue  # sent on the next connection
+                self._queue = batch + self._queue  # sent as soon as a connection is back
+                if self._queue:
+                    self._wake.set()
                 raise
             if not self._queue:
                 self._drained.set()
