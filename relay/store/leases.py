@@ -11,16 +11,25 @@ lease still has this node and this epoch: a node that was paused past its lease 
 ``SIGSTOP``, a partition from the database) and wakes up finds its writes refused instead of
 writing over the new owner's. A released lease keeps its row (expired, with no node), so the
 epoch never goes back.
+
+On PostgreSQL a write that passed the check holds a shared advisory lock on the account
+until it commits, and a takeover only takes an account whose exclusive advisory lock it can
+get at once (else the next scan tries again): no takeover overtakes a checked write. Advisory
+locks, not row locks: a row lock on the lease would join the lock order of the accounts row
+(deleting an account deletes its lease) and deadlock with writes that lock both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from relay.errors import LeaseLost
 from relay.store.schema import account_leases
@@ -31,6 +40,12 @@ __all__ = ["Lease", "check", "claim", "fenced", "held", "holders", "release", "t
 _CHUNK = 500
 # The node of a released lease.
 _NOBODY = ""
+# Seed of the advisory lock keys of leases (keeps them apart from other advisory locks).
+_LOCK_SEED = 0x6C65617365  # "lease"
+
+
+def _lock_key(column: Any) -> Any:
+    return func.hashtextextended(column, _LOCK_SEED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +59,42 @@ class Lease:
 def _chunks(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+async def _update(
+    conn: AsyncConnection,
+    where: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+    *,
+    takeover: bool = False,
+) -> None:
+    """UPDATE the lease rows matching ``where``.
+
+    On PostgreSQL the rows are locked first, in account order: every transaction that locks
+    several lease rows takes them in that one order, so two nodes' scans never wait in a
+    cycle (a plain multi-row UPDATE locks rows in whatever order it finds them). A
+    ``takeover`` leaves out, for the next scan, rows another transaction holds and accounts
+    a checked write holds (see the module docstring).
+    """
+    if conn.dialect.name != "postgresql":
+        await conn.execute(account_leases.update().where(*where).values(values))
+        return
+    conditions = list(where)
+    if takeover:
+        conditions.append(func.pg_try_advisory_xact_lock(_lock_key(account_leases.c.account)))
+    lock = (
+        select(account_leases.c.account)
+        .where(*conditions)
+        .order_by(account_leases.c.account)
+        .with_for_update(skip_locked=takeover)
+    )
+    locked = [str(a) for a in (await conn.execute(lock)).scalars()]
+    for chunk in _chunks(locked):
+        await conn.execute(
+            account_leases.update()
+            .where(account_leases.c.account.in_(chunk), *where)
+            .values(values)
+        )
 
 
 async def claim(
@@ -61,9 +112,7 @@ async def claim(
     expires = now_ms + lease_ms
     # Our own rows: renewing them needs no condition on expiry, since a lease that ran out
     # and was taken has another node in it.
-    await conn.execute(
-        account_leases.update().where(account_leases.c.node == node).values(expires_ms=expires)
-    )
+    await _update(conn, [account_leases.c.node == node], {"expires_ms": expires})
     current = await holders(conn, wanted)
     missing = [a for a in wanted if a not in current]
     if missing:
@@ -81,17 +130,25 @@ async def claim(
         a for a in wanted if a in current and current[a][0] != node and current[a][1] < now_ms
     ]
     for chunk in _chunks(expired):
-        # The expiry test is repeated in the UPDATE: of two nodes racing, only one wins.
-        await conn.execute(
-            account_leases.update()
-            .where(
-                account_leases.c.account.in_(chunk),
-                account_leases.c.expires_ms < now_ms,
-                account_leases.c.node != node,
-            )
-            .values(node=node, expires_ms=expires, epoch=account_leases.c.epoch + 1)
-        )
+        await _take_expired(conn, node, chunk, now_ms=now_ms, expires=expires)
     return await held(conn, node)
+
+
+async def _take_expired(
+    conn: AsyncConnection, node: str, chunk: list[str], *, now_ms: int, expires: int
+) -> None:
+    # The expiry test is in the UPDATE: of two nodes racing, only one wins. A row another
+    # transaction holds (a write being fenced, another node's claim) waits for the next scan.
+    await _update(
+        conn,
+        [
+            account_leases.c.account.in_(chunk),
+            account_leases.c.expires_ms < now_ms,
+            account_leases.c.node != node,
+        ],
+        {"node": node, "expires_ms": expires, "epoch": account_leases.c.epoch + 1},
+        takeover=True,
+    )
 
 
 async def take(
@@ -116,21 +173,12 @@ async def take(
             insert.on_conflict_do_nothing(),
             [{"account": a, "node": node, "expires_ms": expires, "epoch": 1} for a in chunk],
         )
-        await conn.execute(
-            account_leases.update()
-            .where(account_leases.c.account.in_(chunk), account_leases.c.node == node)
-            .values(expires_ms=expires)
+        await _update(
+            conn,
+            [account_leases.c.account.in_(chunk), account_leases.c.node == node],
+            {"expires_ms": expires},
         )
-        # The expiry test is in the UPDATE: of two nodes racing, only one wins.
-        await conn.execute(
-            account_leases.update()
-            .where(
-                account_leases.c.account.in_(chunk),
-                account_leases.c.node != node,
-                account_leases.c.expires_ms < now_ms,
-            )
-            .values(node=node, expires_ms=expires, epoch=account_leases.c.epoch + 1)
-        )
+        await _take_expired(conn, node, chunk, now_ms=now_ms, expires=expires)
         rows = await conn.execute(
             select(account_leases.c.account, account_leases.c.epoch).where(
                 account_leases.c.node == node, account_leases.c.account.in_(chunk)
@@ -166,13 +214,14 @@ async def held(conn: AsyncConnection, node: str) -> dict[str, int]:
 async def release(conn: AsyncConnection, node: str, accounts: Iterable[str] | None = None) -> None:
     """Give up this node's leases (all of them, or those of ``accounts``) for others to take
     at once; the rows stay, with their epochs."""
-    base = account_leases.update().where(account_leases.c.node == node)
     values = {"node": _NOBODY, "expires_ms": 0}
     if accounts is None:
-        await conn.execute(base.values(values))
+        await _update(conn, [account_leases.c.node == node], values)
         return
     for chunk in _chunks(sorted(set(accounts))):
-        await conn.execute(base.where(account_leases.c.account.in_(chunk)).values(values))
+        await _update(
+            conn, [account_leases.c.node == node, account_leases.c.account.in_(chunk)], values
+        )
 
 
 async def fenced(
@@ -182,20 +231,21 @@ async def fenced(
     epoch: their writes must not be made.
 
     Call it inside the write transaction that writes for those accounts, before writing. On
-    PostgreSQL the lease rows are locked ``FOR SHARE`` until the transaction ends, so a node
-    taking one over waits for the write to commit instead of overtaking it; SQLite's write
-    transaction excludes every other writer.
+    PostgreSQL the accounts' shared advisory locks are held until the transaction ends, so a
+    node taking one over waits for the write to commit instead of overtaking it; SQLite's
+    write transaction excludes every other writer.
     """
     pairs = list(held_)
     if not pairs:
         return set()
     found: dict[str, tuple[str, int]] = {}
     for chunk in _chunks(sorted({account for account, _ in pairs})):
+        if conn.dialect.name == "postgresql":
+            names = func.unnest(array(chunk, type_=String)).table_valued("name")
+            await conn.execute(select(func.pg_advisory_xact_lock_shared(_lock_key(names.c.name))))
         query = select(
             account_leases.c.account, account_leases.c.node, account_leases.c.epoch
         ).where(account_leases.c.account.in_(chunk))
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(read=True)
         found.update({str(a): (str(n), int(e)) for a, n, e in (await conn.execute(query)).all()})
     return {(a, lease) for a, lease in pairs if found.get(a) != (lease.node, lease.epoch)}
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,17 +22,22 @@ async def add(conn: AsyncConnection, token: str, *, source: str, description: st
     existing = await conn.scalar(select(api_tokens.c.id).where(api_tokens.c.token_hash == digest))
     if existing is not None:
         return str(existing)
-    token_id = new_id()
+    insert = (
+        postgresql.insert(api_tokens)
+        if conn.dialect.name == "postgresql"
+        else sqlite.insert(api_tokens)
+    )
+    # Nodes starting together with the same configured token: one row, whoever inserts first.
     await conn.execute(
-        api_tokens.insert().values(
-            id=token_id,
+        insert.values(
+            id=new_id(),
             token_hash=digest,
             description=description,
             source=source,
             created_ms=now_ms(),
-        )
+        ).on_conflict_do_nothing(index_elements=[api_tokens.c.token_hash])
     )
-    return token_id
+    return str(await conn.scalar(select(api_tokens.c.id).where(api_tokens.c.token_hash == digest)))
 
 
 async def exists(conn: AsyncConnection, token: str) -> bool:

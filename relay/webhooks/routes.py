@@ -76,9 +76,14 @@ async def service_secret(conn: AsyncConnection, cipher: Cipher, *, create: bool)
         return cipher.decrypt(blob, context="settings/serviceSecret").decode()
     if not create:
         return None
-    value = random_secrets.token_urlsafe(32)
-    await store_service_secret(conn, cipher, value)
-    return value
+    blob = cipher.encrypt(
+        random_secrets.token_urlsafe(32).encode(), context="settings/serviceSecret"
+    )
+    stored = await settings_store.put_new(
+        conn, SERVICE_SECRET_KEY, {"encrypted": base64.b64encode(blob).decode()}
+    )
+    blob = base64.b64decode(stored["encrypted"])
+    return cipher.decrypt(blob, context="settings/serviceSecret").decode()
 
 
 async def store_service_secret(conn: AsyncConnection, cipher: Cipher, value: str) -> None:
