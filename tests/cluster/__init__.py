@@ -1,0 +1,1 @@
+"""Several ``relay serve`` processes on one PostgreSQL store: accounts spread, handover, fencing."""
