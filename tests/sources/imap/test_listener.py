@@ -14,9 +14,10 @@ import structlog
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
-from relay.api.keys import STORE, SUPERVISOR
+from relay.api.keys import NODE, STORE, SUPERVISOR
 from relay.config import Settings
 from relay.events.normalize import message_id, parse_message_id
+from relay.sources.assignment import assign
 from relay.store.schema import accounts, folder_lists, imap_folders
 from tests.api.helpers import add_app, call
 from tests.conftest import MakeClient
@@ -653,7 +654,8 @@ async def test_new_mail_reaches_a_webhook_route_signed(
 async def test_one_node_per_account_and_takeover(
     make_client: MakeClient, settings: Settings, dovecot: DovecotServer, engine_name: str
 ) -> None:
-    """Two relays on one store: only the lease holder watches an account; when it stops,
+    """Two relays on one store: only the node the assignment names watches an account (the
+    first hands it over when the second joins, if it is the second's); when that node stops,
     the other takes over and new mail is reported once."""
     if engine_name == "sqlite":
         # Several nodes share a store on PostgreSQL; one SQLite file is one node's store.
@@ -664,21 +666,28 @@ async def test_one_node_per_account_and_takeover(
     await add_account(node_a, password_account("ha", user, dovecot.port))
     await wait_state(node_a, "ha", "connected")
     node_b = await make_client(config)
+    nodes = {client.app[NODE]: client for client in (node_a, node_b)}
+    owner_id = assign(["ha"], nodes)["ha"]
+    owner = nodes.pop(owner_id)
+    (other,) = nodes.values()
+    await wait_until(
+        lambda: asyncio.sleep(0, result="ha" in owner.app[SUPERVISOR].watchers), "the split"
+    )
     await dovecot.append(user.user, "INBOX", message("while both run"))
     await wait_events(node_b, "ha", "messageNew")
     await asyncio.sleep(4 * config.imap.scan_interval)
-    assert "ha" in node_a.app[SUPERVISOR].watchers
-    assert "ha" not in node_b.app[SUPERVISOR].watchers
+    assert "ha" in owner.app[SUPERVISOR].watchers
+    assert "ha" not in other.app[SUPERVISOR].watchers
 
-    await node_a.close()
+    await owner.close()
     await wait_until(
-        lambda: asyncio.sleep(0, result="ha" in node_b.app[SUPERVISOR].watchers), "a takeover"
+        lambda: asyncio.sleep(0, result="ha" in other.app[SUPERVISOR].watchers), "a takeover"
     )
-    await wait_state(node_b, "ha", "connected")
+    await wait_state(other, "ha", "connected")
     await dovecot.append(user.user, "INBOX", message("after the takeover"))
-    await wait_events(node_b, "ha", "messageNew", 2)
+    await wait_events(other, "ha", "messageNew", 2)
     await settle()
-    found = await stored_events(node_b, "ha", "messageNew")
+    found = await stored_events(other, "ha", "messageNew")
     assert Counter(subjects(found)) == {"while both run": 1, "after the takeover": 1}
 
 
