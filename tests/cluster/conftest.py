@@ -147,8 +147,10 @@ class Cluster:
             "RELAY_WEBHOOKS_TIMEOUT": "2",
             "RELAY_WEBHOOKS_LEASE": "3",
             "RELAY_WEBHOOKS_POLL_INTERVAL": "0.2",
-            # Three nodes (four during a restart) stay well below max_connections = 100.
-            "RELAY_STORE_POOL_SIZE": "8",
+            # Three nodes (four during a restart), at most 2 x 3 pooled connections and the
+            # wake-up connection each, leave most of PostgreSQL's 100 connections to the
+            # tests running beside them.
+            "RELAY_STORE_POOL_SIZE": "3",
             "RELAY_LOG_LEVEL": "info",
             **self.env,
         }
