@@ -295,6 +295,11 @@ class Supervisor:
         self._scan_lock = asyncio.Lock()
 
     @property
+    def running(self) -> bool:
+        """Between :meth:`start` and :meth:`stop`."""
+        return bool(self._tasks)
+
+    @property
     def context(self) -> ListenerContext:
         """The listeners' shared context (exists once started)."""
         assert self._context is not None, "supervisor not started"

@@ -4,13 +4,9 @@ when a node joins or leaves, and a node that lost an account can no longer write
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 
-import pytest
 from sqlalchemy import select, update
 
-from relay.auth.crypto import Cipher, derive_key
-from relay.config import ImapSettings, StoreSettings
 from relay.errors import LeaseLost
 from relay.sources.assignment import assign
 from relay.sources.imap.sink import FolderRef, FolderSink, NewMessage
@@ -21,46 +17,10 @@ from relay.store import folders as folders_store
 from relay.store import nodes as nodes_store
 from relay.store.engine import now_ms
 from relay.store.leases import Lease
-from relay.store.migrate import migrate
 from relay.store.schema import account_leases, events
-from tests.sources.test_supervisor_changes import add
+from tests.sources.conftest import StartNode, add
 
-# Scans run when the test calls them, never on their own.
-SETTINGS = ImapSettings(
-    scan_interval=600.0, lease=1200.0, reconnect_min=60.0, reconnect_max=60.0, auth_retry=60.0
-)
 ACCOUNTS = [f"acct-{i:02d}" for i in range(24)]
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = Store.open(StoreSettings(url=store_url))
-    await migrate(store)
-    yield store
-    await store.close()
-
-
-StartNode = Callable[[str], Awaitable[Supervisor]]
-
-
-@pytest.fixture
-async def nodes(store: Store) -> AsyncIterator[StartNode]:
-    """Start a supervisor (one node) on ``store``; those still running stop at the end."""
-    started: list[Supervisor] = []
-    cipher = Cipher(derive_key("test-secret-for-credentials"))
-
-    async def start(node: str) -> Supervisor:
-        supervisor = Supervisor(
-            store, cipher, SETTINGS, service_url="https://relay.example.com", node=node
-        )
-        await supervisor.start()
-        started.append(supervisor)
-        return supervisor
-
-    yield start
-    for supervisor in started:
-        if supervisor._tasks:
-            await supervisor.stop(5)
 
 
 async def holders(store: Store) -> dict[str, str]:
@@ -77,16 +37,16 @@ async def settle(*supervisors: Supervisor) -> None:
 
 
 async def test_accounts_split_and_move_when_nodes_join_and_leave(
-    store: Store, nodes: StartNode
+    store: Store, supervisors: StartNode
 ) -> None:
     """One node takes every account; a second one joins and each ends with exactly its
     rendezvous share (those that moved under a new epoch); when one stops, the other takes
     everything back."""
     for account in ACCOUNTS:
         await add(store, account)
-    first = await nodes("node-a")
+    first = await supervisors("node-a")
     assert set(first.watchers) == set(ACCOUNTS)
-    second = await nodes("node-b")
+    second = await supervisors("node-b")
     await settle(first, second)
     owners = assign(ACCOUNTS, ["node-a", "node-b"])
     for s in (first, second):
@@ -104,11 +64,13 @@ async def test_accounts_split_and_move_when_nodes_join_and_leave(
     assert set((await holders(store)).values()) == {"node-a"}
 
 
-async def test_a_node_that_lost_its_lease_stops_the_account(store: Store, nodes: StartNode) -> None:
+async def test_a_node_that_lost_its_lease_stops_the_account(
+    store: Store, supervisors: StartNode
+) -> None:
     """When another node took an account over (a higher epoch), the old owner's next scan
     stops its watcher instead of renewing."""
     await add(store, "one")
-    node = await nodes("node-a")
+    node = await supervisors("node-a")
     assert node.watchers["one"].lease == Lease("node-a", 1)
     async with store.write() as conn:
         await conn.execute(

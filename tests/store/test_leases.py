@@ -24,8 +24,14 @@ LEASE = 10_000
 async def store(store_url: str) -> AsyncIterator[Store]:
     store = Store.open(StoreSettings(url=store_url))
     await migrate(store)
+    await accounts(store, "a", "b", "c")
+    yield store
+    await store.close()
+
+
+async def accounts(store: Store, *names: str) -> None:
     async with store.write() as conn:
-        for name in ("a", "b", "c"):
+        for name in names:
             await accounts_store.insert(
                 conn,
                 {
@@ -37,8 +43,6 @@ async def store(store_url: str) -> AsyncIterator[Store]:
                     "config": {},
                 },
             )
-    yield store
-    await store.close()
 
 
 async def rows(store: Store) -> dict[str, tuple[str, int]]:
@@ -112,18 +116,7 @@ async def test_a_takeover_never_overtakes_a_checked_write(store_url: str) -> Non
     store = Store.open(StoreSettings(url=store_url))
     await migrate(store)
     try:
-        async with store.write() as conn:
-            await accounts_store.insert(
-                conn,
-                {
-                    "id": "a",
-                    "name": "a",
-                    "email": "a@example.com",
-                    "backend": "imap",
-                    "state": "init",
-                    "config": {},
-                },
-            )
+        await accounts(store, "a")
         await claim(store, "n1", ["a"], 1_000)
         async with store.write() as conn:
             await leases.check(conn, "a", Lease("n1", 1))
@@ -142,19 +135,7 @@ async def test_deleting_an_account_does_not_deadlock_with_a_fenced_write(store_u
     store = Store.open(StoreSettings(url=store_url))
     await migrate(store)
     try:
-        async with store.write() as conn:
-            for name in ("a", "b"):
-                await accounts_store.insert(
-                    conn,
-                    {
-                        "id": name,
-                        "name": name,
-                        "email": f"{name}@example.com",
-                        "backend": "imap",
-                        "state": "init",
-                        "config": {},
-                    },
-                )
+        await accounts(store, "a", "b")
         await claim(store, "n1", ["a", "b"], 1_000)
         checked = asyncio.Event()
         deleting = asyncio.Event()
