@@ -277,6 +277,9 @@ class Supervisor:
         # The live nodes as of the last full scan (between scans, notify() passes split the
         # accounts they look at with it).
         self.live_nodes: list[str] = [self.node]
+        # Owner of each account seen, for the nodes in _owners_of.
+        self._owners_of: tuple[str, ...] = ()
+        self._owners: dict[str, str] = {}
         # The lease each watcher was started under (its writes are fenced by it), kept until
         # what a stopped watcher reported is written or refused.
         self._leases: dict[str, Lease] = {}
@@ -293,6 +296,7 @@ class Supervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self._scan_lock = asyncio.Lock()
+        self._flushing: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -352,6 +356,10 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._flushing is not None:
+            # A flush the state loop started runs to its end (it is shielded): its batch is
+            # either committed or back in the queue before the last flush below takes it.
+            await asyncio.gather(self._flushing, return_exceptions=True)
         # The others stop counting this node at once and take its accounts as soon as the
         # leases are released below.
         with contextlib.suppress(StoreError):
@@ -371,12 +379,17 @@ class Supervisor:
                 for account in watched:
                     self._pending_states[account] = StateReport(AccountState.DISCONNECTED)
                 await self._flush()
-                async with self.store.write(notify=False) as conn:
+        except (StoreError, TimeoutError) as exc:
+            log.warning("could not record the last account states", error=str(exc))
+        # Whatever became of the states: the leases go back, or the others wait them out.
+        try:
+            async with asyncio.timeout(grace):
+                async with self.store.control_write() as conn:
                     await leases_store.release(conn, self.node)
                     await nodes_store.remove(conn, self.node)
-                self._announce("cluster", "left")
+            self._announce("cluster", "left")
         except (StoreError, TimeoutError) as exc:
-            log.warning("could not record shutdown", error=str(exc))
+            log.warning("could not release the leases", error=str(exc))
         log.info("imap supervisor stopped", node=self.node)
 
     def wake_graph(self, account: str) -> None:
@@ -435,7 +448,7 @@ class Supervisor:
             by_id = {str(r["id"]): r for r in rows}
             wanted = {a: r for a, r in by_id.items() if self._wants(r)}
             lease_ms = int(self.settings.lease * 1000)
-            async with self.store.write(notify=False) as conn:
+            async with self.store.control_write() as conn:
                 now = now_ms()
                 await nodes_store.beat(conn, self.node, self.address, now_ms=now)
                 live = await nodes_store.live(conn, now_ms=now, lease_ms=lease_ms)
@@ -452,8 +465,14 @@ class Supervisor:
 
     def _share(self, wanted: Mapping[str, Any]) -> set[str]:
         """The accounts of ``wanted`` the live nodes leave to this one."""
-        owners = assign(wanted, self.live_nodes)
-        return {account for account, node in owners.items() if node == self.node}
+        nodes = tuple(self.live_nodes)
+        if nodes != self._owners_of or len(self._owners) > 2 * len(wanted) + 1000:
+            # Owners only change with the nodes: reused from scan to scan until they do (or
+            # until many accounts they name are gone).
+            self._owners_of, self._owners = nodes, {}
+        fresh = [a for a in wanted if a not in self._owners]
+        self._owners.update(assign(fresh, nodes))
+        return {a for a in wanted if self._owners[a] == self.node}
 
     async def _hand_over(self, accounts_: Sequence[str]) -> None:
         """Release the leases of ``accounts_`` (whose watchers are stopped), once what they
@@ -461,7 +480,7 @@ class Supervisor:
         if not accounts_:
             return
         await self._flush()
-        async with self.store.write(notify=False) as conn:
+        async with self.store.control_write() as conn:
             await leases_store.release(conn, self.node, accounts_)
         self._announce("cluster", "released")
         log.info("accounts handed over", count=len(accounts_))
@@ -643,7 +662,10 @@ class Supervisor:
             await asyncio.sleep(_STATE_BATCH)
             self._state_wake.clear()
             try:
-                await self._flush()
+                # Shielded: stop() cancelling this loop must not cut a flush between its
+                # commit and its bookkeeping (the batch would be queued, and written, again).
+                self._flushing = asyncio.ensure_future(self._flush())
+                await asyncio.shield(self._flushing)
             except StoreError as exc:
                 log.warning("could not record account states", error=str(exc))
                 self._state_wake.set()

@@ -56,8 +56,10 @@ class Wake:
 class Store:
     """Owns the engine; hands out read and write transactions."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, control: AsyncEngine | None = None) -> None:
+        """``control``: PostgreSQL only, a small engine of its own for :meth:`control_write`."""
         self.engine = engine
+        self._control = control
         self.dialect = engine.dialect.name
         # Topic -> what to call after a committed write that names it (workers wake up).
         self._hooks: dict[str, list[Callable[[], None]]] = {}
@@ -87,6 +89,8 @@ class Store:
                 max_overflow=settings.pool_size,
                 pool_pre_ping=True,
             )
+            control = create_async_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=True)
+            return cls(engine, control)
         return cls(engine)
 
     @property
@@ -174,6 +178,24 @@ class Store:
             for hook in list(self._hooks.get(topic, [])):
                 hook()
 
+    @asynccontextmanager
+    async def control_write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for a node's heartbeat and leases.
+
+        On PostgreSQL it runs on a connection of its own, so that a node whose pool is busy
+        with listeners (hundreds starting after a takeover) still renews its leases in time
+        instead of losing them to the other nodes; on SQLite it is an ordinary write.
+        """
+        if self._control is None:
+            async with self.write(notify=False) as conn:
+                yield conn
+            return
+        try:
+            async with self._control.connect() as conn, self._committing(conn):
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""
         async with self.read() as conn:
@@ -187,6 +209,8 @@ class Store:
             with contextlib.suppress(SQLAlchemyError):
                 await writer.close()
         await self.engine.dispose()
+        if self._control is not None:
+            await self._control.dispose()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

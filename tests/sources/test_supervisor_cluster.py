@@ -8,11 +8,13 @@ import asyncio
 from sqlalchemy import select, update
 
 from relay.errors import LeaseLost
+from relay.events.model import Event
 from relay.sources.assignment import assign
 from relay.sources.imap.sink import FolderRef, FolderSink, NewMessage
 from relay.sources.imap.state import FolderState
 from relay.sources.supervisor import Supervisor
 from relay.store import Store
+from relay.store import events as events_store
 from relay.store import folders as folders_store
 from relay.store import nodes as nodes_store
 from relay.store.engine import now_ms
@@ -131,3 +133,21 @@ async def test_a_fenced_commit_writes_nothing_and_fails_only_its_own_caller(
         }
     assert stored == ["new"]
     assert versions == {"old": 0, "new": 1}
+
+
+async def test_a_failed_last_flush_still_gives_the_leases_back(
+    store: Store, supervisors: StartNode
+) -> None:
+    """When the last write of a shutdown fails (here: an event whose id is taken), the node
+    still releases its leases and leaves, so the others take over at once."""
+    await add(store, "one")
+    node = await supervisors("node-a")
+    assert "one" in node.watchers
+    taken = Event("connectError", "one", {}, now_ms())
+    async with store.write() as conn:
+        await events_store.record(conn, [taken], default_service_url="https://relay.example.com")
+    node._pending_events.append(taken)
+    await node.stop(5)
+    assert await holders(store) == {}
+    async with store.read() as conn:
+        assert await nodes_store.rows(conn) == []
