@@ -113,9 +113,10 @@ ROOT = SCRIPT.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import pg_database  # noqa: E402
-from bench.imap_scale import PASSWORD, ScaleDovecot, api, percentile, user  # noqa: E402
+from bench.imap_scale import PASSWORD, api, percentile, user  # noqa: E402
 from relay.imap import ClientOptions, ImapClient  # noqa: E402
 from relay.sources.assignment import assign  # noqa: E402
+from tests.peers.dovecot_scale import ScaleDovecot  # noqa: E402
 from tests.peers.receiver import Receiver  # noqa: E402
 from tests.proc import RelayProcess, free_port, relay_env  # noqa: E402
 

@@ -59,7 +59,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import resource
 import shutil
@@ -70,7 +69,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -83,7 +81,8 @@ sys.path.insert(0, str(ROOT))
 
 from relay.events.normalize import imap_items  # noqa: E402
 from relay.imap import ClientOptions, Exists, ImapClient, Update  # noqa: E402
-from tests.peers.dovecot import TUNING, DovecotServer, render_config  # noqa: E402
+from tests.peers.dovecot import DovecotServer  # noqa: E402
+from tests.peers.dovecot_scale import ScaleDovecot  # noqa: E402
 from tests.peers.receiver import Receiver  # noqa: E402
 from tests.proc import RelayProcess, free_port, relay_env  # noqa: E402
 
@@ -92,8 +91,6 @@ PASSWORD = "secret"
 SERVICE_SECRET = "bench-service-secret"
 CONCURRENCY = 20
 GOAL_OVERHEAD_P99_MS = 100
-# First system uid of the mailboxes (one each; see the module docstring).
-UID_BASE = 200_000
 # Seconds a push may take to show up before it counts as missing.
 SEEN_TIMEOUT = 60.0
 
@@ -127,61 +124,6 @@ def ms(value: float) -> float | None:
 
 
 # -- Dovecot: one imap process per connection, one uid per mailbox ----------------------------
-
-
-@dataclass
-class ScaleDovecot(DovecotServer):
-    """The tuned test Dovecot, with one ``imap`` process per connection and one uid per user."""
-
-    process_limit: int = 1000
-
-    def prepare(self) -> None:
-        super().prepare()
-        mail = self.root / "mail" / "example.com"
-        mail.mkdir(parents=True, exist_ok=True)
-        for uid, home in self._homes().values():
-            path = Path(home)
-            path.mkdir(exist_ok=True)
-            os.chown(path, uid, 65534)
-            path.chmod(0o700)
-        text = render_config(self.root, port=self.port, tls_port=self.tls_port, tuned=True)
-        static = (
-            "  driver = static\n"
-            "  args = uid=nobody gid=nogroup home="
-            f"{self.root}/mail/%d/%n allow_all_users=yes\n"
-        )
-        per_user = f"  driver = passwd-file\n  args = username_format=%u {self.root}/users\n"
-        tuning = f"""
-default_client_limit = {4 * self.process_limit}
-default_process_limit = 1000
-service imap {{
-  client_limit = 1
-  process_limit = {self.process_limit}
-}}
-"""
-        if static not in text or TUNING not in text:
-            raise RuntimeError("tests/peers/dovecot.py renders another config; update the bench")
-        text = text.replace(static, per_user).replace(TUNING, tuning)
-        self.config_path.write_text(text)
-
-    def _homes(self) -> dict[str, tuple[int, str]]:
-        homes = {}
-        for n, name in enumerate(sorted(self._users)):
-            local = name.split("@", 1)[0]
-            homes[name] = (UID_BASE + n, f"{self.root}/mail/example.com/{local}")
-        return homes
-
-    def _write_users(self) -> None:
-        homes = self._homes()
-        lines = "".join(
-            f"{name}:{{PLAIN}}{pw}:{homes[name][0]}:65534::{homes[name][1]}::\n"
-            for name, pw in self._users.items()
-        )
-        path = self.root / "users"
-        tmp = path.with_name("users.tmp")
-        tmp.write_text(lines)
-        tmp.chmod(0o644)
-        tmp.replace(path)
 
 
 @contextlib.contextmanager

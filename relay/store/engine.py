@@ -131,12 +131,17 @@ class Store:
             return
         # PostgreSQL: each write is its own transaction on a pooled connection; concurrent
         # commits are flushed to the WAL together by the server itself.
+        async with self._pg_write(self.engine) as conn:
+            yield conn
+        self._committed_topics([notify])
+
+    @asynccontextmanager
+    async def _pg_write(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.connect() as conn, self._committing(conn):
+            async with engine.connect() as conn, self._committing(conn):
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
-        self._committed_topics([notify])
 
     @asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -190,11 +195,8 @@ class Store:
             async with self.write(notify=False) as conn:
                 yield conn
             return
-        try:
-            async with self._control.connect() as conn, self._committing(conn):
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        async with self._pg_write(self._control) as conn:
+            yield conn
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from relay.imap import ClientOptions, ImapClient
 from tests.conftest import PG_ADMIN
-from tests.peers.dovecot import TUNING, DovecotServer, render_config
+from tests.peers.dovecot_scale import ScaleDovecot
 from tests.peers.receiver import Receiver
 
 # -- Dovecot --------------------------------------------------------------------------------
@@ -43,64 +43,11 @@ UID_BASE = 230_000
 
 
 @dataclass
-class ClusterDovecot(DovecotServer):
-    """The tuned test Dovecot with one ``imap`` process per connection and one uid per user.
+class ClusterDovecot(ScaleDovecot):
+    """The many-mailbox Dovecot (:class:`tests.peers.dovecot_scale.ScaleDovecot`) with uids of
+    its own."""
 
-    As in ``bench/imap_scale.py``: two IDLEs on one mailbox inside one ``imap`` process are
-    not both told of new mail, and that is what a handover looks like from Dovecot's side
-    (the old owner's IDLE, or a paused node's, is still open when the new owner's starts).
-    The kernel counts inotify instances per uid (128 by default); past that Dovecot polls
-    every 30 s instead, hence one uid per mailbox.
-    """
-
-    process_limit: int = 1000
-
-    def prepare(self) -> None:
-        super().prepare()
-        mail = self.root / "mail" / "example.com"
-        mail.mkdir(parents=True, exist_ok=True)
-        for uid, home in self._homes().values():
-            path = Path(home)
-            path.mkdir(exist_ok=True)
-            os.chown(path, uid, 65534)
-            path.chmod(0o700)
-        text = render_config(self.root, port=self.port, tls_port=self.tls_port, tuned=True)
-        static = (
-            "  driver = static\n"
-            "  args = uid=nobody gid=nogroup home="
-            f"{self.root}/mail/%d/%n allow_all_users=yes\n"
-        )
-        per_user = f"  driver = passwd-file\n  args = username_format=%u {self.root}/users\n"
-        tuning = f"""
-default_client_limit = {4 * self.process_limit}
-default_process_limit = 1000
-service imap {{
-  client_limit = 1
-  process_limit = {self.process_limit}
-}}
-"""
-        if static not in text or TUNING not in text:
-            raise RuntimeError("tests/peers/dovecot.py renders another config; update this class")
-        self.config_path.write_text(text.replace(static, per_user).replace(TUNING, tuning))
-
-    def _homes(self) -> dict[str, tuple[int, str]]:
-        homes = {}
-        for n, name in enumerate(sorted(self._users)):
-            local = name.split("@", 1)[0]
-            homes[name] = (UID_BASE + n, f"{self.root}/mail/example.com/{local}")
-        return homes
-
-    def _write_users(self) -> None:
-        homes = self._homes()
-        lines = "".join(
-            f"{name}:{{PLAIN}}{pw}:{homes[name][0]}:65534::{homes[name][1]}::\n"
-            for name, pw in self._users.items()
-        )
-        path = self.root / "users"
-        tmp = path.with_name("users.tmp")
-        tmp.write_text(lines)
-        tmp.chmod(0o644)
-        tmp.replace(path)
+    uid_base: int = UID_BASE
 
 
 def message(subject: str) -> bytes:
