@@ -26,10 +26,8 @@ from relay.app import default_node_id
 from relay.auth.grants import Permission
 from relay.config import ClusterSettings, Settings
 from relay.sources.assignment import owner
-from relay.store import accounts as accounts_store
 from relay.store.engine import now_ms
 from relay.store.schema import (
-    AccountState,
     DeliveryStatus,
     OutboxStatus,
     account_leases,
@@ -44,6 +42,7 @@ from relay.store.schema import (
 from tests.api.helpers import call
 from tests.api.test_permissions import everything_but, mint, send
 from tests.conftest import MakeClient
+from tests.sources.conftest import add
 
 NODE_ID = "node-a"
 ADDRESS = "http://10.0.0.1:3000"
@@ -89,25 +88,7 @@ async def add_node(
 
 async def add_account(client: TestClient, account: str) -> None:
     """An IMAP account whose server refuses connections."""
-    async with client.server.app[STORE].write() as conn:
-        await accounts_store.insert(
-            conn,
-            {
-                "id": account,
-                "name": account,
-                "email": f"{account}@example.com",
-                "backend": "imap",
-                "state": AccountState.INIT,
-                "config": {
-                    "imap": {
-                        "host": "127.0.0.1",
-                        "port": 1,
-                        "secure": False,
-                        "auth": {"user": account, "pass": "pw"},
-                    }
-                },
-            },
-        )
+    await add(client.server.app[STORE], account)
 
 
 def accounts_of(node: str, live: list[str], count: int) -> list[str]:
