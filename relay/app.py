@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -58,7 +56,7 @@ from relay.send.worker import OutboxWorker
 from relay.sources.graph.client import GraphClients
 from relay.sources.graph.watcher import GraphContext
 from relay.sources.supervisor import Supervisor
-from relay.store import Store, token_log, tokens
+from relay.store import Store, nodes, token_log, tokens
 from relay.store.bus import Bus, listen_dsn
 from relay.store.engine import now_ms
 from relay.store.migrate import migrate
@@ -114,11 +112,6 @@ async def prune_audit_log(
         await asyncio.sleep(every)
 
 
-def default_node_id() -> str:
-    """A node id for a node not given one: host, process and a random suffix."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 def node_address(settings: Settings) -> str:
     """Where this node's API listens, as other nodes and operators reach it."""
     host = settings.server.host
@@ -137,7 +130,7 @@ def create_app(
         client_max_size=max(1024**2, settings.send.max_message_bytes + 1024**2),
     )
     app[SETTINGS] = settings
-    app[NODE] = settings.cluster.node_id or default_node_id()
+    app[NODE] = settings.cluster.node_id or nodes.new_id()
     app[METRICS] = Metrics.create()
     app[AUTH_CACHE] = GrantCache()
     app[CIPHER] = load_cipher(settings.security, base_dir=base_dir or Path.cwd())

@@ -44,9 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -272,7 +269,7 @@ class Supervisor:
         self.service_url = service_url
         self.max_payload_bytes = max_payload_bytes
         self.token_for: TokenProvider = token_for or StoredTokens(store, cipher)
-        self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.node = node or nodes_store.new_id()
         self.address = address
         # The live nodes as of the last full scan (between scans, notify() passes split the
         # accounts they look at with it).
@@ -543,11 +540,7 @@ class Supervisor:
             await gone.stop()
             self._forget(account)
         starting = [
-            a
-            for a in held
-            if a not in self.watchers
-            or self.watchers[a].stamp != _stamp(a, by_id)
-            or self.watchers[a].lease != Lease(self.node, held[a])
+            a for a in held if not self._current(a, _stamp(a, by_id), Lease(self.node, held[a]))
         ]
         folders = await self._folder_rows(starting)
         for account in sorted(held):
@@ -580,7 +573,7 @@ class Supervisor:
         account = str(row["id"])
         stamp = _stamp(account, by_id)
         watcher = self.watchers.get(account)
-        if watcher is not None and (watcher.stamp != stamp or watcher.lease != lease):
+        if watcher is not None and not self._current(account, stamp, lease):
             log.info("account changed; restarting its listeners", account=account)
             old = self.watchers.pop(account)
             old.active = False
@@ -622,6 +615,11 @@ class Supervisor:
             watcher.sync_ms = row["sync_requested_ms"]
             log.info("sync requested", account=account)
             watcher.sync()
+
+    def _current(self, account: str, stamp: tuple[Any, ...], lease: Lease) -> bool:
+        """Whether ``account``'s watcher runs with these settings and under this lease."""
+        watcher = self.watchers.get(account)
+        return watcher is not None and watcher.stamp == stamp and watcher.lease == lease
 
     def _forget(self, account: str) -> None:
         self._memory.pop(account, None)

@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from relay.auth.delegation import MAX_HOPS
 from relay.auth.grants import Grant
+from relay.store import dialect
 from relay.store.engine import now_ms
 from relay.store.schema import accounts
 
@@ -46,13 +46,9 @@ async def insert_new(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
     """Insert an account unless one with its id exists; whether it was inserted (one
     statement: no read first, and two racing inserts of one id cannot both fail or win)."""
     ms = now_ms()
-    insert = (
-        postgresql.insert(accounts)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(accounts)
-    )
     result = await conn.execute(
-        insert.values(**values, created_ms=ms, updated_ms=ms)
+        dialect.insert(conn, accounts)
+        .values(**values, created_ms=ms, updated_ms=ms)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(accounts.c.id)
     )

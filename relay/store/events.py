@@ -26,14 +26,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.events.fit import fit_payload
 from relay.events.model import Event
 from relay.events.routing import route_matches
-from relay.store import wakes
+from relay.store import dialect, wakes
 from relay.store.compiled import Statement
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import (
@@ -57,12 +56,6 @@ def key_hash(key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _insert_seen(conn: AsyncConnection) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(seen_messages)
-    return sqlite.insert(seen_messages)
-
-
 async def seems_like_new(conn: AsyncConnection, batch: Sequence[Event]) -> None:
     """Add the keys (:attr:`Event.seen_key`) of the ``messageNew`` events of ``batch`` to
     their accounts' sets of seen messages; ``seemsLikeNew`` becomes false (in place) where
@@ -84,7 +77,7 @@ async def seems_like_new(conn: AsyncConnection, batch: Sequence[Event]) -> None:
         # another transaction holds waits for it (PostgreSQL), so two racing writers
         # cannot both find a message new.
         statement = (
-            _insert_seen(conn)
+            dialect.insert(conn, seen_messages)
             .values([{"account": account, "key_hash": value} for account, value in chunk])
             .on_conflict_do_nothing(index_elements=["account", "key_hash"])
             .returning(seen_messages.c.account, seen_messages.c.key_hash)

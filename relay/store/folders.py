@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.errors import StoreError
+from relay.store import dialect
 from relay.store.engine import now_ms
 from relay.store.schema import imap_folders
 
@@ -40,12 +40,6 @@ async def for_account(conn: AsyncConnection, account: str) -> Sequence[RowMappin
         .order_by(imap_folders.c.folder_no)
     )
     return result.mappings().all()
-
-
-def _insert(conn: AsyncConnection) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(imap_folders)
-    return sqlite.insert(imap_folders)
 
 
 async def ensure(
@@ -73,7 +67,7 @@ async def ensure(
         )
         ms = now_ms()
         await conn.execute(
-            _insert(conn)
+            dialect.insert(conn, imap_folders)
             .values(
                 account=account,
                 path=path,

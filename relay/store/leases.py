@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from relay.errors import LeaseLost
+from relay.store import dialect
 from relay.store.schema import account_leases
 
 __all__ = ["Lease", "check", "claim", "fenced", "held", "holders", "release", "take"]
@@ -116,11 +116,7 @@ async def claim(
     current = await holders(conn, wanted)
     missing = [a for a in wanted if a not in current]
     if missing:
-        insert = (
-            postgresql.insert(account_leases)
-            if conn.dialect.name == "postgresql"
-            else sqlite.insert(account_leases)
-        )
+        insert = dialect.insert(conn, account_leases)
         for chunk in _chunks(missing):
             await conn.execute(
                 insert.on_conflict_do_nothing(),
@@ -162,11 +158,7 @@ async def take(
     """
     wanted = sorted(set(accounts))
     expires = now_ms + lease_ms
-    insert = (
-        postgresql.insert(account_leases)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(account_leases)
-    )
+    insert = dialect.insert(conn, account_leases)
     out: dict[str, int] = {}
     for chunk in _chunks(wanted):
         await conn.execute(

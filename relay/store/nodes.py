@@ -8,13 +8,16 @@ epoch milliseconds, as everywhere in the store.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store import dialect
 from relay.store.schema import (
     DeliveryStatus,
     OutboxStatus,
@@ -24,21 +27,22 @@ from relay.store.schema import (
     outbox,
 )
 
-__all__ = ["beat", "forget_dead", "leave", "live", "register", "remove", "rows", "work"]
+__all__ = ["beat", "forget_dead", "leave", "live", "new_id", "register", "remove", "rows", "work"]
+
+
+def new_id() -> str:
+    """An id for a node not given one: host, process and a random suffix (at most 60
+    characters, within ``cluster.node_id``'s 64)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 async def register(conn: AsyncConnection, node: str, address: str, *, now_ms: int) -> None:
     """Add (or refresh) this node, alive and not leaving."""
-    insert = (
-        postgresql.insert(cluster_nodes)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(cluster_nodes)
-    )
     values = {"address": address, "started_ms": now_ms, "heartbeat_ms": now_ms, "leaving": False}
     await conn.execute(
-        insert.values(id=node, **values).on_conflict_do_update(
-            index_elements=[cluster_nodes.c.id], set_=values
-        )
+        dialect.insert(conn, cluster_nodes)
+        .values(id=node, **values)
+        .on_conflict_do_update(index_elements=[cluster_nodes.c.id], set_=values)
     )
 
 

@@ -23,10 +23,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store import dialect
 from relay.store.compiled import Statement, any_of
 from relay.store.schema import OutboxStatus, outbox
 
@@ -70,9 +70,8 @@ _ANSWER = (outbox.c.queue_id, outbox.c.message_id, outbox.c.send_at_ms, outbox.c
 def _insert_new(conn: AsyncConnection) -> Insert:
     """An insert that skips a row whose (account, Idempotency-Key) another submit holds."""
     target = [outbox.c.account, outbox.c.idempotency_key]
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(outbox).on_conflict_do_nothing(index_elements=target)
-    return sqlite.insert(outbox).on_conflict_do_nothing(index_elements=target)
+    made: Insert = dialect.insert(conn, outbox).on_conflict_do_nothing(index_elements=target)
+    return made
 
 
 async def _by_keys(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store import dialect
 from relay.store.engine import now_ms
 from relay.store.schema import settings
 
@@ -33,13 +33,10 @@ async def put(conn: AsyncConnection, key: str, value: Any) -> None:
 async def put_new(conn: AsyncConnection, key: str, value: Any) -> Any:
     """Store ``value`` unless ``key`` has one; return the stored value (this one, or the one
     another node stored first: nodes starting together agree on one)."""
-    insert = (
-        postgresql.insert(settings)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(settings)
-    )
     await conn.execute(
-        insert.values(key=key, value=value, updated_ms=now_ms()).on_conflict_do_nothing()
+        dialect.insert(conn, settings)
+        .values(key=key, value=value, updated_ms=now_ms())
+        .on_conflict_do_nothing()
     )
     return await conn.scalar(select(settings.c.value).where(settings.c.key == key))
 

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.auth.api_tokens import hash_token, new_id
 from relay.auth.grants import SCOPES, Grant, Restrictions, permissions_from
+from relay.store import dialect
 from relay.store.engine import now_ms
 from relay.store.schema import api_tokens, token_log
 
@@ -22,20 +22,17 @@ async def add(conn: AsyncConnection, token: str, *, source: str, description: st
     existing = await conn.scalar(select(api_tokens.c.id).where(api_tokens.c.token_hash == digest))
     if existing is not None:
         return str(existing)
-    insert = (
-        postgresql.insert(api_tokens)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(api_tokens)
-    )
     # Nodes starting together with the same configured token: one row, whoever inserts first.
     await conn.execute(
-        insert.values(
+        dialect.insert(conn, api_tokens)
+        .values(
             id=new_id(),
             token_hash=digest,
             description=description,
             source=source,
             created_ms=now_ms(),
-        ).on_conflict_do_nothing(index_elements=[api_tokens.c.token_hash])
+        )
+        .on_conflict_do_nothing(index_elements=[api_tokens.c.token_hash])
     )
     return str(await conn.scalar(select(api_tokens.c.id).where(api_tokens.c.token_hash == digest)))
 

@@ -22,10 +22,10 @@ from sqlalchemy.engine import RowMapping
 
 from relay.api.cluster import ClusterNode, cluster_nodes
 from relay.api.keys import NODE, STORE
-from relay.app import default_node_id
 from relay.auth.grants import Permission
 from relay.config import ClusterSettings, Settings
 from relay.sources.assignment import owner
+from relay.store import nodes as nodes_store
 from relay.store.engine import now_ms
 from relay.store.schema import (
     DeliveryStatus,
@@ -223,7 +223,7 @@ async def test_without_a_node_id_one_is_made_up(
     client = await make_client(config)
     body = await call(client, "GET", "/v1/cluster")
     node = client.server.app[NODE]
-    assert node.rsplit(":", 1)[0] == default_node_id().rsplit(":", 1)[0]
+    assert node.rsplit(":", 1)[0] == nodes_store.new_id().rsplit(":", 1)[0]
     assert body["node"] == node
     assert [(n["id"], n["address"], n["alive"]) for n in body["nodes"]] == [
         (node, "http://127.0.0.1:3000", True)
