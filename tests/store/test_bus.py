@@ -83,7 +83,9 @@ async def backends(url: str, node: str) -> int:
     try:
         return int(
             await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", f"bus-{node}"
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND datname = current_database()",
+                f"bus-{node}",
             )
         )
     finally:
@@ -96,7 +98,7 @@ async def kill(url: str, node: str) -> None:
     try:
         killed = await conn.fetchval(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = $1",
+            "WHERE application_name = $1 AND datname = current_database()",
             f"bus-{node}",
         )
         assert killed == 1
