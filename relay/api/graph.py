@@ -155,9 +155,9 @@ async def _receive(request: web.Request, *, lifecycle: bool) -> web.Response:
         supervisor = request.app.get(SUPERVISOR)
         bus = request.app.get(BUS)
         for account in sorted({r["account"] for r in rows}):
-            # The account's watcher runs on whichever node holds it.
-            if supervisor is not None:
-                supervisor.wake_graph(account)
+            # The account's watcher runs on whichever node holds it: this one, or another.
+            if supervisor is not None and supervisor.wake_graph(account):
+                continue
             if bus is not None:
                 bus.send("graph", account)
     return web.Response(status=202)

@@ -389,11 +389,14 @@ class Supervisor:
             log.warning("could not release the leases", error=str(exc))
         log.info("imap supervisor stopped", node=self.node)
 
-    def wake_graph(self, account: str) -> None:
-        """A Graph notification for ``account`` was stored: its watcher (if here) looks now."""
+    def wake_graph(self, account: str) -> bool:
+        """A Graph notification for ``account`` was stored: its watcher (if here) looks now.
+        Whether it is here."""
         watcher = self.watchers.get(account)
         if isinstance(watcher, GraphWatcher):
             watcher.wake()
+            return True
+        return False
 
     def _lease_lost(self, account: str) -> None:
         """A write for ``account`` was refused: another node holds it. Look at the leases."""

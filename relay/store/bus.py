@@ -73,7 +73,7 @@ class Bus:
         node's id (its own messages are not handed back to it)."""
         self._dsn = dsn
         self.node = node
-        self._handlers: dict[str, list[Callable[[str], None]]] = {}
+        self._handlers: dict[str, list[Callable[[str], object]]] = {}
         self._reconnected: list[Callable[[], None]] = []
         self._queue: list[str] = []
         self._wake = asyncio.Event()
@@ -83,8 +83,9 @@ class Bus:
         # Set while the listening connection is up (tests wait for it).
         self.connected = asyncio.Event()
 
-    def subscribe(self, topic: str, handler: Callable[[str], None]) -> None:
-        """Call ``handler(value)`` for each ``topic`` message another node sends."""
+    def subscribe(self, topic: str, handler: Callable[[str], object]) -> None:
+        """Call ``handler(value)`` for each ``topic`` message another node sends (what it
+        returns is ignored)."""
         self._handlers.setdefault(topic, []).append(handler)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
