@@ -105,7 +105,7 @@ async def claim(
     Returns every account this node now holds, with its epoch: those of ``accounts``, and
     those it held before that are no longer in ``accounts`` (the caller hands them over:
     stops their watchers, then :func:`release`). A lease another node holds and has not let
-    run out is left alone. In the steady state this is one UPDATE and one read by node,
+    run out is left alone. In the steady state this is a renewal by node and two reads,
     however many accounts there are.
     """
     wanted = sorted(set(accounts))
@@ -114,20 +114,24 @@ async def claim(
     # and was taken has another node in it.
     await _update(conn, [account_leases.c.node == node], {"expires_ms": expires})
     current = await holders(conn, wanted)
-    missing = [a for a in wanted if a not in current]
-    if missing:
-        insert = dialect.insert(conn, account_leases)
-        for chunk in _chunks(missing):
-            await conn.execute(
-                insert.on_conflict_do_nothing(),
-                [{"account": a, "node": node, "expires_ms": expires, "epoch": 1} for a in chunk],
-            )
+    for chunk in _chunks([a for a in wanted if a not in current]):
+        await _insert_first(conn, node, chunk, expires=expires)
     expired = [
         a for a in wanted if a in current and current[a][0] != node and current[a][1] < now_ms
     ]
     for chunk in _chunks(expired):
         await _take_expired(conn, node, chunk, now_ms=now_ms, expires=expires)
     return await held(conn, node)
+
+
+async def _insert_first(
+    conn: AsyncConnection, node: str, chunk: list[str], *, expires: int
+) -> None:
+    # Accounts that never had a lease: epoch 1 (of two nodes inserting, one wins).
+    await conn.execute(
+        dialect.insert(conn, account_leases).on_conflict_do_nothing(),
+        [{"account": a, "node": node, "expires_ms": expires, "epoch": 1} for a in chunk],
+    )
 
 
 async def _take_expired(
@@ -158,13 +162,9 @@ async def take(
     """
     wanted = sorted(set(accounts))
     expires = now_ms + lease_ms
-    insert = dialect.insert(conn, account_leases)
     out: dict[str, int] = {}
     for chunk in _chunks(wanted):
-        await conn.execute(
-            insert.on_conflict_do_nothing(),
-            [{"account": a, "node": node, "expires_ms": expires, "epoch": 1} for a in chunk],
-        )
+        await _insert_first(conn, node, chunk, expires=expires)
         await _update(
             conn,
             [account_leases.c.account.in_(chunk), account_leases.c.node == node],
