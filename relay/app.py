@@ -143,6 +143,7 @@ def create_app(
         lock.acquire()
         try:
             app[STORE] = await prepare_store(settings, announce)
+            app[METRICS].watch_store(app[STORE].outage)
             log.info("store ready", engine=app[STORE].dialect)
             yield
             await app[STORE].close()

@@ -10,6 +10,7 @@
     ├── Unauthorized           missing or unknown API token (401)
     ├── Unavailable            a mailbox server cannot be used right now (503)
     ├── StoreError             the database failed or is unreachable
+    │   └── StoreUnavailable   transient: the database is down, restarting, full or busy
     ├── AuthError              credentials for a mailbox could not be obtained
     │   ├── TokenRefreshFailed transient: the token endpoint failed, try again later
     │   └── ConsentRequired    permanent until the user consents again (invalid_grant)
@@ -108,6 +109,11 @@ class Unavailable(RelayError):
 
 class StoreError(RelayError):
     """The database failed or is unreachable."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used right now (down, restarting, out of disk or too busy);
+    writes are worth retrying, and the API answers 503 with ``Retry-After``."""
 
 
 class AuthError(RelayError):

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from relay.store.outage import Outage
+
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
+    """Every metric of one application."""
+
     registry: CollectorRegistry
     http_requests: Counter
     http_latency: Histogram
@@ -19,6 +23,8 @@ class Metrics:
     webhook_latency: Histogram
     cluster_nodes: Gauge
     cluster_work: Gauge
+    store_up: Gauge
+    store_outages: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -49,6 +55,16 @@ class Metrics:
                 "relay_cluster_node_work",
                 "Per node: accounts watched, deliveries in flight, messages being sent",
                 ["node", "kind"],
+                registry=registry,
+            ),
+            store_up=Gauge(
+                "relay_store_up",
+                "1 while the database answers, 0 during an outage (down, restarting, disk full)",
+                registry=registry,
+            ),
+            store_outages=Counter(
+                "relay_store_outages",
+                "Database outages seen by this node (each logged once as 'store unavailable')",
                 registry=registry,
             ),
             webhook_deliveries=Counter(
@@ -92,3 +108,14 @@ class Metrics:
                 ),
             ),
         )
+
+    def watch_store(self, outage: Outage) -> None:
+        """Keep ``relay_store_up`` and ``relay_store_outages`` in step with the store."""
+
+        def changed(down: bool) -> None:
+            self.store_up.set(0 if down else 1)
+            if down:
+                self.store_outages.inc()
+
+        self.store_up.set(0 if outage.down else 1)
+        outage.listeners.append(changed)

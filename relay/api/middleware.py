@@ -38,6 +38,7 @@ from relay.errors import (
     InputError,
     NotFound,
     StoreError,
+    StoreUnavailable,
     Unauthorized,
     Unavailable,
 )
@@ -46,6 +47,9 @@ from relay.store import tokens
 from relay.store.engine import now_ms
 
 log = structlog.get_logger(__name__)
+
+# Seconds a client is asked to wait while the database is unavailable (a restart's length).
+_STORE_RETRY_AFTER = "5"
 
 
 def error_body(status: int, reason: str, message: str, code: str, **extra: Any) -> dict[str, Any]:
@@ -68,6 +72,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(401, "Unauthorized", str(exc), "Unauthorized")
     except Unavailable as exc:
         return error_response(exc.status, exc.reason, exc.message, exc.code)
+    except StoreUnavailable as exc:
+        # The store logs the outage once; a stack trace per request would only bury it.
+        log.debug("store unavailable", path=request.path, error=str(exc))
+        response = error_response(
+            503, "Service Unavailable", "The store is unavailable; try again", "StoreError"
+        )
+        response.headers["Retry-After"] = _STORE_RETRY_AFTER
+        return response
     except StoreError:
         log.exception("store failure", path=request.path)
         return error_response(503, "Service Unavailable", "The store is unavailable", "StoreError")

@@ -48,6 +48,7 @@ from relay.store import Store
 from relay.store import events as events_store
 from relay.store import outbox as queue
 from relay.store.engine import Wake
+from relay.store.outage import retry_level
 from relay.store.outbox import Claimed
 from relay.store.schema import OutboxStatus
 
@@ -243,10 +244,14 @@ class OutboxWorker:
                 try:
                     batch = await self._claim(limit)
                     backoff = 0.0
-                except StoreError:
+                except StoreError as exc:
                     backoff = min(max(backoff * 2, 0.5), 30.0)
-                    log.warning("claiming outgoing messages failed; retrying", retry_in=backoff)
-                    await asyncio.sleep(backoff)
+                    log.log(
+                        retry_level(exc),
+                        "claiming outgoing messages failed; retrying",
+                        retry_in=backoff,
+                    )
+                    await self.store.outage.wait(backoff)
                     continue
                 self._more = len(batch) == limit
             with contextlib.suppress(TimeoutError):
@@ -702,5 +707,5 @@ class OutboxWorker:
                 if reaped:
                     log.info("took back messages whose lease ran out", count=reaped)
                     self._wakeup.set()
-            except StoreError:
-                log.warning("outbox maintenance failed; will retry")
+            except StoreError as exc:
+                log.log(retry_level(exc), "outbox maintenance failed; will retry")

@@ -75,6 +75,7 @@ from relay.store import leases as leases_store
 from relay.store import nodes as nodes_store
 from relay.store.engine import now_ms
 from relay.store.leases import Lease
+from relay.store.outage import retry_level
 from relay.store.schema import AccountState, accounts, imap_folders
 
 __all__ = ["AccountWatcher", "Supervisor", "resolve_folders"]
@@ -430,7 +431,7 @@ class Supervisor:
                 elif self._changed:
                     await self.scan_changed()
             except StoreError as exc:
-                log.warning("account scan failed", error=str(exc))
+                log.log(retry_level(exc), "account scan failed", error=str(exc))
             except Exception:
                 log.exception("account scan crashed")
 
@@ -668,7 +669,7 @@ class Supervisor:
                 self._flushing = asyncio.ensure_future(self._flush())
                 await asyncio.shield(self._flushing)
             except StoreError as exc:
-                log.warning("could not record account states", error=str(exc))
+                log.log(retry_level(exc), "could not record account states", error=str(exc))
                 self._state_wake.set()
                 await asyncio.sleep(_STATE_RETRY)
             except Exception:

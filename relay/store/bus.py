@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -145,7 +146,9 @@ class Bus:
                 delay = _RETRY_MIN
                 await self._serve(conn)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("wake-up channel lost; reconnecting", error=str(exc), retry_in=delay)
+                # Warn when the channel is lost; the retries of one outage are debug.
+                level = logging.WARNING if delay == _RETRY_MIN else logging.DEBUG
+                log.log(level, "wake-up channel lost; reconnecting", error=str(exc), retry_in=delay)
             finally:
                 self.connected.clear()
                 if conn is not None:

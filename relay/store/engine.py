@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from relay.config import StoreSettings
 from relay.errors import StoreError
 from relay.store import wakes
 from relay.store.group_commit import GroupCommit
+from relay.store.outage import Outage, store_error
 
 
 def now_ms() -> int:
@@ -72,6 +73,7 @@ class Store:
             else None
         )
         self._writer: AsyncConnection | None = None
+        self.outage = Outage()
 
     @classmethod
     def open(cls, settings: StoreSettings) -> Store:
@@ -100,11 +102,11 @@ class Store:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction."""
-        try:
+        body = _Body()
+        with self._guard("read", body):
             async with self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database read failed: {exc.__class__.__name__}") from exc
+                with body:
+                    yield conn
 
     def on_commit(self, topic: str, hook: Callable[[], None]) -> None:
         """Call ``hook`` after each committed write that notifies ``topic`` (see :class:`Wake`)."""
@@ -126,8 +128,9 @@ class Store:
         :func:`relay.store.wakes.wake_on_commit`.
         """
         if self._group is not None:
-            async with self._group.write(notify) as conn:
-                yield conn
+            with self._guard("write", _Body()):
+                async with self._group.write(notify) as conn:
+                    yield conn
             return
         # PostgreSQL: each write is its own transaction on a pooled connection; concurrent
         # commits are flushed to the WAL together by the server itself.
@@ -135,13 +138,40 @@ class Store:
             yield conn
         self._committed_topics([notify])
 
+    @contextlib.contextmanager
+    def _guard(self, what: str, body: _Body) -> Iterator[None]:
+        """Driver failures as :class:`StoreError` (:mod:`relay.store.outage` sorts them), and
+        the store's outage state kept up to date.
+
+        SQLAlchemy wraps what the database answers, but a connect that is refused or times out
+        (the server down or restarting) reaches us as the driver's own ``OSError``; those count
+        too, unless the transaction's block raised them itself.
+        """
+        try:
+            yield
+        except StoreError as exc:
+            self.outage.failed(exc)
+            raise
+        except SQLAlchemyError as exc:
+            error = store_error(exc, what)
+            self.outage.failed(error)
+            raise error from exc
+        except OSError as exc:
+            if exc is body.raised:
+                raise
+            error = store_error(exc, what)
+            self.outage.failed(error)
+            raise error from exc
+        else:
+            self.outage.succeeded()
+
     @asynccontextmanager
     async def _pg_write(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-        try:
+        body = _Body()
+        with self._guard("write", body):
             async with engine.connect() as conn, self._committing(conn):
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+                with body:
+                    yield conn
 
     @asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -213,6 +243,18 @@ class Store:
         await self.engine.dispose()
         if self._control is not None:
             await self._control.dispose()
+
+
+class _Body:
+    """Remembers what the block of a transaction raised, to tell it apart from the driver's."""
+
+    raised: BaseException | None = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        self.raised = exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

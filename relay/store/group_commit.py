@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.errors import StoreError
+from relay.errors import StoreError, StoreUnavailable
 from relay.store import wakes
+from relay.store.outage import store_error
 
 __all__ = ["GroupCommit"]
 
@@ -114,7 +115,7 @@ class GroupCommit:
                 # The turn came as the wait ended: give it back, nothing was written.
                 writer.finished.set_result(exc)
             if isinstance(exc, TimeoutError):
-                raise StoreError("database write failed: busy for too long") from None
+                raise StoreUnavailable("database write failed: busy for too long") from None
             raise
         try:
             yield conn
@@ -233,4 +234,4 @@ class GroupCommit:
 
 def _write_failed(exc: BaseException) -> StoreError:
     """What writers see of a database error (its class, never its text: it may hold data)."""
-    return StoreError(f"database write failed: {exc.__class__.__name__}")
+    return store_error(exc, "write")

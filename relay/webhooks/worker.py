@@ -28,6 +28,7 @@ from relay.store import deliveries as queue
 from relay.store import webhook_routes as routes_store
 from relay.store.deliveries import Claimed, Outcome
 from relay.store.engine import Wake
+from relay.store.outage import retry_level
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.outcome import judge
 from relay.webhooks.outcome_waiters import OutcomeWaiters
@@ -198,10 +199,12 @@ class DeliveryWorker:
                 try:
                     claimed = await self._claim(min(free, self.settings.batch_size))
                     backoff = 0.0
-                except StoreError:
+                except StoreError as exc:
                     backoff = min(max(backoff * 2, 0.5), 30.0)
-                    log.warning("claiming deliveries failed; retrying", retry_in=backoff)
-                    await asyncio.sleep(backoff)
+                    log.log(
+                        retry_level(exc), "claiming deliveries failed; retrying", retry_in=backoff
+                    )
+                    await self.store.outage.wait(backoff)
                     continue
             if claimed and self._backlog:
                 await asyncio.sleep(0)  # more may be due: go again after letting others run
@@ -370,11 +373,13 @@ class DeliveryWorker:
         try:
             async with self.store.write(notify=False) as conn:
                 await queue.finish(conn, batch, now=now, disable_after_ms=disable_after)
-        except StoreError:
+        except StoreError as exc:
             # Keep them: the next flush tries again; the leases protect the rows meanwhile.
             self._outcomes = batch + self._outcomes
             self._flush_needed.set()
-            log.warning("recording delivery outcomes failed; will retry", count=len(batch))
+            log.log(
+                retry_level(exc), "recording delivery outcomes failed; will retry", count=len(batch)
+            )
             await asyncio.sleep(0.5)
             return
         if self.outcome_waiters:
@@ -438,8 +443,8 @@ class DeliveryWorker:
                 if reaped:
                     log.info("took back deliveries whose lease ran out", count=reaped)
                     self._wakeup.set()
-            except StoreError:
-                log.warning("queue maintenance failed; will retry")
+            except StoreError as exc:
+                log.log(retry_level(exc), "queue maintenance failed; will retry")
 
     async def _refresh_routes(self, *, force: bool = False) -> None:
         async with self.store.read() as conn:

@@ -29,6 +29,7 @@ from relay.errors import (
     LeaseLost,
     NotFound,
     StoreError,
+    StoreUnavailable,
     TokenRefreshFailed,
 )
 from relay.imap.client import ClientOptions, ImapClient
@@ -38,6 +39,7 @@ from relay.imap.tls import TlsContexts
 from relay.mailbox.credentials import Credentials, TokenProvider, resolve
 from relay.sources.imap.sink import FolderSink, StateConflict
 from relay.store import Store
+from relay.store.outage import retry_level
 from relay.store.schema import AccountState
 
 __all__ = ["Backoff", "KeptConnection", "ListenerContext", "Report", "StateReport"]
@@ -198,7 +200,7 @@ class KeptConnection:
             try:
                 self._report(AccountState.CONNECTING)
                 client, creds = await self._connect()
-                await self._session(client, creds, connected)
+                await self._hold(client, creds, connected, backoff)
                 backoff.reset()
                 continue
             except NotFound:
@@ -225,7 +227,7 @@ class KeptConnection:
                 self._log.info("folder state changed elsewhere; resyncing", error=str(exc))
                 delay = backoff.next()
             except StoreError as exc:
-                self._log.warning("store failed", error=str(exc))
+                self._log.log(retry_level(exc), "store failed", error=str(exc))
                 self._report(AccountState.DISCONNECTED, {"response": str(exc)})
                 delay = backoff.next()
             except (ImapError, OSError) as exc:
@@ -245,6 +247,31 @@ class KeptConnection:
                     self._client.close()
                     self._client = None
             await self._pause(delay)
+
+    async def _hold(
+        self, client: ImapClient, creds: Credentials, connected: list[bool], backoff: Backoff
+    ) -> None:
+        """Run :meth:`_session` on a logged-in connection, keeping the connection while the
+        store is unavailable.
+
+        A session that could not store what it read has advanced nothing (the folder state is
+        written in the same transaction as the events), so it starts again from the stored
+        state on the same connection once the store answers: a database restart costs no
+        reconnects and logins (thousands at once on a large node). Untagged responses that
+        arrive meanwhile are read by the client and found again by the new session's sync.
+        """
+        while True:
+            try:
+                await self._session(client, creds, connected)
+                return
+            except StoreUnavailable as exc:
+                if client.closed or client.idling:
+                    raise
+                self._log.debug("store unavailable; connection kept", error=str(exc))
+                self._closed()
+                await self.ctx.store.outage.wait(backoff.next())
+                if self._reconnect:
+                    return
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a reconnect is (or was, during the attempt) requested."""

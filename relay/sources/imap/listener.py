@@ -108,7 +108,7 @@ class FolderListener(KeptConnection):
 
     async def _session(self, client: ImapClient, creds: Credentials, connected: list[bool]) -> None:
         session = Session(client)
-        if session.qresync:
+        if session.qresync and "QRESYNC" not in client.enabled:
             await client.enable("QRESYNC")
         await self.folder.load()
         self._sync = False
