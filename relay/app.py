@@ -227,7 +227,9 @@ def create_app(
         async def graph_token(account: str) -> tuple[str, str]:
             return await tokens.access_token(account, GRAPH)
 
-        clients = GraphClients(settings.microsoft, graph_token, tokens.reject)
+        clients = GraphClients(
+            settings.microsoft, graph_token, tokens.reject, timeout=settings.graph.request_timeout
+        )
         await clients.start()
         enrich = Enricher(app[STORE], app[MAILBOXES], timeout=settings.mailbox.notify_timeout)
         app[ENRICHER] = enrich
