@@ -366,6 +366,17 @@ class SandboxState:
         self.changed()
         return refresh, revoked
 
+    def revoke_access_token(self, value: str) -> AccessToken:
+        """Make one access token invalid before it expires, as Microsoft does for critical
+        events (continuous access evaluation); refresh tokens keep working, so a client that
+        gets the token refused can have a new one. NotFound for an unknown token."""
+        token = self.access_tokens.get(value)
+        if token is None:
+            raise NotFound("token: no such access token", field="token")
+        token.revoked = True
+        self.changed()
+        return token
+
     def advance_clock(self, seconds: float) -> float:
         """Move the sandbox clock forward; returns the new time."""
         if not isinstance(self.clock, SandboxClock):
