@@ -249,6 +249,7 @@ def create_app(
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
             token_for=app[TOKENS].token_for,
+            reject=app[TOKENS].reject,
             node=app[NODE],
             address=settings.cluster.address or node_address(settings),
             graph=graph,
