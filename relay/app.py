@@ -228,7 +228,9 @@ def create_app(
         async def graph_token(account: str) -> tuple[str, str]:
             return await tokens.access_token(account, GRAPH)
 
-        clients = GraphClients(settings.microsoft, graph_token, tokens.reject)
+        clients = GraphClients(
+            settings.microsoft, graph_token, tokens.reject, timeout=settings.graph.request_timeout
+        )
         await clients.start()
         enrich = Enricher(app[STORE], app[MAILBOXES], timeout=settings.mailbox.notify_timeout)
         app[ENRICHER] = enrich
@@ -248,6 +250,7 @@ def create_app(
             service_url=settings.service_url,
             max_payload_bytes=settings.webhooks.max_payload_bytes,
             token_for=app[TOKENS].token_for,
+            reject=app[TOKENS].reject,
             node=app[NODE],
             address=settings.cluster.address or node_address(settings),
             graph=graph,

@@ -178,6 +178,11 @@ class GraphSettings:
     # Backoff after a failure: retry_min seconds, doubling up to retry_max, with jitter.
     retry_min: float = 1.0
     retry_max: float = 300.0
+    # Seconds Graph may be unavailable (503/504, timeouts, connection resets) before the
+    # account is reported as connectError (once per outage); retries go on meanwhile.
+    outage_grace: float = 300.0
+    # Seconds one Graph request may take before it counts as timed out.
+    request_timeout: float = 30.0
     # While notifications for an account arrive faster than its catch-ups finish, seconds
     # at least between two catch-ups (the notifications meanwhile are handled together).
     catch_up_interval: float = 0.1
@@ -501,6 +506,10 @@ def _check_graph(g: GraphSettings) -> None:
         )
     if g.retry_max < g.retry_min:
         raise ConfigError("graph.retry_max", "must not be less than graph.retry_min")
+    if g.outage_grace < 0:
+        raise ConfigError("graph.outage_grace", "must not be negative")
+    if g.request_timeout <= 0:
+        raise ConfigError("graph.request_timeout", "must be greater than 0")
     if not 0 <= g.catch_up_interval <= 60:
         raise ConfigError("graph.catch_up_interval", "must be between 0 and 60")
 

@@ -14,17 +14,24 @@ The default provider, :class:`StoredTokens`, hands out the stored ``oauth2.acces
 the *root* of the delegation chain: a shared mailbox logs in as its ``delegatedUser`` with
 the main account's token (how Exchange Online opens shared mailboxes over IMAP). A provider
 that refreshes tokens plugs in through the same call signature.
+
+:func:`log_in` connects and logs in for every IMAP user of an account (IDLE listeners, the
+connection pool): a token from the provider that the server refuses is rejected and one
+fresh token is tried before the refusal counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import structlog
 
 from relay.auth.crypto import Cipher
 from relay.errors import AuthError, NotFound
 from relay.imap.client import ClientOptions, ImapClient
+from relay.imap.errors import ImapAuthError
 from relay.imap.parse import Update
 from relay.imap.tls import TlsContexts
 from relay.log import protocol_log
@@ -37,8 +44,11 @@ __all__ = [
     "StoredTokens",
     "TokenProvider",
     "account_secrets",
+    "log_in",
     "resolve",
 ]
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_HOST = "outlook.office365.com"
 DEFAULT_PORT = 993
@@ -93,6 +103,8 @@ class Credentials:
     method: Literal["login", "xoauth2"]
     user: str
     secret: str = field(repr=False)
+    # The token came from the token provider, which can hand out another one.
+    refreshable: bool = False
 
     async def log_in(self, client: ImapClient) -> None:
         """LOGIN or AUTHENTICATE XOAUTH2 on ``client``; ImapAuthError when refused."""
@@ -189,5 +201,42 @@ async def resolve(
         return endpoint, Credentials("xoauth2", str(user), secrets["imap.auth.accessToken"])
     if row["delegated_account"] or row["oauth2_app"] or _section(row["config"], "oauth2"):
         login, token = await token_for(row)
-        return endpoint, Credentials("xoauth2", login, token)
+        return endpoint, Credentials("xoauth2", login, token, refreshable=True)
     raise AuthError(f"account {account!r} has no IMAP credentials")
+
+
+async def log_in(
+    connect: Callable[[Endpoint], Awaitable[ImapClient]],
+    credentials: Callable[[], Awaitable[tuple[Endpoint, Credentials]]],
+    reject: Callable[[str], None],
+) -> tuple[ImapClient, Credentials]:
+    """Connect (``connect``) and log in with ``credentials()``, read afresh for each try.
+
+    A server may refuse an OAuth2 token the relay still takes for valid (revoked early,
+    its clock ahead of ours): such a token is rejected (``reject(token)``: the token manager
+    refreshes it on the next request) and the login is tried once more, on a new connection
+    with the fresh token. Raises :class:`~relay.imap.errors.ImapAuthError` when that is
+    refused too, or at once when a password or a token given as it is is refused.
+    """
+    for attempt in (1, 2):
+        endpoint, creds = await credentials()
+        client = await connect(endpoint)
+        try:
+            await creds.log_in(client)
+        except ImapAuthError as exc:
+            client.close()
+            if not creds.refreshable or attempt == 2:
+                raise
+            reject(creds.secret)
+            log.info(
+                "the IMAP server refused the access token; refreshing",
+                account=endpoint.account,
+                user=creds.user,
+                error=exc.text,
+            )
+            continue
+        except BaseException:
+            client.close()
+            raise
+        return client, creds
+    raise AssertionError("unreachable")

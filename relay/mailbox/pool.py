@@ -28,7 +28,7 @@ from relay.imap.client import ClientOptions, ImapClient
 from relay.imap.errors import ImapAuthError
 from relay.imap.parse import Update
 from relay.imap.tls import TlsContexts
-from relay.mailbox.credentials import TokenProvider, resolve
+from relay.mailbox.credentials import Credentials, Endpoint, TokenProvider, log_in, resolve
 from relay.store import Store
 
 __all__ = ["ImapPool"]
@@ -141,23 +141,17 @@ class ImapPool:
         return None
 
     async def _open(self, account: str) -> ImapClient:
-        for attempt in range(2):
-            endpoint, creds = await resolve(self._store, self._cipher, self._token_for, account)
-            client = await endpoint.connect(self._tls, self._options, _ignore)
-            try:
-                await creds.log_in(client)
-            except ImapAuthError as exc:
-                client.close()
-                if creds.method == "xoauth2" and attempt == 0:
-                    # The token may have been revoked early: one more try with a fresh one.
-                    self._reject(creds.secret)
-                    continue
-                raise AuthError(f"the IMAP server refused the credentials of {account!r}") from exc
-            except BaseException:
-                client.close()
-                raise
-            return client
-        raise AssertionError("unreachable")
+        async def connect(endpoint: Endpoint) -> ImapClient:
+            return await endpoint.connect(self._tls, self._options, _ignore)
+
+        async def credentials() -> tuple[Endpoint, Credentials]:
+            return await resolve(self._store, self._cipher, self._token_for, account)
+
+        try:
+            client, _ = await log_in(connect, credentials, self._reject)
+        except ImapAuthError as exc:
+            raise AuthError(f"the IMAP server refused the credentials of {account!r}") from exc
+        return client
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():

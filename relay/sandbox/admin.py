@@ -10,6 +10,9 @@
   applicationPermissions[]?}`` -> 201, the app without its secret
 - ``POST /sandbox/users/{email}/revoke[?accessTokens=true]``
   -> 200 ``{user, refreshTokensRevoked, accessTokensRevoked}``
+- ``POST /sandbox/tokens/revoke`` ``{token}`` -> 200 ``{user, resource, revoked: true}``: that
+  one access token is refused from now on (introspection and the grants snapshot drop it),
+  while the refresh tokens of its user keep working
 - ``POST /sandbox/clock`` ``{advanceSeconds}`` -> 200 ``{now, offsetSeconds}``
 - ``POST /sandbox/introspect`` ``{token}`` (or ``GET ?token=``) -> 200, see
   ``SandboxState.introspect``
@@ -231,6 +234,13 @@ async def revoke(request: web.Request) -> web.Response:
     )
 
 
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke one access token early; its user's refresh tokens keep working."""
+    state = request.app[STATE]
+    token = state.revoke_access_token(required_text(await json_body(request), "token"))
+    return web.json_response({"user": token.user, "resource": token.resource, "revoked": True})
+
+
 async def advance_clock(request: web.Request) -> web.Response:
     """Move the sandbox clock forward, to test expiry without waiting."""
     state = request.app[STATE]
@@ -291,6 +301,7 @@ def create_admin_app(state: SandboxState) -> web.Application:
     app.router.add_post("/grants", add_grant)
     app.router.add_delete("/grants", remove_grant)
     app.router.add_post("/apps", add_app)
+    app.router.add_post("/tokens/revoke", revoke_token)
     app.router.add_post("/clock", advance_clock)
     app.router.add_post("/introspect", introspect)
     app.router.add_get("/introspect", introspect)

@@ -38,6 +38,8 @@ class RunningSandbox:
 
     async def close(self) -> None:
         """Stop serving and release the port."""
+        # Requests an outage holds are answered first, so stopping does not wait for them.
+        self.state.faults.clear()
         await self._runner.cleanup()
 
     def summary(self) -> str:

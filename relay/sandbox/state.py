@@ -10,7 +10,8 @@ Model:
   every granted one.
 - Every user and shared mailbox has a mailbox with folders and messages (``mail``, see
   :mod:`relay.sandbox.graph.mail`); ``subscriptions`` holds Graph change subscriptions;
-  ``throttling`` the mailboxes told to answer 429 and the requests each mailbox received.
+  ``throttling`` the mailboxes told to answer 429 and the requests each mailbox received;
+  ``faults`` the outages switched on (503, 504, hangs, resets).
 - An **app** is a confidential client: id, secret, exact redirect URIs and the application
   permissions an administrator consented to (used by ``client_credentials``).
 - **Consent** is remembered per (user, app) as full scope strings; a token carries every
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.errors import Conflict, InputError, NotFound
 from relay.sandbox.errors import IdentityError
+from relay.sandbox.graph.faults import Faults
 from relay.sandbox.graph.mail import MailStore
 from relay.sandbox.graph.throttling import Throttling
 from relay.sandbox.scopes import ScopeSet
@@ -198,6 +200,7 @@ class SandboxState:
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     throttling: Throttling = field(default_factory=Throttling)
+    faults: Faults = field(default_factory=Faults)
     allow_http_notifications: bool = False
     clock_listeners: list[Callable[[], None]] = field(default_factory=list)
     version: int = 0
@@ -362,6 +365,17 @@ class SandboxState:
                     revoked += 1
         self.changed()
         return refresh, revoked
+
+    def revoke_access_token(self, value: str) -> AccessToken:
+        """Make one access token invalid before it expires, as Microsoft does for critical
+        events (continuous access evaluation); refresh tokens keep working, so a client that
+        gets the token refused can have a new one. NotFound for an unknown token."""
+        token = self.access_tokens.get(value)
+        if token is None:
+            raise NotFound("token: no such access token", field="token")
+        token.revoked = True
+        self.changed()
+        return token
 
     def advance_clock(self, seconds: float) -> float:
         """Move the sandbox clock forward; returns the new time."""

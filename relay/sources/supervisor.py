@@ -251,6 +251,7 @@ class Supervisor:
         service_url: str,
         max_payload_bytes: int = 256 * 1024,
         token_for: TokenProvider | None = None,
+        reject: Callable[[str], None] | None = None,
         node: str | None = None,
         address: str = "",
         graph: GraphContext | None = None,
@@ -261,8 +262,10 @@ class Supervisor:
         ``enrich`` adds message content to new-message events; ``node`` and ``address``
         are what this node registers as (``GET /v1/cluster``); ``announce(topic, value)``
         tells the other nodes (:meth:`relay.store.bus.Bus.send`) that the nodes or leases
-        changed."""
+        changed; ``reject(token)`` is told of an OAuth2 token an IMAP server refused (the
+        token manager's, so that the retry gets a fresh one)."""
         self._announce = announce or (lambda _topic, _value: None)
+        self.reject: Callable[[str], None] = reject or (lambda _token: None)
         self.store = store
         self.enrich = enrich
         self.cipher = cipher
@@ -328,6 +331,7 @@ class Supervisor:
             service_url=self.service_url,
             max_payload_bytes=self.max_payload_bytes,
             lease_lost=self._lease_lost,
+            reject=self.reject,
         )
         try:
             async with self.store.write(notify=False) as conn:

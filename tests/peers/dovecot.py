@@ -30,11 +30,19 @@ The grants file is the contract with whatever issues tokens. One line per token:
     <token> <owner> [<other mailbox> ...]
 
 A token opens its owner's mailbox and every other mailbox named on its line (shared
-mailboxes the owner may open). To plug in another token issuer (the Microsoft identity
-emulator), either have it write this file (write a temporary file, then rename it over the
-old one; ``write_grants`` does that), or replace the body of ``token_allows`` in
-``AUTH_LUA`` with a request to the issuer: Dovecot 2.3's auth Lua exposes
-``dovecot.http.client{...}`` for that (or shell out to ``curl`` from Lua with
+mailboxes the owner may open).
+
+With ``sandbox_tokens=True`` the Lua asks the Microsoft identity emulator instead, the way
+Exchange Online does: it reads the sandbox's grants snapshot (``tokens_path``; start the
+sandbox with ``grants_path=server.tokens_path``), which lists every access token that is
+valid right now with the mailboxes it opens. A token the sandbox revoked or that expired is
+refused, one it just issued is accepted, and only tokens for Exchange
+(``https://outlook.office.com``) open mailboxes.
+
+To plug in yet another token issuer, either have it write the grants file (write a
+temporary file, then rename it over the old one; ``write_grants`` does that), or replace the
+body of ``token_allows`` in ``AUTH_LUA`` with a request to the issuer: Dovecot 2.3's auth
+Lua exposes ``dovecot.http.client{...}`` for that (or shell out to ``curl`` from Lua with
 ``io.popen``). Nothing else in this module depends on how the token is checked.
 """
 
@@ -61,10 +69,47 @@ AUTH_LUA = r"""
 -- XOAUTH2 / OAUTHBEARER check for the test Dovecot. Dovecot hands the bearer token to this
 -- passdb as the password and the SASL user= value as req.user (the mailbox to open).
 local grants_path = "@GRANTS@"
+-- The sandbox's grants snapshot (JSON, relay.sandbox.app.SnapshotWriter); empty: not used.
+local snapshot_path = "@SNAPSHOT@"
+
+-- Whether the snapshot lists ``token`` as a live Exchange token that opens ``mailbox``. The
+-- snapshot is json.dumps(..., indent=1, sort_keys=True): one object per token, whose only
+-- nested values are lists of strings.
+local function snapshot_allows(token, mailbox)
+  local f = io.open(snapshot_path, "r")
+  if f == nil then
+    return false
+  end
+  local text = f:read("*a")
+  f:close()
+  local at = string.find(text, '"' .. token .. '": {', 1, true)
+  if at == nil then
+    return false
+  end
+  local entry = string.match(text, "%b{}", at)
+  local exchange = '"resource": "https://outlook.office.com"'
+  if entry == nil or not string.find(entry, exchange, 1, true) then
+    return false
+  end
+  local list = string.match(entry, '"mailboxes": (%b[])')
+  if list == nil then
+    return false
+  end
+  local wanted = string.lower(mailbox)
+  for item in string.gmatch(list, '"([^"]*)"') do
+    if string.lower(item) == wanted then
+      return true
+    end
+  end
+  return false
+end
 
 -- The only place that decides whether a token opens a mailbox. Swap its body to ask another
 -- issuer (e.g. an HTTP introspection endpoint) without touching the rest.
 local function token_allows(token, mailbox)
+  if snapshot_path ~= "" then
+    return snapshot_allows(token, mailbox)
+  end
   local f = io.open(grants_path, "r")
   if f == nil then
     return false
@@ -213,6 +258,8 @@ class DovecotServer:
     root: Path
     tls: bool = False
     tuned: bool = False
+    # XOAUTH2 tokens are checked against the sandbox's grants snapshot (tokens_path).
+    sandbox_tokens: bool = False
     host: str = "127.0.0.1"
     port: int = 0
     tls_port: int | None = None
@@ -237,6 +284,11 @@ class DovecotServer:
         """The token grants file read by the Lua passdb."""
         return self.root / "grants"
 
+    @property
+    def tokens_path(self) -> Path:
+        """Where the Lua passdb reads the sandbox's grants snapshot (``sandbox_tokens``)."""
+        return self.root / "tokens.json"
+
     # -- set-up -----------------------------------------------------------------------------
 
     def prepare(self) -> None:
@@ -253,7 +305,10 @@ class DovecotServer:
             self.tls_port = free_port()
         if self.tls and self._ca is None:
             self._make_certificate()
-        (self.root / "auth.lua").write_text(AUTH_LUA.replace("@GRANTS@", str(self.grants_path)))
+        snapshot = str(self.tokens_path) if self.sandbox_tokens else ""
+        (self.root / "auth.lua").write_text(
+            AUTH_LUA.replace("@GRANTS@", str(self.grants_path)).replace("@SNAPSHOT@", snapshot)
+        )
         self._write_users()
         self.write_grants()
         self.config_path.write_text(
@@ -425,9 +480,13 @@ def _port_answers(host: str, port: int) -> bool:
 
 
 def _new_server(
-    root: Path, tls: bool, tuned: bool, users: Mapping[str, str] | None
+    root: Path,
+    tls: bool,
+    tuned: bool,
+    users: Mapping[str, str] | None,
+    sandbox_tokens: bool = False,
 ) -> DovecotServer:
-    server = DovecotServer(root=root, tls=tls, tuned=tuned)
+    server = DovecotServer(root=root, tls=tls, tuned=tuned, sandbox_tokens=sandbox_tokens)
     for user, password in (users or {}).items():
         server.add_user(user, password)
     return server
@@ -453,11 +512,15 @@ def start_dovecot(
 
 @contextlib.contextmanager
 def dovecot_server(
-    *, tls: bool = False, tuned: bool = False, users: Mapping[str, str] | None = None
+    *,
+    tls: bool = False,
+    tuned: bool = False,
+    users: Mapping[str, str] | None = None,
+    sandbox_tokens: bool = False,
 ) -> Iterator[DovecotServer]:
     """Run a Dovecot in a temp dir for the duration of the ``with`` block."""
     root = Path(tempfile.mkdtemp(prefix="relay-dovecot-"))
-    server = _new_server(root, tls, tuned, users)
+    server = _new_server(root, tls, tuned, users, sandbox_tokens)
     try:
         server.start()
         yield server

@@ -103,6 +103,9 @@ def _counts(state: SandboxState) -> tuple[int, int, int]:
         ("clock", {"advanceSeconds": "60"}, 400, "advanceSeconds"),
         ("introspect", {}, 400, "token"),
         ("users/nobody@example.com/revoke", {}, 404, "user"),
+        ("tokens/revoke", {}, 400, "token"),
+        ("tokens/revoke", {"token": 7}, 400, "token"),
+        ("tokens/revoke", {"token": "made-up"}, 404, "token"),
     ],
 )
 async def test_bad_input_is_refused_and_changes_nothing(
@@ -230,6 +233,28 @@ async def test_revoke_keeps_access_tokens_unless_asked(
     assert still is True
     assert hard["accessTokensRevoked"] == 1
     assert sandbox.state.introspect(token) == {"active": False, "reason": "revoked"}
+
+
+async def test_one_access_token_is_revoked_and_the_refresh_token_still_works(
+    client: MsalClient, http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """tokens/revoke cuts off that access token alone (introspection, snapshot); the refresh
+    token mints a new one that is valid."""
+    signed_in = await client.sign_in([IMAP])
+    token = signed_in["access_token"]
+
+    status, revoked = await _post(http, sandbox, "tokens/revoke", {"token": token})
+    refreshed = await client.refresh(signed_in["refresh_token"], [IMAP])
+
+    assert (status, revoked) == (
+        200,
+        {"user": "main@example.com", "resource": "https://outlook.office.com", "revoked": True},
+    )
+    assert sandbox.state.introspect(token) == {"active": False, "reason": "revoked"}
+    snapshot = await _snapshot(sandbox)
+    assert token not in snapshot
+    assert sandbox.state.introspect(refreshed["access_token"])["active"] is True
+    assert refreshed["access_token"] in snapshot
 
 
 async def test_clock_advance_expires_access_tokens_and_updates_snapshot(

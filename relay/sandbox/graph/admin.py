@@ -50,9 +50,25 @@ takes either.
 - ``DELETE /sandbox/mailboxes/{email}/throttle`` -> 200 ``{mailbox, requestsLeft}``: stop
   throttling it
 - ``GET /sandbox/mailboxes/{email}/requests`` -> 200 ``[{time, method, path, status,
-  throttled, retryAfter}]``: the last 1000 Graph requests to the mailbox, oldest first;
-  ``time`` is the arrival on the sandbox clock (epoch seconds), ``path`` has no query, and
-  a throttled one carries its ``retryAfter`` (null otherwise)
+  throttled, retryAfter, fault}]``: the last 1000 Graph requests to the mailbox (and for
+  its subscriptions), oldest first; ``time`` is the arrival on the sandbox clock (epoch
+  seconds), ``path`` has no query, a throttled one carries its ``retryAfter`` (null
+  otherwise), and one an outage hit names its ``fault`` kind (``status`` is null for a
+  reset, and a hang is listed once it ended)
+- ``POST /sandbox/faults`` ``{kind, mailbox?, path?, retryAfter?, requests?}`` -> 201 ``{id,
+  kind, mailbox, path, retryAfter, requestsLeft, hits}``: an outage of Graph, as Microsoft
+  has them. ``kind`` is ``unavailable`` (503 ``serviceNotAvailable``), ``gatewayTimeout``
+  (504), ``hang`` (no answer until the fault is removed, then 504; at most 120 s) or
+  ``reset`` (the TCP connection is reset). It hits the requests of ``mailbox`` (every
+  mailbox when left out): its mailbox requests and the requests for its subscriptions
+  (create, renew, reauthorize, delete); ``path`` narrows it to request paths containing
+  that text, ignoring case (``/subscriptions``, ``messages/delta``, ``/messages/``).
+  ``retryAfter`` (whole seconds, 503 and 504 only) is sent as ``Retry-After``;
+  ``requests`` makes only that many requests fail (every one until removed by default).
+  Faults are checked in the order they were made; the first that matches applies.
+- ``GET /sandbox/faults`` -> 200 ``[fault]``
+- ``DELETE /sandbox/faults/{id}`` -> 200 the fault as it ended (``hits``: requests it
+  failed); held requests are let go. ``DELETE /sandbox/faults`` -> 200 ``{removed}``: all
 - ``GET /sandbox/subscriptions`` -> 200 ``[subscription + {mailbox, folderId, user,
   needsReauthorization, immutableIds}]``
 - ``POST /sandbox/subscriptions/{id}/lifecycle`` ``{event: missed | subscriptionRemoved |
@@ -76,6 +92,7 @@ from aiohttp import web
 
 from relay.errors import InputError, NotFound
 from relay.sandbox.graph.errors import GraphError
+from relay.sandbox.graph.faults import ANSWERING, KINDS
 from relay.sandbox.graph.mail import (
     DRAFTS,
     FLAG_STATUS,
@@ -430,6 +447,61 @@ async def list_requests(request: web.Request) -> web.Response:
     return web.json_response([r.to_json() for r in state.throttling.requests(mailbox.email)])
 
 
+# Longest ``path`` a fault may match on.
+_MAX_FAULT_PATH = 512
+
+
+def _optional_count(body: dict[str, Any], name: str, what: str) -> int | None:
+    return None if body.get(name) is None else _at_least_one(body, name, what)
+
+
+async def add_fault(request: web.Request) -> web.Response:
+    """Switch on an outage for the requests of a mailbox (or every one), maybe one path."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    kind = required_text(body, "kind")
+    if kind not in KINDS:
+        raise InputError(f"kind: must be one of {', '.join(KINDS)}", field="kind")
+    mailbox = text(body, "mailbox", required=False)
+    if mailbox is not None:
+        mailbox = state.user(mailbox, field_name="mailbox").email
+    path = text(body, "path", required=False)
+    if path is not None and (not path.strip() or len(path) > _MAX_FAULT_PATH):
+        raise InputError(
+            f"path: must be a non-empty string of at most {_MAX_FAULT_PATH} characters",
+            field="path",
+        )
+    retry_after = _optional_count(body, "retryAfter", "seconds")
+    if retry_after is not None and kind not in ANSWERING:
+        raise InputError(
+            f"retryAfter: only {' and '.join(ANSWERING)} answer, with Retry-After",
+            field="retryAfter",
+        )
+    requests = _optional_count(body, "requests", "requests")
+    fault = state.faults.add(
+        kind, mailbox=mailbox, path=path, retry_after=retry_after, requests=requests
+    )
+    return web.json_response(fault.to_json(), status=201)
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    """The faults switched on, in the order they apply."""
+    return web.json_response([f.to_json() for f in request.app[STATE].faults.active.values()])
+
+
+async def remove_fault(request: web.Request) -> web.Response:
+    """Switch one fault off; the requests it holds are answered."""
+    fault = request.app[STATE].faults.remove(request.match_info["id"])
+    if fault is None:
+        raise NotFound(f"id: no fault {request.match_info['id']!r}", field="id")
+    return web.json_response(fault.to_json())
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    """Switch every fault off."""
+    return web.json_response({"removed": len(request.app[STATE].faults.clear())})
+
+
 async def list_subscriptions(request: web.Request) -> web.Response:
     """Every active subscription, with what it watches."""
     state = request.app[STATE]
@@ -500,6 +572,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/mailboxes/{email}/throttle", throttle)
     app.router.add_delete("/mailboxes/{email}/throttle", unthrottle)
     app.router.add_get("/mailboxes/{email}/requests", list_requests)
+    app.router.add_post("/faults", add_fault)
+    app.router.add_get("/faults", list_faults)
+    app.router.add_delete("/faults", clear_faults)
+    app.router.add_delete("/faults/{id}", remove_fault)
     app.router.add_get("/subscriptions", list_subscriptions)
     app.router.add_post("/subscriptions/{id}/lifecycle", fire_lifecycle)
     app.router.add_get("/notifications", notifications)

@@ -83,7 +83,14 @@ requests; each is recorded for that mailbox with its arrival time on the sandbox
 its status (see :mod:`relay.sandbox.graph.throttling`). While the admin API throttles a
 mailbox, its next requests are answered ``429`` with ``Retry-After`` and Graph's error
 (``ApplicationThrottled`` by default), after authentication and before anything else.
-``GET {user}`` (a directory read) and subscriptions are not mailbox requests.
+``GET {user}`` (a directory read) and subscriptions are not mailbox requests (requests for a
+subscription of a mailbox are recorded with that mailbox's, and never throttled).
+
+**Outages.** While the admin API has a fault switched on (see
+:mod:`relay.sandbox.graph.faults`), the mailbox and subscription requests it matches are
+answered ``503 serviceNotAvailable`` or ``504`` (with ``Retry-After`` when the fault has
+one), held without an answer (a hang, let go with a 504 when the fault is removed), or
+have their connection reset; after authentication, before throttling and anything else.
 """
 
 from __future__ import annotations
@@ -91,7 +98,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
+import socket
+import struct
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -122,6 +132,7 @@ from relay.sandbox.graph.errors import (
     send_as_denied,
     throttled,
 )
+from relay.sandbox.graph.faults import ANSWERS, HANG, HOLD_MAX, RESET, Fault
 from relay.sandbox.graph.mail import (
     DRAFTS,
     FLAG_STATUS,
@@ -232,6 +243,8 @@ class Call:
         # The mailbox a mailbox request touches, and its Retry-After when throttled.
         self.mailbox: str | None = None
         self.retry_after: int | None = None
+        # The outage this request met (relay.sandbox.graph.faults), if any.
+        self.fault: str | None = None
 
     def message(
         self,
@@ -331,6 +344,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = await _route(call, segments)
         if call.applied:
             response.headers["Preference-Applied"] = ", ".join(call.applied)
+    except _Reset:
+        assert call is not None
+        _record(call, received, None)
+        # Nothing is sent: the connection is gone. aiohttp writes nothing for this.
+        raise web.HTTPBadRequest() from None
     except GraphError as exc:
         response = web.json_response(
             error_body(exc, state.now(), request_id, client_request_id), status=exc.status
@@ -345,18 +363,69 @@ async def handle(request: web.Request) -> web.StreamResponse:
     response.headers["client-request-id"] = client_request_id
     # The sandbox clock, not the wall clock: clients plan renewals in server time.
     response.headers["Date"] = http_date(state.now())
-    if call is not None and call.mailbox is not None:
-        state.throttling.record(
-            call.mailbox,
-            RecordedRequest(
-                time=received,
-                method=request.method,
-                path=request.path,
-                status=response.status,
-                retry_after=call.retry_after,
-            ),
-        )
+    if call is not None:
+        _record(call, received, response.status)
     return response
+
+
+def _record(call: Call, received: float, status: int | None) -> None:
+    """Add a request to its mailbox's log (requests that touch no mailbox are not kept)."""
+    if call.mailbox is None:
+        return
+    call.state.throttling.record(
+        call.mailbox,
+        RecordedRequest(
+            time=received,
+            method=call.request.method,
+            path=call.request.path,
+            status=status,
+            retry_after=call.retry_after,
+            fault=call.fault,
+        ),
+    )
+
+
+class _Reset(Exception):
+    """The request's connection was reset on purpose (an outage): nothing is answered."""
+
+
+async def _outage(call: Call, mailbox: str) -> None:
+    """Act out the fault that hits this request to ``mailbox``, if one does."""
+    call.mailbox = mailbox
+    fault = call.state.faults.take(mailbox, call.request.path)
+    if fault is None:
+        return
+    call.fault = fault.kind
+    if fault.kind != HANG:
+        call.retry_after = fault.retry_after
+    if fault.kind == RESET:
+        _reset(call.request)
+        raise _Reset
+    if fault.kind == HANG:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HOLD_MAX):
+                await fault.released.wait()
+    raise _outage_error(fault)
+
+
+def _outage_error(fault: Fault) -> GraphError:
+    status, code, message = ANSWERS[fault.kind]
+    headers = {}
+    if fault.retry_after is not None and fault.kind != HANG:
+        headers["Retry-After"] = str(fault.retry_after)
+    return GraphError(status, code, message, headers)
+
+
+def _reset(request: web.Request) -> None:
+    """Close the request's connection with a TCP reset (RST), as a failing front end does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def _route(call: Call, segments: list[Segment]) -> web.StreamResponse:
@@ -389,7 +458,7 @@ async def _user(call: Call, user: User, rest: list[Segment]) -> web.StreamRespon
             raise _unsupported(call)
         check_user_read(call.caller, user)
         return web.json_response(_user_json(call, user))
-    call.mailbox = user.email
+    await _outage(call, user.email)
     throttle = call.state.throttling.take(user.email)
     if throttle is not None:
         call.retry_after = throttle.retry_after
@@ -1255,6 +1324,7 @@ async def _subscriptions(call: Call, segments: list[Segment]) -> web.StreamRespo
     if keyed is None:
         raise _not_a_segment(rest[0])
     sub = _subscription(call, keyed[0])
+    await _outage(call, sub.mailbox)
     tail = keyed[1]
     if tail:
         if len(tail) == 1 and _action(tail[0]) == "reauthorize" and call.method == "POST":
@@ -1320,6 +1390,7 @@ async def _create_subscription(call: Call) -> web.Response:
     check_expiration(expires_at, state.now())
     client_state = check_client_state(body.get("clientstate"))
     user = resolve_user(state, call.caller, target.user)
+    await _outage(call, user.email)
     check_subscribe(call.caller, user)
     mailbox = state.mail.mailbox(user.email)
     folder = _folder(mailbox, target.folder) if target.folder is not None else None

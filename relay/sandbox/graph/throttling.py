@@ -48,23 +48,28 @@ class Throttle:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request to a mailbox: sandbox-clock time of arrival, what it was, the answer."""
+    """One request to a mailbox: sandbox-clock time of arrival, what it was, the answer
+    (``status`` None: the connection was reset instead), the outage it met if any
+    (:mod:`relay.sandbox.graph.faults`)."""
 
     time: float
     method: str
     path: str
-    status: int
+    status: int | None
     retry_after: int | None = None
+    fault: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The admin API's view; ``throttled`` requests carry their ``retryAfter``."""
+        """The admin API's view; throttled requests, and outages that answer with one,
+        carry their ``retryAfter``."""
         return {
             "time": self.time,
             "method": self.method,
             "path": self.path,
             "status": self.status,
-            "throttled": self.retry_after is not None,
+            "throttled": self.retry_after is not None and self.fault is None,
             "retryAfter": self.retry_after,
+            "fault": self.fault,
         }
 
 

@@ -175,10 +175,14 @@ class GraphClients:
         settings: MicrosoftSettings,
         tokens: TokenSource,
         reject: Callable[[str], None] | None = None,
+        *,
+        timeout: float = 30.0,
     ) -> None:
         """Nothing is opened until :meth:`start`; ``reject(token)`` is told of a token Graph
-        refused (401) so that the next one is fresh."""
+        refused (401) so that the next one is fresh; ``timeout``: seconds one request may
+        take (httpx's connect, read, write and pool timeouts)."""
         self.settings = settings
+        self.timeout = timeout
         self.reject = reject or (lambda token: None)
         self.base_url = settings.graph_url.rstrip("/") + "/v1.0"
         self._tokens = tokens
@@ -212,7 +216,7 @@ class GraphClients:
         self._http = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(
                 transport=self._transport,
-                timeout=30.0,
+                timeout=self.timeout,
                 headers={"Prefer": IMMUTABLE_IDS},
                 event_hooks={"response": [self._on_response]},
             ),

@@ -13,6 +13,12 @@ What a :class:`GraphWatcher` does, in one loop::
           ─▶ lifecycle events (reauthorize, re-create), delta catch-up of the notified
              folders, renewal
 
+Graph's bad moments (503, 504, timeouts, resets: :mod:`relay.sources.graph.outage`) are
+waited out where the loop was, with backoff or Retry-After, and the account keeps its
+state; one that lasts longer than ``graph.outage_grace`` is reported once (``connectError``)
+and, when Graph answers again, the account is ``connected`` again. A 429 is waited out the
+same way but never reported; a 401 drops the token and tries once more with a fresh one.
+
 Every change comes from delta and is turned into events by
 :class:`~relay.sources.graph.changes.Changes` (moves, de-duplication). The events, the new
 delta state and the consumed notifications are written in one transaction. Expiries are
@@ -55,6 +61,7 @@ from relay.sources.graph import subscriptions
 from relay.sources.graph.changes import REBASELINE_SLACK_MS, Changes, Delta, Extra, FolderState
 from relay.sources.graph.client import AccountClient, GraphClients, gather_all, to_json
 from relay.sources.graph.folders import load_tree, select
+from relay.sources.graph.outage import Outage, delay, transient
 from relay.sources.imap.connection import StateReport
 from relay.sources.imap.sink import Enrich
 from relay.sources.listing import record_listing
@@ -216,6 +223,8 @@ class GraphWatcher:
         self._caught_up = -1e9
         # When Graph last answered 401 (monotonic).
         self._refused_at = -_REFUSED_AGAIN
+        # The Graph outage going on (503/504, timeouts, resets), if any.
+        self._outage: Outage | None = None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -278,9 +287,12 @@ class GraphWatcher:
         while True:
             try:
                 if not ready or self._reconnect:
+                    # Until it is done: a setup that failed half-way is started again.
+                    ready = False
                     adopt = adopt and not self._reconnect
                     self._reconnect = False
-                    self._report(self.account, StateReport(AccountState.CONNECTING))
+                    if self._outage is None or not self._outage.reported:
+                        self._report(self.account, StateReport(AccountState.CONNECTING))
                     await self._choose_folders()
                     await self._catch_up()
                     await self._watch(adopt=adopt)
@@ -301,6 +313,8 @@ class GraphWatcher:
                 if self._mode == GraphMode.POLLING or self._sync:
                     self._sync = False
                     await self._catch_up()
+                if self._outage is not None:
+                    await self._outage_over()
                 await self._sleep()
             except asyncio.CancelledError:
                 raise
@@ -313,9 +327,12 @@ class GraphWatcher:
             except Exception as exc:
                 if self._token_refused(exc):
                     continue
-                if await self._throttled(exc, backoff):
+                if await self._throttled(exc, backoff) or await self._unavailable(exc):
+                    # A subscription replaced half-way (renewal, lifecycle) is made again.
+                    ready = ready and self._subscribed()
                     continue
                 ready = False
+                self._outage = None
                 await self._failed(exc)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(backoff * random.uniform(0.8, 1.2)):
@@ -375,15 +392,75 @@ class GraphWatcher:
         await asyncio.sleep(delay)
         return True
 
-    async def _failed(self, exc: BaseException) -> None:
-        message = _message(exc)
+    def _subscribed(self) -> bool:
+        """Whether every watched folder has its subscription (always true while polling)."""
+        if self._mode != GraphMode.SUBSCRIPTION:
+            return True
+        return {f.key for f in self._folders} <= set(self._subs)
+
+    async def _unavailable(self, exc: BaseException) -> bool:
+        """A Graph outage (:func:`~relay.sources.graph.outage.transient`): wait (backoff
+        or Retry-After) and carry on where the loop was. The account keeps its state until
+        the outage has lasted ``outage_grace`` seconds; then it is reported once
+        (``connectError``) and the waiting goes on. Nothing is lost meanwhile: a catch-up
+        stores its delta link and consumes notifications only when it succeeds."""
+        if not transient(exc):
+            return False
+        s = self.context.settings
+        now = time.monotonic()
+        if self._outage is None:
+            self._outage = Outage(since=now)
+        outage = self._outage
+        outage.attempts += 1
         retry_after = _retry_after(exc, self.context.clients.server_ms() / 1000)
-        log.warning("graph account failed", account=self.account, error=message)
-        state = (
-            AccountState.AUTHENTICATION_ERROR
-            if isinstance(exc, AuthError) or (isinstance(exc, APIError) and _status(exc) == 401)
-            else AccountState.CONNECT_ERROR
+        wait = delay(
+            outage.attempts,
+            retry_after,
+            low=s.retry_min,
+            high=s.retry_max,
+            jitter=random.uniform(0.8, 1.2),
         )
+        log.warning(
+            "graph unavailable; retrying",
+            account=self.account,
+            attempt=outage.attempts,
+            retry_after=retry_after,
+            seconds=round(wait, 3),
+            outage_seconds=round(now - outage.since, 1),
+            error=_message(exc),
+        )
+        report_in = outage.report_in(now, s.outage_grace)
+        if report_in is not None and report_in <= wait:
+            await asyncio.sleep(report_in)
+            wait -= report_in
+            outage.reported = True
+            log.warning(
+                "graph outage outlasted the grace period",
+                account=self.account,
+                outage_seconds=round(time.monotonic() - outage.since, 1),
+                attempts=outage.attempts,
+                error=_message(exc),
+            )
+            await self._report_error(AccountState.CONNECT_ERROR, exc)
+        await asyncio.sleep(wait)
+        return True
+
+    async def _outage_over(self) -> None:
+        """Graph answers again: back to ``connected`` if the outage was reported."""
+        outage, self._outage = self._outage, None
+        assert outage is not None
+        log.info(
+            "graph answers again",
+            account=self.account,
+            outage_seconds=round(time.monotonic() - outage.since, 1),
+            attempts=outage.attempts,
+        )
+        if outage.reported:
+            user = await self._client.user()
+            self._report(self.account, StateReport(AccountState.CONNECTED, user=user))
+
+    async def _report_error(self, state: str, exc: BaseException) -> None:
+        """Report ``state`` with what ``exc`` says, and keep it as the account's last error."""
         error = error_data(exc)
         self._report(self.account, StateReport(state, error))
         try:
@@ -393,6 +470,17 @@ class GraphWatcher:
                 )
         except Exception as store_exc:
             log.warning("could not record graph error", error=str(store_exc))
+
+    async def _failed(self, exc: BaseException) -> None:
+        message = _message(exc)
+        retry_after = _retry_after(exc, self.context.clients.server_ms() / 1000)
+        log.warning("graph account failed", account=self.account, error=message)
+        state = (
+            AccountState.AUTHENTICATION_ERROR
+            if isinstance(exc, AuthError) or (isinstance(exc, APIError) and _status(exc) == 401)
+            else AccountState.CONNECT_ERROR
+        )
+        await self._report_error(state, exc)
         if retry_after:
             await asyncio.sleep(min(retry_after, self.context.settings.retry_max))
 

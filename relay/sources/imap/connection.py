@@ -8,6 +8,10 @@ recover from errors is this one loop::
     connect -> log in -> _session() until it returns (reconnect asked) or fails
     any connection error -> reconnect with backoff (``reconnect_min`` doubling to
     ``reconnect_max``, jittered); refused credentials -> wait ``auth_retry`` s or a request.
+
+An OAuth2 token the server refuses although the relay took it for valid is rejected and the
+login tried once more with a fresh one (:func:`relay.mailbox.credentials.log_in`); only a
+second refusal is an ``authenticationError``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from relay.imap.client import ClientOptions, ImapClient
 from relay.imap.errors import ImapAuthError, ImapCommandError, ImapError
 from relay.imap.parse import Update
 from relay.imap.tls import TlsContexts
-from relay.mailbox.credentials import Credentials, TokenProvider, resolve
+from relay.mailbox.credentials import Credentials, Endpoint, TokenProvider, log_in, resolve
 from relay.sources.imap.sink import FolderSink, StateConflict
 from relay.store import Store
 from relay.store.outage import retry_level
@@ -80,6 +84,8 @@ class ListenerContext:
     # Told the account when a write was refused because another node took it over (the
     # connection has stopped; the supervisor looks at its leases at once).
     lease_lost: Callable[[str], None] = lambda _account: None
+    # Told of an OAuth2 token the server refused, so that the next one is fresh.
+    reject: Callable[[str], None] = lambda _token: None
 
     def client_options(self) -> ClientOptions:
         """Connection timeouts from the settings."""
@@ -287,13 +293,23 @@ class KeptConnection:
 
     async def _connect(self) -> tuple[ImapClient, Credentials]:
         row, self._account_row = self._account_row, None
-        endpoint, creds = await resolve(
-            self.ctx.store, self.ctx.cipher, self.ctx.token_for, self.account, row=row
-        )
-        client = await endpoint.connect(self.ctx.tls, self.ctx.client_options(), self._on_update)
-        self._client = client
-        await creds.log_in(client)
-        return client, creds
+
+        async def credentials() -> tuple[Endpoint, Credentials]:
+            # The row just read serves the first try only; a retry reads afresh.
+            nonlocal row
+            given, row = row, None
+            return await resolve(
+                self.ctx.store, self.ctx.cipher, self.ctx.token_for, self.account, row=given
+            )
+
+        async def connect(endpoint: Endpoint) -> ImapClient:
+            client = await endpoint.connect(
+                self.ctx.tls, self.ctx.client_options(), self._on_update
+            )
+            self._client = client
+            return client
+
+        return await log_in(connect, credentials, self.ctx.reject)
 
     async def _session(self, client: ImapClient, creds: Credentials, connected: list[bool]) -> None:
         """Work on one logged-in connection until it breaks or a reconnect is requested;
