@@ -150,20 +150,20 @@ class Store:
         try:
             yield
         except StoreError as exc:
-            self.outage.failed(exc)
+            self.outage.failed(exc, write=what == "write")
             raise
         except SQLAlchemyError as exc:
             error = store_error(exc, what)
-            self.outage.failed(error)
+            self.outage.failed(error, write=what == "write")
             raise error from exc
         except OSError as exc:
             if exc is body.raised:
                 raise
             error = store_error(exc, what)
-            self.outage.failed(error)
+            self.outage.failed(error, write=what == "write")
             raise error from exc
         else:
-            self.outage.succeeded()
+            self.outage.succeeded(write=what == "write")
 
     @asynccontextmanager
     async def _pg_write(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:

@@ -14,6 +14,7 @@ log their own failures at debug level while :attr:`Outage.down` is true.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -31,6 +32,9 @@ log = structlog.get_logger(__name__)
 # intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
 _UNAVAILABLE_CLASSES = ("08", "53")
 _UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03"})
+
+# Seconds without a failure before a success ends an outage.
+_SETTLE = 2.0
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -74,37 +78,68 @@ class Outage:
         # Called with True when an outage starts and False when it ends (metrics).
         self.listeners: list[Callable[[bool], None]] = []
         self._over = asyncio.Event()
+        self._writes_failing = False
+        self._last_failure = 0.0
+        self._last_success = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def down(self) -> bool:
         return self.since is not None
 
-    def failed(self, error: StoreError) -> None:
+    def failed(self, error: StoreError, *, write: bool) -> None:
         """A transaction failed with ``error``; only unavailability starts an outage."""
-        if not isinstance(error, StoreUnavailable) or self.since is not None:
+        if not isinstance(error, StoreUnavailable):
             return
-        self.since = self._clock()
+        # A disk that is full, or a lock held elsewhere, fails writes but not reads: such an
+        # outage ends with a write, not with the next read.
+        self._writes_failing = self._writes_failing or write
+        self._last_failure = self._clock()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._over.is_set():
+            self._over = asyncio.Event()
+        if self.since is not None:
+            return
+        self.since = self._last_failure
         self.count += 1
-        self._over = asyncio.Event()
         log.warning("store unavailable; writes are retried", error=str(error))
         for listener in self.listeners:
             listener(True)
 
-    def succeeded(self) -> None:
-        """A transaction committed (or a read finished): an outage, if any, is over."""
-        if self.since is None:
+    def succeeded(self, *, write: bool) -> None:
+        """A transaction committed (or a read finished): an outage, if any, is over (one
+        that failed writes only once a write succeeds)."""
+        if self.since is None or (self._writes_failing and not write):
             return
-        down_s = round(self._clock() - self.since, 1)
-        self.since = None
+        # Waiters retry at once; but a store that still fails now and then (a disk with a
+        # few free pages) is not back yet: the outage ends _SETTLE s after the last failure
+        # if a success came after it, so that it is logged once, not once per flap.
         self._over.set()
+        self._last_success = self._clock()
+        self._settle()
+
+    def _settle(self) -> None:
+        self._timer = None
+        if self.since is None or self._last_success <= self._last_failure:
+            return
+        left = _SETTLE - (self._clock() - self._last_failure)
+        if left > 0:
+            with contextlib.suppress(RuntimeError):  # no loop: the next success decides
+                self._timer = asyncio.get_running_loop().call_later(left, self._settle)
+            return
+        self._writes_failing = False
+        down_s = round(self._last_success - self.since, 1)
+        self.since = None
         log.info("store available again", down_s=down_s)
         for listener in self.listeners:
             listener(False)
 
     async def wait(self, seconds: float, spread: float = 1.0) -> None:
-        """Wait ``seconds`` before retrying, or less: until the outage is over (another task's
-        transaction succeeded) and then a random part of ``spread`` seconds, so that
-        thousands of waiting tasks do not all retry in the same instant."""
+        """Wait ``seconds`` before retrying, or less: until another task's transaction
+        succeeds, and then a random part of ``spread`` seconds, so that thousands of waiting
+        tasks do not all retry in the same instant."""
         if self.since is not None:
             over = self._over
             try:

@@ -122,3 +122,12 @@ def log_events(relay: RelayProcess) -> Counter[str]:
     assert "Traceback" not in output, output[-4000:]
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return Counter(line["event"] for line in lines)
+
+
+async def wait_logged(relay: RelayProcess, text: str, within: float) -> None:
+    """Wait until the relay's log contains ``text``."""
+    for _ in range(int(within / 0.2)):
+        if text in relay.output():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{text!r} not logged within {within} s:\n{relay.output()[-3000:]}")
