@@ -281,6 +281,14 @@ async def test_json_without_content_type_is_read(relay: TestClient) -> None:
     assert {a["account"] for a in accounts["accounts"]} == {"pw", "bare", "utf8", "vendor"}
 
 
+async def test_graph_notifications_are_read_whole(client: TestClient) -> None:
+    """A notification body that arrives in many pieces is read to its end (it once stopped
+    at the first piece and answered 400)."""
+    raw = b'{"value": [' + b" " * 200_000 + b"]}"
+    resp = await client.post("/graph/notify", data=chunks(raw), headers=JSON)
+    assert resp.status == 202, await resp.text()
+
+
 async def test_graph_validation_needs_no_json(relay: TestClient) -> None:
     """Graph's validation request (text/plain, no body) is still answered with the token."""
     resp = await relay.post(
