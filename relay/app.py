@@ -34,6 +34,7 @@ from relay.api.keys import (
     TOKENS,
     WORKER,
 )
+from relay.api.limits import PARSER_LIMITS, limits_middleware
 from relay.api.middleware import auth_middleware, errors_middleware
 from relay.api.routes import setup_routes
 from relay.auth.api_tokens import new_token
@@ -125,9 +126,11 @@ def create_app(
 ) -> web.Application:
     """Build the application; nothing is opened until it starts."""
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware, auth_middleware],
-        # Submits carry whole messages; the send limit is checked on the built MIME.
-        client_max_size=max(1024**2, settings.send.max_message_bytes + 1024**2),
+        middlewares=[metrics_middleware, errors_middleware, limits_middleware, auth_middleware],
+        # Bodies read by aiohttp itself (the /oauth form); JSON bodies are read with the
+        # limit of their route (relay.api.limits).
+        client_max_size=settings.server.max_body_bytes,
+        handler_args=PARSER_LIMITS,
     )
     app[SETTINGS] = settings
     app[NODE] = settings.cluster.node_id or nodes.new_id()

@@ -33,6 +33,9 @@ class ServerSettings:
     service_url: str = ""
     # Seconds to wait for running work (deliveries, sends) to finish on SIGTERM/SIGINT.
     shutdown_timeout: float = 10.0
+    # Largest request body, in bytes; larger ones get 413. Routes that carry a message
+    # (submit, upload) accept send.max_message_bytes as base64 (4/3 of it) on top.
+    max_body_bytes: int = 1048576
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +371,8 @@ def _check(settings: Settings) -> None:
         _check_http_url("server.service_url", s.server.service_url)
     if s.server.shutdown_timeout < 0:
         raise ConfigError("server.shutdown_timeout", "must not be negative")
+    if s.server.max_body_bytes < 4096:
+        raise ConfigError("server.max_body_bytes", "must be at least 4096")
     scheme = urlsplit(s.store.url).scheme
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(

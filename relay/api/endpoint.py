@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from relay.api.body import read_json
 from relay.auth.grants import Permission
 from relay.errors import InputError
 
@@ -34,11 +35,16 @@ class Endpoint:
     # Extra documented responses: status -> description.
     errors: Mapping[int, str] = field(default_factory=dict)
     public: bool = False
-    # Non-JSON success responses (text/plain, redirects) describe themselves here.
+    # Non-JSON success responses (text/plain, redirects) describe themselves here; "" is a
+    # success without a body.
     content_type: str = "application/json"
+    # Other success responses: status -> (description, content type), a string each.
+    alternatives: Mapping[int, tuple[str, str]] = field(default_factory=dict)
     # What a token needs to use the route (every non-public /v1 route declares one; see
     # relay.api.middleware). None on public routes.
     permission: Permission | None = None
+    # The body carries a whole message (submit, upload): it may be larger (relay.api.limits).
+    carries_message: bool = False
 
 
 def json_response(model: BaseModel | Mapping[str, Any], *, status: int = 200) -> web.Response:
@@ -49,18 +55,29 @@ def json_response(model: BaseModel | Mapping[str, Any], *, status: int = 200) ->
     return web.json_response(dict(model), status=status)
 
 
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object of the body (``{}`` without one); see :func:`relay.api.body.read_json`."""
+    raw = await read_json(request, {})
+    if not isinstance(raw, dict):
+        raise InputError(f"Request body must be a JSON object, not {_json_kind(raw)}", field="body")
+    return raw
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
 async def read_body(request: web.Request, model: type[M]) -> M:
     """Parse the JSON body into ``model``; a problem becomes an InputError naming the field."""
-    if not request.can_read_body:
-        raw: Any = {}
-    else:
-        try:
-            raw = await request.json()
-        except ValueError:
-            raise InputError("Request body is not valid JSON") from None
-    if not isinstance(raw, dict):
-        raise InputError("Request body must be a JSON object")
-    return validate(model, raw)
+    return validate(model, await read_object(request))
 
 
 def read_query(request: web.Request, model: type[M]) -> M:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel
 
-from relay.api.endpoint import Endpoint
+from relay.api.endpoint import Endpoint, read_object
 from relay.api.keys import BUS, CIPHER, STORE, SUPERVISOR
 from relay.errors import InputError
 from relay.sources.graph.watcher import client_state_context
@@ -25,7 +25,6 @@ from relay.store import graph as graph_store
 
 log = structlog.get_logger(__name__)
 
-_MAX_BODY = 1024 * 1024
 # How long a subscription's account and clientState are remembered: a lookup per request
 # would double the store round trips of the hot path.
 _CACHE_SECONDS = 5.0
@@ -113,16 +112,9 @@ async def _receive(request: web.Request, *, lifecycle: bool) -> web.Response:
     answer = _validation(request)
     if answer is not None:
         return answer
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise InputError("the notification body is larger than 1 MiB")
-    try:
-        body: Any = json.loads(raw)
-        items = body["value"] if isinstance(body, dict) else None
-    except (ValueError, KeyError):
-        items = None
+    items = (await read_object(request)).get("value")
     if not isinstance(items, list):
-        raise InputError('expected a JSON object {"value": [notifications]}')
+        raise InputError('expected a JSON object {"value": [notifications]}', field="value")
     items = [i for i in items if isinstance(i, dict) and isinstance(i.get("subscriptionId"), str)]
     inbox = request.app[INBOX]
     cipher = request.app[CIPHER]
@@ -174,6 +166,21 @@ async def lifecycle(request: web.Request) -> web.Response:
 
 
 _ERRORS = {400: "Not a notification payload"}
+_VALIDATION = {200: ("The validationToken, echoed (a new subscription's validation)", "text/plain")}
+
+
+class Notifications(BaseModel):
+    """What Microsoft Graph posts: ``{"value": [notification, ...]}``; notifications of
+    unknown subscriptions or with a wrong ``clientState`` are dropped."""
+
+    value: list[dict[str, Any]]
+
+
+class Validation(BaseModel):
+    """Graph's validation request of a new subscription carries only this, and no body."""
+
+    validationToken: str | None = None
+
 
 ENDPOINTS = [
     Endpoint(
@@ -182,7 +189,11 @@ ENDPOINTS = [
         notify,
         "Microsoft Graph change notifications (200 text/plain echo of validationToken)",
         "Microsoft Graph",
+        body=Notifications,
+        query=Validation,
         status=202,
+        content_type="",
+        alternatives=_VALIDATION,
         errors=_ERRORS,
         public=True,
     ),
@@ -192,7 +203,11 @@ ENDPOINTS = [
         lifecycle,
         "Microsoft Graph lifecycle notifications (200 text/plain echo of validationToken)",
         "Microsoft Graph",
+        body=Notifications,
+        query=Validation,
         status=202,
+        content_type="",
+        alternatives=_VALIDATION,
         errors=_ERRORS,
         public=True,
     ),

@@ -760,6 +760,7 @@ ENDPOINTS = [
         response=Updated,
         errors=_NOT_FOUND,
         permission=Permission("message", "write"),
+        carries_message=True,
     ),
     Endpoint(
         "PUT",

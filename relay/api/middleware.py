@@ -90,6 +90,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         message = {
             404: "Requested page not found",
             405: f"Method {request.method} is not allowed on {request.path}",
+            # aiohttp's own body limit (a form read by request.post()) names it in its text.
+            413: exc.text or exc.reason,
         }.get(exc.status, exc.reason)
         response = error_response(exc.status, exc.reason, message, code)
         if "Allow" in exc.headers:

@@ -78,10 +78,39 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
             }
         else:
             content = {ep.content_type: {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {str(ep.status): {"description": "Success", "content": content}}
+        success: dict[str, Any] = {"description": "Success"}
+        if ep.content_type:
+            success["content"] = content
+        responses: dict[str, Any] = {str(ep.status): success}
+        for status, (description, kind) in ep.alternatives.items():
+            responses[str(status)] = {
+                "description": description,
+                "content": {kind: {"schema": {"type": "string"}}},
+            }
         error = {"content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}}
         if ep.body is not None or ep.query is not None or params:
             responses["400"] = {"description": "Invalid input; `field` names it", **error}
+        if ep.body is not None:
+            responses["413"] = {
+                "description": "The body is larger than the route accepts"
+                + (
+                    " (server.max_body_bytes plus send.max_message_bytes as base64)"
+                    if ep.carries_message
+                    else " (server.max_body_bytes)"
+                ),
+                **error,
+            }
+            responses["415"] = {
+                "description": "The body is not application/json (utf-8); `field` is"
+                " Content-Type. A body without a Content-Type is read as JSON",
+                **error,
+            }
+        responses["414"] = {"description": "The URL is longer than 8 KiB", **error}
+        responses["431"] = {
+            "description": "A header over 8 KiB (`field` names it), over 100 headers or over"
+            " 32 KiB of them",
+            **error,
+        }
         if not ep.public:
             responses["401"] = {"description": "Missing or unknown API token", **error}
             op["security"] = [{"bearer": []}]

@@ -18,7 +18,7 @@ from pydantic import Field
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.api.endpoint import Endpoint, json_response, read_query, validate
+from relay.api.endpoint import Endpoint, json_response, read_object, read_query, validate
 from relay.api.keys import CIPHER, SETTINGS, STORE
 from relay.api.middleware import request_grant
 from relay.api.models import Out, Paging
@@ -153,12 +153,7 @@ async def submit(request: web.Request) -> web.Response:
     account = request.match_info["account"]
     settings = request.app[SETTINGS].send
     key = _idempotency_key(request)
-    try:
-        raw_body: Any = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise InputError("Request body is not valid JSON") from None
-    if not isinstance(raw_body, dict):
-        raise InputError("Request body must be a JSON object")
+    raw_body = await read_object(request)
     body = validate(Submit, raw_body)
     request_hash = hashlib.sha256(
         json.dumps(raw_body, sort_keys=True, separators=(",", ":")).encode()
@@ -322,9 +317,10 @@ ENDPOINTS = [
         errors={
             404: "No such account",
             409: "Idempotency-Key reused with another body",
-            413: "Message too large",
+            413: "The message (send.max_message_bytes) or the request body is too large",
         },
         permission=Permission("submit", "send"),
+        carries_message=True,
     ),
     Endpoint(
         "GET",

@@ -10,6 +10,7 @@ from relay.api import (
     cluster,
     graph,
     health,
+    limits,
     messages,
     oauth2_apps,
     openapi,
@@ -42,7 +43,7 @@ def endpoints() -> list[Endpoint]:
 def setup_routes(app: web.Application) -> None:
     table = endpoints()
     for ep in table:
-        app.router.add_route(ep.method, ep.path, ep.handler)
+        app.router.add_route(ep.method, ep.path, ep.handler, expect_handler=limits.expect_handler)
     app[ROUTES] = {(ep.method, ep.path): ep for ep in table}
     app[openapi.OPENAPI] = openapi.build_document(table)
     graph.setup(app)

@@ -287,7 +287,9 @@ async def test_not_json_body(client: TestClient) -> None:
         "/v1/account", data=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert resp.status == 400
-    assert (await resp.json())["message"] == "Request body is not valid JSON"
+    err = await resp.json()
+    assert err["message"].startswith("Request body is not valid JSON: ")
+    assert err["field"] == "body"
 
 
 async def test_unknown_account_404(client: TestClient) -> None:
