@@ -368,14 +368,17 @@ class DeliveryWorker:
         error: str | None = None
         response_body: str | None = None
         retry_after: str | None = None
+        location: str | None = None
         try:
+            # The session's timeout bounds the whole attempt: connecting, sending, the status
+            # line and headers, and the excerpt of the answer.
             async with self._session.post(
                 route.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-                raw = await resp.content.read(_BODY_LIMIT)
-                response_body = raw.decode(errors="replace")
+                location = resp.headers.get("Location")
+                response_body = await _excerpt(resp)
         except TimeoutError:
             error = f"timed out after {self.settings.timeout:g} s"
         except aiohttp.ClientError as exc:
@@ -391,6 +394,7 @@ class DeliveryWorker:
             now=finished,
             retry_after=retry_after,
             max_retry_after=self.settings.max_retry_after,
+            location=location,
         )
         return Outcome(
             seq=claimed.seq,
@@ -515,3 +519,26 @@ class DeliveryWorker:
             return
         self._routes = {r["id"]: route_from_row(r, self.cipher, now) for r in rows}
         self._routes_stamp = stamp
+
+
+async def _excerpt(resp: aiohttp.ClientResponse) -> str:
+    """The first ``_BODY_LIMIT`` bytes of an answer, as text.
+
+    Read within what is left of the attempt's time; the status has decided the outcome
+    already, so a body that stops coming or breaks off leaves the excerpt short, nothing
+    else. A longer body is not read to its end: the connection is closed instead (a receiver
+    may send an endless or a huge body).
+    """
+    raw = bytearray()
+    try:
+        while len(raw) < _BODY_LIMIT:
+            chunk = await resp.content.read(_BODY_LIMIT - len(raw))
+            if not chunk:
+                break
+            raw += chunk
+    except (TimeoutError, aiohttp.ClientPayloadError):
+        pass
+    finally:
+        if not resp.content.at_eof():
+            resp.close()
+    return raw.decode(errors="replace")
