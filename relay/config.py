@@ -90,7 +90,7 @@ class WebhookSettings:
     allow_networks: tuple[str, ...] = ()
     # Run the delivery worker on this node.
     deliver: bool = True
-    # Seconds one attempt may take (connect + response).
+    # Seconds one attempt may take in all (connect, send, status line, headers, first KiB).
     timeout: float = 15.0
     # Deliveries in flight at once on this node, and per route.
     concurrency: int = 256

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, bindparam, func, literal_column, null, select, update
+from sqlalchemy import Select, bindparam, func, literal_column, not_, null, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ClauseElement
@@ -80,6 +80,7 @@ def _claim_statement(dialect: str) -> ClauseElement:
             deliveries.c.next_attempt_ms <= bindparam("now"),
             webhook_routes.c.enabled == 1,
             webhook_routes.c.ordering == "none",
+            not_(any_of(deliveries.c.route_id, "skip", dialect)),
         )
         .order_by(deliveries.c.next_attempt_ms, deliveries.c.seq)
         .limit(bindparam("limit"))
@@ -99,17 +100,31 @@ def _claim_statement(dialect: str) -> ClauseElement:
     )
 
 
-_CLAIM = Statement(_claim_statement)
+_CLAIM = Statement(_claim_statement, lists=("skip",))
 
 
 async def claim(
-    conn: AsyncConnection, *, lane: int, now: int, limit: int, lease_until: int, node: str
+    conn: AsyncConnection,
+    *,
+    lane: int,
+    now: int,
+    limit: int,
+    lease_until: int,
+    node: str,
+    skip_routes: Sequence[str] = (),
 ) -> list[Claimed]:
-    """Take up to ``limit`` due deliveries of one lane on enabled unordered routes."""
+    """Take up to ``limit`` due deliveries of one lane on enabled unordered routes, apart
+    from those of ``skip_routes`` (routes with no free slot on this node)."""
     if limit <= 0:
         return []
     rows = await _CLAIM.rows(
-        conn, lane=lane, now=now, limit=limit, lease_until=lease_until, node=node
+        conn,
+        lane=lane,
+        now=now,
+        limit=limit,
+        lease_until=lease_until,
+        node=node,
+        skip=sorted(skip_routes),
     )
     return sorted(
         (Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows),

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.retry import next_attempt, parse_retry_after
 
+# A receiver chooses its Location: the log keeps no more of it than this.
+_LOCATION_LIMIT = 512
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -34,8 +37,12 @@ def judge(
     retry_after: str | None = None,
     max_retry_after: float = 3600.0,
     rand: Callable[[], float] | None = None,
+    location: str | None = None,
 ) -> Verdict:
-    """Decide the delivery's next state after attempt number ``attempt`` (1-based)."""
+    """Decide the delivery's next state after attempt number ``attempt`` (1-based).
+
+    ``location`` is a 3xx answer's ``Location`` header, named in the error.
+    """
     if status is not None and 200 <= status < 300:
         return Verdict(DeliveryStatus.DELIVERED)
     if status == 410:
@@ -45,7 +52,8 @@ def judge(
             error="410 Gone: route disabled",
         )
     if status is not None and 300 <= status < 400:
-        error = f"redirect {status} not followed; point the route at the final URL"
+        target = f" to {location[:_LOCATION_LIMIT]}" if location else ""
+        error = f"redirect {status}{target} not followed; point the route at the final URL"
     elif status is not None:
         error = error or f"HTTP {status}"
     delay_hint = parse_retry_after(retry_after, now) if status in (429, 503) else None

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -91,6 +92,15 @@ class DeliveryWorker:
         self._inflight: dict[int, _Inflight] = {}
         self._active = 0
         self._refill_at = max(1, min(settings.batch_size, settings.concurrency) // 4)
+        # Attempts running now per route. A claim skips the routes without a good share of
+        # their route_concurrency free, and gives back in the same transaction what it took
+        # beyond a route's free slots: a delivery never waits on this node for its route, so
+        # a route whose receiver hangs holds its own slots and no others.
+        self._route_active: Counter[str] = Counter()
+        self._route_refill_at = max(1, settings.route_concurrency // 4)
+        # Routes that had more due than they had slots at the last claim: a slot of theirs
+        # that frees up is worth a claim.
+        self._route_backlog: set[str] = set()
         # Whether the last claim took all it asked for: more may be due. Only then does a
         # finished attempt or flush look for work at once; otherwise a commit that queues
         # deliveries wakes the loop (Wake.DELIVERIES), or the poll does.
@@ -98,7 +108,6 @@ class DeliveryWorker:
         self._claims = 0
         self._outcomes: list[Outcome] = []
         self._routes: dict[str, Route] = {}
-        self._route_sems: dict[str, asyncio.Semaphore] = {}
         self._routes_stamp: tuple[int, int, int] | None = None
         self._service_secret = ""
         self._session: aiohttp.ClientSession | None = None
@@ -194,10 +203,15 @@ class DeliveryWorker:
             free = self.settings.concurrency - self._active
             claimed = 0
             # Claim for a good share of the slots at once, not for each one that frees: a
-            # finished attempt wakes the loop again once that many are free.
+            # finished attempt wakes the loop again once that many are free. No claim takes
+            # more than the routes have free slots for.
             if free >= self._refill_at:
                 try:
-                    claimed = await self._claim(min(free, self.settings.batch_size))
+                    if self._routes_stamp is None:  # routes changed through this node's API
+                        await self._refresh_routes(force=True)
+                    room = self._route_room()
+                    if room >= self._route_refill_at:
+                        claimed = await self._claim(min(free, self.settings.batch_size, room))
                     backoff = 0.0
                 except StoreError as exc:
                     backoff = min(max(backoff * 2, 0.5), 30.0)
@@ -213,8 +227,8 @@ class DeliveryWorker:
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
 
     async def _claim(self, limit: int) -> int:
-        if self._routes_stamp is None:  # routes changed through this node's API
-            await self._refresh_routes(force=True)
+        """Claim and start up to ``limit`` deliveries; the number of rows the claim took
+        (including those given back for want of a free slot on their route)."""
         # Looking for fifo heads costs a grouped scan of the queue: only when there is a
         # fifo route (one added through another node is seen at the next route refresh).
         fifo = any(r.ordering == "fifo" for r in self._routes.values())
@@ -225,6 +239,7 @@ class DeliveryWorker:
         self._claims += 1
         retry_share = max(limit // 8, self._claims % 2)
         fresh_limit = limit - retry_share
+        full = self._full_routes()
         async with self.store.write(notify=False) as conn:
             batch = await queue.claim(
                 conn,
@@ -233,6 +248,7 @@ class DeliveryWorker:
                 limit=fresh_limit,
                 lease_until=lease_until,
                 node=self.node,
+                skip_routes=full,
             )
             retries = await queue.claim(
                 conn,
@@ -241,16 +257,25 @@ class DeliveryWorker:
                 limit=limit - len(batch),
                 lease_until=lease_until,
                 node=self.node,
+                skip_routes=full,
             )
             # A lane that gave all that was asked of it (or was not asked) may have more due.
             self._backlog = fresh_limit <= len(batch) or 0 < limit - len(batch) <= len(retries)
-            batch += retries
+            batch, surplus = self._fit_routes(batch + retries)
+            if surplus:
+                # Due but beyond their routes' free slots: back to the queue untouched (same
+                # transaction, so no other node saw them taken), and claim again at once
+                # without those routes.
+                await queue.release(conn, [c.seq for c in surplus], node=self.node, now=now)
+                self._backlog = True
             if fifo:
-                batch += await queue.claim_fifo_heads(
+                heads = await queue.claim_fifo_heads(
                     conn, now=now, lease_until=lease_until, node=self.node
                 )
+                self._route_active.update(c.route_id for c in heads)
+                batch += heads
             if not batch:
-                return 0
+                return len(surplus)
             bodies = await queue.payloads(conn, [c.event_id for c in batch])
         if any(c.route_id not in self._routes for c in batch):
             await self._refresh_routes(force=True)
@@ -259,7 +284,32 @@ class DeliveryWorker:
             self._inflight[c.seq] = entry
             self._active += 1
             entry.task = asyncio.create_task(self._deliver(entry, bodies[c.event_id]))
-        return len(batch)
+        return len(batch) + len(surplus)
+
+    def _route_room(self) -> int:
+        """Free slots over the enabled routes."""
+        limit = self.settings.route_concurrency
+        return sum(limit - self._route_active[r.id] for r in self._routes.values() if r.enabled)
+
+    def _full_routes(self) -> list[str]:
+        """Routes with fewer than a good share of their slots free: not claimed for."""
+        room = self.settings.route_concurrency - self._route_refill_at
+        return [route for route, n in self._route_active.items() if n > room]
+
+    def _fit_routes(self, claimed: Sequence[Claimed]) -> tuple[list[Claimed], list[Claimed]]:
+        """Split ``claimed`` into what fits its routes' free slots (now counted as taken)
+        and the surplus."""
+        fits: list[Claimed] = []
+        surplus: list[Claimed] = []
+        limit = self.settings.route_concurrency
+        for c in claimed:
+            if self._route_active[c.route_id] < limit:
+                self._route_active[c.route_id] += 1
+                fits.append(c)
+            else:
+                surplus.append(c)
+                self._route_backlog.add(c.route_id)
+        return fits, surplus
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -271,11 +321,7 @@ class DeliveryWorker:
                 entry.done = True
                 self._inflight.pop(claimed.seq, None)
                 return
-            sem = self._route_sems.setdefault(
-                route.id, asyncio.Semaphore(self.settings.route_concurrency)
-            )
-            async with sem:
-                outcome = await self._attempt(route, claimed, payload)
+            outcome = await self._attempt(route, claimed, payload)
             self._outcomes.append(outcome)
             self._flush_needed.set()
             if (
@@ -286,10 +332,25 @@ class DeliveryWorker:
                 self._flush_full.set()
         finally:
             self._active -= 1
+            self._free_route_slot(claimed.route_id)
             # Claim again once a good share of the slots is free, not after every attempt:
             # one claim transaction per finished attempt would cost more than it brings.
             if self._backlog and self.settings.concurrency - self._active >= self._refill_at:
                 self._wakeup.set()
+
+    def _free_route_slot(self, route_id: str) -> None:
+        left = self._route_active[route_id] - 1
+        if left > 0:
+            self._route_active[route_id] = left
+        else:
+            self._route_active.pop(route_id, None)
+        # A route that had more due than slots: claim for it once a good share is free.
+        if (
+            route_id in self._route_backlog
+            and self.settings.route_concurrency - left >= self._route_refill_at
+        ):
+            self._route_backlog.discard(route_id)
+            self._backlog = True
 
     async def _attempt(self, route: Route, claimed: Claimed, payload: str) -> Outcome:
         assert self._session is not None
@@ -310,14 +371,17 @@ class DeliveryWorker:
         error: str | None = None
         response_body: str | None = None
         retry_after: str | None = None
+        location: str | None = None
         try:
+            # The session's timeout bounds the whole attempt: connecting, sending, the status
+            # line and headers, and the excerpt of the answer.
             async with self._session.post(
                 route.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-                raw = await resp.content.read(_BODY_LIMIT)
-                response_body = raw.decode(errors="replace")
+                location = resp.headers.get("Location")
+                response_body = await _excerpt(resp)
         except TimeoutError:
             error = f"timed out after {self.settings.timeout:g} s"
         except aiohttp.ClientError as exc:
@@ -333,6 +397,7 @@ class DeliveryWorker:
             now=finished,
             retry_after=retry_after,
             max_retry_after=self.settings.max_retry_after,
+            location=location,
         )
         return Outcome(
             seq=claimed.seq,
@@ -459,3 +524,26 @@ class DeliveryWorker:
             return
         self._routes = {r["id"]: route_from_row(r, self.cipher, now) for r in rows}
         self._routes_stamp = stamp
+
+
+async def _excerpt(resp: aiohttp.ClientResponse) -> str:
+    """The first ``_BODY_LIMIT`` bytes of an answer, as text.
+
+    Read within what is left of the attempt's time; the status has decided the outcome
+    already, so a body that stops coming or breaks off leaves the excerpt short, nothing
+    else. A longer body is not read to its end: the connection is closed instead (a receiver
+    may send an endless or a huge body).
+    """
+    raw = bytearray()
+    try:
+        while len(raw) < _BODY_LIMIT:
+            chunk = await resp.content.read(_BODY_LIMIT - len(raw))
+            if not chunk:
+                break
+            raw += chunk
+    except (TimeoutError, aiohttp.ClientPayloadError):
+        pass
+    finally:
+        if not resp.content.at_eof():
+            resp.close()
+    return raw.decode(errors="replace")

@@ -97,13 +97,13 @@ async def test_410_disables_route_and_keeps_queue(hook: Setup) -> None:
 
 
 async def test_redirect_not_followed(hook: Setup) -> None:
-    """A 3xx is a failed attempt; the Location is never requested."""
+    """A 3xx is a failed attempt that names the Location; the Location is never requested."""
     hook.rx.respond(redirect("/moved", 301))
     await hook.emit()
     await hook.rx.wait_for(1)
     assert [r.path for r in hook.rx.requests] == ["/hook", "/hook"]
     (row,) = await _settled(hook, 1)
-    assert "redirect 301 not followed" in row["attemptLog"][0]["error"]
+    assert f"redirect 301 to {hook.rx.base_url}/moved not followed" in row["attemptLog"][0]["error"]
 
 
 async def test_connection_reset_retried(hook: Setup) -> None:
