@@ -19,6 +19,7 @@ class Metrics:
     webhook_latency: Histogram
     cluster_nodes: Gauge
     cluster_work: Gauge
+    imap_push_checks: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -49,6 +50,13 @@ class Metrics:
                 "relay_cluster_node_work",
                 "Per node: accounts watched, deliveries in flight, messages being sent",
                 ["node", "kind"],
+                registry=registry,
+            ),
+            imap_push_checks=Counter(
+                "relay_imap_push_checks",
+                "IDLE push checks (imap.push_check), by whether they found a change the server"
+                " had not pushed",
+                ["found"],
                 registry=registry,
             ),
             webhook_deliveries=Counter(

@@ -61,6 +61,7 @@ from relay.imap.parse import Mailbox
 from relay.imap.tls import TlsContexts
 from relay.mailbox.access import send_only
 from relay.mailbox.credentials import StoredTokens, TokenProvider
+from relay.metrics import Metrics
 from relay.sources.assignment import assign
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
 from relay.sources.imap.connection import KeptConnection, ListenerContext, StateReport
@@ -255,13 +256,22 @@ class Supervisor:
         graph: GraphContext | None = None,
         enrich: Enrich | None = None,
         announce: Callable[[str, str], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts;
         ``enrich`` adds message content to new-message events; ``node`` and ``address``
         are what this node registers as (``GET /v1/cluster``); ``announce(topic, value)``
         tells the other nodes (:meth:`relay.store.bus.Bus.send`) that the nodes or leases
-        changed."""
+        changed; ``metrics`` counts the listeners' push checks."""
         self._announce = announce or (lambda _topic, _value: None)
+        self._push_checks = (
+            {
+                found: metrics.imap_push_checks.labels(found=str(found).lower())
+                for found in (True, False)
+            }
+            if metrics is not None
+            else None
+        )
         self.store = store
         self.enrich = enrich
         self.cipher = cipher
@@ -327,6 +337,7 @@ class Supervisor:
             service_url=self.service_url,
             max_payload_bytes=self.max_payload_bytes,
             lease_lost=self._lease_lost,
+            push_checked=self._push_checked,
         )
         try:
             async with self.store.write(notify=False) as conn:
@@ -402,6 +413,10 @@ class Supervisor:
         """A write for ``account`` was refused: another node holds it. Look at the leases."""
         log.info("lease lost; looking at the leases", account=account)
         self.notify(None)
+
+    def _push_checked(self, found: bool) -> None:
+        if self._push_checks is not None:
+            self._push_checks[found].inc()
 
     def notify(self, account: str | None = None) -> None:
         """Look at ``account`` now (it was added, changed or deleted, or a reconnect or sync

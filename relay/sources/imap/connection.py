@@ -78,6 +78,9 @@ class ListenerContext:
     # Told the account when a write was refused because another node took it over (the
     # connection has stopped; the supervisor looks at its leases at once).
     lease_lost: Callable[[str], None] = lambda _account: None
+    # Told the outcome of every push check (relay.sources.imap.pushcheck): whether it found
+    # a change the server had not pushed (metrics count them).
+    push_checked: Callable[[bool], None] = lambda _found: None
 
     def client_options(self) -> ClientOptions:
         """Connection timeouts from the settings."""
