@@ -25,7 +25,7 @@ separate pooled connection per account:
   RFC 3501 (6.3.10) says a client must not use to look for new mail.
 
 Cost: one command per check; INBOX's listener ends IDLE every ``imap.poll_interval`` s for
-its poller round anyway, and a round due before the next check runs with it (:func:`plan`),
+its poller round anyway, and rounds are moved to share the checks' breaks (:func:`plan`),
 so there the check adds no DONE/IDLE of its own.
 """
 
@@ -53,12 +53,21 @@ def plan(now: float, *, seen: float, interval: float, round_at: float | None) ->
     current at ``seen`` (a push, a sync, a check), checked every ``interval`` s (0: never),
     whose poller round (None: it has none) is due at ``round_at``.
 
-    A check never runs early: at most one per ``interval``. A round due before the next
-    check would be runs early, with this one, so that both share one DONE/IDLE (rounds run
-    with every check from then on, when ``poll_interval`` divides ``interval``).
+    A check never runs early: at most one per ``interval``. So that a check and a round
+    share one DONE/IDLE, a round due less than a quarter interval before the check waits
+    for it, and a round that would otherwise need a break of its own before the next check
+    runs early, with this one (from then on rounds come with the checks, when
+    ``poll_interval`` divides ``interval``).
     """
     check_at = seen + interval if interval > 0 else None
+    round_wake = round_at
+    if round_at is not None and check_at is not None and check_at - interval / 4 <= round_at:
+        round_wake = max(round_at, check_at)
     check = check_at is not None and now >= check_at
-    round_due = round_at is not None and (now >= round_at or (check and round_at < now + interval))
-    times = [t for t in (check_at, round_at) if t is not None]
+    round_due = (
+        round_at is not None
+        and round_wake is not None
+        and (now >= round_wake or (check and round_at < now + interval))
+    )
+    times = [t for t in (check_at, round_wake) if t is not None]
     return Plan(check=check, round=round_due, wake_at=min(times) if times else None)
