@@ -432,10 +432,18 @@ class FolderSync:
                 await self.sink.commit(self.ref, folder, changes)
                 self._log_changes(changes)
             return bool(changes) or self.pending()
-        if idling:
-            result = await client.idle_done_fetch("*", ["UID"])
-        else:
-            result = await client.uid_fetch("*", ["UID"])
+        try:
+            if idling:
+                result = await client.idle_done_fetch("*", ["UID"])
+            else:
+                result = await client.uid_fetch("*", ["UID"])
+        except ImapCommandError as exc:
+            if exc.command != "UID FETCH":
+                raise
+            # A server that refuses "*" (an empty folder, say) costs the check, not the
+            # connection (IDLE has ended all the same).
+            self.log.debug("push check refused", error=str(exc))
+            return self.pending()
         last = max(result.messages, key=lambda m: m.seq, default=None)
         for message in result.messages:
             if message is not last:
