@@ -221,22 +221,24 @@ class _Lines:
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         """What ``data`` completes: ``(line, True)`` for each CRLF line, ``(chunk, False)``
         for literal bytes. A partial line waits for the rest."""
-        self._buffer += data
+        buffer = self._buffer + data
         out: list[tuple[bytes, bool]] = []
-        while self._buffer:
+        at = 0
+        while at < len(buffer):
             if self._literal:
-                chunk = self._buffer[: self._literal]
+                chunk = buffer[at : at + self._literal]
                 self._literal -= len(chunk)
-                self._buffer = self._buffer[len(chunk) :]
+                at += len(chunk)
                 out.append((chunk, False))
                 continue
-            end = self._buffer.find(b"\r\n")
+            end = buffer.find(b"\r\n", at)
             if end < 0:
                 break
-            line = self._buffer[: end + 2]
-            self._buffer = self._buffer[end + 2 :]
+            line = buffer[at : end + 2]
+            at = end + 2
             literal = _LITERAL.search(line)
             if literal:
                 self._literal = int(literal.group(1))
             out.append((line, True))
+        self._buffer = buffer[at:]
         return out
