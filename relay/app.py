@@ -259,6 +259,7 @@ def create_app(
             graph=graph,
             enrich=enrich,
             announce=app[BUS].send,
+            metrics=app[METRICS],
         )
         bus = app[BUS]
         bus.subscribe("account", supervisor.notify)

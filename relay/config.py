@@ -118,6 +118,11 @@ class ImapSettings:
     watch: bool = True
     # Seconds between IDLE restarts: servers drop an IDLE that runs too long (RFC 2177: 29 min).
     idle_restart: float = 600.0
+    # Seconds after which an IDLE connection that saw no push (nor sync) ends IDLE and asks
+    # the server once whether the folder changed: servers miss pushes on healthy connections
+    # (Exchange Online's IDLE goes quiet). One command per watched folder per interval at
+    # most; 0 turns the check off.
+    push_check: float = 60.0
     # Seconds a DONE or NOOP may go unanswered before the connection is presumed dead.
     done_timeout: float = 30.0
     # Seconds any other command may take, and connecting (TCP, TLS and greeting) may take.
@@ -470,6 +475,8 @@ def _check_imap(m: ImapSettings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"imap.{key}", "must be greater than 0")
+    if m.push_check < 0:
+        raise ConfigError("imap.push_check", "must not be negative (0 turns the check off)")
     if m.reconnect_max < m.reconnect_min:
         raise ConfigError("imap.reconnect_max", "must not be less than imap.reconnect_min")
     if m.lease < 2 * m.scan_interval:

@@ -25,6 +25,7 @@ class Metrics:
     cluster_work: Gauge
     store_up: Gauge
     store_outages: Counter
+    imap_push_checks: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -65,6 +66,13 @@ class Metrics:
             store_outages=Counter(
                 "relay_store_outages",
                 "Database outages seen by this node (each logged once as 'store unavailable')",
+                registry=registry,
+            ),
+            imap_push_checks=Counter(
+                "relay_imap_push_checks",
+                "IDLE push checks (imap.push_check), by whether they found a change the server"
+                " had not pushed",
+                ["found"],
                 registry=registry,
             ),
             webhook_deliveries=Counter(

@@ -58,6 +58,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("", {"RELAY_SERVICE_URL": "ftp://x"}, "server.service_url"),
         ("", {"RELAY_GRAPH_URL": "nope"}, "microsoft.graph_url"),
         ("", {"RELAY_CA_BUNDLE": "/does/not/exist.pem"}, "microsoft.ca_bundle"),
+        ("", {"RELAY_IMAP_PUSH_CHECK": "-1"}, "imap.push_check"),
         ("", {"RELAY_SECURITY_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, "security.trusted_proxies"),
         ("", {"RELAY_SECURITY_AUDIT_RETENTION_DAYS": "0"}, "security.audit_retention_days"),
     ],

@@ -895,11 +895,16 @@ class ImapClient:
             self._raise_unless_ok("IDLE", tagged)
 
     async def idle_done_fetch(
-        self, uids: str | int | Iterable[int], items: str | Sequence[str]
+        self,
+        uids: str | int | Iterable[int],
+        items: str | Sequence[str],
+        *,
+        changedsince: int | None = None,
+        vanished: bool = False,
     ) -> FetchResult:
         """End IDLE and UID FETCH ``items`` of ``uids``, the FETCH written right behind DONE
         (pipelined, RFC 3501 5.5) instead of after IDLE's tagged OK: a new message is read
-        one round trip sooner.
+        one round trip sooner. ``changedsince`` and ``vanished`` as in :meth:`uid_fetch`.
 
         Untagged responses that come before IDLE's OK are updates, as with
         :meth:`idle_done`; the FETCH's own come back in the result. Raises like
@@ -911,8 +916,8 @@ class ImapClient:
         if cmd.future.done():
             # The server ended IDLE on its own: nothing to pipeline behind.
             await self.idle_done()
-            return await self.uid_fetch(uids, items)
-        line = _fetch_line(uids, items, None, False)
+            return await self.uid_fetch(uids, items, changedsince=changedsince, vanished=vanished)
+        line = _fetch_line(uids, items, changedsince, vanished)
         async with self._lock:
             self._idle = None
             try:

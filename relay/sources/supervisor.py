@@ -61,6 +61,7 @@ from relay.imap.parse import Mailbox
 from relay.imap.tls import TlsContexts
 from relay.mailbox.access import send_only
 from relay.mailbox.credentials import StoredTokens, TokenProvider
+from relay.metrics import Metrics
 from relay.sources.assignment import assign
 from relay.sources.graph.watcher import GraphContext, GraphWatcher
 from relay.sources.imap.connection import KeptConnection, ListenerContext, StateReport
@@ -257,15 +258,25 @@ class Supervisor:
         graph: GraphContext | None = None,
         enrich: Enrich | None = None,
         announce: Callable[[str, str], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`; ``graph`` also runs the ``graph`` accounts;
         ``enrich`` adds message content to new-message events; ``node`` and ``address``
         are what this node registers as (``GET /v1/cluster``); ``announce(topic, value)``
         tells the other nodes (:meth:`relay.store.bus.Bus.send`) that the nodes or leases
         changed; ``reject(token)`` is told of an OAuth2 token an IMAP server refused (the
-        token manager's, so that the retry gets a fresh one)."""
+        token manager's, so that the retry gets a fresh one); ``metrics`` counts the
+        listeners' push checks."""
         self._announce = announce or (lambda _topic, _value: None)
         self.reject: Callable[[str], None] = reject or (lambda _token: None)
+        self._push_checks = (
+            {
+                found: metrics.imap_push_checks.labels(found=str(found).lower())
+                for found in (True, False)
+            }
+            if metrics is not None
+            else None
+        )
         self.store = store
         self.enrich = enrich
         self.cipher = cipher
@@ -332,6 +343,7 @@ class Supervisor:
             max_payload_bytes=self.max_payload_bytes,
             lease_lost=self._lease_lost,
             reject=self.reject,
+            push_checked=self._push_checked,
         )
         try:
             async with self.store.write(notify=False) as conn:
@@ -407,6 +419,10 @@ class Supervisor:
         """A write for ``account`` was refused: another node holds it. Look at the leases."""
         log.info("lease lost; looking at the leases", account=account)
         self.notify(None)
+
+    def _push_checked(self, found: bool) -> None:
+        if self._push_checks is not None:
+            self._push_checks[found].inc()
 
     def notify(self, account: str | None = None) -> None:
         """Look at ``account`` now (it was added, changed or deleted, or a reconnect or sync

@@ -86,6 +86,9 @@ class ListenerContext:
     lease_lost: Callable[[str], None] = lambda _account: None
     # Told of an OAuth2 token the server refused, so that the next one is fresh.
     reject: Callable[[str], None] = lambda _token: None
+    # Told the outcome of every push check (relay.sources.imap.pushcheck): whether it found
+    # a change the server had not pushed (metrics count them).
+    push_checked: Callable[[bool], None] = lambda _found: None
 
     def client_options(self) -> ClientOptions:
         """Connection timeouts from the settings."""

@@ -8,6 +8,9 @@ Life of a :class:`FolderListener` (one task, one connection; the connection loop
       -> on EXISTS / EXPUNGE / VANISHED / FETCH: DONE -> incremental sync -> IDLE again
          (new mail only: DONE and its UID FETCH in one write)
       -> every ``idle_restart`` s: DONE (unanswered in ``done_timeout`` s = dead) -> IDLE
+      -> ``push_check`` s after the last push, sync or check: DONE and one command that
+         finds a change the server did not push (:mod:`relay.sources.imap.pushcheck`)
+         -> incremental sync if it found one -> IDLE again
 
 How a sync diffs the server against the stored state, so that nothing is missed or
 reported twice, is :mod:`relay.sources.imap.sync`. Live notifications are only triggers for
@@ -38,6 +41,7 @@ from relay.sources.imap.connection import (
     StateReport,
 )
 from relay.sources.imap.poller import FolderPoller
+from relay.sources.imap.pushcheck import Plan, plan
 from relay.sources.imap.sync import INBOX, INBOX_SPECIAL_USE, FolderSync, Session
 from relay.store.leases import Lease
 from relay.store.schema import AccountState
@@ -93,6 +97,9 @@ class FolderListener(KeptConnection):
             folder_row=folder_row,
             lease=lease,
         )
+        # When this connection last showed the folder current (a push, a sync, a push
+        # check), monotonic: the next push check is due imap.push_check s after.
+        self._seen = 0.0
 
     def _closed(self) -> None:
         self.folder.forget()
@@ -104,6 +111,8 @@ class FolderListener(KeptConnection):
         if client is not None and client.selected != self.path:
             return  # about a folder the poller has selected: its sync reads it anyway
         if self.folder.on_update(update):
+            # Pushes arrive: no need to ask whether one went missing.
+            self._seen = time.monotonic()
             self._wake.set()
 
     async def _session(self, client: ImapClient, creds: Credentials, connected: list[bool]) -> None:
@@ -113,9 +122,26 @@ class FolderListener(KeptConnection):
         await self.folder.load()
         self._sync = False
         await self.folder.select_and_sync(session)
+        self._seen = time.monotonic()
         connected[0] = True
         self._report(AccountState.CONNECTED, user=creds.user)
         await self._listen(session)
+
+    async def _check(self, session: Session, *, idling: bool = False) -> None:
+        """The push check; what it finds is stored, or left as a trigger for the sync."""
+        found = await self.folder.check(session, idling=idling)
+        self._seen = time.monotonic()
+        self.ctx.push_checked(found)
+        if found:
+            self._log.info("push check found a change the server did not push")
+
+    def _plan(self, next_round: float) -> Plan:
+        return plan(
+            time.monotonic(),
+            seen=self._seen,
+            interval=self.ctx.settings.push_check,
+            round_at=next_round if self.poller is not None else None,
+        )
 
     async def _listen(self, session: Session) -> None:
         client = session.client
@@ -135,7 +161,12 @@ class FolderListener(KeptConnection):
                     return
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")
-                if self._sync or (self.poller is not None and time.monotonic() >= next_round):
+                todo = self._plan(next_round)
+                if todo.check:
+                    # Before the round: the round would leave INBOX when another folder
+                    # changed, and the check reads the selected folder.
+                    await self._check(session)
+                if self._sync or todo.round:
                     force, self._sync = self._sync, False
                     left = False
                     if self.poller is not None:
@@ -147,31 +178,41 @@ class FolderListener(KeptConnection):
                         # every message's flags finds them (a round leaves INBOX only when
                         # a polled folder changed).
                         await self.folder.select_and_sync(session)
+                        self._seen = time.monotonic()
                     continue
                 if self.folder.pending():
                     await self.folder.incremental(session)
+                    self._seen = time.monotonic()
+                    continue
+                if todo.check:
                     continue
                 if idle:
                     await client.idle_start()
                 wait = limit
-                if self.poller is not None:
-                    wait = max(0.0, min(limit, next_round - time.monotonic()))
+                if todo.wake_at is not None:
+                    wait = max(0.0, min(limit, todo.wake_at - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
                 if client.closed:
                     raise client.error or ImapConnectionError("connection closed")
+                todo = self._plan(next_round)
+                only_here = not (self._reconnect or self._sync or todo.round)
                 if idle:
-                    if (
-                        self.folder.pending()
-                        and not (self._reconnect or self._sync)
-                        and (self.poller is None or time.monotonic() < next_round)
-                    ):
+                    if self.folder.pending() and only_here:
                         # Only this folder's changes to read: the sync ends IDLE itself,
                         # with the FETCH of new mail pipelined behind DONE.
                         await self.folder.incremental(session, idling=True)
+                        self._seen = time.monotonic()
+                        continue
+                    if todo.check and only_here:
+                        # Likewise the check's command goes out right behind DONE.
+                        await self._check(session, idling=True)
                         continue
                     await client.idle_done()
+                elif todo.check:
+                    # Also a liveness check, like the NOOP it replaces.
+                    await self._check(session)
                 else:
                     # Like DONE, an unanswered NOOP means the connection is dead.
                     async with asyncio.timeout(self.ctx.settings.done_timeout):

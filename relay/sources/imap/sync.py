@@ -396,6 +396,66 @@ class FolderSync:
             await self.sink.commit(self.ref, folder, changes)
             self._log_changes(changes)
 
+    async def check(self, session: Session, *, idling: bool = False) -> bool:
+        """Look with one command for a change no push announced (see
+        :mod:`relay.sources.imap.pushcheck`); whether one was found: stored already, or left
+        as a trigger for :meth:`incremental`. With ``idling`` the command goes out right
+        behind the DONE that ends the connection's IDLE.
+
+        With CONDSTORE, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE modseq [VANISHED])``: new
+        mail has a modseq above the stored one too, so this finds it with the flag changes
+        and, with QRESYNC, the expunges; the sync then goes on as after a push. Without
+        CONDSTORE (Exchange Online), ``UID FETCH * (UID)``: the last message's sequence
+        number and UID tell new mail (a UID at or above ``uidnext``) and expunges (fewer
+        messages than known); flag changes do not show. An EXISTS the server held back
+        comes with the command's answer and is a trigger like any other.
+        """
+        client = session.client
+        folder = self.folder
+        assert folder is not None
+        if self._condstore and folder.highestmodseq is not None:
+            modseq_before = folder.highestmodseq
+            if idling:
+                result = await client.idle_done_fetch(
+                    "1:*", ["UID", "FLAGS"], changedsince=modseq_before, vanished=session.qresync
+                )
+            else:
+                result = await client.uid_fetch(
+                    "1:*", ["UID", "FLAGS"], changedsince=modseq_before, vanished=session.qresync
+                )
+            changes: list[Change] = []
+            new: dict[int, FetchedMessage | None] = {}
+            self._absorb(result, folder, changes, new)
+            folder.highestmodseq = _highest(result, modseq_before)
+            await self._take_new(session, folder, changes, new)
+            if changes or folder.highestmodseq != modseq_before:
+                await self.sink.commit(self.ref, folder, changes)
+                self._log_changes(changes)
+            return bool(changes) or self.pending()
+        try:
+            if idling:
+                result = await client.idle_done_fetch("*", ["UID"])
+            else:
+                result = await client.uid_fetch("*", ["UID"])
+        except ImapCommandError as exc:
+            if exc.command != "UID FETCH":
+                raise
+            # A server that refuses "*" (an empty folder, say) costs the check, not the
+            # connection (IDLE has ended all the same).
+            self.log.debug("push check refused", error=str(exc))
+            return self.pending()
+        last = max(result.messages, key=lambda m: m.seq, default=None)
+        for message in result.messages:
+            if message is not last:
+                self.on_update(message)  # another message's flags, sent along unasked
+        count = last.seq if last is not None else 0
+        top = (last.uid or 0) if last is not None else 0
+        if top >= (folder.uidnext or 1):
+            self._want_new = True
+        elif count != len(folder.uids):
+            self._want_search = True
+        return self.pending()
+
     def _absorb(
         self,
         result: FetchResult,
