@@ -2,8 +2,9 @@
 
 A failure is *unavailability* when retrying later can succeed without anyone changing code:
 the server refused or dropped the connection, is starting up or shutting down, is out of disk
-or connections, or (SQLite) the disk is full or the file is locked. Everything else (a
-constraint violated, a malformed statement) is a plain :class:`StoreError`.
+or connections, or (SQLite) the disk is full, the file is locked or cannot be opened.
+Everything else (a constraint violated, a missing table, a malformed statement) is a plain
+:class:`StoreError`.
 
 :class:`Outage` is the store's view of its own health: the first unavailable failure logs
 ``store unavailable`` (warning) and every later one is quiet until a transaction succeeds
@@ -33,6 +34,10 @@ log = structlog.get_logger(__name__)
 _UNAVAILABLE_CLASSES = ("08", "53")
 _UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03"})
 
+# SQLite primary result codes that mean "not now": BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN,
+# PROTOCOL (https://sqlite.org/rescode.html).
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 10, 13, 14, 15})
+
 # Seconds without a failure before a success ends an outage.
 _SETTLE = 2.0
 
@@ -42,15 +47,18 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         # Refused or timed-out connects reach us unwrapped (TimeoutError is an OSError).
         return True
-    if isinstance(exc, OperationalError | InterfaceError):
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if isinstance(code, str):
-            return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
-    return False
+    # SQLite's OperationalError covers a missing table as well as a full disk: its code tells.
+    sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF in _SQLITE_UNAVAILABLE
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if isinstance(code, str):
+        return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def store_error(exc: BaseException, what: str) -> StoreError:

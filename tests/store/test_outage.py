@@ -23,6 +23,12 @@ class _Orig(Exception):
         self.sqlstate = sqlstate
 
 
+def _sqlite_error(message: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
 def _dbapi(sqlstate: str | None, *, invalidated: bool = False) -> DBAPIError:
     return DBAPIError("SELECT 1", None, _Orig(sqlstate), connection_invalidated=invalidated)
 
@@ -32,7 +38,11 @@ def _dbapi(sqlstate: str | None, *, invalidated: bool = False) -> DBAPIError:
     [
         (ConnectionRefusedError(111, "Connection refused"), True),
         (TimeoutError(), True),
-        (OperationalError("x", None, sqlite3.OperationalError("database or disk is full")), True),
+        (OperationalError("x", None, _sqlite_error("database or disk is full", 13)), True),
+        (OperationalError("x", None, _sqlite_error("database is locked", 5)), True),
+        (OperationalError("x", None, _sqlite_error("disk I/O error", 10 | (3 << 8))), True),
+        (OperationalError("x", None, _sqlite_error("no such table: accounts", 1)), False),
+        (OperationalError("x", None, Exception("no code known")), True),
         (_dbapi("57P03"), True),  # cannot connect now (starting up)
         (_dbapi("57P01"), True),  # terminating connection due to administrator command
         (_dbapi("08006"), True),  # connection failure
