@@ -52,7 +52,7 @@ with warnings.catch_warnings():
 
 from relay.auth.crypto import Cipher
 from relay.config import GraphSettings
-from relay.errors import AuthError, ConsentRequired, LeaseLost
+from relay.errors import AuthError, ConsentRequired, LeaseLost, StoreUnavailable
 from relay.events import normalize
 from relay.events.mailboxes import Listed, folder_name
 from relay.events.model import Event
@@ -324,6 +324,14 @@ class GraphWatcher:
                 if self._lease_lost is not None:
                     self._lease_lost(self.account)
                 return
+            except StoreUnavailable:
+                # The database, not Graph, is down: nothing was stored and no delta link
+                # advanced. Keep the subscriptions, wait for the store, and catch up from the
+                # stored delta links (notifications taken meanwhile are found again there).
+                log.debug("store unavailable; graph watcher waits", account=self.account)
+                await self.context.store.outage.wait(backoff)
+                backoff = min(backoff * 2, s.retry_max)
+                self._sync = True
             except Exception as exc:
                 if self._token_refused(exc):
                     continue
