@@ -31,6 +31,15 @@ async def api(http: aiohttp.ClientSession, method: str, path: str, **kw: Any) ->
             return response.status, text
 
 
+async def add_route(http: aiohttp.ClientSession, receiver: Receiver) -> None:
+    """Set the service secret and add a route to ``receiver`` (which learns its secret)."""
+    secret = {"serviceSecret": SERVICE_SECRET}
+    assert (await api(http, "POST", "/v1/settings", json=secret))[0] == 200
+    status, body = await api(http, "POST", "/v1/webhooks", json={"url": receiver.url})
+    assert status == 201, body
+    receiver.secret = body["secret"]
+
+
 def subjects(rx: Receiver, kind: str = "messageNew") -> Counter[str]:
     found: Counter[str] = Counter()
     for delivery in rx.accepted():
@@ -101,11 +110,7 @@ async def running(
         async with aiohttp.ClientSession(
             relay.url, headers={"Authorization": f"Bearer {TOKEN}"}
         ) as http:
-            secret = {"serviceSecret": SERVICE_SECRET}
-            assert (await api(http, "POST", "/v1/settings", json=secret))[0] == 200
-            status, body = await api(http, "POST", "/v1/webhooks", json={"url": receiver.url})
-            assert status == 201, body
-            receiver.secret = body["secret"]
+            await add_route(http, receiver)
             status, body = await api(http, "POST", "/v1/account", json=account)
             assert status == 200, body
             await _wait_event(receiver, "accountInitialized", 60)

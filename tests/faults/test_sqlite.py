@@ -21,6 +21,7 @@ from relay.store import Store
 from relay.store import events as events_store
 from relay.store.engine import now_ms
 from tests.faults.support import (
+    add_route,
     api,
     log_events,
     running,
@@ -140,11 +141,7 @@ async def test_sigterm_under_write_load_releases_the_sqlite_lock(tmp_path: Path)
             async with aiohttp.ClientSession(
                 relay.url, headers={"Authorization": f"Bearer {TOKEN}"}
             ) as http:
-                secret = {"serviceSecret": SERVICE_SECRET}
-                assert (await api(http, "POST", "/v1/settings", json=secret))[0] == 200
-                status, body = await api(http, "POST", "/v1/webhooks", json={"url": rx.url})
-                assert status == 201, body
-                rx.secret = body["secret"]
+                await add_route(http, rx)
                 store = Store.open(StoreSettings(url=env["RELAY_STORE_URL"]))
                 batch = [Event("messageNew", "acct", {"n": i}, now_ms()) for i in range(20_000)]
                 try:
