@@ -28,6 +28,9 @@ from relay.store import wakes
 from relay.store.group_commit import GroupCommit
 from relay.store.outage import Outage, store_error
 
+# Seconds a new PostgreSQL connection may take.
+_CONNECT_TIMEOUT = 10.0
+
 
 def now_ms() -> int:
     """Current time as epoch milliseconds (the unit of every ``*_ms`` column)."""
@@ -85,13 +88,19 @@ class Store:
             engine = create_async_engine(url, connect_args={"timeout": 30})
             _configure_sqlite(engine)
         else:
+            # A server that does not answer (down behind a firewall, or hung) fails a connect
+            # after _CONNECT_TIMEOUT s, as StoreUnavailable, instead of asyncpg's 60 s.
+            connect_args = {"timeout": _CONNECT_TIMEOUT}
             engine = create_async_engine(
                 url,
                 pool_size=settings.pool_size,
                 max_overflow=settings.pool_size,
                 pool_pre_ping=True,
+                connect_args=connect_args,
             )
-            control = create_async_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=True)
+            control = create_async_engine(
+                url, pool_size=1, max_overflow=1, pool_pre_ping=True, connect_args=connect_args
+            )
             return cls(engine, control)
         return cls(engine)
 
