@@ -13,6 +13,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.config import LogSettings
 
@@ -83,6 +84,24 @@ def protocol_log(protocol: str, account: str) -> Any:
     return logger.bind(account=account, protocol=protocol)
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refused (a 100 KiB header, a broken chunk) at error
+    level with a traceback whose message quotes the offending bytes, which may be part of an
+    ``Authorization`` header. A client's malformed request is not the relay's error: it is
+    logged at info, by its kind and status only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "malformed HTTP request refused: %s (%s)"
+            record.args = (type(exc).__name__, exc.code)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.INFO
+            record.levelname = "INFO"
+        return True
+
+
 def configure(settings: LogSettings, *, stream: Any = None) -> None:
     """Configure structlog (and stdlib logging, which libraries use) once at start-up."""
     out = stream or sys.stderr
@@ -124,4 +143,8 @@ def configure(settings: LogSettings, *, stream: Any = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    for old in [f for f in server_log.filters if isinstance(f, MalformedRequests)]:
+        server_log.removeFilter(old)
+    server_log.addFilter(MalformedRequests())
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.test_utils import TestClient
 
 from relay.config import LogSettings, Settings
@@ -151,3 +152,24 @@ async def test_smtp_protocol_log(make_client: MakeClient, settings: Settings) ->
     assert any(e == "smtp response" and c == "DATA" and ln.startswith("250") for e, c, ln in shown)
     assert any(e == "smtp response" and c == "AUTH" and ln.startswith("235") for e, c, ln in shown)
     assert PASSWORD not in json.dumps(lines)
+
+
+def test_malformed_requests_are_logged_without_their_bytes() -> None:
+    """A request aiohttp's parser refused is logged at info by its kind, without the bytes
+    (a giant Authorization header would otherwise reach the log)."""
+    out = io.StringIO()
+    configure(LogSettings(level="info", format="json"), stream=out)
+    try:
+        try:
+            raise LineTooLong(b"Authorization: Bearer sekrit-" + b"x" * 90, "8190")
+        except LineTooLong as exc:
+            logging.getLogger("aiohttp.server").error(
+                "Error handling request from %s", "127.0.0.1", exc_info=exc
+            )
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert "sekrit" not in out.getvalue()
+    assert line["level"] == "info"
+    assert line["event"] == "malformed HTTP request refused: LineTooLong (400)"
