@@ -98,14 +98,14 @@ class Streams:
     def __init__(self) -> None:
         self.closing = asyncio.Event()
         # Each stream's request, while it waits for the client to take what it wrote.
-        self.writing: set[web.Request] = set()
+        self.writing: dict[int, web.Request] = {}
         self.open = 0
 
     def close(self) -> None:
         """End every stream: waiting ones at once, ones stuck on a client that does not read
         by closing their connection."""
         self.closing.set()
-        for request in list(self.writing):
+        for request in list(self.writing.values()):
             if request.transport is not None:
                 request.transport.abort()
 
@@ -258,11 +258,11 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     streams.open += 1
 
     async def write(data: bytes) -> None:
-        streams.writing.add(request)
+        streams.writing[id(request)] = request
         try:
             await response.write(data)
         finally:
-            streams.writing.discard(request)
+            streams.writing.pop(id(request), None)
 
     try:
         await write(b"retry: 1000\n\n")
