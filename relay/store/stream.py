@@ -22,7 +22,9 @@ readers waiting on :meth:`Sequencer.changed`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,10 @@ _ROW = 1
 ASSIGN_BATCH = 1000
 _CURSOR = re.compile(r"[0-9]{1,18}")
 _RETRY_MAX = 15.0
+# The recent events a node keeps for its streams (Sequencer.recent): at most this many, and
+# this many bytes of payload.
+_RECENT_EVENTS = 5000
+_RECENT_BYTES = 16 * 1024 * 1024
 
 
 def parse_cursor(value: str) -> int | None:
@@ -186,6 +192,69 @@ async def read(
     return Page(found, following, more, False, False)
 
 
+def _matches(
+    e: StreamEvent, accounts: Sequence[str] | None, event: str | None, path: str | None
+) -> bool:
+    return (
+        (accounts is None or e.account in accounts)
+        and (event is None or e.event == event)
+        and (path is None or e.path == path)
+    )
+
+
+class Recent:
+    """The newest events, every one with a position in ``(low, top]``: what streams that
+    keep up read, instead of one store read per stream per change."""
+
+    def __init__(self) -> None:
+        self.low = self.top = 0
+        self.pruned = 0
+        # In position order; the first ``_start`` entries are dropped ones not yet compacted.
+        self._events: list[StreamEvent] = []
+        self._start = 0
+        self._bytes = 0
+
+    def reset(self, last: int) -> None:
+        self.low = self.top = last
+        self._events = []
+        self._start = 0
+        self._bytes = 0
+
+    def extend(self, found: Sequence[StreamEvent], top: int) -> None:
+        for e in found:
+            self._events.append(e)
+            self._bytes += len(e.payload)
+        self.top = top
+        while len(self._events) - self._start > _RECENT_EVENTS or self._bytes > _RECENT_BYTES:
+            dropped = self._events[self._start]
+            self._start += 1
+            self._bytes -= len(dropped.payload)
+            self.low = dropped.pos
+        if self._start > len(self._events) // 2:
+            self._events = self._events[self._start :]
+            self._start = 0
+
+    def page(
+        self,
+        after: int,
+        limit: int,
+        accounts: Sequence[str] | None,
+        event: str | None,
+        path: str | None,
+    ) -> Page | None:
+        """The page :func:`read` would answer, if these events hold it; else None."""
+        if after < self.low or after > self.top or after < self.pruned:
+            return None
+        first = bisect.bisect_right(self._events, after, lo=self._start, key=lambda e: e.pos)
+        found: list[StreamEvent] = []
+        for e in itertools.islice(self._events, first, None):
+            if _matches(e, accounts, event, path):
+                found.append(e)
+                if len(found) == limit:
+                    return Page(found, e.pos, True, False, False)
+        return Page(found, self.top, False, False, False)
+
+
 class Sequencer:
     """Gives stored events their stream positions on this node (see the module docstring)."""
 
@@ -205,6 +274,9 @@ class Sequencer:
         self._task: asyncio.Task[None] | None = None
         # The stream's last position as this node last read it.
         self.last = -1
+        # Streams open on this node: only while there are some is ``recent`` kept.
+        self.readers = 0
+        self.recent = Recent()
 
     def wake(self) -> None:
         """Look for events without a position now (a write recorded some)."""
@@ -244,10 +316,24 @@ class Sequencer:
         if given:
             self._announce()
         if last != self.last:
+            await self._keep_recent(last)
             self.last = last
             moved, self._changed = self._changed, asyncio.Event()
             moved.set()
         return given
+
+    async def _keep_recent(self, last: int) -> None:
+        """Read the events up to ``last`` into ``recent`` (one read for every stream here)."""
+        recent = self.recent
+        if self.readers == 0 or last < recent.top or last - recent.top > _RECENT_EVENTS:
+            recent.reset(last)
+            return
+        async with self.store.read() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            page = await read(conn, after=recent.top, limit=_RECENT_EVENTS)
+            _, recent.pruned = await counters(conn)
+        recent.extend(page.events, page.next)
 
     async def _run(self) -> None:
         delay = self.poll_interval
