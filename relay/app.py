@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from relay.api import guard
+from relay.api.events import SEQUENCER
 from relay.api.health import metrics_middleware
 from relay.api.keys import (
     AUTH_CACHE,
@@ -59,9 +60,10 @@ from relay.sources.graph.watcher import GraphContext
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, nodes, token_log, tokens
 from relay.store.bus import Bus, listen_dsn
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 from relay.store.migrate import migrate
 from relay.store.single_node import NodeLock
+from relay.store.stream import Sequencer
 from relay.webhooks.worker import DeliveryWorker
 
 log = structlog.get_logger(__name__)
@@ -159,6 +161,22 @@ def create_app(
         app[BUS] = bus
         yield
         await bus.stop()
+
+    async def stream_ctx(app: web.Application) -> AsyncIterator[None]:
+        bus = app[BUS]
+        sequencer = Sequencer(
+            app[STORE],
+            poll_interval=settings.stream.poll_interval,
+            announce=lambda: bus.send("events"),
+        )
+        app[STORE].on_commit(Wake.EVENTS, sequencer.wake)
+        bus.subscribe("events", lambda _value: sequencer.wake())
+        bus.on_reconnect(sequencer.wake)
+        await sequencer.start()
+        app[SEQUENCER] = sequencer
+        yield
+        app[STORE].off_commit(Wake.EVENTS, sequencer.wake)
+        await sequencer.stop()
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.webhooks.deliver:
@@ -303,6 +321,7 @@ def create_app(
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(bus_ctx)
+    app.cleanup_ctx.append(stream_ctx)
     app.cleanup_ctx.append(audit_retention_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(tokens_ctx)

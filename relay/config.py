@@ -221,6 +221,20 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSettings:
+    # Seconds without an event after which GET /v1/events/stream sends a heartbeat comment.
+    heartbeat: float = 15.0
+    # Seconds between looks for stored events without a stream position and for positions
+    # other nodes gave (the fallback: local writes and the bus wake the stream at once).
+    poll_interval: float = 1.0
+    # Events read from the store per round of a stream (and the most one holds in memory).
+    page_size: int = 100
+    # Seconds after which the relay ends a stream (the client resumes with Last-Event-ID);
+    # 0: no limit.
+    max_duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -233,6 +247,7 @@ class Settings:
     send: SendSettings = field(default_factory=SendSettings)
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
 
     @property
     def service_url(self) -> str:
@@ -412,6 +427,7 @@ def _check(settings: Settings) -> None:
     _check_imap(s.imap)
     _check_graph(s.graph)
     _check_send(s.send)
+    _check_stream(s.stream)
     _check_mailbox(s.mailbox)
     if len(s.cluster.node_id) > 64:
         raise ConfigError("cluster.node_id", "must be at most 64 characters")
@@ -504,6 +520,16 @@ def _check_send(m: SendSettings) -> None:
         raise ConfigError("send.lease", "must be longer than send.timeout")
     if m.retry_max < m.retry_min:
         raise ConfigError("send.retry_max", "must not be less than send.retry_min")
+
+
+def _check_stream(m: StreamSettings) -> None:
+    for key in ("heartbeat", "poll_interval", "page_size"):
+        if getattr(m, key) <= 0:
+            raise ConfigError(f"stream.{key}", "must be greater than 0")
+    if m.page_size > 1000:
+        raise ConfigError("stream.page_size", "must be at most 1000")
+    if m.max_duration < 0:
+        raise ConfigError("stream.max_duration", "must not be negative (0: no limit)")
 
 
 def _check_graph(g: GraphSettings) -> None:

@@ -38,6 +38,9 @@ class Endpoint:
     # Non-JSON success responses (text/plain, redirects) describe themselves here; "" is a
     # success without a body.
     content_type: str = "application/json"
+    # The schema of a non-JSON success body (default: a string); for text/event-stream,
+    # the schema of one event.
+    body_schema: Mapping[str, Any] | None = None
     # Other success responses: status -> (description, content type), a string each.
     alternatives: Mapping[int, tuple[str, str]] = field(default_factory=dict)
     # What a token needs to use the route (every non-public /v1 route declares one; see

@@ -77,7 +77,7 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
                 ep.content_type: {"schema": keys[(ep.response, "serialization")]}
             }
         else:
-            content = {ep.content_type: {"schema": {"type": "string"}}}
+            content = {ep.content_type: {"schema": dict(ep.body_schema or {"type": "string"})}}
         success: dict[str, Any] = {"description": "Success"}
         if ep.content_type:
             success["content"] = content

@@ -8,6 +8,7 @@ from relay.api import (
     accounts,
     authentication,
     cluster,
+    events,
     graph,
     health,
     limits,
@@ -30,6 +31,7 @@ def endpoints() -> list[Endpoint]:
         *oauth2_apps.ENDPOINTS,
         *authentication.ENDPOINTS,
         *webhooks.ENDPOINTS,
+        *events.ENDPOINTS,
         *tokens.ENDPOINTS,
         *outbox.ENDPOINTS,
         *settings.ENDPOINTS,
@@ -48,3 +50,4 @@ def setup_routes(app: web.Application) -> None:
     app[openapi.OPENAPI] = openapi.build_document(table)
     graph.setup(app)
     outbox.setup(app)
+    events.setup(app)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ClauseElement
 
+from relay.store import stream
 from relay.store.compiled import Statement, any_of
 from relay.store.schema import DeliveryStatus, deliveries, delivery_attempts, events, webhook_routes
 
@@ -343,14 +344,24 @@ async def recover(conn: AsyncConnection, route_id: str, *, since_ms: int, now: i
 
 
 async def prune(conn: AsyncConnection, *, before_ms: int) -> int:
-    """Delete finished deliveries (and events nobody waits for) older than ``before_ms``."""
+    """Delete finished deliveries (and events nobody waits for) older than ``before_ms``;
+    the event stream's watermark records what went (:mod:`relay.store.stream`)."""
     result = await conn.execute(
         deliveries.delete().where(
             deliveries.c.status.in_((S.DELIVERED, S.FAILED)), deliveries.c.updated_ms < before_ms
         )
     )
     waiting = select(deliveries.c.event_id).where(deliveries.c.event_id == events.c.id).exists()
-    await conn.execute(events.delete().where(events.c.created_ms < before_ms, ~waiting))
+    # Only events the stream has placed: one still without a position has not been offered
+    # to stream readers yet.
+    old = (events.c.created_ms < before_ms, events.c.pos.is_not(None), ~waiting)
+    # The stream's watermark goes up to the highest position deleted, read before the delete:
+    # a row that stops qualifying meanwhile can only make it higher than needed (a 410 for a
+    # cursor that could have gone on), never lower (a gap).
+    top = await conn.scalar(select(func.max(events.c.pos)).where(*old))
+    await conn.execute(events.delete().where(*old))
+    if top is not None:
+        await stream.pruned(conn, int(top))
     return int(result.rowcount or 0)
 
 

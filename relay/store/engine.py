@@ -55,6 +55,8 @@ class Wake:
     DELIVERIES = "deliveries"
     # The write queued outgoing mail (the outbox worker).
     OUTBOX = "outbox"
+    # The write recorded events (the event stream's sequencer, relay.store.stream).
+    EVENTS = "events"
 
 
 class Store:

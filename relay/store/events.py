@@ -3,7 +3,8 @@
 :func:`record` is the one way an event enters the system: the event row and one delivery
 row per matching enabled-or-disabled route are written in the caller's transaction, so an
 event is either stored with all its deliveries or not at all. When it queued deliveries, the
-delivery worker is woken once that transaction commits (:mod:`relay.store.wakes`).
+delivery worker is woken once that transaction commits (:mod:`relay.store.wakes`); so is the
+event stream's sequencer (:mod:`relay.store.stream`), always.
 
 It also settles the two fields of an event that depend on what the store holds, in the same
 transaction, just before the payload is serialized:
@@ -120,7 +121,7 @@ async def service_url(conn: AsyncConnection, default: str) -> str:
     return str(stored).rstrip("/") if stored else default
 
 
-_EVENT_COLUMNS = ("id", "account", "event", "created_ms", "payload")
+_EVENT_COLUMNS = ("id", "account", "event", "created_ms", "payload", "path")
 _INSERT_EVENT = Statement(
     lambda _: events.insert().values({c: bindparam(c) for c in _EVENT_COLUMNS}),
     columns=_EVENT_COLUMNS,
@@ -174,10 +175,19 @@ async def record(
     await _INSERT_EVENT.many(
         conn,
         [
-            (e.id, e.account, e.event, e.created_ms, fit_payload(e.envelope(base), max_bytes))
+            (
+                e.id,
+                e.account,
+                e.event,
+                e.created_ms,
+                fit_payload(e.envelope(base), max_bytes),
+                e.path,
+            )
             for e in batch
         ],
     )
+    # The stream's sequencer gives the events their positions once this commits.
+    wakes.wake_on_commit(conn, Wake.EVENTS)
     if only_route is not None:
         # Not every route (there is one per account with a webhooks URL) for one test event.
         found = await _ONE_ROUTE.rows(conn, id=only_route)

@@ -133,7 +133,24 @@ events = Table(
     Column("created_ms", BigInteger, nullable=False),
     # The serialized envelope: these exact bytes are what webhooks sign and send.
     Column("payload", Text, nullable=False),
+    # The envelope's path (revision 0014): the event stream's ``path`` filter.
+    Column("path", Text, nullable=True),
+    # The event's place in the event stream (revision 0014), given after its transaction
+    # committed, in commit order (relay.store.stream); NULL until then.
+    Column("pos", BigInteger, nullable=True),
     Index(None, "account", "seq"),
+    Index(None, "pos", unique=True),
+    Index(None, "account", "pos"),
+)
+
+# One row (id 1): the event stream's last position given, and the highest position pruning
+# deleted (a cursor below it has lost events: 410). Revision 0014.
+event_stream = Table(
+    "event_stream",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_pos", BigInteger, nullable=False),
+    Column("pruned_pos", BigInteger, nullable=False),
 )
 
 settings = Table(

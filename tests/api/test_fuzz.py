@@ -38,6 +38,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path, store_url: str) -> N
     not describe."""
     port = free_port()
     extra = {"RELAY_API_TOKEN": TOKEN, "RELAY_LOG_LEVEL": "error", "RELAY_WEBHOOKS_TIMEOUT": "2"}
+    # An event stream ends after a second (it would otherwise hold its case for ever).
+    extra["RELAY_STREAM_MAX_DURATION"] = "1"
     extra["RELAY_STORE_URL"] = store_url
     relay = RelayProcess(tmp_path, port, relay_env(tmp_path, port, extra))
     junit = tmp_path / "junit.xml"

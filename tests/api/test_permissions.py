@@ -75,6 +75,10 @@ async def send(
     resp = await client.request(
         method, path, json=body, headers={"Authorization": f"Bearer {token}"}
     )
+    if resp.content_type == "text/event-stream":
+        # An event stream does not end: its status is the answer.
+        resp.close()
+        return resp.status, ""
     payload = await resp.json() if resp.content_type == "application/json" else await resp.text()
     return resp.status, payload
 

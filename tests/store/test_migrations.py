@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from relay.config import StoreSettings
+from relay.store import stream
 from relay.store.engine import Store
 from relay.store.migrate import _config, migrate
 from relay.store.schema import metadata
@@ -89,3 +91,33 @@ async def test_0007_keeps_subscriptions_and_drops_folder_state_of_old_ids(store:
         await conn.run_sync(_to("0006"))
         columns = (await conn.execute(text("SELECT * FROM graph_accounts"))).keys()
     assert "subscription_id" in columns
+
+
+async def test_0014_fills_in_paths_and_existing_events_get_positions(store: Store) -> None:
+    """0013 -> 0014: events stored before keep their payloads, get their path from them, and
+    the first sequencer round gives them positions in seq order; and back."""
+    async with store.write() as conn:
+        await conn.run_sync(_to("0013"))
+        for n, path in ((1, "INBOX"), (2, None), (3, "Sent")):
+            body = {"account": "a", "event": "messageNew", "data": {}}
+            if path is not None:
+                body["path"] = path
+            await conn.execute(
+                text(
+                    "INSERT INTO events (id, account, event, created_ms, payload)"
+                    " VALUES (:id, 'a', 'messageNew', 1, :payload)"
+                ),
+                {"id": f"e{n}", "payload": json.dumps(body)},
+            )
+    await migrate(store)
+    async with store.read() as conn:
+        paths = (await conn.execute(text("SELECT id, path FROM events ORDER BY seq"))).all()
+    assert [tuple(r) for r in paths] == [("e1", "INBOX"), ("e2", None), ("e3", "Sent")]
+    await stream.Sequencer(store, poll_interval=60.0).step()
+    async with store.read() as conn:
+        page = await stream.read(conn, after=None, limit=10)
+    assert [(e.id, e.pos) for e in page.events] == [("e1", 1), ("e2", 2), ("e3", 3)]
+    async with store.write() as conn:
+        await conn.run_sync(_to("0013"))
+        columns = (await conn.execute(text("SELECT * FROM events"))).keys()
+    assert "pos" not in columns

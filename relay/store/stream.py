@@ -1,0 +1,350 @@
+"""The event stream: commit-ordered positions on stored events, read by cursor.
+
+``events.seq`` is given at INSERT, but on PostgreSQL transactions commit in another order:
+a reader that has seen seq 105 can later see 104 commit, so a reader resuming after a seq
+would skip 104 for ever. The stream's cursor is therefore another number, ``events.pos``,
+given **after** commit by :func:`assign`: one transaction at a time (it locks the one
+``event_stream`` row, SQLite's writer lock does the same there) gives the committed events
+that have none the next positions, in seq order. The transactions that give positions
+commit one after the other, each with higher positions than every committed one, so any
+snapshot sees every position up to the highest it sees: ``pos > cursor`` never skips.
+
+Pruning (``relay.store.deliveries.prune``) deletes old events, not contiguously (an event
+with a delivery still pending is kept), and raises ``event_stream.pruned_pos`` to the
+highest position it deleted: a cursor below it may have lost events (:attr:`Page.expired`).
+
+:class:`Sequencer` runs :func:`assign` on each node: woken when a local write recorded events
+(``Wake.EVENTS``), when another node says it gave positions (the bus), and every
+``poll_interval`` in any case. After each round that saw the stream move it wakes the
+readers waiting on :meth:`Sequencer.changed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.errors import StoreError
+from relay.store import dialect
+from relay.store.engine import Store
+from relay.store.schema import event_stream, events
+
+__all__ = ["Page", "Sequencer", "StreamEvent", "assign", "counters", "parse_cursor", "read"]
+
+log = structlog.get_logger(__name__)
+
+_ROW = 1
+# Events given positions per transaction.
+ASSIGN_BATCH = 1000
+_CURSOR = re.compile(r"[0-9]{1,18}")
+_RETRY_MAX = 15.0
+# The recent events a node keeps for its streams (Sequencer.recent): at most this many, and
+# this many bytes of payload.
+_RECENT_EVENTS = 5000
+_RECENT_BYTES = 16 * 1024 * 1024
+
+
+def parse_cursor(value: str) -> int | None:
+    """A cursor as its position; None when ``value`` is not one (decimal digits)."""
+    if not _CURSOR.fullmatch(value):
+        return None
+    return int(value)
+
+
+async def counters(conn: AsyncConnection, *, lock: bool = False) -> tuple[int, int]:
+    """``(last_pos, pruned_pos)``; ``lock`` (in a write) holds the row until commit.
+
+    A missing row (a database emptied by hand) is created from the positions events hold.
+    """
+    query = select(event_stream.c.last_pos, event_stream.c.pruned_pos).where(
+        event_stream.c.id == _ROW
+    )
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        if not lock:
+            return 0, 0
+        top = await conn.scalar(select(func.coalesce(func.max(events.c.pos), 0)))
+        await conn.execute(
+            dialect.insert(conn, event_stream)
+            .values(id=_ROW, last_pos=int(top or 0), pruned_pos=0)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        row = (await conn.execute(query)).first()
+        assert row is not None
+    return int(row[0]), int(row[1])
+
+
+_GIVE = update(events).where(events.c.seq == bindparam("s")).values(pos=bindparam("p"))
+
+
+async def assign(conn: AsyncConnection, *, limit: int = ASSIGN_BATCH) -> int:
+    """Give the next positions to up to ``limit`` committed events that have none, in seq
+    order; the number given. Run in a write transaction of its own, committed at once."""
+    last, _ = await counters(conn, lock=True)
+    # Read after the lock is held: a new statement, so it sees every transaction that
+    # committed before, the previous assigner's included.
+    seqs = (
+        await conn.execute(
+            select(events.c.seq).where(events.c.pos.is_(None)).order_by(events.c.seq).limit(limit)
+        )
+    ).scalars()
+    rows = [{"s": int(seq), "p": last + n} for n, seq in enumerate(seqs, start=1)]
+    if not rows:
+        return 0
+    await conn.execute(_GIVE, rows)
+    await conn.execute(
+        update(event_stream).where(event_stream.c.id == _ROW).values(last_pos=last + len(rows))
+    )
+    return len(rows)
+
+
+async def pruned(conn: AsyncConnection, top: int) -> None:
+    """Record that pruning deleted events up to position ``top``."""
+    await counters(conn, lock=True)
+    await conn.execute(
+        update(event_stream)
+        .where(event_stream.c.id == _ROW, event_stream.c.pruned_pos < top)
+        .values(pruned_pos=top)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    pos: int
+    id: str
+    account: str | None
+    event: str
+    path: str | None
+    created_ms: int
+    # The exact bytes webhooks sign and send.
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[StreamEvent]
+    # Where the next page starts: the last event's position when the page is full, else
+    # the stream's last position (the events after ``after`` that the filters skipped
+    # need not be read again).
+    next: int
+    more: bool
+    # The cursor is below what pruning deleted: events after it may be gone.
+    expired: bool
+    # The cursor is beyond every position given so far (not one of this stream's).
+    ahead: bool
+
+
+async def read(
+    conn: AsyncConnection,
+    *,
+    after: int | None,
+    limit: int,
+    accounts: Sequence[str] | None = None,
+    event: str | None = None,
+    path: str | None = None,
+) -> Page:
+    """Up to ``limit`` events after position ``after`` (None: from the oldest kept), oldest
+    first. ``conn`` must read one snapshot (SQLite's transactions do; on PostgreSQL,
+    REPEATABLE READ): the page and the counters then agree."""
+    last, pruned_pos = await counters(conn)
+    start = after or 0
+    if after is not None and after < pruned_pos:
+        return Page([], start, False, True, False)
+    if start > last:
+        return Page([], start, False, False, True)
+    where = [events.c.pos > start]
+    if accounts is not None:
+        where.append(events.c.account.in_(list(accounts)))
+    if event is not None:
+        where.append(events.c.event == event)
+    if path is not None:
+        where.append(events.c.path == path)
+    rows = await conn.execute(
+        select(
+            events.c.pos,
+            events.c.id,
+            events.c.account,
+            events.c.event,
+            events.c.path,
+            events.c.created_ms,
+            events.c.payload,
+        )
+        .where(*where)
+        .order_by(events.c.pos)
+        .limit(limit)
+    )
+    found = [
+        StreamEvent(int(r[0]), str(r[1]), r[2], str(r[3]), r[4], int(r[5]), str(r[6])) for r in rows
+    ]
+    more = len(found) == limit
+    following = found[-1].pos if more else last
+    return Page(found, following, more, False, False)
+
+
+def _matches(
+    e: StreamEvent, accounts: Sequence[str] | None, event: str | None, path: str | None
+) -> bool:
+    return (
+        (accounts is None or e.account in accounts)
+        and (event is None or e.event == event)
+        and (path is None or e.path == path)
+    )
+
+
+class Recent:
+    """The newest events, every one with a position in ``(low, top]``: what streams that
+    keep up read, instead of one store read per stream per change."""
+
+    def __init__(self) -> None:
+        self.low = self.top = 0
+        self.pruned = 0
+        # In position order; the first ``_start`` entries are dropped ones not yet compacted.
+        self._events: list[StreamEvent] = []
+        self._start = 0
+        self._bytes = 0
+
+    def reset(self, last: int) -> None:
+        self.low = self.top = last
+        self._events = []
+        self._start = 0
+        self._bytes = 0
+
+    def extend(self, found: Sequence[StreamEvent], top: int) -> None:
+        for e in found:
+            self._events.append(e)
+            self._bytes += len(e.payload)
+        self.top = top
+        while len(self._events) - self._start > _RECENT_EVENTS or self._bytes > _RECENT_BYTES:
+            dropped = self._events[self._start]
+            self._start += 1
+            self._bytes -= len(dropped.payload)
+            self.low = dropped.pos
+        if self._start > len(self._events) // 2:
+            self._events = self._events[self._start :]
+            self._start = 0
+
+    def page(
+        self,
+        after: int,
+        limit: int,
+        accounts: Sequence[str] | None,
+        event: str | None,
+        path: str | None,
+    ) -> Page | None:
+        """The page :func:`read` would answer, if these events hold it; else None."""
+        if after < self.low or after > self.top or after < self.pruned:
+            return None
+        first = bisect.bisect_right(self._events, after, lo=self._start, key=lambda e: e.pos)
+        found: list[StreamEvent] = []
+        for e in itertools.islice(self._events, first, None):
+            if _matches(e, accounts, event, path):
+                found.append(e)
+                if len(found) == limit:
+                    return Page(found, e.pos, True, False, False)
+        return Page(found, self.top, False, False, False)
+
+
+class Sequencer:
+    """Gives stored events their stream positions on this node (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_interval: float,
+        announce: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``announce``: tell the other nodes positions were given (the bus)."""
+        self.store = store
+        self.poll_interval = poll_interval
+        self._announce = announce
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # The stream's last position as this node last read it.
+        self.last = -1
+        # Streams open on this node: only while there are some is ``recent`` kept.
+        self.readers = 0
+        self.recent = Recent()
+
+    def wake(self) -> None:
+        """Look for events without a position now (a write recorded some)."""
+        self._wake.set()
+
+    def changed(self) -> asyncio.Event:
+        """An event set the next time the stream moves; take it before reading, then wait."""
+        return self._changed
+
+    async def start(self) -> None:
+        if self._task is None:
+            # The first round at once: events stored while no node ran one.
+            self._wake.set()
+            self._task = asyncio.create_task(self._run(), name="event stream sequencer")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def step(self) -> int:
+        """One round: give positions to whatever waits for one; the number given."""
+        async with self.store.read() as conn:
+            last, _ = await counters(conn)
+            waiting = await conn.scalar(select(events.c.seq).where(events.c.pos.is_(None)).limit(1))
+        given = 0
+        while waiting is not None:
+            async with self.store.write(notify=False) as conn:
+                batch = await assign(conn)
+                last, _ = await counters(conn)
+            given += batch
+            if batch < ASSIGN_BATCH:
+                break
+        if given:
+            self._announce()
+        if last != self.last:
+            await self._keep_recent(last)
+            self.last = last
+            moved, self._changed = self._changed, asyncio.Event()
+            moved.set()
+        return given
+
+    async def _keep_recent(self, last: int) -> None:
+        """Read the events up to ``last`` into ``recent`` (one read for every stream here)."""
+        recent = self.recent
+        if self.readers == 0 or last < recent.top or last - recent.top > _RECENT_EVENTS:
+            recent.reset(last)
+            return
+        async with self.store.read() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            page = await read(conn, after=recent.top, limit=_RECENT_EVENTS)
+            _, recent.pruned = await counters(conn)
+        recent.extend(page.events, page.next)
+
+    async def _run(self) -> None:
+        delay = self.poll_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.step()
+                delay = self.poll_interval
+            except StoreError as exc:
+                log.warning("event stream positions not given; will retry", error=str(exc))
+                delay = min(max(delay * 2, 1.0), _RETRY_MAX)
