@@ -9,8 +9,10 @@ database is created per test session and dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -32,6 +34,28 @@ from relay.config import (
 )
 from relay.store import Store
 from relay.store.schema import metadata
+
+
+class LeakedResource(UserWarning):
+    """A socket or transport some test left open, found when its test ended."""
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Collect the garbage a test leaves once its fixtures (and its event loop) are gone.
+
+    A socket left open is otherwise found whenever the collector next runs, in whatever
+    test runs then, which fails that test with a warning it has nothing to do with. Here it
+    is named with the test that left it, in the run's warnings summary.
+    """
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    for found in caught:
+        if issubclass(found.category, ResourceWarning):
+            warnings.warn(LeakedResource(f"{item.nodeid}: {found.message}"), stacklevel=1)
+
 
 API_TOKEN = "test-token-" + "0" * 32
 PG_ADMIN = os.environ.get("RELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
