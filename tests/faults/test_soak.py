@@ -44,6 +44,7 @@ async def test_two_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> N
     )
     result = await run_soak(options, progress)
     shown = json.dumps(result)
+    progress(shown)
     assert set(result["faults"]) == set(KINDS), shown
     assert result["sent"] >= 100, shown
     assert result["lost"] == 0, shown
