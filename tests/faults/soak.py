@@ -81,6 +81,8 @@ REPEAT_WAIT = 5.0
 # Appends from this long before a fault count as inside it (their events may be held up).
 BEFORE_FAULT = 2.0
 SENDER_OPTIONS = ClientOptions(connect_timeout=20.0, command_timeout=30.0, done_timeout=10.0)
+# Seconds between samples of the relay's RSS during the flow.
+RSS_EVERY = 60.0
 # Subjects listed in the result (the logs keep all of them).
 LISTED = 20
 
@@ -107,10 +109,13 @@ class SoakOptions:
     setup: float = 600.0
     logs: Path | None = None
     log_level: str = "info"
+    # The fault kinds to take turns through; None: all (no database faults on SQLite).
+    only: tuple[str, ...] | None = None
 
     def kinds(self) -> tuple[str, ...]:
-        """The fault kinds of this run (no database faults on SQLite)."""
-        return KINDS if self.store == "postgresql" else KINDS[:2]
+        """The fault kinds of this run."""
+        kinds = KINDS if self.store == "postgresql" else KINDS[:2]
+        return tuple(k for k in kinds if self.only is None or k in self.only)
 
     def kicked(self) -> int:
         return self.kick_users or max(1, self.mailboxes // 20)
@@ -155,6 +160,8 @@ class Fault:
     started: float
     ended: float = 0.0
     detail: str = ""
+    # The relay's RSS right after the fault (KiB).
+    rss_kib: int = 0
 
 
 class Sender:
@@ -315,6 +322,7 @@ class Soak:
         self.workdir = self.root / "relay"
         self.relay: RelayProcess | None = None
         self.faults: list[Fault] = []
+        self.rss_samples: list[list[int]] = []
         self.sent: dict[str, Sent] = {}
         self.rng_mail = random.Random(f"{options.seed}-mail")
         self.rng_faults = random.Random(f"{options.seed}-faults")
@@ -452,7 +460,7 @@ class Soak:
         options = self.options
         rng = self.rng_faults
         bag: list[str] = []
-        while True:
+        while options.kinds():
             gap = rng.uniform(*options.fault_gap)
             if time.time() + gap >= stop_at:
                 return
@@ -469,6 +477,7 @@ class Soak:
             finally:
                 fault.ended = time.time()
                 self.faults.append(fault)
+            fault.rss_kib = await asyncio.to_thread(self.relay_rss)
             self.progress(
                 f"{fault.started - clock:7.1f} s  {fault.kind} {fault.detail}"
                 f" ({fault.ended - fault.started:.1f} s)"
@@ -500,6 +509,13 @@ class Soak:
             await asyncio.to_thread(self.pg.start)
         else:
             raise ValueError(fault.kind)
+
+    async def sample_rss(self, clock: float) -> None:
+        """The relay's RSS every ``RSS_EVERY`` seconds of the flow: [s, KiB]."""
+        while True:
+            await asyncio.sleep(RSS_EVERY)
+            kib = await asyncio.to_thread(self.relay_rss)
+            self.rss_samples.append([round(time.time() - clock), kib])
 
     def outside_faults(self, at: float) -> bool:
         settle = self.options.settle
@@ -551,9 +567,13 @@ class Soak:
         self.progress(f"accounts initialized after {setup_s:.1f} s; mail and faults now")
         stop = asyncio.Event()
         faults = asyncio.create_task(self.fault_loop(clock, ends - options.quiet_tail, stop))
+        sampler = asyncio.create_task(self.sample_rss(clock))
         try:
             await self.flow(sender, ends)
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             # Not cancelled: a fault still running brings its peer back before anything else.
             stop.set()
             await faults
@@ -582,9 +602,16 @@ class Soak:
                 "append_failures": sender.failures,
                 "last_append_error": sender.last_error or None,
                 "fault_log": [
-                    [f.kind, round(f.started - clock, 1), round(f.ended - f.started, 1), f.detail]
+                    [
+                        f.kind,
+                        round(f.started - clock, 1),
+                        round(f.ended - f.started, 1),
+                        f.detail,
+                        f.rss_kib,
+                    ]
                     for f in self.faults
                 ],
+                "rss_samples": self.rss_samples,
                 "options": {
                     k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()
                 },
