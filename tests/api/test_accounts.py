@@ -41,7 +41,10 @@ PASSWORD_ACCOUNT = {
 async def _rows(client: TestClient, table: Any) -> list[Any]:
     store = client.app[STORE]
     async with store.read() as conn:
-        return list((await conn.execute(select(table))).mappings().all())
+        # In key order: rows updated later (events get their stream position after commit)
+        # come back in another order from PostgreSQL's heap.
+        query = select(table).order_by(*table.primary_key.columns)
+        return list((await conn.execute(query)).mappings().all())
 
 
 async def test_seed_shared_payload_verbatim(client: TestClient) -> None:
