@@ -34,7 +34,8 @@ async def api(http: aiohttp.ClientSession, method: str, path: str, **kw: Any) ->
 async def add_route(http: aiohttp.ClientSession, receiver: Receiver) -> None:
     """Set the service secret and add a route to ``receiver`` (which learns its secret)."""
     secret = {"serviceSecret": SERVICE_SECRET}
-    assert (await api(http, "POST", "/v1/settings", json=secret))[0] == 200
+    status, body = await api(http, "POST", "/v1/settings", json=secret)
+    assert status == 200, (status, body)
     status, body = await api(http, "POST", "/v1/webhooks", json={"url": receiver.url})
     assert status == 201, body
     receiver.secret = body["secret"]
