@@ -4,6 +4,10 @@ A route's ``whsec_`` secret is returned once, when it is made (create, ``rotateS
 during rotation the previous secret keeps signing (a second ``v1,`` signature) for 24 hours.
 Custom header values may carry credentials for the receiver, so they are stored encrypted
 and shown redacted.
+
+A route's ``type`` is ``http`` (POST to ``url``) or a queue sink: ``amqp``, ``nats`` or
+``redis``, whose ``url`` names the broker (its password is stored encrypted and shown as
+``***``) and whose own fields name where on the broker (relay.webhooks.sink_targets).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, Field, HttpUrl, model_validator
+from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError, model_validator
 
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
@@ -30,8 +34,22 @@ from relay.store import events as events_store
 from relay.store import webhook_routes as routes_store
 from relay.store.engine import now_ms
 from relay.store.schema import DeliveryStatus
-from relay.webhooks.routes import decrypt_headers, encrypt_headers, secret_context
+from relay.webhooks.routes import (
+    decrypt_headers,
+    decrypt_sink_url,
+    encrypt_headers,
+    encrypt_sink_url,
+    secret_context,
+)
 from relay.webhooks.signing import PROTECTED_HEADERS, new_route_secret
+from relay.webhooks.sink_targets import (
+    ALL_OPTIONS,
+    HTTP,
+    SinkOptions,
+    check_options,
+    parse_broker_url,
+    redacted,
+)
 
 TAG = "Webhooks"
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
@@ -69,13 +87,87 @@ def _http_url(value: HttpUrl) -> HttpUrl:
 EventName = Annotated[str, AfterValidator(_event_name)]
 Headers = Annotated[dict[str, str], Field(max_length=32), AfterValidator(check_headers)]
 TargetUrl = Annotated[HttpUrl, AfterValidator(_http_url)]
+_TARGET_URL: TypeAdapter[HttpUrl] = TypeAdapter(TargetUrl)
 Schedule = Annotated[
     list[Annotated[float, Field(ge=0, le=7 * 86400)]], Field(min_length=1, max_length=30)
 ]
+RouteType = Literal["http", "amqp", "nats", "redis"]
+Url = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        description=(
+            "http: the receiver's http(s) URL. amqp: amqp://user:password@host:5672/vhost; "
+            "nats: nats://[user:password@]host:4222; redis: redis://[user:password@]host:6379/0 "
+            "(a password is stored encrypted and shown as ***)"
+        ),
+    ),
+]
+Name = Annotated[str, Field(min_length=1, max_length=512)]
 
 
-class RouteCreate(Body):
-    url: TargetUrl
+def check_target(kind: str, url: str, options: SinkOptions, headers: dict[str, str]) -> str:
+    """The URL to store for a route of ``kind`` (an http URL normalised); InputError naming
+    the field when the URL, the sink fields or the headers do not fit the kind."""
+    if kind == HTTP:
+        try:
+            normalised = str(_TARGET_URL.validate_python(url))
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+            raise InputError(f"url: {problem}", field="url") from None
+    else:
+        try:
+            parse_broker_url(kind, url)
+        except ValueError as exc:
+            raise InputError(f"url: {exc}", field="url") from None
+        normalised = url
+        if headers:
+            raise InputError("headers: only http routes send custom headers", field="headers")
+    try:
+        check_options(kind, options)
+    except ValueError as exc:
+        name = str(exc).split(":", 1)[0]
+        raise InputError(str(exc), field=name) from None
+    return normalised
+
+
+class SinkFields(Body):
+    """A queue sink's target; each type takes its own (relay.webhooks.sink_targets)."""
+
+    exchange: Name | None = Field(
+        default=None, description="amqp: the exchange published to (it must exist)"
+    )
+    routingKeyPrefix: Name | None = Field(
+        default=None,
+        description="amqp: the routing key is prefix.eventName (without it: eventName)",
+    )
+    subject: Name | None = Field(default=None, description="nats: messages go to subject.eventName")
+    stream: Name | None = Field(
+        default=None,
+        description=(
+            "redis: the stream's key (required); nats: the JetStream stream expected to store "
+            "the messages (optional)"
+        ),
+    )
+    maxLen: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**12,
+        description="redis: trim the stream to about this many entries (XADD MAXLEN ~)",
+    )
+
+    def sink_options(self) -> SinkOptions:
+        return SinkOptions.from_json(
+            {k: getattr(self, k) for k in ALL_OPTIONS if getattr(self, k) is not None}
+        )
+
+
+class RouteCreate(SinkFields):
+    type: RouteType = Field(
+        default="http", description="http (POST to url) or a queue sink: amqp, nats, redis"
+    )
+    url: Url
     events: Annotated[list[EventName], Field(min_length=1, max_length=64)] = Field(
         default_factory=lambda: ["*"]
     )
@@ -86,9 +178,15 @@ class RouteCreate(Body):
     retrySchedule: Schedule | None = None
     ordering: Literal["none", "fifo"] = "none"
 
+    @model_validator(mode="after")
+    def _target_fits_type(self) -> RouteCreate:
+        self.url = check_target(self.type, self.url, self.sink_options(), self.headers)
+        return self
 
-class RouteUpdate(Body):
-    url: TargetUrl | None = None
+
+class RouteUpdate(SinkFields):
+    type: RouteType | None = None
+    url: Url | None = None
     events: Annotated[list[EventName], Field(min_length=1, max_length=64)] | None = None
     accounts: Annotated[list[Identifier], Field(max_length=10000)] | None = None
     enabled: bool | None = None
@@ -100,7 +198,7 @@ class RouteUpdate(Body):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> RouteUpdate:
-        for key in ("url", "events", "enabled", "headers", "description", "ordering"):
+        for key in ("type", "url", "events", "enabled", "headers", "description", "ordering"):
             if key in self.model_fields_set and getattr(self, key) is None:
                 raise InputError(f"{key}: must not be null", field=key)
         return self
@@ -108,7 +206,13 @@ class RouteUpdate(Body):
 
 class RouteOut(Out):
     id: str
-    url: str
+    type: str
+    url: str = Field(description="For a queue sink, the broker URL with its password as ***")
+    exchange: str | None = None
+    routingKeyPrefix: str | None = None
+    subject: str | None = None
+    stream: str | None = None
+    maxLen: int | None = None
     description: str
     events: list[str]
     accounts: list[str] | None = None
@@ -198,7 +302,9 @@ def _route_out(row: Any, cipher: Cipher, secret: str | None = None) -> RouteOut:
     names = decrypt_headers(cipher, row["id"], row["headers"])
     return RouteOut(
         id=row["id"],
+        type=row["kind"] or HTTP,
         url=row["url"],
+        **SinkOptions.from_json(row["sink"]).to_json(),
         description=row["description"],
         events=list(row["events"]),
         accounts=list(row["accounts"]) if row["accounts"] is not None else None,
@@ -226,11 +332,15 @@ async def create_route_row(
 ) -> tuple[Any, str]:
     """Insert a route; return its row and its new secret."""
     secret = new_route_secret()
+    sink = body.type != HTTP
     await routes_store.insert(
         conn,
         {
             "id": route_id,
-            "url": str(body.url),
+            "kind": body.type,
+            "url": redacted(body.url) if sink else body.url,
+            "url_secret": encrypt_sink_url(cipher, route_id, body.url) if sink else None,
+            "sink": body.sink_options().to_json() or None,
             "description": body.description,
             "events": body.events,
             "accounts": body.accounts,
@@ -291,7 +401,6 @@ async def update_route(request: web.Request) -> web.Response:
     changes = body.model_dump(mode="json", exclude_unset=True)
     values: dict[str, Any] = {}
     for key, column in (
-        ("url", "url"),
         ("events", "events"),
         ("accounts", "accounts"),
         ("description", "description"),
@@ -310,6 +419,8 @@ async def update_route(request: web.Request) -> web.Response:
     secret: str | None = None
     async with request.app[STORE].write() as conn:
         row = await _route_or_404(conn, route_id)
+        if changes.keys() & {"type", "url", "headers", *ALL_OPTIONS}:
+            values.update(_target_changes(row, changes, cipher))
         if body.rotateSecret:
             secret = new_route_secret()
             values["previous_secret"] = cipher.encrypt(
@@ -322,6 +433,41 @@ async def update_route(request: web.Request) -> web.Response:
         row = await routes_store.get(conn, route_id)
     _routes_changed(request)
     return json_response(_route_out(row, cipher, secret))
+
+
+def _target_changes(row: Any, changes: dict[str, Any], cipher: Cipher) -> dict[str, Any]:
+    """The columns of a route whose type, URL, sink fields or headers change, checked as a
+    whole: what is given replaces, ``null`` removes a sink field, the rest stays. A new type
+    takes a new URL, and none of the old type's sink fields."""
+    route_id = row["id"]
+    old_kind = row["kind"] or HTTP
+    kind = changes.get("type") or old_kind
+    if "url" in changes:
+        url = changes["url"]
+    elif kind != old_kind:
+        raise InputError(f"url: a route of type {kind} needs its URL", field="url")
+    elif old_kind != HTTP:
+        url = decrypt_sink_url(cipher, route_id, row["url_secret"])
+    else:
+        url = row["url"]
+    stored: dict[str, Any] = {}
+    if kind == old_kind:
+        stored.update(SinkOptions.from_json(row["sink"]).to_json())
+    given = {k: changes[k] for k in ALL_OPTIONS if k in changes}
+    merged = {k: v for k, v in {**stored, **given}.items() if v is not None}
+    if "headers" in changes:
+        headers = changes["headers"]
+    else:
+        headers = decrypt_headers(cipher, route_id, row["headers"])
+    options = SinkOptions.from_json(merged)
+    url = check_target(kind, url, options, headers)
+    sink = kind != HTTP
+    return {
+        "kind": kind,
+        "url": redacted(url) if sink else url,
+        "url_secret": encrypt_sink_url(cipher, route_id, url) if sink else None,
+        "sink": options.to_json() or None,
+    }
 
 
 async def delete_route(request: web.Request) -> web.Response:

@@ -163,17 +163,27 @@ async def claim_fifo_heads(
     return _claimed(result.mappings())
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What an attempt sends of an event: its name and account (a queue sink's routing key
+    and fields) and its payload, the exact bytes that are signed."""
+
+    event: str
+    account: str | None
+    payload: str
+
+
 _PAYLOADS = Statement(
-    lambda dialect: select(events.c.id, events.c.payload).where(
+    lambda dialect: select(events.c.id, events.c.event, events.c.account, events.c.payload).where(
         any_of(events.c.id, "ids", dialect)
     ),
     lists=("ids",),
 )
 
 
-async def payloads(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, str]:
+async def payloads(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, Stored]:
     rows = await _PAYLOADS.rows(conn, ids=sorted(set(event_ids)))
-    return {str(r[0]): str(r[1]) for r in rows}
+    return {str(r[0]): Stored(str(r[1]), r[2], str(r[3])) for r in rows}
 
 
 _ATTEMPT_COLUMNS = (

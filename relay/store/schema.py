@@ -182,6 +182,12 @@ webhook_routes = Table(
     Column("failing_since_ms", BigInteger, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    # Revision 0015, queue sinks: "http" | "amqp" | "nats" | "redis". For a sink, ``url`` is
+    # the broker URL without its password and ``url_secret`` the whole URL, encrypted;
+    # ``sink`` its target (exchange, routingKeyPrefix, subject, stream, maxLen).
+    Column("kind", String(8), nullable=False, server_default="http"),
+    Column("sink", JSON, nullable=True),
+    Column("url_secret", LargeBinary, nullable=True),
 )
 
 deliveries = Table(

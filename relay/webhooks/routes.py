@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets as random_secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay.auth.crypto import Cipher
 from relay.store import settings as settings_store
 from relay.webhooks.retry import DEFAULT_SCHEDULE
+from relay.webhooks.sink_targets import HTTP, SinkOptions
 
 SERVICE_SECRET_KEY = "serviceSecret"  # noqa: S105 - a settings key, not a secret
 
@@ -23,12 +24,23 @@ def secret_context(route_id: str, which: str = "secret") -> str:
 @dataclass(frozen=True, slots=True)
 class Route:
     id: str
-    url: str
+    url: str  # for a sink: the broker URL with its credentials
     headers: dict[str, str]
     secrets: tuple[str, ...]  # current first; the previous one while rotation overlaps
     schedule: tuple[float, ...]
     ordering: str
     enabled: bool
+    kind: str = HTTP  # "http", or the sink's: "amqp" | "nats" | "redis"
+    sink: SinkOptions = field(default_factory=SinkOptions)
+
+
+def encrypt_sink_url(cipher: Cipher, route_id: str, url: str) -> bytes:
+    """A broker URL (it may carry a password), encrypted for ``url_secret``."""
+    return cipher.encrypt(url.encode(), context=secret_context(route_id, "url"))
+
+
+def decrypt_sink_url(cipher: Cipher, route_id: str, blob: bytes) -> str:
+    return cipher.decrypt(blob, context=secret_context(route_id, "url")).decode()
 
 
 def encrypt_headers(cipher: Cipher, route_id: str, headers: dict[str, str]) -> dict[str, str]:
@@ -57,14 +69,20 @@ def route_from_row(row: Any, cipher: Cipher, now_ms: int) -> Route:
             ).decode()
         )
     schedule = row["retry_schedule"]
+    kind = row["kind"] or HTTP
+    url = row["url"]
+    if kind != HTTP and row["url_secret"] is not None:
+        url = decrypt_sink_url(cipher, row["id"], row["url_secret"])
     return Route(
         id=row["id"],
-        url=row["url"],
+        url=url,
         headers=decrypt_headers(cipher, row["id"], row["headers"]),
         secrets=tuple(keys),
         schedule=tuple(float(s) for s in schedule) if schedule else DEFAULT_SCHEDULE,
         ordering=row["ordering"],
         enabled=bool(row["enabled"]),
+        kind=kind,
+        sink=SinkOptions.from_json(row["sink"]),
     )
 
 

@@ -125,3 +125,15 @@ def delivery_headers(
         }
     )
     return headers
+
+
+def sink_headers(
+    *, msg_id: str, timestamp: int, body: bytes, route_secrets: Sequence[str]
+) -> dict[str, str]:
+    """The Standard Webhooks headers of a queue sink's message (AMQP headers, NATS headers,
+    Redis stream fields): the same signature over the same body as an HTTP attempt."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(route_secrets, msg_id, timestamp, body),
+    }

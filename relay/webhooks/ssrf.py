@@ -16,6 +16,7 @@ that text. Use :func:`ssrf_reason` / :func:`ssrf_refusal` rather than ``isinstan
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
@@ -91,15 +92,18 @@ class SsrfRefused(DeliveryError, OSError):
     tries the host's other addresses (and aiohttp wraps it like any connect error).
     """
 
-    def __init__(self, address: str, reason: str, host: str | None = None) -> None:
-        where = f"webhook host {host}: address" if host and host != address else "address"
+    def __init__(
+        self, address: str, reason: str, host: str | None = None, role: str = "webhook"
+    ) -> None:
+        where = f"{role} host {host}: address" if host and host != address else "address"
         super().__init__(f"{where} {address} is not allowed ({reason}); {HOW_TO_ALLOW}")
         self.address = address
         self.reason = reason
         self.host = host
+        self.role = role
 
-    def __reduce__(self) -> tuple[type[SsrfRefused], tuple[str, str, str | None]]:
-        return (type(self), (self.address, self.reason, self.host))
+    def __reduce__(self) -> tuple[type[SsrfRefused], tuple[str, str, str | None, str]]:
+        return (type(self), (self.address, self.reason, self.host, self.role))
 
 
 def _v4_reason(ip: IPv4Address) -> str | None:
@@ -230,6 +234,29 @@ def make_connector(
         resolver=resolver,
         socket_factory=guarded_socket_factory(policy),
     )
+
+
+async def checked_address(host: str, port: int, policy: AddressPolicy) -> str:
+    """The address to open a broker connection to: the first that ``host`` resolves to and
+    ``policy`` allows.
+
+    The connection is then opened to this address, not to the name, so that the name cannot
+    resolve to another address in between (DNS rebinding). Raises :class:`SsrfRefused` (for
+    the first address refused) when none is allowed, ``OSError`` when the name does not
+    resolve.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    refused: SsrfRefused | None = None
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0])
+        reason = policy.check(address)
+        if reason is None:
+            return address
+        refused = refused or SsrfRefused(address, reason, host, role="broker")
+    if refused is None:
+        raise OSError(f"broker host {host} has no address")
+    raise refused
 
 
 def _causes(exc: BaseException) -> Iterable[BaseException]:

@@ -1,4 +1,9 @@
-"""The :class:`DeliveryWorker`: claim -> sign -> POST -> record, with bounded concurrency.
+"""The :class:`DeliveryWorker`: claim -> sign -> POST (or publish) -> record, with bounded
+concurrency.
+
+HTTP routes are POSTed to; queue sink routes (``amqp``, ``nats``, ``redis``) publish the same
+body with the same signature headers to their broker, through one connection per broker
+(:mod:`relay.webhooks.sinks`), and count as delivered once the broker confirmed.
 
 Outcomes are written in batches (one transaction for many attempts), inside
 ``asyncio.shield`` so that shutdown cannot lose a result that was already known. A
@@ -27,14 +32,17 @@ from relay.metrics import Metrics
 from relay.store import Store
 from relay.store import deliveries as queue
 from relay.store import webhook_routes as routes_store
-from relay.store.deliveries import Claimed, Outcome
+from relay.store.deliveries import Claimed, Outcome, Stored
 from relay.store.engine import Wake
 from relay.store.outage import retry_level
 from relay.store.schema import DeliveryStatus
-from relay.webhooks.outcome import judge
+from relay.webhooks.outcome import Verdict, judge
 from relay.webhooks.outcome_waiters import OutcomeWaiters
 from relay.webhooks.routes import Route, route_from_row, service_secret
-from relay.webhooks.signing import delivery_headers
+from relay.webhooks.signing import delivery_headers, sink_headers
+from relay.webhooks.sink_targets import HTTP
+from relay.webhooks.sinks.base import SinkFailed, SinkMessage
+from relay.webhooks.sinks.pool import Publishers
 from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
 
 log = structlog.get_logger(__name__)
@@ -111,6 +119,8 @@ class DeliveryWorker:
         self._routes_stamp: tuple[int, int, int] | None = None
         self._service_secret = ""
         self._session: aiohttp.ClientSession | None = None
+        # Queue sinks: one broker connection per address, kept across deliveries.
+        self.publishers = Publishers(self._policy, timeout=settings.timeout)
         self._tasks: list[asyncio.Task[None]] = []
         self._ending: list[asyncio.Task[None]] = []
         # Woken once an outcome of their delivery is committed (POST /v1/webhooks/{id}/test).
@@ -181,6 +191,7 @@ class DeliveryWorker:
                     await queue.release(conn, unfinished, node=self.node, now=self._now_ms())
         if self._session is not None:
             await self._session.close()
+        await self.publishers.close()
 
     def wake(self) -> None:
         """Something was queued: look for work now instead of at the next poll."""
@@ -313,7 +324,7 @@ class DeliveryWorker:
 
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _deliver(self, entry: _Inflight, payload: str) -> None:
+    async def _deliver(self, entry: _Inflight, stored: Stored) -> None:
         claimed = entry.claimed
         route = self._routes.get(claimed.route_id)
         try:
@@ -321,7 +332,10 @@ class DeliveryWorker:
                 entry.done = True
                 self._inflight.pop(claimed.seq, None)
                 return
-            outcome = await self._attempt(route, claimed, payload)
+            if route.kind == HTTP:
+                outcome = await self._attempt(route, claimed, stored.payload)
+            else:
+                outcome = await self._publish(route, claimed, stored)
             self._outcomes.append(outcome)
             self._flush_needed.set()
             if (
@@ -411,6 +425,61 @@ class DeliveryWorker:
             result=verdict.result,
             next_attempt_ms=verdict.next_attempt_ms,
             disable_route=verdict.disable_route,
+        )
+
+    async def _publish(self, route: Route, claimed: Claimed, stored: Stored) -> Outcome:
+        """One attempt on a queue sink: delivered once the broker confirmed the message."""
+        attempt = claimed.attempts + 1
+        body = stored.payload.encode()
+        started = self.clock()
+        timestamp = int(started)
+        message = SinkMessage(
+            route_id=route.id,
+            options=route.sink,
+            event_id=claimed.event_id,
+            event=stored.event,
+            account=stored.account,
+            timestamp=timestamp,
+            body=body,
+            headers=sink_headers(
+                msg_id=claimed.event_id,
+                timestamp=timestamp,
+                body=body,
+                route_secrets=route.secrets,
+            ),
+        )
+        # Submitted before the first await: the publisher sends in the order of submission,
+        # which is the order the deliveries were claimed in.
+        confirmed = self.publishers.get(route.kind, route.url).submit(message)
+        answer: str | None = None
+        error: str | None = None
+        try:
+            answer = await confirmed
+        except SinkFailed as exc:
+            error = str(exc)
+        finished = self.clock()
+        if error is None:
+            verdict = Verdict(DeliveryStatus.DELIVERED)
+        else:
+            verdict = judge(
+                status=None,
+                error=error,
+                attempt=attempt,
+                schedule=route.schedule,
+                now=finished,
+                max_retry_after=self.settings.max_retry_after,
+            )
+        return Outcome(
+            seq=claimed.seq,
+            route_id=route.id,
+            attempt=attempt,
+            started_ms=int(started * 1000),
+            duration_ms=int((finished - started) * 1000),
+            status_code=None,
+            error=verdict.error,
+            response_body=answer,
+            result=verdict.result,
+            next_attempt_ms=verdict.next_attempt_ms,
         )
 
     # -- recording ---------------------------------------------------------------------------
@@ -524,6 +593,10 @@ class DeliveryWorker:
             return
         self._routes = {r["id"]: route_from_row(r, self.cipher, now) for r in rows}
         self._routes_stamp = stamp
+        # A broker that no route names any more: its connection goes.
+        await self.publishers.keep_only(
+            (r.kind, r.url) for r in self._routes.values() if r.kind != HTTP
+        )
 
 
 async def _excerpt(resp: aiohttp.ClientResponse) -> str:

@@ -1,0 +1,1 @@
+"""Queue sinks: routes that publish to RabbitMQ, NATS JetStream or Redis Streams."""

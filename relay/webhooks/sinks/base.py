@@ -1,0 +1,184 @@
+"""One broker connection that publishes messages in the order they were submitted.
+
+:meth:`Publisher.submit` queues a message and returns a future that the broker's
+confirmation resolves (or its refusal, a lost connection or the timeout fails with
+:class:`SinkFailed`). One task per connection takes what is queued, a batch at a time and in
+order, connects when there is no connection, publishes the batch pipelined and waits for
+every confirmation. A failure that leaves the connection in doubt drops it; the next batch
+connects again (to the address the name resolves to then, checked by the SSRF policy).
+
+A message whose confirmation was lost may have reached the broker: the delivery is retried
+with the same event id, which is how consumers (or the broker, for NATS) recognise it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from relay.errors import DeliveryError
+from relay.webhooks.sink_targets import BrokerUrl, SinkOptions
+from relay.webhooks.ssrf import AddressPolicy, checked_address
+
+log = structlog.get_logger(__name__)
+
+# Messages published per round trip of confirmations at most.
+BATCH = 512
+
+
+class SinkFailed(DeliveryError):
+    """The broker did not confirm a message; the text is what the delivery log shows."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkMessage:
+    """One message for a queue sink: the webhook body and its signature headers."""
+
+    route_id: str
+    options: SinkOptions
+    event_id: str
+    event: str
+    account: str | None
+    timestamp: int
+    body: bytes
+    # webhook-id, webhook-timestamp, webhook-signature (Standard Webhooks).
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Pending:
+    message: SinkMessage
+    future: asyncio.Future[str]
+
+    def confirm(self, answer: str) -> None:
+        if not self.future.done():
+            self.future.set_result(answer)
+
+    def fail(self, error: str) -> None:
+        if not self.future.done():
+            self.future.set_exception(SinkFailed(error))
+
+
+class Publisher(ABC):
+    """A connection to one broker (kind and URL), reused by every delivery to it."""
+
+    def __init__(self, broker: BrokerUrl, policy: AddressPolicy, *, timeout: float) -> None:
+        self.broker = broker
+        self.policy = policy
+        self.timeout = timeout
+        self._queue: deque[Pending] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.connects = 0
+
+    # -- what each kind implements -----------------------------------------------------------
+
+    @abstractmethod
+    async def _connect(self, address: str) -> None:
+        """Open the connection to ``address`` (an IP the policy allowed)."""
+
+    @abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the connection, if any; never raises."""
+
+    @abstractmethod
+    def _connected(self) -> bool:
+        """Whether the connection is open, as far as the client knows."""
+
+    @abstractmethod
+    async def _publish(self, batch: Sequence[Pending]) -> None:
+        """Publish ``batch`` in order and settle each one (``confirm`` with the broker's
+        answer, or ``fail``). Raise when the connection itself failed: the messages not
+        settled yet fail with that error and the connection is dropped."""
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def submit(self, message: SinkMessage) -> asyncio.Future[str]:
+        """Queue ``message``; the future's result is the broker's confirmation as text.
+
+        Messages are published in the order of the calls.
+        """
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        pending = Pending(message, future)
+        if self._closed:
+            pending.fail("the relay is shutting down")
+            return future
+        self._queue.append(pending)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"sink.{self.broker.kind}")
+        return future
+
+    async def close(self) -> None:
+        """Fail what is queued, stop the loop and close the connection."""
+        self._closed = True
+        while self._queue:
+            self._queue.popleft().fail("the relay is shutting down")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._disconnect()
+
+    def _secretless(self, text: str) -> str:
+        """``text`` with the broker's password cut out (client errors may quote a URL)."""
+        password = self.broker.password
+        return text.replace(password, "***") if password else text
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                batch = [p for p in batch if not p.future.done()]  # cancelled meanwhile
+                if batch:
+                    await self._send(batch)
+
+    async def _send(self, batch: list[Pending]) -> None:
+        stage = "connecting to"
+        try:
+            async with asyncio.timeout(self.timeout):
+                if not self._connected():
+                    await self._disconnect()
+                    address = await checked_address(self.broker.host, self.broker.port, self.policy)
+                    self.connects += 1
+                    await self._connect(address)
+                stage = "publishing to"
+                await self._publish(batch)
+        except TimeoutError:
+            self._fail(batch, f"timed out after {self.timeout:g} s {stage} the broker")
+        except asyncio.CancelledError:
+            self._fail(batch, "the relay is shutting down")
+            raise
+        except Exception as exc:  # any client error fails the batch
+            detail = str(exc) or exc.__class__.__name__
+            if isinstance(exc, DeliveryError):  # ours (SSRF): the message says it all
+                self._fail(batch, self._secretless(detail))
+            else:
+                self._fail(
+                    batch, self._secretless(f"{stage} the broker: {type(exc).__name__}: {detail}")
+                )
+        else:
+            return
+        await self._disconnect()
+
+    def _fail(self, batch: Sequence[Pending], error: str) -> None:
+        unsettled = [p for p in batch if not p.future.done()]
+        if unsettled:
+            log.info(
+                "sink publish failed",
+                kind=self.broker.kind,
+                host=self.broker.host,
+                count=len(unsettled),
+                error=error,
+            )
+        for pending in unsettled:
+            pending.fail(error)
