@@ -140,7 +140,7 @@ async def update_settings(request: web.Request) -> web.Response:
                     cipher,
                     DEFAULT_ROUTE,
                     RouteCreate(
-                        url=body.webhooks,
+                        url=str(body.webhooks),
                         events=body.webhookEvents or ["*"],
                         enabled=body.webhooksEnabled if body.webhooksEnabled is not None else True,
                         headers=headers,
@@ -153,7 +153,9 @@ async def update_settings(request: web.Request) -> web.Response:
                     if body.webhooks is None:
                         values["enabled"] = 0  # no URL: stop delivering, keep the queue
                     else:
-                        values["url"] = str(body.webhooks)
+                        # The EmailEngine setting is an HTTP URL, whatever the route was.
+                        values.update(kind="http", url=str(body.webhooks), url_secret=None)
+                        values["sink"] = None
                 if body.webhookEvents is not None:
                     values["events"] = body.webhookEvents
                 if body.webhooksEnabled is not None:

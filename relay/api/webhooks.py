@@ -453,7 +453,7 @@ def _target_changes(row: Any, changes: dict[str, Any], cipher: Cipher) -> dict[s
     stored: dict[str, Any] = {}
     if kind == old_kind:
         stored.update(SinkOptions.from_json(row["sink"]).to_json())
-    given = {k: changes[k] for k in ALL_OPTIONS if k in changes}
+    given: dict[str, Any] = {k: changes[k] for k in ALL_OPTIONS if k in changes}
     merged = {k: v for k, v in {**stored, **given}.items() if v is not None}
     if "headers" in changes:
         headers = changes["headers"]
