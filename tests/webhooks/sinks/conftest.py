@@ -7,6 +7,7 @@ queue they share with HTTP routes is tested on both engines in tests/webhooks).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -100,6 +101,24 @@ class SinkSetup:
         async with self.client.app[STORE].read() as conn:
             rows = (await conn.execute(select(events.c.id, events.c.payload))).all()
         return {str(r[0]): str(r[1]).encode() for r in rows}
+
+    async def settled(self, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+        """Wait until ``n`` deliveries are recorded delivered; return them."""
+        async with asyncio.timeout(timeout):
+            while True:
+                done = await self.deliveries("delivered")
+                if len(done) >= n:
+                    return done
+                await asyncio.sleep(0.05)
+
+    async def first_error(self, timeout: float = 10.0) -> str:  # noqa: ASYNC109
+        """Wait for the first failed attempt of a pending delivery; return its error."""
+        async with asyncio.timeout(timeout):
+            while True:
+                pending = await self.deliveries("pending")
+                if pending and pending[0]["attemptLog"]:
+                    return str(pending[0]["attemptLog"][0]["error"])
+                await asyncio.sleep(0.05)
 
     async def deliveries(self, status: str | None = None) -> list[dict[str, Any]]:
         query = f"?pageSize=1000{'&status=' + status if status else ''}"
