@@ -76,7 +76,6 @@ class Publisher(ABC):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.connects = 0
 
     # -- what each kind implements -----------------------------------------------------------
 
@@ -149,7 +148,6 @@ class Publisher(ABC):
                 if not self._connected():
                     await self._disconnect()
                     address = await checked_address(self.broker.host, self.broker.port, self.policy)
-                    self.connects += 1
                     await self._connect(address)
                 stage = "publishing to"
                 await self._publish(batch)
