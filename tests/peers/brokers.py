@@ -123,6 +123,16 @@ class Reader:
     async def close(self) -> None:
         raise NotImplementedError
 
+    async def count(self) -> int:
+        """How many messages the broker holds (repeats included), without reading them."""
+        raise NotImplementedError
+
+    async def wait_for_count(self, n: int, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+        """Wait until the broker holds at least ``n`` messages."""
+        async with asyncio.timeout(timeout):
+            while await self.count() < n:  # noqa: ASYNC110 - the broker is polled
+                await asyncio.sleep(0.01)
+
     async def wait_for(self, n: int, timeout: float = 20.0) -> list[Received]:  # noqa: ASYNC109
         """Read until at least ``n`` distinct ids are there; TimeoutError says how many came."""
         deadline = time.monotonic() + timeout
@@ -162,6 +172,15 @@ class AmqpReader(Reader):
         self._queue = await channel.declare_queue(self.queue_name, durable=True)
         await self._queue.bind(exchange, routing_key=f"{self.prefix}.#")
         return self
+
+    async def count(self) -> int:
+        assert self._conn is not None
+        channel = await self._conn.channel()
+        try:
+            queue = await channel.declare_queue(self.queue_name, passive=True)
+            return len(self._got) + int(queue.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
 
     def route(self, host: str, port: int) -> dict[str, Any]:
         return {
@@ -219,6 +238,10 @@ class NatsReader(Reader):
         )
         return self
 
+    async def count(self) -> int:
+        assert self._nc is not None
+        return int((await self._nc.jetstream().stream_info(self.stream)).state.messages)
+
     def route(self, host: str, port: int) -> dict[str, Any]:
         return {
             "type": "nats",
@@ -269,6 +292,10 @@ class RedisReader(Reader):
         self._client = aioredis.Redis(host=REDIS[0], port=REDIS[1])
         await self._client.ping()
         return self
+
+    async def count(self) -> int:
+        assert self._client is not None
+        return int(await self._client.xlen(self.stream))
 
     def route(self, host: str, port: int) -> dict[str, Any]:
         return {"type": "redis", "url": f"redis://{host}:{port}/0", "stream": self.stream}

@@ -59,7 +59,28 @@ def nats_server() -> Iterator[NatsServer]:
 @pytest.fixture(params=KINDS)
 async def reader(request: pytest.FixtureRequest) -> AsyncIterator[Reader]:
     """A fresh place on one broker to publish to and read from (removed afterwards)."""
-    kind = str(request.param)
+    made = await open_reader(request, str(request.param))
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.fixture
+async def readers(request: pytest.FixtureRequest) -> AsyncIterator[list[Reader]]:
+    """One fresh place on each broker."""
+    made: list[Reader] = []
+    try:
+        for kind in KINDS:
+            made.append(await open_reader(request, kind))
+        yield made
+    finally:
+        for one in made:
+            await one.close()
+
+
+async def open_reader(request: pytest.FixtureRequest, kind: str) -> Reader:
+    """A reader of ``kind``; the test is skipped when its broker does not answer."""
     made: Reader
     if kind == "amqp":
         if not reachable("127.0.0.1", 5672):
@@ -71,10 +92,7 @@ async def reader(request: pytest.FixtureRequest) -> AsyncIterator[Reader]:
         made = await RedisReader().open()
     else:
         made = await NatsReader(request.getfixturevalue("nats_server")).open()
-    try:
-        yield made
-    finally:
-        await made.close()
+    return made
 
 
 @dataclass
