@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping, Sequence
@@ -62,7 +61,9 @@ def _route_key(secret: str) -> bytes:
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The Standard Webhooks v1 signature (``v1,<base64>``) of one attempt."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_route_key(secret), signed, hashlib.sha256).digest()
+    # hmac.digest with a name is OpenSSL's one-shot HMAC: several times cheaper than
+    # hmac.new(..., hashlib.sha256), which a queue sink's thousands of messages a second feel.
+    digest = hmac.digest(_route_key(secret), signed, "sha256")
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
@@ -75,7 +76,7 @@ def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: 
 
 def ee_signature(service_secret: str, body: bytes) -> str:
     """EmailEngine's ``X-EE-Wh-Signature``: unpadded base64url HMAC-SHA256 of the raw body."""
-    digest = hmac.new(service_secret.encode(), body, hashlib.sha256).digest()
+    digest = hmac.digest(service_secret.encode(), body, "sha256")
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
