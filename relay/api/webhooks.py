@@ -96,7 +96,9 @@ Url = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=2048,
+        # Above what any URL that pydantic's HttpUrl accepts (the settings' webhooks URL) can
+        # grow to once normalised (IDNA, percent-encoding); http URLs are checked as HttpUrl.
+        max_length=8192,
         description=(
             "http: the receiver's http(s) URL. amqp: amqp://user:password@host:5672/vhost; "
             "nats: nats://[user:password@]host:4222; redis: redis://[user:password@]host:6379/0 "

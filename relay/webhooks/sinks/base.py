@@ -115,11 +115,11 @@ class Publisher(ABC):
             self._task = asyncio.create_task(self._run(), name=f"sink.{self.broker.kind}")
         return future
 
-    async def close(self) -> None:
-        """Fail what is queued, stop the loop and close the connection."""
+    async def close(self, reason: str = "the relay is shutting down") -> None:
+        """Fail what is queued (saying ``reason``), stop the loop, close the connection."""
         self._closed = True
         while self._queue:
-            self._queue.popleft().fail("the relay is shutting down")
+            self._queue.popleft().fail(reason)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

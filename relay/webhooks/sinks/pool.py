@@ -42,7 +42,8 @@ class Publishers:
         """Close the connections of brokers that no route names any more."""
         keep = {address_key(kind, url) for kind, url in addresses}
         gone = [k for k in self._by_address if k not in keep]
-        await asyncio.gather(*(self._by_address.pop(k).close() for k in gone))
+        reason = "the route's broker changed; retried on the current one"
+        await asyncio.gather(*(self._by_address.pop(k).close(reason) for k in gone))
 
     async def close(self) -> None:
         publishers, self._by_address = list(self._by_address.values()), {}
