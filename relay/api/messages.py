@@ -22,8 +22,9 @@ from aiohttp import web
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
-from relay.api.keys import MAILBOXES, STORE
+from relay.api.keys import MAILBOXES, SETTINGS, STORE
 from relay.api.models import Body, Out
+from relay.api.outbox import check_size
 from relay.api.referencing import referenced
 from relay.auth.grants import Permission
 from relay.errors import AuthError, ImapError, InputError, NotFound, SourceError, Unavailable
@@ -544,6 +545,9 @@ async def upload_message(request: web.Request) -> web.Response:
     raw = body.raw_bytes()
     if raw is None:
         raw = await _compose(request, body, row)
+        check_size(raw, request.app[SETTINGS].send, field="attachments")
+    else:
+        check_size(raw, request.app[SETTINGS].send, field="raw")
     async with _mailbox(request) as mailbox:
         return json_response(await mailbox.upload(body.path, raw, tuple(body.flags)))
 
@@ -758,7 +762,10 @@ ENDPOINTS = [
         TAG,
         body=Upload,
         response=Updated,
-        errors=_NOT_FOUND,
+        errors={
+            **_NOT_FOUND,
+            413: "The message (send.max_message_bytes) or the request body is too large",
+        },
         permission=Permission("message", "write"),
         carries_message=True,
     ),

@@ -24,6 +24,7 @@ from relay.api.middleware import request_grant
 from relay.api.models import Out, Paging
 from relay.api.referencing import referenced
 from relay.auth.grants import Permission
+from relay.config import SendSettings
 from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import iso_ms
 from relay.send.intake import Intake
@@ -45,6 +46,15 @@ class TooLarge(InputError):
     status = 413
     reason = "Payload Too Large"
     code = "MessageTooLarge"
+
+
+def check_size(raw: bytes, settings: SendSettings, *, field: str) -> None:
+    """Refuse a message larger than ``send.max_message_bytes`` (``field``: what made it so)."""
+    if len(raw) > settings.max_message_bytes:
+        raise TooLarge(
+            f"message is {len(raw)} bytes; the limit is {settings.max_message_bytes}",
+            field=field,
+        )
 
 
 class ReferenceResult(Out):
@@ -195,11 +205,7 @@ async def submit(request: web.Request) -> web.Response:
     except MimeError as exc:
         raise InputError(f"{exc.field}: {exc}", field=exc.field) from None
     raw = message.as_bytes()
-    if len(raw) > settings.max_message_bytes:
-        raise TooLarge(
-            f"message is {len(raw)} bytes; the limit is {settings.max_message_bytes}",
-            field="attachments",
-        )
+    check_size(raw, settings, field="attachments")
 
     now = now_ms()
     send_at = now

@@ -56,6 +56,7 @@ import functools
 import re
 import socket
 import ssl as ssl_module
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -447,9 +448,44 @@ class ImapClient:
         """Wait until the connection ends; return the error that ended it."""
         return await asyncio.shield(self._closed)
 
+    def on_close(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from the event loop) when the connection ends; returns a
+        function that cancels the call. Unlike a task waiting on :meth:`wait_closed`, this
+        leaves nothing behind that refers to the connection once cancelled."""
+        closed = self._closed
+
+        def done(_: asyncio.Future[ImapError]) -> None:
+            callback()
+
+        def cancel() -> None:
+            closed.remove_done_callback(done)
+
+        closed.add_done_callback(done)
+        return cancel
+
     def close(self) -> None:
         """Drop the connection now, without LOGOUT. Safe to call more than once."""
         self._fail(ImapConnectionError("connection closed by the client"))
+
+    def discard(self) -> None:
+        """Close, and let go of the frames the ending error holds.
+
+        The error that ended the connection was raised where its commands were awaited: its
+        traceback holds those frames, and they hold this client (and its buffers, its TLS
+        state, the session built on it). That cycle would keep every ended connection until
+        the collector's next full pass; when a server restart ends thousands of connections
+        at once, that is a heap's worth. Called by the owner once the error is handled; an
+        error still being raised (the caller's ``finally``) keeps its traceback.
+        """
+        self.close()
+        raising = {id(e) for e in _chain(sys.exc_info()[1])}
+        for error in _chain(self._error):
+            if id(error) not in raising:
+                error.__traceback__ = None
+        self._pending = None
+        self._greeting = None
+        # The wire refers back to the client, to hand it what arrives.
+        self._wire = None
 
     async def logout(self) -> None:
         """End IDLE if it runs, send LOGOUT, wait for its answer (bounded), then close."""
@@ -1182,6 +1218,15 @@ class ImapClient:
         if not self._closed.done():
             self._closed.set_result(exc)
         self._idle = None
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """``error`` and the errors it was raised from or while handling."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not e for e in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 # Commands whose arguments are credentials: only their name is logged.

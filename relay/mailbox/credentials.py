@@ -224,7 +224,7 @@ async def log_in(
         try:
             await creds.log_in(client)
         except ImapAuthError as exc:
-            client.close()
+            client.discard()
             if not creds.refreshable or attempt == 2:
                 raise
             reject(creds.secret)
@@ -236,7 +236,7 @@ async def log_in(
             )
             continue
         except BaseException:
-            client.close()
+            client.discard()
             raise
         return client, creds
     raise AssertionError("unreachable")

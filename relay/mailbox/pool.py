@@ -104,7 +104,7 @@ class ImapPool:
                         slot.idle.append((client, time.monotonic()))
                         self._ensure_reaper()
                     else:
-                        client.close()
+                        client.discard()
         finally:
             slot.busy -= 1
 
@@ -119,7 +119,7 @@ class ImapPool:
         if slot is None:
             return
         for client, _ in slot.idle:
-            client.close()
+            client.discard()
         slot.idle.clear()
 
     async def close(self) -> None:
@@ -177,4 +177,4 @@ class ImapPool:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await client.logout()
-        client.close()
+        client.discard()

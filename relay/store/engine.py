@@ -163,12 +163,8 @@ class Store:
         except StoreError as exc:
             self.outage.failed(exc, write=what == "write")
             raise
-        except SQLAlchemyError as exc:
-            error = store_error(exc, what)
-            self.outage.failed(error, write=what == "write")
-            raise error from exc
-        except OSError as exc:
-            if exc is body.raised:
+        except (SQLAlchemyError, OSError) as exc:
+            if isinstance(exc, OSError) and exc is body.raised:
                 raise
             error = store_error(exc, what)
             self.outage.failed(error, write=what == "write")

@@ -22,12 +22,14 @@ async def get_all(conn: AsyncConnection) -> dict[str, Any]:
 
 
 async def put(conn: AsyncConnection, key: str, value: Any) -> None:
-    ms = now_ms()
-    changed = await conn.execute(
-        settings.update().where(settings.c.key == key).values(value=value, updated_ms=ms)
+    """Store ``value`` under ``key``. One upsert, not an update then an insert: a node that
+    makes a value on first use (:func:`put_new`) may insert the key between the two."""
+    values = {"value": value, "updated_ms": now_ms()}
+    await conn.execute(
+        dialect.insert(conn, settings)
+        .values(key=key, **values)
+        .on_conflict_do_update(index_elements=[settings.c.key], set_=values)
     )
-    if changed.rowcount == 0:
-        await conn.execute(settings.insert().values(key=key, value=value, updated_ms=ms))
 
 
 async def put_new(conn: AsyncConnection, key: str, value: Any) -> Any:

@@ -319,3 +319,19 @@ async def test_refusals_are_in_the_document(relay: TestClient) -> None:
         err = await answer.json()
         assert set(schema["required"]) <= set(err) <= set(schema["properties"])
         assert str(answer.status) in doc["paths"]["/v1/webhooks"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("field", ["raw", "attachments"])
+async def test_an_upload_over_the_send_limit_is_refused_before_the_mailbox(
+    relay: TestClient, field: str
+) -> None:
+    """Storing a message in a folder takes the same message limit as a submit: over it, a 413
+    naming what made it large, before the mailbox is opened (this account's server is not
+    there: reaching it would be a 503)."""
+    if field == "raw":
+        mime = b"Subject: big\r\n\r\n" + b"x" * MESSAGE_LIMIT
+        body: dict[str, Any] = {"path": "INBOX", "raw": base64.b64encode(mime).decode()}
+    else:
+        body = {"path": "INBOX", "subject": "big", "attachments": [attachment(45_000)]}
+    err = await call(relay, "POST", "/v1/account/pw/message", body, status=413)
+    assert (err["code"], err["field"]) == ("MessageTooLarge", field)

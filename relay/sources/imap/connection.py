@@ -253,7 +253,7 @@ class KeptConnection:
                 self._account_row = None
                 self._closed()
                 if self._client is not None:
-                    self._client.close()
+                    self._client.discard()
                     self._client = None
             await self._pause(delay)
 

@@ -145,8 +145,7 @@ class FolderListener(KeptConnection):
 
     async def _listen(self, session: Session) -> None:
         client = session.client
-        closed = asyncio.ensure_future(client.wait_closed())
-        closed.add_done_callback(lambda _: self._wake.set())
+        unwatch = client.on_close(self._wake.set)
         idle = "IDLE" in client.capabilities
         limit = (
             self.ctx.settings.idle_restart
@@ -218,4 +217,4 @@ class FolderListener(KeptConnection):
                     async with asyncio.timeout(self.ctx.settings.done_timeout):
                         await client.noop()
         finally:
-            closed.cancel()
+            unwatch()

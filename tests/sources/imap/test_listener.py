@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from sqlalchemy import select, update
 from relay.api.keys import NODE, STORE, SUPERVISOR
 from relay.config import Settings
 from relay.events.normalize import message_id, parse_message_id
+from relay.imap.client import ImapClient
 from relay.sources.assignment import assign
 from relay.store.schema import accounts, folder_lists, imap_folders
 from tests.api.helpers import add_app, call
@@ -323,6 +325,35 @@ async def test_kick_and_server_restart_report_every_message_once(
     found = await stored_events(client, "kick", "messageNew")
     assert Counter(subjects(found)) == {"one": 1, "two": 1, "three": 1, "four": 1}
     assert len(await stored_events(client, "kick", "connectError")) == 1
+
+
+def _imap_clients() -> int:
+    """Connection objects in the heap, reachable or not (the collector is off)."""
+    return sum(1 for o in gc.get_objects() if type(o) is ImapClient)
+
+
+async def test_a_connection_the_server_ends_is_freed_without_the_collector(
+    make_client: MakeClient, settings: Settings, dovecot: DovecotServer
+) -> None:
+    """The error that ends a connection holds, in its traceback, frames that hold the
+    connection. Once the listener has handled it, the connection (its buffers, its TLS
+    state) is freed at once, not at the collector's next full pass: a server restart ends
+    every connection together, and their garbage would pile up until then."""
+    user = await _fresh(dovecot)
+    client = await _start(make_client, settings)
+    await add_account(client, password_account("freed", user, dovecot.port))
+    await wait_state(client, "freed", "connected")
+    gc.collect()
+    gc.disable()
+    try:
+        before = _imap_clients()
+        for n in range(3):
+            await dovecot.kick(user.user)
+            await dovecot.append(user.user, "INBOX", message(f"after kick {n}"))
+            await wait_events(client, "freed", "messageNew", n + 1)
+        assert _imap_clients() == before
+    finally:
+        gc.enable()
 
 
 async def test_blackholed_connection_is_detected_and_recovered(
