@@ -5,8 +5,9 @@ restrictions and audit line as the HTTP API (``relay.api.middleware.run_endpoint
 same JSON answer, read back into Python values. Errors are raised, not answered: the caller
 shows an :class:`~relay.errors.InputError` beside the field it names.
 
-A call is prepared from the incoming request before that request's body is read (aiohttp
-copies a request only while its body is unread) and run once the body is known.
+aiohttp copies a request only while its body is unread: a handler that reads a form and
+then calls endpoints first keeps an unread copy with :func:`keep_unread`, which every call
+is then made from.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from relay.api.body import PRESET_BODY
 from relay.api.middleware import endpoint_of, run_endpoint
 from relay.auth.grants import Grant
 
-__all__ = ["Call", "prepare"]
+__all__ = ["Call", "keep_unread", "prepare"]
+
+# An unread copy of the incoming request (keep_unread) that calls are copied from.
+_UNREAD = web.RequestKey("unread_copy", web.Request)
 
 # Headers of the incoming request that the endpoint should not see: its body is not theirs.
 _BODY_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "Content-Encoding")
@@ -34,6 +38,7 @@ class Call:
 
     def __init__(self, request: web.Request, method: str, path: str) -> None:
         headers = {k: v for k, v in request.headers.items() if k not in _BODY_HEADERS}
+        request = request.get(_UNREAD, request)
         self._request = request.clone(method=method, rel_url=URL(path), headers=headers)
         self.method = method
         self.path = path
@@ -65,7 +70,13 @@ class Call:
         raise TypeError(f"{self.method} {self.path} answered a body that is not JSON")
 
 
+def keep_unread(request: web.Request) -> None:
+    """Keep a copy of ``request`` made before its body is read, for the calls made after."""
+    if _UNREAD not in request:
+        request[_UNREAD] = request.clone()
+
+
 def prepare(request: web.Request, method: str, path: str) -> Call:
     """A call of ``method path`` made on behalf of ``request`` (its client address, headers
-    and application), prepared before ``request``'s body is read."""
+    and application)."""
     return Call(request, method, path)

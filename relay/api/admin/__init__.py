@@ -38,7 +38,8 @@ def setup(app: web.Application) -> None:
             {path.name: path.read_text("utf-8") for path in (_HERE / "templates").glob("*.html")}
         ),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined,
+        # The API leaves out unset fields: a missing one renders as nothing.
+        undefined=jinja2.ChainableUndefined,
     )
     app.router.add_get(PREFIX, _home)
     app.router.add_get(f"{PREFIX}/", dashboard)

@@ -12,7 +12,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from relay.api.admin.session import Session, check_csrf, current
-from relay.api.dispatch import prepare
+from relay.api.dispatch import keep_unread, prepare
 from relay.api.keys import NODE
 from relay.errors import Conflict, Forbidden, InputError, NotFound, RelayError
 
@@ -68,6 +68,8 @@ def page(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.StreamR
 
     @wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        # Calls of the API after the form is read are copied from this (relay.api.dispatch).
+        keep_unread(request)
         session = await current(request)
         if session is None:
             if request.method == "GET":
