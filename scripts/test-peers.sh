@@ -18,6 +18,18 @@ if [ -n "$need_dovecot" ]; then
     apt-get install -y -qq dovecot-imapd dovecot-lmtpd dovecot-auth-lua >/dev/null
 fi
 
+# Debian's Chromium for the admin UI's browser tests (Playwright drives it; it downloads
+# no browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "test-peers: Chromium is missing; run as root or: apt-get install chromium" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+fi
+
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! pg_up; then
     if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
@@ -29,4 +41,4 @@ if ! pg_up; then
     echo "test-peers: PostgreSQL is not answering on 127.0.0.1:5432 (set RELAY_TEST_ENGINES=sqlite to skip it)" >&2
     case "${RELAY_TEST_ENGINES:-sqlite,postgresql}" in *postgresql*) exit 1 ;; esac
 fi
-echo "test-peers: Dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1), PostgreSQL ready"
+echo "test-peers: Dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1), PostgreSQL ready, $(/usr/bin/chromium --version 2>/dev/null | cut -d' ' -f1,2)"
