@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 
