@@ -32,7 +32,7 @@ from relay.send.model import Address, Submit
 from relay.send.worker import raw_context
 from relay.store import accounts as accounts_store
 from relay.store import outbox as outbox_store
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import OutboxStatus
 
 TAG = "Submit"
@@ -99,6 +99,11 @@ class OutboxQuery(Paging):
 
 class OutboxDeleted(Out):
     deleted: bool = True
+
+
+class OutboxRetried(Out):
+    queueId: str
+    status: str = OutboxStatus.QUEUED
 
 
 INTAKE = web.AppKey("send_intake", Intake)
@@ -303,6 +308,18 @@ async def delete_outbox(request: web.Request) -> web.Response:
     return json_response(OutboxDeleted())
 
 
+async def retry_outbox(request: web.Request) -> web.Response:
+    async with request.app[STORE].write(notify=Wake.OUTBOX) as conn:
+        row = await _queued_row(request, conn)
+        queue_id = row["queue_id"]
+        if not await outbox_store.retry(conn, queue_id, now=now_ms()):
+            raise Conflict(
+                f"Only a failed message can be retried; this one is {row['status']}",
+                field="queueId",
+            )
+    return json_response(OutboxRetried(queueId=queue_id))
+
+
 _NOT_FOUND = {404: "No such queued message"}
 
 ENDPOINTS = [
@@ -351,5 +368,15 @@ ENDPOINTS = [
         response=OutboxDeleted,
         errors={**_NOT_FOUND, 409: "The message is being sent"},
         permission=Permission("outbox", "destructive"),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/outbox/{queueId}/retry",
+        retry_outbox,
+        "Queue a failed message again, with its attempts reset",
+        TAG,
+        response=OutboxRetried,
+        errors={**_NOT_FOUND, 409: "The message is not failed (the answer names its state)"},
+        permission=Permission("outbox", "write"),
     ),
 ]

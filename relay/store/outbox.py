@@ -171,6 +171,25 @@ async def page(
     return total, rows.mappings().all()
 
 
+async def retry(conn: AsyncConnection, queue_id: str, *, now: int) -> bool:
+    """Queue a failed message again, due now, with its attempts reset (and its last error
+    and answer cleared: they belong to the attempts that are forgotten). False when it is
+    not failed (any more)."""
+    result = await conn.execute(
+        update(outbox)
+        .where(outbox.c.queue_id == queue_id, outbox.c.status == S.FAILED)
+        .values(
+            status=S.QUEUED,
+            attempts=0,
+            next_attempt_ms=now,
+            last_error=None,
+            response=None,
+            updated_ms=now,
+        )
+    )
+    return bool(result.rowcount)
+
+
 async def remove(conn: AsyncConnection, queue_id: str) -> bool:
     result = await conn.execute(delete(outbox).where(outbox.c.queue_id == queue_id))
     return bool(result.rowcount)
