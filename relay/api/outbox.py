@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from datetime import UTC
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -95,6 +95,7 @@ class OutboxList(Out):
 
 class OutboxQuery(Paging):
     account: str | None = Field(default=None, max_length=256)
+    status: Literal["queued", "sending", "sent", "failed"] | None = None
 
 
 class OutboxDeleted(Out):
@@ -269,6 +270,7 @@ async def list_outbox(request: web.Request) -> web.Response:
             offset=query.page * query.pageSize,
             limit=query.pageSize,
             account=query.account,
+            status=query.status,
             only=only,
         )
     pages = max(1, -(-total // query.pageSize))

@@ -158,10 +158,14 @@ async def page(
     offset: int,
     limit: int,
     account: str | None = None,
+    status: str | None = None,
     only: Sequence[str] | None = None,
 ) -> tuple[int, Sequence[RowMapping]]:
-    """A page of the queue; ``account``: one account's, ``only``: among these accounts."""
+    """A page of the queue; ``account``: one account's, ``status``: in that state only,
+    ``only``: among these accounts."""
     where = [outbox.c.account == account] if account else []
+    if status:
+        where.append(outbox.c.status == status)
     if only is not None:
         where.append(outbox.c.account.in_(only))
     total = int(await conn.scalar(select(func.count()).select_from(outbox).where(*where)) or 0)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The SMTP server of the sending tests (the outbox page).
+from tests.send.conftest import smtp  # noqa: F401
+
 # The session's Dovecot of the IMAP tests (reused, not a second one).
 from tests.sources.imap.conftest import dovecot  # noqa: F401
 
