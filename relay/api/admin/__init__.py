@@ -15,7 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from relay.api.admin import accounts, outbox, routes
+from relay.api.admin import accounts, oauth2, outbox, routes, settings
 from relay.api.admin.dashboard import dashboard
 from relay.api.admin.pages import PREFIX, security_headers
 from relay.api.admin.signin import login_form, login_submit, logout
@@ -46,7 +46,13 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/login", login_form)
     app.router.add_post(f"{PREFIX}/login", login_submit)
     app.router.add_post(f"{PREFIX}/logout", logout)
-    for method, path, handler in (*accounts.ROUTES, *routes.ROUTES, *outbox.ROUTES):
+    for method, path, handler in (
+        *accounts.ROUTES,
+        *routes.ROUTES,
+        *outbox.ROUTES,
+        *oauth2.ROUTES,
+        *settings.ROUTES,
+    ):
         app.router.add_route(method, PREFIX + path, handler)
     app.router.add_static(f"{PREFIX}/static", _HERE / "static", append_version=True)
     app.on_response_prepare.append(security_headers)

@@ -16,10 +16,14 @@ from relay.errors import InputError
 
 __all__ = [
     "ACCOUNT_KINDS",
+    "NOTIFY_FLAGS",
+    "NOTIFY_SIZES",
     "account_payload",
+    "app_payload",
     "field_errors",
     "parse_headers",
     "route_payload",
+    "settings_payload",
     "split_list",
 ]
 
@@ -104,15 +108,16 @@ def split_list(value: str) -> list[str]:
     return [item for item in value.replace(",", " ").split() if item]
 
 
-def parse_headers(text: str) -> dict[str, str]:
-    """``Name: value`` lines (blank lines skipped) as a header map."""
+def parse_headers(text: str, *, field: str = "headers") -> dict[str, str]:
+    """``Name: value`` lines (blank lines skipped) as a header map; an error names
+    ``field``."""
     headers: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         name, colon, value = line.partition(":")
         if not colon or not name.strip():
-            raise InputError(f"headers: line {number} is not 'Name: value'", field="headers")
+            raise InputError(f"{field}: line {number} is not 'Name: value'", field=field)
         headers[name.strip()] = value.strip()
     return headers
 
@@ -138,6 +143,83 @@ def route_payload(form: Form, events: Iterable[str], *, editing: bool) -> dict[s
         payload["headers"] = parse_headers(headers)
     if form.get("clearHeaders") == "on":
         payload["headers"] = {}
+    return payload
+
+
+def app_payload(form: Form, *, editing: bool) -> dict[str, Any]:
+    """The body of ``POST /v1/oauth2`` (or, ``editing``, ``PUT /v1/oauth2/{app}``).
+
+    The client secret is write-only: an empty box sends nothing (creating: no secret;
+    editing: the stored one is kept), ``clearClientSecret`` removes the stored one. The
+    provider is chosen when the application is made and cannot change.
+    """
+    payload: dict[str, Any] = {
+        "name": _text(form, "name"),
+        "description": _text(form, "description"),
+        "enabled": form.get("enabled") == "on",
+        "clientId": _text(form, "clientId"),
+        "authority": _text(form, "authority") or "common",
+        "baseScopes": _text(form, "baseScopes") or "imap",
+        "extraScopes": split_list(form.get("extraScopes", "")),
+        "skipScopes": split_list(form.get("skipScopes", "")),
+    }
+    if not editing:
+        payload["provider"] = _text(form, "provider")
+    redirect = _text(form, "redirectUrl")
+    if redirect or editing:
+        payload["redirectUrl"] = redirect or None
+    secret = form.get("clientSecret", "")
+    if secret:
+        payload["clientSecret"] = secret
+    elif editing and form.get("clearClientSecret") == "on":
+        payload["clientSecret"] = None
+    return payload
+
+
+# The notify* settings of POST /v1/settings: checkboxes, and sizes (empty: unset).
+NOTIFY_FLAGS = ("notifyText", "notifyWebSafeHtml", "notifyAttachments")
+NOTIFY_SIZES = ("notifyTextSize", "notifyAttachmentSize")
+
+
+def settings_payload(
+    form: Form, events: Iterable[str], current: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The body of ``POST /v1/settings``: the keys whose value in the form differs from
+    ``current`` (``GET /v1/settings``), so that saving the form unchanged changes nothing.
+
+    Write-only values are sent only when typed: the service secret, and custom headers (an
+    empty box keeps the stored ones; ``clearCustomHeaders`` removes them).
+    """
+    wanted: dict[str, Any] = {
+        "webhooks": _text(form, "webhooks") or None,
+        "webhookEvents": sorted(set(events)) or ["*"],
+        "webhooksEnabled": form.get("webhooksEnabled") == "on",
+        "serviceUrl": _text(form, "serviceUrl") or None,
+        "notifyHeaders": split_list(form.get("notifyHeaders", "")) or None,
+    }
+    for key in NOTIFY_FLAGS:
+        wanted[key] = form.get(key) == "on"
+    for key in NOTIFY_SIZES:
+        size = _text(form, key)
+        wanted[key] = _number(size) if size else None
+    payload: dict[str, Any] = {}
+    for key, value in wanted.items():
+        now = current.get(key)
+        if key in NOTIFY_FLAGS and now is None and value is False:
+            continue  # unset reads as off: leave it unset
+        if key == "webhooksEnabled" and not current.get("webhooks") and not wanted["webhooks"]:
+            continue  # no global webhook to enable or disable
+        if value != now:
+            payload[key] = value
+    secret = form.get("serviceSecret", "")
+    if secret:
+        payload["serviceSecret"] = secret
+    headers = form.get("webhooksCustomHeaders", "")
+    if headers.strip():
+        parsed = parse_headers(headers, field="webhooksCustomHeaders")
+        payload["webhooksCustomHeaders"] = [{"key": k, "value": v} for k, v in parsed.items()]
+    elif form.get("clearCustomHeaders") == "on":
+        payload["webhooksCustomHeaders"] = []
     return payload
 
 
