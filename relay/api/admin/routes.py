@@ -1,5 +1,5 @@
 """Webhook routes: the list, create and edit, secret rotation, a test delivery, the recent
-deliveries of a route with a retry each, and recovery of failed ones since a time.
+deliveries of a route with a retry each, and recovery of failed ones in a time range.
 
 A new or rotated ``whsec_`` secret is shown once, in the answer to the form that made it,
 as the API shows it once; a stored secret (or a header value) is never shown.
@@ -170,19 +170,31 @@ async def send_test(request: web.Request, session: Session) -> web.StreamRespons
     return await _route_page(request, session, route_id, test=result)
 
 
+def _utc(value: str) -> str:
+    """A ``datetime-local`` value (no zone) as UTC, which the form says it is."""
+    value = value.strip()
+    if len(value) == 16:
+        return value + ":00Z"
+    if len(value) == 19:
+        return value + "Z"
+    return value
+
+
 @page
 async def recover(request: web.Request, session: Session) -> web.StreamResponse:
     route_id = request.match_info["id"]
     call = prepare(request, "POST", _v1(route_id, "/recover"))
     form = await read_form(request, session)
-    since = form.get("since", "").strip()
-    # datetime-local has no zone: the form says UTC.
-    if since and len(since) == 16:
-        since += ":00Z"
+    body = {"since": _utc(form.get("since", ""))}
+    until = _utc(form.get("until", ""))
+    if until:
+        body["until"] = until
     try:
-        result = await call.run(session.grant, {"since": since})
+        result = await call.run(session.grant, body)
     except InputError as exc:
-        return await _route_page(request, session, route_id, recover_error=exc.message)
+        return await _route_page(
+            request, session, route_id, recover_error=exc.message, recover_field=exc.field
+        )
     return await _route_page(
         request, session, route_id, done=f"{result['requeued']} failed deliveries queued again"
     )

@@ -226,3 +226,21 @@ async def test_the_account_list_pages_and_filters_on_the_server(
     assert "acct-17" in found
     none = await (await client.get("/admin/accounts?state=connected")).text()
     assert 'href="/admin/accounts/acct-' not in none
+
+
+async def test_recover_takes_a_time_range(make_client: MakeClient, settings: Settings) -> None:
+    """The recover form sends since and until (UTC) to the API: an end before the start is
+    the API's error beside ``until``; a range is recovered and reported."""
+    client, csrf = await _admin(make_client, settings)
+    route = await call(
+        client, "POST", "/v1/webhooks", {"url": "https://hooks.example.com/in"}, status=201
+    )
+    path = f"/admin/routes/{route['id']}/recover"
+    backwards = {"csrf": csrf, "since": "2026-01-02T00:00", "until": "2026-01-01T00:00"}
+    html = await (await client.post(path, data=backwards)).text()
+    assert 'data-field="until"' in html
+    assert "until: must be later than since" in html
+    fine = {"csrf": csrf, "since": "2026-01-01T00:00", "until": "2026-01-02T00:00:30"}
+    html = await (await client.post(path, data=fine)).text()
+    assert "0 failed deliveries queued again" in html
+    assert 'data-field="until"' not in html
