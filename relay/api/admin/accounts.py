@@ -1,5 +1,8 @@
 """Accounts: the paged list, one account's page and its actions, and the add-account form.
 
+The form is at ``/admin/add-account``, outside ``/admin/accounts/{account}``: an account id
+may be any text without a slash, ``new`` included.
+
 Every action is a call of the API's own endpoint (relay.api.dispatch): one validation, one
 permission check, one audit line.
 """
@@ -233,8 +236,8 @@ async def new_account(request: web.Request, session: Session) -> web.StreamRespo
 
 ROUTES = [
     ("GET", "/accounts", account_list),
-    ("GET", "/accounts/new", new_account_form),
-    ("POST", "/accounts/new", new_account),
+    ("GET", "/add-account", new_account_form),
+    ("POST", "/add-account", new_account),
     ("GET", "/accounts/{account}", account_detail),
     (
         "POST",

@@ -86,7 +86,7 @@ async def test_an_imap_mailbox_from_sign_in_to_a_retried_delivery(
         await page.click("button[type=submit]")
         await page.wait_for_selector("h1:text('Dashboard')")
 
-        await page.goto(base + "/accounts/new?kind=imap")
+        await page.goto(base + "/add-account?kind=imap")
         await page.fill("input[name=account]", "inbox-1")
         await page.fill("input[name=name]", "Inbox one")
         await page.fill("input[name=email]", user.user)

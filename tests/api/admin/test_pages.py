@@ -75,7 +75,7 @@ async def test_pages_have_no_inline_script_or_style(
     """What the CSP forbids is not there to be blocked: no script body, style or handler."""
     client, _ = await _admin(make_client, settings)
     await call(client, "POST", "/v1/account", _imap_account("a1"))
-    for path in ("/admin/", "/admin/accounts", "/admin/accounts/a1", "/admin/accounts/new"):
+    for path in ("/admin/", "/admin/accounts", "/admin/accounts/a1", "/admin/add-account"):
         html = await (await client.get(path)).text()
         assert "<style" not in html
         assert " style=" not in html
@@ -178,7 +178,7 @@ async def test_the_apis_validation_errors_show_beside_the_fields(
         "imap.auth.user": "main@example.com",
         "imap.auth.pass": "typed-password",
     }
-    resp = await client.post("/admin/accounts/new", data=form)
+    resp = await client.post("/admin/add-account", data=form)
     html = await resp.text()
     assert resp.status == 400
     assert 'data-field="imap.port"' in html
@@ -186,7 +186,7 @@ async def test_the_apis_validation_errors_show_beside_the_fields(
     assert "typed-password" not in html
     assert 'value="imap.example.com"' in html
     resp = await client.post(
-        "/admin/accounts/new", data={**form, "imap.port": "993", "email": "not an address"}
+        "/admin/add-account", data={**form, "imap.port": "993", "email": "not an address"}
     )
     assert 'data-field="email"' in await resp.text()
     shared = {
@@ -197,7 +197,7 @@ async def test_the_apis_validation_errors_show_beside_the_fields(
         "oauth2.auth.delegatedAccount": "ghost",
         "oauth2.auth.delegatedUser": "s@example.com",
     }
-    resp = await client.post("/admin/accounts/new", data=shared)
+    resp = await client.post("/admin/add-account", data=shared)
     html = await resp.text()
     assert 'data-field="oauth2.auth.delegatedAccount"' in html
     assert "account &#39;ghost&#39; does not exist" in html
@@ -244,3 +244,13 @@ async def test_recover_takes_a_time_range(make_client: MakeClient, settings: Set
     html = await (await client.post(path, data=fine)).text()
     assert "0 failed deliveries queued again" in html
     assert 'data-field="until"' not in html
+
+
+async def test_an_account_named_new_opens(make_client: MakeClient, settings: Settings) -> None:
+    """The add form lives outside the accounts' own paths: an account whose id is ``new``
+    has its page, and the form its own."""
+    client, _ = await _admin(make_client, settings)
+    await call(client, "POST", "/v1/account", _imap_account("new"))
+    html = await (await client.get("/admin/accounts/new")).text()
+    assert 'id="account-id">new<' in html
+    assert 'id="add-account"' in await (await client.get("/admin/add-account")).text()
