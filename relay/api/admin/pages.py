@@ -72,6 +72,11 @@ def page(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.StreamR
         keep_unread(request)
         session = await current(request)
         if session is None:
+            if request.method == "GET" and request.headers.get("Sec-Fetch-Site") == "cross-site":
+                # A browser arriving from another site (Microsoft's consent sends it back
+                # here) does not send the SameSite=Strict cookie: load the page again from
+                # here, which does, before sending the user to sign in.
+                return render(request, None, "continue.html", {"target": request.path_qs})
             if request.method == "GET":
                 raise web.HTTPSeeOther(f"{PREFIX}/login?next={quote(request.path_qs, safe='')}")
             return render(

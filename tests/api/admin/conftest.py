@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The relay's sandbox Microsoft 365 of the OAuth2 tests (a shared mailbox's consent).
+from tests.auth.conftest import _no_ca_bundle_override, sandbox, signer  # noqa: F401
+
 # The SMTP server of the sending tests (the outbox page).
 from tests.send.conftest import smtp  # noqa: F401
 

@@ -1,6 +1,7 @@
 """The admin UI in a real headless Chromium: sign in, add an IMAP account against Dovecot
 and see it connect, see mail arrive as an event and a delivery, make the receiver fail and
-retry from the UI; and the XSS, CSRF and CSP rules as a browser applies them."""
+retry from the UI; add a shared mailbox through the sandbox's consent flow, retry a failed
+send and save a setting; and the XSS, CSRF and CSP rules as a browser applies them."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page
 
 from relay.config import Settings
+from relay.sandbox.server import RunningSandbox
 from tests.api.admin.conftest import SCREENSHOTS, screenshots_wanted
 from tests.api.helpers import call
+from tests.auth.conftest import with_microsoft
 from tests.conftest import API_TOKEN, MakeClient
 from tests.peers.dovecot import DovecotServer
 from tests.peers.receiver import Receiver
-from tests.sources.imap.relay_support import fresh_account, relay_settings, wait_until
+from tests.peers.smtp import SmtpPeer
+from tests.send.conftest import add_password_account, send_settings, submit
+from tests.sources.imap.relay_support import (
+    fresh_account,
+    relay_settings,
+    wait_events,
+    wait_until,
+)
 from tests.sources.imap.support import message
 from tests.webhooks.conftest import loopback_settings
 
@@ -218,4 +229,111 @@ async def test_the_browser_enforces_escaping_csrf_and_csp(
     )
     assert ran == "blocked"
     assert dialogs == []
+    await context.close()
+
+
+async def test_a_shared_mailbox_through_microsofts_consent_and_the_other_pages(
+    browser: Browser,
+    make_client: MakeClient,
+    settings: Settings,
+    sandbox: RunningSandbox,
+    smtp: SmtpPeer,
+) -> None:
+    """Set the service URL on the settings page, register an OAuth2 application on its page,
+    add an account through the sandbox's sign-in and consent, then a shared mailbox that
+    borrows its tokens; see a failed send on the outbox page and retry it."""
+    assert sandbox.seed is not None
+    client = await make_client(send_settings(with_microsoft(settings, sandbox)))
+    base = str(client.make_url("/admin"))
+    relay_url = str(client.make_url("")).rstrip("/")
+    back = f"{relay_url}/oauth"
+    # The application Microsoft knows, with this relay's address to come back to.
+    async with aiohttp.ClientSession() as admin:
+        made = await admin.post(
+            f"{sandbox.url}/sandbox/apps",
+            json={
+                "clientId": "admin-ui-app",
+                "clientSecret": "admin-ui-secret",
+                "redirectUris": [back],
+                "tenant": sandbox.seed.tenant_id,
+            },
+            ssl=False,
+        )
+        assert made.status == 201, await made.text()
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 860}, ignore_https_errors=True
+    )
+    page = await context.new_page()
+    await page.goto(base + "/login")
+    await page.fill("input[name=token]", API_TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("h1:text('Dashboard')")
+
+    # The address consent links lead to: this relay's.
+    await page.goto(base + "/settings")
+    await page.fill("input[name=serviceUrl]", relay_url)
+    await page.fill("input[name=notifyTextSize]", "4096")
+    await page.check("input[name=notifyText]")
+    await page.click("#save")
+    notice = await page.locator("#notice").inner_text()
+    assert notice == "saved: notifyText, notifyTextSize, serviceUrl"
+    stored = await call(client, "GET", "/v1/settings")
+    assert (stored["serviceUrl"], stored["notifyTextSize"]) == (relay_url, 4096)
+    await shot(page, "settings")
+
+    await page.goto(base + "/oauth2/new")
+    await page.fill("input[name=name]", "Contoso mail")
+    await page.fill("input[name=clientId]", "admin-ui-app")
+    await page.fill("input[name=clientSecret]", "admin-ui-secret")
+    await page.fill("input[name=authority]", sandbox.seed.tenant_id)
+    await page.fill("input[name=redirectUrl]", back)
+    await page.fill("input[name=extraScopes]", "Mail.ReadWrite.Shared Mail.Send.Shared")
+    await page.click("#save")
+    app_id = await page.locator("#app-id").inner_text()
+    assert "admin-ui-secret" not in await page.content()
+    await page.goto(base + "/oauth2")
+    await shot(page, "oauth2-apps")
+
+    await page.goto(base + "/add-account?kind=oauth2")
+    await page.fill("input[name=account]", "main")
+    await page.fill("input[name=name]", "Main user")
+    await page.fill("input[name=email]", sandbox.seed.main_user)
+    await page.select_option("select[name='oauth2.provider']", app_id)
+    await page.click("#add")
+    # Microsoft's (the sandbox's) sign-in and consent page.
+    await page.wait_for_selector("input[name=passwd]")
+    await page.fill("input[name=login]", sandbox.seed.main_user)
+    await page.fill("input[name=passwd]", sandbox.seed.main_password)
+    await page.click("button[value=accept]")
+    await page.wait_for_selector("#account-id:text('main')")
+    assert "accessToken" in await page.locator("#details").inner_text()
+
+    await page.goto(base + "/add-account?kind=shared")
+    await page.fill("input[name=account]", "shared")
+    await page.fill("input[name=name]", "Shared mailbox")
+    await page.select_option("select[name='oauth2.auth.delegatedAccount']", "main")
+    await page.fill("input[name='oauth2.auth.delegatedUser']", sandbox.seed.shared_mailbox)
+    await page.click("#add")
+    await page.wait_for_selector("#account-id:text('shared')")
+    details = await page.locator("#details").inner_text()
+    assert f"shared mailbox {sandbox.seed.shared_mailbox} via main" in details
+    shared = await call(client, "GET", "/v1/account/shared")
+    assert shared["oauth2"]["auth"]["delegatedAccount"] == "main"
+    await shot(page, "shared-account")
+
+    # A send the server refuses, retried from the outbox page.
+    await add_password_account(client, smtp)
+    smtp.replies.append("550 5.1.1 Mailbox unavailable")
+    queued = await submit(client, {"to": [{"address": "rita@example.net"}], "subject": "Hi"})
+    await wait_events(client, "acct", "messageFailed")
+    await page.goto(base + "/outbox?status=failed")
+    row = page.locator(f"#outbox tr[data-id='{queued['queueId']}']")
+    assert "550 5.1.1 Mailbox unavailable" in await row.inner_text()
+    await shot(page, "outbox")
+    await row.locator("button.retry").click()
+    await page.wait_for_selector("#notice")
+    await smtp.wait_for(1)
+    await page.goto(base + "/outbox?status=sent")
+    await reload_until(page, "#outbox", queued["queueId"], "the retried message to be sent")
+
     await context.close()

@@ -164,3 +164,28 @@ def test_password_hashes_verify_only_their_password() -> None:
         pass
     else:
         raise AssertionError("a short password was accepted")
+
+
+async def test_a_page_opened_from_another_site_is_loaded_again_from_here(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """A browser coming from another site (Microsoft's consent) does not send the Strict
+    cookie: the page is loaded once more from here (a meta refresh, no script), which does;
+    from here, without a session, it is the sign-in page."""
+    client = await make_client(settings, token=None)
+    cross = await client.get(
+        "/admin/accounts/main?state=new",
+        headers={"Sec-Fetch-Site": "cross-site"},
+        allow_redirects=False,
+    )
+    assert cross.status == 200
+    html = await cross.text()
+    assert '<meta http-equiv="refresh" content="0; url=/admin/accounts/main?state=new">' in html
+    assert "<script" not in html
+    here = await client.get(
+        "/admin/accounts/main?state=new",
+        headers={"Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    )
+    assert here.status == 303
+    assert URL(here.headers["Location"]).path == "/admin/login"
