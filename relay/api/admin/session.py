@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from relay.api.admin.password import PASSWORD_SUBJECT, stored_password
+from relay.api.guard import served_over_https
 from relay.api.keys import AUTH_CACHE, SETTINGS, STORE
 from relay.auth.api_tokens import hash_token
 from relay.auth.grants import SCOPES, Grant
@@ -184,14 +185,15 @@ async def end(request: web.Request, session: Session) -> None:
 
 
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str) -> None:
-    """A cookie only the admin UI's pages get: HttpOnly, SameSite=Strict, Secure over https."""
+    """A cookie only the admin UI's pages get: HttpOnly, SameSite=Strict, and Secure when the
+    request came over https (directly, or through a trusted proxy that says so)."""
     response.set_cookie(
         name,
         value,
         path=COOKIE_PATH,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=served_over_https(request),
     )
 
 

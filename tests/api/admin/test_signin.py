@@ -189,3 +189,48 @@ async def test_a_page_opened_from_another_site_is_loaded_again_from_here(
     )
     assert here.status == 303
     assert URL(here.headers["Location"]).path == "/admin/login"
+
+
+async def _cookies(client: TestClient, headers: dict[str, str]) -> list[str]:
+    """The admin cookies set by the sign-in page's form and by signing in (a fresh jar)."""
+    client.session.cookie_jar.clear()
+    page = await client.get("/admin/login", headers=headers)
+    set_cookies = list(page.headers.getall("Set-Cookie"))
+    data = {"csrf": csrf_of(await page.text()), "token": API_TOKEN}
+    # A Secure cookie is not sent back over plain http by the client: send it by hand.
+    login = next(c for c in set_cookies if c.startswith("relay_admin_login="))
+    cookie = {"Cookie": login.split(";")[0]}
+    client.session.cookie_jar.clear()
+    resp = await client.post(
+        "/admin/login", data=data, headers={**headers, **cookie}, allow_redirects=False
+    )
+    assert resp.status == 303
+    set_cookies += resp.headers.getall("Set-Cookie")
+    # Not the expired one that removes the form's cookie once signed in.
+    found = [c.lower() for c in set_cookies if c.startswith("relay_admin")]
+    found = [c for c in found if "max-age=0" not in c]
+    assert len(found) == 2
+    return found
+
+
+def _secure(cookies: list[str]) -> set[bool]:
+    return {"; secure" in c for c in cookies}
+
+
+async def test_the_cookie_is_secure_behind_a_trusted_https_proxy_only(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """X-Forwarded-Proto: https makes the admin cookies Secure only when the connection
+    comes from one of security.trusted_proxies (and the proxy itself says https); from
+    anyone else it is ignored."""
+    https = {"X-Forwarded-Proto": "https"}
+    client = await make_client(settings, token=None)
+    assert _secure(await _cookies(client, https)) == {False}
+    behind = dataclasses.replace(
+        settings,
+        security=dataclasses.replace(settings.security, trusted_proxies=("127.0.0.0/8",)),
+    )
+    proxied = await make_client(behind, token=None)
+    assert _secure(await _cookies(proxied, {})) == {False}
+    assert _secure(await _cookies(proxied, {"X-Forwarded-Proto": "https, http"})) == {False}
+    assert _secure(await _cookies(proxied, https)) == {True}
