@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from relay.api import guard
+from relay.api import admin, guard
 from relay.api.events import SEQUENCER
 from relay.api.health import metrics_middleware
 from relay.api.keys import (
@@ -142,6 +142,7 @@ def create_app(
     app[RATE_LIMITER] = RateLimiter()
     app.on_response_prepare.append(guard.add_ratelimit_headers)
     setup_routes(app)
+    admin.setup(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         lock = NodeLock(settings.store.url)

@@ -1,4 +1,4 @@
-"""``relay serve | migrate | token issue|list|revoke | sandbox``."""
+"""``relay serve | migrate | token issue|list|revoke | admin-password | sandbox``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from relay import __version__
 from relay.config import Settings, load_settings
-from relay.errors import ConfigError, RelayError
+from relay.errors import ConfigError, InputError, RelayError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke", help="delete an API token by its id")
     revoke.add_argument("--config", type=Path)
     revoke.add_argument("id")
+    password = sub.add_parser(
+        "admin-password",
+        help="set the password of the admin UI (/admin)",
+        description="Set the admin UI's password, read from the terminal (asked twice) or "
+        "from standard input (one line). It is stored hashed (scrypt); signed-in password "
+        "sessions end.",
+    )
+    password.add_argument("--config", type=Path, help="TOML settings file")
+    password.add_argument(
+        "--clear", action="store_true", help="remove the password (sign in with an API token)"
+    )
     sandbox = sub.add_parser("sandbox", help="run the local Microsoft 365 emulator")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=4443)
@@ -220,6 +231,40 @@ async def _revoke(settings: Settings, token_id: str) -> None:
         await store.close()
 
 
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Admin password: ")
+    if getpass.getpass("Again: ") != first:
+        raise InputError("the two passwords differ")
+    return first
+
+
+async def _admin_password(settings: Settings, clear: bool) -> None:
+    from relay.api.admin.password import clear_password, set_password
+    from relay.app import prepare_store
+    from relay.auth.passwords import hash_password
+
+    stored: str | None = None
+    if not clear:
+        try:
+            stored = await asyncio.to_thread(hash_password, _read_password())
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    store = await prepare_store(settings)
+    try:
+        async with store.write() as conn:
+            if stored is None:
+                await clear_password(conn)
+            else:
+                await set_password(conn, stored)
+        print("admin password cleared" if stored is None else "admin password set")
+    finally:
+        await store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
@@ -243,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _serve(settings)
         elif command == "migrate":
             asyncio.run(_migrate(settings))
+        elif command == "admin-password":
+            asyncio.run(_admin_password(settings, args.clear))
         elif command == "token" and args.subcommand == "issue":
             asyncio.run(_issue(settings, args))
         elif command == "token" and args.subcommand == "list":

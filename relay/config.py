@@ -62,6 +62,8 @@ class SecuritySettings:
     audit_retention_days: float = 90.0
     # Serve GET /metrics without a token; false: a token with the `metrics` scope is needed.
     metrics_public: bool = False
+    # Minutes an admin UI session may stay unused before it must sign in again.
+    admin_idle_minutes: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,10 @@ if [ -n "$need_dovecot" ]; then
     apt_install dovecot-imapd dovecot-lmtpd dovecot-auth-lua
 fi
 
+# Debian's Chromium for the admin UI's browser tests (Playwright drives it; it downloads
+# no browser of its own).
+[ -x /usr/bin/chromium ] || apt_install chromium
+
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! pg_up; then
     if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
@@ -61,4 +65,4 @@ for peer in "RabbitMQ 5672" "Redis 6379"; do
     port_up "$2" || { echo "test-peers: $1 is not answering on 127.0.0.1:$2" >&2; exit 1; }
 done
 
-echo "test-peers: Dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1), PostgreSQL, RabbitMQ, Redis, nats-server ready"
+echo "test-peers: Dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1), PostgreSQL, RabbitMQ, Redis, nats-server, $(/usr/bin/chromium --version 2>/dev/null | cut -d' ' -f1,2) ready"

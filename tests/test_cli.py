@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -238,3 +242,61 @@ def test_token_issue_with_options_list_and_revoke(
     with pytest.raises(SystemExit) as exited:
         main(["token", "revoke", listed["id"]])
     assert exited.value.code == 1
+
+
+def _admin_sign_in(base: str, password: str) -> tuple[int, str]:
+    """Sign in to the admin UI with ``password`` as a browser does (the form, its cookie);
+    the status of the answer and the page it ends on."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{base}/admin/login", timeout=10) as resp:
+        form = resp.read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None
+    body = urllib.parse.urlencode({"csrf": csrf.group(1), "password": password}).encode()
+    try:
+        with opener.open(f"{base}/admin/login", data=body, timeout=10) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+def test_admin_password_signs_in_to_the_admin_ui(tmp_path: Path) -> None:
+    """`relay admin-password` reads a password from standard input and stores it: the
+    running relay's admin UI signs in with it (and not with another); `--clear` removes it."""
+    port = free_port()
+    env = relay_env(tmp_path, port, {"RELAY_API_TOKEN": "s" * 40})
+    password = "correct horse battery staple"
+    subprocess.run(
+        [sys.executable, "-m", "relay", "admin-password"],
+        cwd=tmp_path,
+        env=env,
+        input=f"{password}\n".encode(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    relay = RelayProcess(tmp_path, port, env)
+    relay.start()
+    try:
+        status, page = _admin_sign_in(relay.url, password)
+        assert status == 200
+        assert "<h1>Dashboard" in page
+        status, page = _admin_sign_in(relay.url, "wrong horse")
+        assert status == 401
+        assert "Wrong password" in page
+    finally:
+        relay.stop()
+    subprocess.run(
+        [sys.executable, "-m", "relay", "admin-password", "--clear"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    relay.start()
+    try:
+        assert _admin_sign_in(relay.url, password)[0] == 401
+    finally:
+        relay.stop()

@@ -19,6 +19,9 @@ from relay.errors import InputError
 # The default of server.max_body_bytes: what a request gets when no middleware set one.
 DEFAULT_LIMIT = 1024 * 1024
 BODY_LIMIT = web.RequestKey("body_limit", int)
+# A body handed over already parsed, by an in-process call of an endpoint
+# (relay.api.dispatch): read_json answers it instead of reading the request's own body.
+PRESET_BODY = web.RequestKey("preset_body", dict)
 # Deeper nesting is refused: no payload of the API needs more than a few levels, and deep
 # values would exhaust the recursion of the JSON encoder, pydantic and the store.
 MAX_DEPTH = 64
@@ -158,6 +161,9 @@ def _check_values(value: Any) -> None:
 
 async def read_json(request: web.Request, default: Any = None) -> Any:
     """The JSON body of ``request`` (``default`` when there is none), checked as above."""
+    preset = request.get(PRESET_BODY)
+    if preset is not None:
+        return preset
     if not request.body_exists:
         return default
     check_json_type(request)

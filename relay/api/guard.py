@@ -23,7 +23,14 @@ from relay.errors import Forbidden, RateLimited, StoreError
 from relay.store import token_log
 from relay.store.engine import now_ms
 
-__all__ = ["RATELIMIT", "add_ratelimit_headers", "admit", "audit", "client_address"]
+__all__ = [
+    "RATELIMIT",
+    "add_ratelimit_headers",
+    "admit",
+    "audit",
+    "client_address",
+    "served_over_https",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +115,24 @@ def client_address(request: web.Request) -> str | None:
             return hop
     # Every hop is a proxy of ours: the left-most is as close to the client as we know.
     return next((hop for hop in hops if hop), remote)
+
+
+def served_over_https(request: web.Request) -> bool:
+    """Whether the client's request came over https: this connection, or, when the
+    connecting peer is one of ``security.trusted_proxies``, the proxy's ``X-Forwarded-Proto``
+    (its last value: the one the proxy that connects to us wrote; earlier ones could have
+    come from the client)."""
+    if request.secure:
+        return True
+    trusted = _networks(request.app[SETTINGS].security.trusted_proxies)
+    if not trusted or not _within(request.remote, trusted):
+        return False
+    values = [
+        value.strip().lower()
+        for header in request.headers.getall("X-Forwarded-Proto", [])
+        for value in header.split(",")
+    ]
+    return bool(values) and values[-1] == "https"
 
 
 async def add_ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:

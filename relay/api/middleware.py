@@ -173,7 +173,7 @@ async def check_account(request: web.Request, account: str | None) -> None:
         )
 
 
-def _endpoint(request: web.Request) -> Endpoint | None:
+def endpoint_of(request: web.Request) -> Endpoint | None:
     resource = request.match_info.route.resource
     if resource is None:
         return None
@@ -242,10 +242,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not request.path.startswith("/v1/") and request.path != "/v1":
         return await handler(request)
     grant = await _grant(request)
-    ep = _endpoint(request)
+    ep = endpoint_of(request)
     if ep is None:
         # Unknown path or method: the router's 404/405 (only to a known token).
         return await handler(request)
+    return await run_endpoint(request, grant, ep, handler)
+
+
+async def run_endpoint(
+    request: web.Request, grant: Grant, ep: Endpoint, handler: Handler
+) -> web.StreamResponse:
+    """Run ``handler`` for ``ep`` as ``grant``'s token: its permission, its restrictions,
+    and an audit line for a write, send or delete. The API's requests and the admin UI's
+    in-process calls (relay.api.dispatch) both come through here."""
     permission = await _check(request, grant, ep)
     await guard.admit(request, grant)
     request[GRANT] = grant

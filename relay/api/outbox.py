@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from datetime import UTC
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -33,7 +33,7 @@ from relay.send.model import Address, Submit
 from relay.send.worker import raw_context
 from relay.store import accounts as accounts_store
 from relay.store import outbox as outbox_store
-from relay.store.engine import now_ms
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import OutboxStatus
 
 TAG = "Submit"
@@ -105,10 +105,16 @@ class OutboxList(Out):
 
 class OutboxQuery(Paging):
     account: str | None = Field(default=None, max_length=256)
+    status: Literal["queued", "sending", "sent", "failed"] | None = None
 
 
 class OutboxDeleted(Out):
     deleted: bool = True
+
+
+class OutboxRetried(Out):
+    queueId: str
+    status: str = OutboxStatus.QUEUED
 
 
 INTAKE = web.AppKey("send_intake", Intake)
@@ -270,6 +276,7 @@ async def list_outbox(request: web.Request) -> web.Response:
             offset=query.page * query.pageSize,
             limit=query.pageSize,
             account=query.account,
+            status=query.status,
             only=only,
         )
     pages = max(1, -(-total // query.pageSize))
@@ -307,6 +314,18 @@ async def delete_outbox(request: web.Request) -> web.Response:
             raise Conflict("The message is being sent right now", field="queueId")
         await outbox_store.remove(conn, queue_id)
     return json_response(OutboxDeleted())
+
+
+async def retry_outbox(request: web.Request) -> web.Response:
+    async with request.app[STORE].write(notify=Wake.OUTBOX) as conn:
+        row = await _queued_row(request, conn)
+        queue_id = row["queue_id"]
+        if not await outbox_store.retry(conn, queue_id, now=now_ms()):
+            raise Conflict(
+                f"Only a failed message can be retried; this one is {row['status']}",
+                field="queueId",
+            )
+    return json_response(OutboxRetried(queueId=queue_id))
 
 
 _NOT_FOUND = {404: "No such queued message"}
@@ -357,5 +376,15 @@ ENDPOINTS = [
         response=OutboxDeleted,
         errors={**_NOT_FOUND, 409: "The message is being sent"},
         permission=Permission("outbox", "destructive"),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/outbox/{queueId}/retry",
+        retry_outbox,
+        "Queue a failed message again, with its attempts reset",
+        TAG,
+        response=OutboxRetried,
+        errors={**_NOT_FOUND, 409: "The message is not failed (the answer names its state)"},
+        permission=Permission("outbox", "write"),
     ),
 ]

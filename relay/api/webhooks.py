@@ -286,6 +286,16 @@ class Requeued(Out):
 
 class RecoverBody(Body):
     since: datetime
+    until: datetime | None = Field(
+        default=None, description="Only deliveries created before this time (default: now)"
+    )
+
+    @model_validator(mode="after")
+    def _until_after_since(self) -> RecoverBody:
+        # Timestamps, not datetimes: one may carry a zone and the other not.
+        if self.until is not None and self.until.timestamp() <= self.since.timestamp():
+            raise InputError("until: must be later than since", field="until")
+        return self
 
 
 class Recovered(Out):
@@ -554,9 +564,12 @@ async def recover_route(request: web.Request) -> web.Response:
     route_id = request.match_info["id"]
     body = await read_body(request, RecoverBody)
     since_ms = int(body.since.timestamp() * 1000)
+    until_ms = int(body.until.timestamp() * 1000) if body.until is not None else None
     async with request.app[STORE].write() as conn:
         await _route_or_404(conn, route_id)
-        count = await queue.recover(conn, route_id, since_ms=since_ms, now=now_ms())
+        count = await queue.recover(
+            conn, route_id, since_ms=since_ms, until_ms=until_ms, now=now_ms()
+        )
     return json_response(Recovered(requeued=count))
 
 
@@ -692,7 +705,7 @@ ENDPOINTS = [
         "POST",
         "/v1/webhooks/{id}/recover",
         recover_route,
-        "Queue failed deliveries since a time again",
+        "Queue failed deliveries created since a time (and before another) again",
         TAG,
         body=RecoverBody,
         response=Recovered,

@@ -339,14 +339,20 @@ async def requeue(conn: AsyncConnection, seq: int, *, now: int) -> bool:
     return bool(result.rowcount)
 
 
-async def recover(conn: AsyncConnection, route_id: str, *, since_ms: int, now: int) -> int:
-    """Queue a route's failed deliveries created since ``since_ms`` again, with a fresh schedule."""
+async def recover(
+    conn: AsyncConnection, route_id: str, *, since_ms: int, until_ms: int | None = None, now: int
+) -> int:
+    """Queue a route's failed deliveries created since ``since_ms`` (and before ``until_ms``)
+    again, with a fresh schedule."""
+    window = [deliveries.c.created_ms >= since_ms]
+    if until_ms is not None:
+        window.append(deliveries.c.created_ms < until_ms)
     result = await conn.execute(
         update(deliveries)
         .where(
             deliveries.c.route_id == route_id,
             deliveries.c.status == S.FAILED,
-            deliveries.c.created_ms >= since_ms,
+            *window,
         )
         .values(status=S.PENDING, attempts=0, lane=1, next_attempt_ms=now, updated_ms=now)
     )

@@ -223,3 +223,27 @@ async def for_account(conn: AsyncConnection, account: str) -> Sequence[RowMappin
         select(events).where(events.c.account == account).order_by(events.c.seq)
     )
     return rows.mappings().all()
+
+
+async def recent(conn: AsyncConnection, account: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` events of ``account``, newest first: id, event, time, path and
+    the envelope's ``data`` (as stored; for the admin UI)."""
+    result = await conn.execute(
+        select(events.c.id, events.c.event, events.c.created_ms, events.c.path, events.c.payload)
+        .where(events.c.account == account)
+        .order_by(events.c.seq.desc())
+        .limit(limit)
+    )
+    out = []
+    for row in result.mappings().all():
+        data = json.loads(row["payload"]).get("data")
+        out.append(
+            {
+                "id": row["id"],
+                "event": row["event"],
+                "created_ms": row["created_ms"],
+                "path": row["path"],
+                "data": data if isinstance(data, dict) else {},
+            }
+        )
+    return out

@@ -158,10 +158,14 @@ async def page(
     offset: int,
     limit: int,
     account: str | None = None,
+    status: str | None = None,
     only: Sequence[str] | None = None,
 ) -> tuple[int, Sequence[RowMapping]]:
-    """A page of the queue; ``account``: one account's, ``only``: among these accounts."""
+    """A page of the queue; ``account``: one account's, ``status``: in that state only,
+    ``only``: among these accounts."""
     where = [outbox.c.account == account] if account else []
+    if status:
+        where.append(outbox.c.status == status)
     if only is not None:
         where.append(outbox.c.account.in_(only))
     total = int(await conn.scalar(select(func.count()).select_from(outbox).where(*where)) or 0)
@@ -169,6 +173,25 @@ async def page(
         select(outbox).where(*where).order_by(outbox.c.seq).offset(offset).limit(limit)
     )
     return total, rows.mappings().all()
+
+
+async def retry(conn: AsyncConnection, queue_id: str, *, now: int) -> bool:
+    """Queue a failed message again, due now, with its attempts reset (and its last error
+    and answer cleared: they belong to the attempts that are forgotten). False when it is
+    not failed (any more)."""
+    result = await conn.execute(
+        update(outbox)
+        .where(outbox.c.queue_id == queue_id, outbox.c.status == S.FAILED)
+        .values(
+            status=S.QUEUED,
+            attempts=0,
+            next_attempt_ms=now,
+            last_error=None,
+            response=None,
+            updated_ms=now,
+        )
+    )
+    return bool(result.rowcount)
 
 
 async def remove(conn: AsyncConnection, queue_id: str) -> bool:

@@ -80,6 +80,23 @@ token_log = Table(
     Index("ix_token_log_created", "created_ms"),
 )
 
+# Signed-in sessions of the admin UI (revision 0016). The browser holds the session key;
+# only its SHA-256 is stored. A session of an API token keeps that token's hash, so that
+# revoking the token ends the session; one of the admin password has none.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    # The API token's id, or "admin-password".
+    Column("subject", String(32), nullable=False),
+    Column("token_hash", String(64), nullable=True),
+    # The CSRF token every form of the session carries.
+    Column("csrf", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("seen_ms", BigInteger, nullable=False),
+    Index(None, "seen_ms"),
+)
+
 oauth2_apps = Table(
     "oauth2_apps",
     metadata,

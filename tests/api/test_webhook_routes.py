@@ -168,6 +168,22 @@ async def test_unknown_route_and_delivery(client: TestClient) -> None:
         client, "POST", f"/v1/webhooks/{created['id']}/recover", {"since": "yesterday"}, status=400
     )
     assert err["field"] == "since"
+    for until in ("2026-01-01T00:00:00Z", "2026-01-01T00:30:00+01:00", "soon"):
+        err = await call(
+            client,
+            "POST",
+            f"/v1/webhooks/{created['id']}/recover",
+            {"since": "2026-01-01T00:00:00Z", "until": until},
+            status=400,
+        )
+        assert err["field"] == "until", until
+    ok = await call(
+        client,
+        "POST",
+        f"/v1/webhooks/{created['id']}/recover",
+        {"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T00:00:01Z"},
+    )
+    assert ok == {"requeued": 0}
 
 
 async def test_emailengine_event_names_are_accepted_in_filters(client: TestClient) -> None:

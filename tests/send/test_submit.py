@@ -237,3 +237,37 @@ async def test_an_unknown_recipient_is_an_envelope_error(
     )
     assert data["smtpResponse"].startswith("550 5.1.1 <rita@example.net>")
     assert smtp.received == []
+
+
+async def test_a_failed_message_is_retried_on_request(
+    make_client: MakeClient, settings: Settings, smtp: SmtpPeer
+) -> None:
+    """GET /v1/outbox?status= lists one state; POST /v1/outbox/{queueId}/retry queues a
+    failed message again with its attempts reset and it is sent; a message that is not
+    failed is a 409 naming its state, an unknown one a 404."""
+    client = await make_client(send_settings(settings))
+    await add_password_account(client, smtp)
+    smtp.replies.append("550 5.1.1 Mailbox unavailable")
+    queued = await submit(client, {**TO, "text": "second chance"})
+    await wait_events(client, "acct", "messageFailed")
+    failed = await outbox_entry(client, queued["queueId"])
+    assert (failed["status"], failed["attemptsMade"]) == ("failed", 1)
+    assert "550" in failed["lastError"]
+    only_failed = await call(client, "GET", "/v1/outbox?status=failed")
+    assert [m["queueId"] for m in only_failed["messages"]] == [queued["queueId"]]
+    assert (await call(client, "GET", "/v1/outbox?status=sent"))["total"] == 0
+    await call(client, "GET", "/v1/outbox?status=lost", status=400)
+
+    retried = await call(client, "POST", f"/v1/outbox/{queued['queueId']}/retry")
+    assert retried == {"queueId": queued["queueId"], "status": "queued"}
+    (got,) = await smtp.wait_for(1)
+    assert got.message_id == queued["messageId"]
+    await wait_events(client, "acct", "messageSent")
+    sent = await outbox_entry(client, queued["queueId"])
+    assert (sent["status"], sent["attemptsMade"]) == ("sent", 1)
+    assert "lastError" not in sent
+
+    again = await call(client, "POST", f"/v1/outbox/{queued['queueId']}/retry", status=409)
+    assert again["message"].endswith("this one is sent")
+    assert again["field"] == "queueId"
+    await call(client, "POST", "/v1/outbox/no-such-message/retry", status=404)

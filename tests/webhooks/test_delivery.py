@@ -156,6 +156,28 @@ async def test_manual_retry_and_recover(hook: Setup) -> None:
     assert len(set(hook.rx.ids())) == 2
 
 
+async def test_recover_a_time_range(hook: Setup) -> None:
+    """``until`` bounds recovery: a failure created at or after it stays failed."""
+    hook.rx.respond(*([500] * 8))
+    await hook.emit()
+    await _settled(hook, 1)
+    await hook.emit()
+    rows = await _settled(hook, 2)
+    assert {r["status"] for r in rows} == {"failed"}
+    first, second = sorted(rows, key=lambda r: str(r["created"]))
+    assert first["created"] < second["created"]
+    out = await call(
+        hook.client,
+        "POST",
+        f"/v1/webhooks/{hook.route['id']}/recover",
+        {"since": "2000-01-01T00:00:00Z", "until": second["created"]},
+    )
+    assert out == {"requeued": 1}
+    await hook.rx.wait_for(1)
+    after = {r["id"]: r["status"] for r in await _settled(hook, 2)}
+    assert after == {first["id"]: "delivered", second["id"]: "failed"}
+
+
 async def test_test_endpoint_delivers_now(hook: Setup) -> None:
     """POST /test delivers a test event to that route and reports the attempt."""
     out = await call(hook.client, "POST", f"/v1/webhooks/{hook.route['id']}/test")
