@@ -77,13 +77,16 @@ async def seems_like_new(conn: AsyncConnection, batch: Sequence[Event]) -> None:
         # ON CONFLICT DO NOTHING ... RETURNING answers with the rows it inserted: a key
         # another transaction holds waits for it (PostgreSQL), so two racing writers
         # cannot both find a message new.
+        # Rows as executemany parameters, not in the statement: SQLAlchemy sends them as one
+        # multi-row INSERT all the same, from one cached statement (a VALUES list built into
+        # the statement is compiled afresh on every call).
         statement = (
             dialect.insert(conn, seen_messages)
-            .values([{"account": account, "key_hash": value} for account, value in chunk])
             .on_conflict_do_nothing(index_elements=["account", "key_hash"])
             .returning(seen_messages.c.account, seen_messages.c.key_hash)
         )
-        added.update((row[0], int(row[1])) for row in (await conn.execute(statement)).all())
+        rows = [{"account": account, "key_hash": value} for account, value in chunk]
+        added.update((row[0], int(row[1])) for row in (await conn.execute(statement, rows)).all())
     for key, event in first.items():
         if key not in added:
             event.data["seemsLikeNew"] = False

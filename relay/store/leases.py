@@ -25,8 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, func, select
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import ARRAY, String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -233,7 +232,9 @@ async def fenced(
     found: dict[str, tuple[str, int]] = {}
     for chunk in _chunks(sorted({account for account, _ in pairs})):
         if conn.dialect.name == "postgresql":
-            names = func.unnest(array(chunk, type_=String)).table_valued("name")
+            # One array parameter: a statement whose shape follows the chunk's length would
+            # be compiled and cached once per length.
+            names = func.unnest(bindparam("names", chunk, type_=ARRAY(String))).table_valued("name")
             await conn.execute(select(func.pg_advisory_xact_lock_shared(_lock_key(names.c.name))))
         query = select(
             account_leases.c.account, account_leases.c.node, account_leases.c.epoch

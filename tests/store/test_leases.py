@@ -159,3 +159,20 @@ async def test_deleting_an_account_does_not_deadlock_with_a_fenced_write(store_u
             assert await accounts_store.get(conn, "a") is None
     finally:
         await store.close()
+
+
+async def test_fencing_any_number_of_accounts_compiles_one_statement(store: Store) -> None:
+    """The accounts of a fencing check are parameters (one array, one expanding IN), so
+    checks of every size share their compiled statements."""
+    names = [f"f{n}" for n in range(40)]
+    await accounts(store, *names)
+    await claim(store, "n1", names, 1_000)
+    cache = store.engine.sync_engine._compiled_cache
+    async with store.write() as conn:
+        await leases.fenced(conn, [("f0", Lease("n1", 1))])
+    before = len(cache or {})
+    for size in range(2, 40):
+        async with store.write() as conn:
+            pairs = [(f"f{n}", Lease("n1", 1)) for n in range(size)]
+            assert await leases.fenced(conn, pairs) == set()
+    assert len(cache or {}) == before
