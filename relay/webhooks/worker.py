@@ -413,18 +413,8 @@ class DeliveryWorker:
             max_retry_after=self.settings.max_retry_after,
             location=location,
         )
-        return Outcome(
-            seq=claimed.seq,
-            route_id=route.id,
-            attempt=attempt,
-            started_ms=int(started * 1000),
-            duration_ms=int((finished - started) * 1000),
-            status_code=status,
-            error=verdict.error,
-            response_body=response_body,
-            result=verdict.result,
-            next_attempt_ms=verdict.next_attempt_ms,
-            disable_route=verdict.disable_route,
+        return _outcome(
+            claimed, route, attempt, (started, finished), verdict, status, response_body
         )
 
     async def _publish(self, route: Route, claimed: Claimed, stored: Stored) -> Outcome:
@@ -469,18 +459,7 @@ class DeliveryWorker:
                 now=finished,
                 max_retry_after=self.settings.max_retry_after,
             )
-        return Outcome(
-            seq=claimed.seq,
-            route_id=route.id,
-            attempt=attempt,
-            started_ms=int(started * 1000),
-            duration_ms=int((finished - started) * 1000),
-            status_code=None,
-            error=verdict.error,
-            response_body=answer,
-            result=verdict.result,
-            next_attempt_ms=verdict.next_attempt_ms,
-        )
+        return _outcome(claimed, route, attempt, (started, finished), verdict, None, answer)
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -620,3 +599,29 @@ async def _excerpt(resp: aiohttp.ClientResponse) -> str:
         if not resp.content.at_eof():
             resp.close()
     return raw.decode(errors="replace")
+
+
+def _outcome(
+    claimed: Claimed,
+    route: Route,
+    attempt: int,
+    span: tuple[float, float],
+    verdict: Verdict,
+    status: int | None,
+    response_body: str | None,
+) -> Outcome:
+    """What one attempt (from ``span[0]`` to ``span[1]``, clock seconds) is recorded as."""
+    started, finished = span
+    return Outcome(
+        seq=claimed.seq,
+        route_id=route.id,
+        attempt=attempt,
+        started_ms=int(started * 1000),
+        duration_ms=int((finished - started) * 1000),
+        status_code=status,
+        error=verdict.error,
+        response_body=response_body,
+        result=verdict.result,
+        next_attempt_ms=verdict.next_attempt_ms,
+        disable_route=verdict.disable_route,
+    )
