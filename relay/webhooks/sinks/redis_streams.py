@@ -89,21 +89,22 @@ class RedisPublisher(Publisher):
     async def _publish(self, batch: Sequence[Pending]) -> None:
         assert self._client is not None
         script = self._client.register_script(_ADD)
-        pipe = self._client.pipeline(transaction=False)
-        window = str(DEDUPE_SECONDS * 1000)
-        for pending in batch:
-            m = pending.message
-            stream = m.options.stream or ""
-            fields: list[str | bytes] = []
-            for name, value in m.headers.items():
-                fields += [name, value]
-            fields += ["event", m.event, "account", m.account or "", "body", m.body]
-            await script(
-                keys=[stream, dedupe_key(stream, m.event_id)],
-                args=[window, str(m.options.max_len or 0), *fields],
-                client=pipe,
-            )
-        results = await pipe.execute(raise_on_error=False)
+        # The pipeline is closed however its round trip ends (a cut connection included).
+        async with self._client.pipeline(transaction=False) as pipe:
+            window = str(DEDUPE_SECONDS * 1000)
+            for pending in batch:
+                m = pending.message
+                stream = m.options.stream or ""
+                fields: list[str | bytes] = []
+                for name, value in m.headers.items():
+                    fields += [name, value]
+                fields += ["event", m.event, "account", m.account or "", "body", m.body]
+                await script(
+                    keys=[stream, dedupe_key(stream, m.event_id)],
+                    args=[window, str(m.options.max_len or 0), *fields],
+                    client=pipe,
+                )
+            results = await pipe.execute(raise_on_error=False)
         for pending, result in zip(batch, results, strict=True):
             if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
                 raise result

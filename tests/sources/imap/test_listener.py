@@ -604,23 +604,14 @@ async def test_account_delete_and_update_restart_or_stop_listeners(
     )
 
 
-class _CountingProxy(TcpProxy):
-    """The test proxy, counting the connections it accepted."""
-
-    accepted = 0
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        await super()._accept(reader, writer)
-
-
 class _proxy:
-    """``async with _proxy(dovecot) as proxy``: a counting proxy in front of Dovecot's port."""
+    """``async with _proxy(dovecot) as proxy``: a proxy in front of Dovecot's port (it counts
+    the connections it accepted)."""
 
     def __init__(self, server: DovecotServer) -> None:
-        self.proxy = _CountingProxy(server.host, server.port)
+        self.proxy = TcpProxy(server.host, server.port)
 
-    async def __aenter__(self) -> _CountingProxy:
+    async def __aenter__(self) -> TcpProxy:
         await self.proxy.start()
         return self.proxy
 
@@ -628,7 +619,7 @@ class _proxy:
         await self.proxy.stop()
 
 
-def _at_least(proxy: _CountingProxy, count: int):  # type: ignore[no-untyped-def]
+def _at_least(proxy: TcpProxy, count: int):  # type: ignore[no-untyped-def]
     async def check() -> bool:
         return proxy.accepted >= count
 
