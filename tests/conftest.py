@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import aiohttp.web_app
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
@@ -57,6 +58,12 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     is named with the test that left it, in the run's warnings summary.
     """
     yield
+    # aiohttp keeps each application's middleware chain in an lru_cache of 1,024 entries
+    # keyed by the application: every relay a test started would stay alive (and be walked
+    # by each collection below) until a thousand more came after it.
+    cached = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         gc.collect()
