@@ -12,6 +12,7 @@ import asyncio
 import gc
 import os
 import secrets
+import shutil
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.app import create_app
 from relay.config import (
@@ -34,6 +36,7 @@ from relay.config import (
     StoreSettings,
 )
 from relay.store import Store
+from relay.store.migrate import migrate
 from relay.store.schema import metadata
 
 
@@ -91,9 +94,7 @@ def pg_database() -> Iterator[str]:
             await conn.close()
 
     def admin(sql: str) -> None:
-        # Its own thread and loop: the fixture may be first requested from inside a running loop.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, run(sql)).result()
+        _in_own_loop(run(sql))
 
     admin(f'CREATE DATABASE "{name}"')
     try:
@@ -107,25 +108,68 @@ def engine_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _in_own_loop(work: Awaitable[None]) -> None:
+    # Its own thread and loop: the fixture may be first requested from inside a running loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store migrated once per test process: each test starts from a copy (the
+    migrations take longer than the rest of a relay's start-up)."""
+    path = tmp_path_factory.mktemp("template") / "relay.db"
+
+    async def run() -> None:
+        store = Store.open(StoreSettings(url=f"sqlite:///{path}"))
+        try:
+            await migrate(store)
+        finally:
+            await store.close()
+
+    _in_own_loop(run())
+    return path
+
+
 @pytest.fixture
 async def store_url(
     engine_name: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[str]:
-    """An empty, migrated-on-open store URL for one test."""
+    """An empty, migrated store URL for one test."""
     if engine_name == "sqlite":
-        yield f"sqlite:///{tmp_path / 'relay.db'}"
+        path = tmp_path / "relay.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
     url = request.getfixturevalue("pg_database")
     store = Store.open(StoreSettings(url=url))
     try:
-        async with store.write() as conn:
-            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-            exists = await conn.scalar(text("SELECT to_regclass('public.accounts') IS NOT NULL"))
-            if exists:
-                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        async with store.read() as conn:
+            migrated = await conn.scalar(text("SELECT to_regclass('public.accounts') IS NOT NULL"))
+        if migrated:
+            async with store.write() as conn:
+                await _empty(conn)
+        else:
+            await migrate(store)
     finally:
         await store.close()
     yield url
+
+
+async def _empty(conn: AsyncConnection) -> None:
+    """Delete every row of the session's PostgreSQL database.
+
+    ``DELETE`` rather than ``TRUNCATE``: on tables this small it takes a millisecond, where
+    ``TRUNCATE`` (new files for every table) takes about fifty; identities restart as they
+    would after ``TRUNCATE ... RESTART IDENTITY``.
+    """
+    for table in reversed(metadata.sorted_tables):
+        await conn.execute(table.delete())
+    sequences = await conn.scalars(
+        text("SELECT oid::regclass::text FROM pg_class WHERE relkind = 'S'")
+    )
+    for sequence in sequences.all():
+        await conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
 
 
 @pytest.fixture

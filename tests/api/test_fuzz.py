@@ -1,6 +1,6 @@
 """Property-based run of schemathesis over /openapi.json against a real relay process.
 
-``make test`` runs it (once per store engine) for ``RELAY_FUZZ_SECONDS`` (default 45) of
+``make test`` runs it (once per store engine) for ``RELAY_FUZZ_SECONDS`` (default 25) of
 generation: schemathesis's ``--max-time`` spends that budget across its phases and stops.
 """
 
@@ -18,7 +18,7 @@ from relay.api.routes import endpoints
 from tests.proc import RelayProcess, free_port, relay_env
 
 TOKEN = "fuzz-" + "f" * 40
-SECONDS = int(os.environ.get("RELAY_FUZZ_SECONDS", "45"))
+SECONDS = int(os.environ.get("RELAY_FUZZ_SECONDS", "25"))
 CHECKS = ",".join(
     (
         "not_a_server_error",

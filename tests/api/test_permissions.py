@@ -98,6 +98,9 @@ def test_every_route_declares_its_permission() -> None:
             assert ep.permission is not None, f"{ep.method} {ep.path} declares no permission"
 
 
+# The permission check is the middleware's, before any store work: one engine is enough for
+# the whole matrix (the tests below run on both).
+@pytest.mark.parametrize("engine_name", ["sqlite"])
 @pytest.mark.parametrize("ep", guarded(), ids=lambda ep: f"{ep.method} {ep.path}")
 async def test_matrix(make_client: MakeClient, quiet: Settings, ep: Endpoint) -> None:
     """Without the route's permission: 403 naming it; bound to another account: the 404 of

@@ -1,7 +1,7 @@
 """A soak run: many mailboxes, mail flowing, faults at random; nothing may be lost or doubled.
 
-Used by ``bench/soak.py`` (30 minutes, 500 mailboxes) and ``tests/faults/test_soak.py`` (about
-2 minutes, 50 mailboxes). One run:
+Used by ``bench/soak.py`` (30 minutes, 500 mailboxes) and ``tests/faults/test_soak.py`` (a
+minute, 50 mailboxes). One run:
 
 1. starts a PostgreSQL of its own (:class:`PrivatePostgres`; ``store="sqlite"``: a SQLite file,
    and no database faults), a :class:`ScaleDovecot` with one user per mailbox, a verifying

@@ -1,4 +1,4 @@
-"""Two minutes of the soak run (``bench/soak.py`` runs it for 30): 50 mailboxes, mail flowing,
+"""A minute of the soak run (``bench/soak.py`` runs it for 30): 50 mailboxes, mail flowing,
 kicks, Dovecot restarts and PostgreSQL crashes; every message is reported exactly once.
 
 Only the counts are asserted: neither memory nor timing, which depend on what else the
@@ -23,18 +23,18 @@ def progress(text: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
-async def test_two_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """Two minutes of 5 messages/s to 50 mailboxes through a few kicks, Dovecot restarts and
+async def test_one_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """A minute of 5 messages/s to 50 mailboxes through a few kicks, Dovecot restarts and
     PostgreSQL crashes: every message in a mailbox at the end is reported, under one
     ``webhook-id``, for its own account, and nothing is reported that was not sent."""
     if not postgres.available():
         pytest.skip("needs PostgreSQL server binaries and root")
     options = SoakOptions(
-        minutes=2,
+        minutes=1,
         mailboxes=50,
         rate=5,
         seed=7,
-        fault_gap=(5.0, 12.0),
+        fault_gap=(4.0, 8.0),
         kick_users=5,
         dovecot_down=(2.0, 4.0),
         postgres_down=(5.0, 12.0),
@@ -46,7 +46,7 @@ async def test_two_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> N
     shown = json.dumps(result)
     progress(shown)
     assert set(result["faults"]) == set(KINDS), shown
-    assert result["sent"] >= 100, shown
+    assert result["sent"] >= 50, shown
     assert result["lost"] == 0, shown
     assert result["duplicated"] == 0, shown
     assert result["wrong_account"] == 0, shown
