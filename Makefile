@@ -1,8 +1,9 @@
 # The targets the README shows and CI calls.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Four workers: the tests mostly wait on their peers (Dovecot, PostgreSQL, the sandbox).
-PYTEST_ARGS ?= -n 4
+# Four workers: many tests wait on their peers (Dovecot, PostgreSQL, the sandbox). Tests are
+# handed out two at a time so the long ones (run first) spread over the workers.
+PYTEST_ARGS ?= -n 4 --maxschedchunk 2
 
 .PHONY: install run test lint peers bench soak clean
 

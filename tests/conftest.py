@@ -52,6 +52,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long end-to-end tests (marked ``slow``) first: spread over the workers from the start
+    (``make test`` hands tests out two at a time), they no longer end the run one by one
+    while the other workers wait."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Collect the garbage a test leaves once its fixtures (and its event loop) are gone.

@@ -261,6 +261,7 @@ def _admin_sign_in(base: str, password: str) -> tuple[int, str]:
         return int(exc.code), exc.read().decode()
 
 
+@pytest.mark.slow
 def test_admin_password_signs_in_to_the_admin_ui(tmp_path: Path) -> None:
     """`relay admin-password` reads a password from standard input and stores it: the
     running relay's admin UI signs in with it (and not with another); `--clear` removes it."""

@@ -23,6 +23,7 @@ from tests.sources.imap.support import message
 OUTAGE_MESSAGES = 10
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_postgresql_crash_while_mail_arrives_loses_nothing(
     tmp_path: Path, dovecot: DovecotServer, private_pg: PrivatePostgres, receiver: Receiver
@@ -58,6 +59,7 @@ async def test_postgresql_crash_while_mail_arrives_loses_nothing(
     assert said["store available again"] == 1, said
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_shutdown_while_postgresql_is_down_exits_cleanly(
     tmp_path: Path, dovecot: DovecotServer, private_pg: PrivatePostgres, receiver: Receiver

@@ -67,6 +67,7 @@ def _fill(path: Path) -> None:
                     pass
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_sqlite_disk_full_while_mail_arrives_loses_nothing(
     tmp_path: Path, dovecot: DovecotServer, small_disk: Path, receiver: Receiver
@@ -117,6 +118,7 @@ def _write_once(db: Path) -> float:
         conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_sigterm_under_write_load_releases_the_sqlite_lock(tmp_path: Path) -> None:
     """A relay delivering thousands of events (every outcome a write) and taking API writes

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.sandbox.server import RunningSandbox
@@ -69,6 +70,7 @@ async def _read_back(
     assert 'filename="report.bin"' in headers["Content-Disposition"]
 
 
+@pytest.mark.slow
 async def test_graph_main_mailbox_read_changed_and_moved_through_the_api(
     start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
 ) -> None:
@@ -156,6 +158,7 @@ async def test_graph_main_mailbox_read_changed_and_moved_through_the_api(
     assert deleted["moved"]["destination"] == "Deleted Items"
 
 
+@pytest.mark.slow
 async def test_graph_shared_mailbox_is_read_with_the_main_token_and_ids_stay_apart(
     start: Start, http: aiohttp.ClientSession, sandbox: RunningSandbox
 ) -> None:

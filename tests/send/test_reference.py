@@ -87,6 +87,7 @@ def _original(user: Account) -> bytes:
     return head + b"\r\n" + extra + b"\r\n" + rest
 
 
+@pytest.mark.slow
 async def test_reply_fills_recipients_subject_and_threading_and_flags_the_original(
     make_client: MakeClient,
     settings: Settings,

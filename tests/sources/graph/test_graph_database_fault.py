@@ -44,6 +44,7 @@ async def _wait_subjects(rx: Receiver, wanted: set[str], within: float) -> None:
             await rx.wait_for(rx.accepted_count + 1, timeout=None)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("watched", ["subscription", "polling"])
 async def test_graph_account_survives_a_database_crash(

@@ -84,6 +84,7 @@ def _retries(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == "graph unavailable; retrying"]
 
 
+@pytest.mark.slow
 async def test_503_shorter_than_the_grace_keeps_the_account_connected(
     start: Start,  # noqa: F811 (the fixture imported above)
     http: aiohttp.ClientSession,

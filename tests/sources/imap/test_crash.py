@@ -47,6 +47,7 @@ def _of(found: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in found if e["event"] == kind]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_kill_9_while_folders_change_loses_and_repeats_nothing(
     tmp_path: Path, dovecot: DovecotServer, store_url: str
