@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -36,7 +37,13 @@ def _current(connection: Connection) -> str | None:
 
 
 async def migrate(store: Store) -> None:
-    """Bring the schema to the newest revision."""
+    """Bring the schema to the newest revision.
+
+    A store already there is left alone without running Alembic's environment (which loads
+    every migration script anew: most of a start-up's time on a small store).
+    """
+    if await current_revision(store) == head_revision():
+        return
     async with store.write() as conn:
         await conn.run_sync(_upgrade)
 
@@ -46,6 +53,7 @@ async def current_revision(store: Store) -> str | None:
         return await conn.run_sync(_current)
 
 
+@functools.cache
 def head_revision() -> str | None:
     """The newest revision shipped with this version."""
     return ScriptDirectory.from_config(_config()).get_current_head()
