@@ -113,7 +113,10 @@ async def prepare_store(store_url: str, url: str) -> tuple[Store, Cipher, str]:
 
 def _worker(store: Store, cipher: Cipher) -> DeliveryWorker:
     settings = WebhookSettings(
-        allow_networks=("127.0.0.0/8",), concurrency=CONCURRENCY, batch_size=512
+        allow_networks=("127.0.0.0/8",),
+        concurrency=CONCURRENCY,
+        route_concurrency=CONCURRENCY,
+        batch_size=512,
     )
     return DeliveryWorker(store, cipher, settings, Metrics.create())
 
