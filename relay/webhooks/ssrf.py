@@ -1,42 +1,23 @@
 """The SSRF guard: webhooks only reach public addresses unless a network is allowed.
 
-The check runs in the connector's socket factory, i.e. on every address a connection is
-actually opened to, after DNS. A hostname that resolves (or later rebinds) to a private
-address is refused just like a literal private IP, and so are IPv6 forms that wrap a private
-IPv4 address (IPv4-mapped, NAT64, 6to4, Teredo).
-
-How a refusal reaches the caller of ``ClientSession.request``: the socket factory raises
-:class:`SsrfRefused`. aiohappyeyeballs treats it as that address failing (it is an ``OSError``)
-and tries the host's other addresses; when none connects, aiohttp raises
-``aiohttp.ClientConnectorError`` whose ``os_error`` (and ``__cause__``) is the refusal. When
-several addresses failed with different messages, aiohappyeyeballs folds them into one plain
-``OSError("Multiple exceptions: ...")``; :func:`ssrf_refusal` reads the refusal back out of
-that text. Use :func:`ssrf_reason` / :func:`ssrf_refusal` rather than ``isinstance``.
+The check runs on every address a connection is actually opened to, after DNS
+(:class:`relay.webhooks.poster.Poster` for HTTP routes, :func:`checked_address` for brokers).
+A hostname that resolves (or later rebinds) to a private address is refused just like a
+literal private IP, and so are IPv6 forms that wrap a private IPv4 address (IPv4-mapped,
+NAT64, 6to4, Teredo). A refusal is raised as :class:`SsrfRefused`; :func:`ssrf_reason` finds
+it behind the exceptions that wrap it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 import socket
-import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
-
 from relay.errors import DeliveryError
-
-AddrInfo = tuple[
-    int | socket.AddressFamily,
-    int | socket.SocketKind,
-    int,
-    str,
-    tuple[str, int] | tuple[str, int, int, int],
-]
 
 IPNetwork = IPv4Network | IPv6Network
 IPAddress = IPv4Address | IPv6Address
@@ -82,14 +63,12 @@ _V6_SPECIAL: tuple[tuple[IPv6Network, str], ...] = tuple(
 _NAT64 = IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = IPv6Network("64:ff9b:1::/48")
 
-_REFUSAL = re.compile(r"address (\S+) is not allowed \((.+?)\); " + re.escape(HOW_TO_ALLOW))
-
 
 class SsrfRefused(DeliveryError, OSError):
     """A webhook target address is not public and not in ``[webhooks] allow_networks``.
 
-    It is also an ``OSError`` so that the connector treats it as one address failing and
-    tries the host's other addresses (and aiohttp wraps it like any connect error).
+    It is also an ``OSError``: like a connect error, it is one address failing, and the
+    host's other addresses are tried.
     """
 
     def __init__(
@@ -193,49 +172,6 @@ class AddressPolicy:
         return _v6_reason(addr)
 
 
-def guarded_socket_factory(policy: AddressPolicy) -> Callable[[AddrInfo], socket.socket]:
-    """A ``socket_factory`` for ``aiohttp.TCPConnector`` that refuses disallowed addresses.
-
-    Raises :class:`SsrfRefused` before any socket exists for a refused address.
-    """
-
-    def factory(addr_info: AddrInfo) -> socket.socket:
-        family, type_, proto, _, sockaddr = addr_info
-        address = str(sockaddr[0])
-        reason = policy.check(address)
-        if reason is not None:
-            raise SsrfRefused(address, reason)
-        return socket.socket(family=family, type=type_, proto=proto)
-
-    return factory
-
-
-def make_connector(
-    policy: AddressPolicy,
-    *,
-    limit: int,
-    limit_per_host: int,
-    ssl: ssl.SSLContext | bool = True,
-    ttl_dns_cache: int | None = 10,
-    keepalive_timeout: float = 15.0,
-    resolver: AbstractResolver | None = None,
-) -> aiohttp.TCPConnector:
-    """A ``TCPConnector`` whose every connection goes through :func:`guarded_socket_factory`.
-
-    Use it with ``trust_env=False`` (aiohttp's default): through a proxy the guard would only
-    see the proxy's address.
-    """
-    return aiohttp.TCPConnector(
-        limit=limit,
-        limit_per_host=limit_per_host,
-        ssl=ssl,
-        ttl_dns_cache=ttl_dns_cache,
-        keepalive_timeout=keepalive_timeout,
-        resolver=resolver,
-        socket_factory=guarded_socket_factory(policy),
-    )
-
-
 async def checked_address(host: str, port: int, policy: AddressPolicy) -> str:
     """The address to open a broker connection to: the first that ``host`` resolves to and
     ``policy`` allows.
@@ -268,29 +204,17 @@ def _causes(exc: BaseException) -> Iterable[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        if isinstance(current, aiohttp.ClientConnectorError):
-            stack.append(current.os_error)
         if isinstance(current, BaseExceptionGroup):
             stack.extend(current.exceptions)
         stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
 
 
 def ssrf_refusal(exc: BaseException) -> SsrfRefused | None:
-    """The :class:`SsrfRefused` behind an exception from ``ClientSession.request``, or None.
-
-    The result names the URL's host when aiohttp's error tells it.
-    """
-    host: str | None = None
+    """The :class:`SsrfRefused` behind an exception (itself, its causes or its group's
+    members), or None."""
     for current in _causes(exc):
-        if isinstance(current, aiohttp.ClientConnectorError) and host is None:
-            host = current.host
         if isinstance(current, SsrfRefused):
-            return SsrfRefused(current.address, current.reason, host or current.host)
-        if isinstance(current, OSError):
-            # aiohappyeyeballs folds several failed addresses into one OSError's text.
-            match = _REFUSAL.search(str(current))
-            if match is not None:
-                return SsrfRefused(match.group(1), match.group(2), host)
+            return current
     return None
 
 

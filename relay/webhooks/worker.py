@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
 import structlog
 
 from relay import __version__
@@ -38,12 +37,13 @@ from relay.store.outage import retry_level
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.outcome import Verdict, judge
 from relay.webhooks.outcome_waiters import OutcomeWaiters
+from relay.webhooks.poster import AttemptError, Poster
 from relay.webhooks.routes import Route, route_from_row, service_secret
 from relay.webhooks.signing import delivery_headers, sink_headers
 from relay.webhooks.sink_targets import HTTP
 from relay.webhooks.sinks.base import SinkFailed, SinkMessage
 from relay.webhooks.sinks.pool import Publishers
-from relay.webhooks.ssrf import AddressPolicy, make_connector, ssrf_reason
+from relay.webhooks.ssrf import AddressPolicy, ssrf_reason
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,6 @@ class Counters:
 @dataclass
 class _Inflight:
     claimed: Claimed
-    task: asyncio.Task[None] | None = None
     done: bool = field(default=False)
 
 
@@ -99,6 +98,13 @@ class DeliveryWorker:
         # running now, which is what the concurrency limit bounds.
         self._inflight: dict[int, _Inflight] = {}
         self._active = 0
+        # Claimed attempts wait here for one of the ``concurrency`` attempt tasks that live as
+        # long as the worker: a task per attempt cost about a third of a delivery's time in
+        # the event loop. A claim never takes more than the tasks free to run it at once.
+        self._ready: asyncio.Queue[tuple[_Inflight, Stored]] = asyncio.Queue()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._attempters: list[asyncio.Task[None]] = []
         self._refill_at = max(1, min(settings.batch_size, settings.concurrency) // 4)
         # Attempts running now per route. A claim skips the routes without a good share of
         # their route_concurrency free, and gives back in the same transaction what it took
@@ -118,7 +124,7 @@ class DeliveryWorker:
         self._routes: dict[str, Route] = {}
         self._routes_stamp: tuple[int, int, int] | None = None
         self._service_secret = ""
-        self._session: aiohttp.ClientSession | None = None
+        self._poster: Poster | None = None
         # Queue sinks: one broker connection per address, kept across deliveries.
         self.publishers = Publishers(self._policy, timeout=settings.timeout)
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,22 +147,17 @@ class DeliveryWorker:
         async with self.store.write(notify=False) as conn:
             self._service_secret = await service_secret(conn, self.cipher, create=True) or ""
         await self._refresh_routes(force=True)
-        connector = make_connector(
-            self._policy,
-            limit=self.settings.concurrency,
-            limit_per_host=self.settings.route_concurrency,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            skip_auto_headers=("User-Agent",),
-        )
+        self._poster = Poster(self._policy, timeout=self.settings.timeout, excerpt=_BODY_LIMIT)
         self.store.on_commit(Wake.DELIVERIES, self.wake)
         # The claim and maintenance loops end by themselves at stop(); the flush loop is
         # cancelled (its writes are shielded).
         self._ending = [
             asyncio.create_task(self._claim_loop(), name="webhooks.claim"),
             asyncio.create_task(self._maintenance_loop(), name="webhooks.maintenance"),
+        ]
+        self._attempters = [
+            asyncio.create_task(self._attempt_loop(), name="webhooks.attempt")
+            for _ in range(self.settings.concurrency)
         ]
         self._tasks = [
             *self._ending,
@@ -168,12 +169,11 @@ class DeliveryWorker:
         self._stopping.set()
         self._wakeup.set()
         self.store.off_commit(Wake.DELIVERIES, self.wake)
-        running = [i.task for i in self._inflight.values() if i.task is not None]
-        if running:
-            await asyncio.wait(running, timeout=grace)
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        for task in self._attempters:
+            task.cancel()
+        await asyncio.gather(*self._attempters, return_exceptions=True)
         self._flush_needed.set()
         # The claim and maintenance loops end by themselves once their write is over: a
         # write cancelled mid-statement would take the store's shared transaction (and the
@@ -189,8 +189,8 @@ class DeliveryWorker:
             with contextlib.suppress(StoreError):
                 async with self.store.write(notify=False) as conn:
                     await queue.release(conn, unfinished, node=self.node, now=self._now_ms())
-        if self._session is not None:
-            await self._session.close()
+        if self._poster is not None:
+            await self._poster.close()
         await self.publishers.close()
 
     def wake(self) -> None:
@@ -290,11 +290,12 @@ class DeliveryWorker:
             bodies = await queue.payloads(conn, [c.event_id for c in batch])
         if any(c.route_id not in self._routes for c in batch):
             await self._refresh_routes(force=True)
+        self._idle.clear()
         for c in batch:
             entry = _Inflight(c)
             self._inflight[c.seq] = entry
             self._active += 1
-            entry.task = asyncio.create_task(self._deliver(entry, bodies[c.event_id]))
+            self._ready.put_nowait((entry, bodies[c.event_id]))
         return len(batch) + len(surplus)
 
     def _route_room(self) -> int:
@@ -324,6 +325,16 @@ class DeliveryWorker:
 
     # -- one attempt -------------------------------------------------------------------------
 
+    async def _attempt_loop(self) -> None:
+        while True:
+            entry, stored = await self._ready.get()
+            try:
+                await self._deliver(entry, stored)
+            except Exception:
+                # A bug, not an answer: the delivery keeps its lease and is attempted again
+                # once the lease ran out; this task goes on with the next.
+                log.exception("webhook attempt failed", seq=entry.claimed.seq)
+
     async def _deliver(self, entry: _Inflight, stored: Stored) -> None:
         claimed = entry.claimed
         route = self._routes.get(claimed.route_id)
@@ -346,6 +357,8 @@ class DeliveryWorker:
                 self._flush_full.set()
         finally:
             self._active -= 1
+            if not self._active:
+                self._idle.set()
             self._free_route_slot(claimed.route_id)
             # Claim again once a good share of the slots is free, not after every attempt:
             # one claim transaction per finished attempt would cost more than it brings.
@@ -367,7 +380,7 @@ class DeliveryWorker:
             self._backlog = True
 
     async def _attempt(self, route: Route, claimed: Claimed, payload: str) -> Outcome:
-        assert self._session is not None
+        assert self._poster is not None
         attempt = claimed.attempts + 1
         body = payload.encode()
         started = self.clock()
@@ -387,21 +400,18 @@ class DeliveryWorker:
         retry_after: str | None = None
         location: str | None = None
         try:
-            # The session's timeout bounds the whole attempt: connecting, sending, the status
-            # line and headers, and the excerpt of the answer.
-            async with self._session.post(
-                route.url, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-                location = resp.headers.get("Location")
-                response_body = await _excerpt(resp)
+            answer = await self._poster.post(route.url, body, headers)
         except TimeoutError:
             error = f"timed out after {self.settings.timeout:g} s"
-        except aiohttp.ClientError as exc:
-            error = ssrf_reason(exc) or f"{exc.__class__.__name__}: {exc}"
+        except AttemptError as exc:
+            error = str(exc)
         except OSError as exc:
             error = ssrf_reason(exc) or f"{exc.__class__.__name__}: {exc}"
+        else:
+            status = answer.status
+            retry_after = answer.retry_after
+            location = answer.location
+            response_body = answer.excerpt
         finished = self.clock()
         verdict = judge(
             status=status,
@@ -576,29 +586,6 @@ class DeliveryWorker:
         await self.publishers.keep_only(
             (r.kind, r.url) for r in self._routes.values() if r.kind != HTTP
         )
-
-
-async def _excerpt(resp: aiohttp.ClientResponse) -> str:
-    """The first ``_BODY_LIMIT`` bytes of an answer, as text.
-
-    Read within what is left of the attempt's time; the status has decided the outcome
-    already, so a body that stops coming or breaks off leaves the excerpt short, nothing
-    else. A longer body is not read to its end: the connection is closed instead (a receiver
-    may send an endless or a huge body).
-    """
-    raw = bytearray()
-    try:
-        while len(raw) < _BODY_LIMIT:
-            chunk = await resp.content.read(_BODY_LIMIT - len(raw))
-            if not chunk:
-                break
-            raw += chunk
-    except (TimeoutError, aiohttp.ClientPayloadError):
-        pass
-    finally:
-        if not resp.content.at_eof():
-            resp.close()
-    return raw.decode(errors="replace")
 
 
 def _outcome(

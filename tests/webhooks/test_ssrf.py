@@ -1,19 +1,18 @@
-"""The SSRF guard: the address table, and refusals through a real aiohttp client and server."""
+"""The SSRF guard: the address table, and refusals through the webhook client and a real
+receiver."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from relay.errors import DeliveryError
+from relay.webhooks.poster import AttemptError, Poster
 from relay.webhooks.ssrf import (
     AddressPolicy,
     SsrfRefused,
-    make_connector,
     ssrf_reason,
     ssrf_refusal,
 )
@@ -111,31 +110,6 @@ def test_refusal_message_says_what_to_do() -> None:
     assert ssrf_reason(ValueError("nope")) is None
 
 
-class FakeDns(AbstractResolver):
-    """Resolves the names it was given to fixed addresses (a rebinding or split-horizon DNS)."""
-
-    def __init__(self, names: dict[str, Sequence[str]]) -> None:
-        self.names = names
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for ip in self.names[host]
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
 Post = Callable[..., Awaitable[int]]
 
 
@@ -148,26 +122,30 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def post() -> AsyncIterator[Post]:
-    """POST through a guarded connector: ``await post(url, allow=[...], dns={...})``."""
-    sessions: list[aiohttp.ClientSession] = []
+    """POST through the guarded webhook client: ``await post(url, allow=[...], dns={...})``,
+    where ``dns`` maps names to the addresses they resolve to (a rebinding or split-horizon
+    DNS)."""
+    posters: list[Poster] = []
 
     async def send(
-        url: str, *, allow: Sequence[str] = (), dns: dict[str, Sequence[str]] | None = None
+        url: str, *, allow: Sequence[str] = (), dns: dict[str, list[str]] | None = None
     ) -> int:
-        connector = make_connector(
+        async def resolve(host: str, port: int) -> list[str]:
+            assert dns is not None
+            return dns[host]
+
+        poster = Poster(
             AddressPolicy(allow_networks=allow),
-            limit=10,
-            limit_per_host=10,
-            resolver=FakeDns(dns) if dns is not None else None,
+            timeout=10,
+            resolve=resolve if dns is not None else None,
         )
-        session = aiohttp.ClientSession(connector=connector)
-        sessions.append(session)
-        async with session.post(url, data=b"{}", allow_redirects=False) as resp:
-            return resp.status
+        posters.append(poster)
+        answer = await poster.post(url, b"{}", {"Content-Type": "application/json"})
+        return answer.status
 
     yield send
-    for session in sessions:
-        await session.close()
+    for poster in posters:
+        await poster.close()
 
 
 def mapped_loopback_works() -> bool:
@@ -199,7 +177,7 @@ async def test_loopback_refused_by_default(
     receiver: Receiver, post: Post, url: str, address: str
 ) -> None:
     """Literal, IPv4-mapped and resolved loopback targets never get a connection."""
-    with pytest.raises(aiohttp.ClientConnectorError) as caught:
+    with pytest.raises(SsrfRefused) as caught:
         await post(url.format(port=receiver.port))
     refusal = ssrf_refusal(caught.value)
     assert refusal is not None
@@ -233,7 +211,7 @@ async def test_hostname_resolving_to_private_address_refused(
 ) -> None:
     """A public-looking name that resolves (or rebinds) to a private address is refused."""
     url = f"http://hooks.example.com:{receiver.port}/hook"
-    with pytest.raises(aiohttp.ClientConnectorError) as caught:
+    with pytest.raises(SsrfRefused) as caught:
         await post(url, dns={"hooks.example.com": ["10.0.0.7"]})
     assert ssrf_reason(caught.value) == (
         "webhook host hooks.example.com: address 10.0.0.7 is not allowed (private); "
@@ -255,7 +233,7 @@ async def test_refusal_found_when_every_address_is_refused(
 ) -> None:
     """With several refused addresses the caller can still tell it was the SSRF guard."""
     url = f"http://multi.example.com:{receiver.port}/hook"
-    with pytest.raises(aiohttp.ClientConnectorError) as caught:
+    with pytest.raises(SsrfRefused) as caught:
         await post(url, dns={"multi.example.com": addresses})
     refusal = ssrf_refusal(caught.value)
     assert refusal is not None
@@ -266,6 +244,6 @@ async def test_refusal_found_when_every_address_is_refused(
 
 async def test_other_connect_errors_are_not_refusals(post: Post) -> None:
     """A closed port on an allowed address fails as a plain connect error."""
-    with pytest.raises(aiohttp.ClientConnectorError) as caught:
+    with pytest.raises(AttemptError, match=r"cannot connect to 127\.0\.0\.1") as caught:
         await post(f"http://127.0.0.1:{free_port()}/hook", allow=["127.0.0.0/8"])
     assert ssrf_reason(caught.value) is None
