@@ -227,7 +227,7 @@ deliveries = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Column("delivered_ms", BigInteger, nullable=True),
-    Index(None, "status", "lane", "next_attempt_ms"),
+    Index(None, "status", "lane", "next_attempt_ms", "seq"),
     Index(None, "route_id", "seq"),
     Index(None, "status", "lease_until_ms"),
 )
