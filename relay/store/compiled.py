@@ -26,7 +26,8 @@ from sqlalchemy import ARRAY, ColumnElement, any_, bindparam, func, literal_colu
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement, Select
+from sqlalchemy.sql.expression import ClauseElement, Select, TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 
 def any_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
@@ -179,3 +180,41 @@ async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
         return (await driver.execute(sql, args)).rowcount
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+
+
+def _unnest(columns: Mapping[str, TypeEngine[Any]]) -> TableValuedAlias:
+    """``unnest(:a, :b, ...) AS v(a, b, ...)``: one array parameter per column, read as rows."""
+    arrays = (bindparam(name, type_=ARRAY(type_)) for name, type_ in columns.items())
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+
+
+class ManyRows:
+    """One statement for many rows of values.
+
+    On SQLite ``one`` (binding each of ``columns`` by name) runs as the driver's
+    ``executemany``: one hand-over to its thread. On PostgreSQL ``all`` gets the rows as a
+    table, ``unnest()`` of one array per column, and runs once: an execution per row (what
+    asyncpg's ``executemany`` does) cost the server about half as much again as the rows' own
+    work (recording outcomes: 34 -> 22 µs per row).
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, TypeEngine[Any]],
+        *,
+        one: Callable[[], ClauseElement],
+        all: Callable[[TableValuedAlias], ClauseElement],
+    ) -> None:
+        self._names = tuple(columns)
+        self._one = Statement(lambda _: one(), columns=self._names)
+        self._all = Statement(lambda _: all(_unnest(columns)))
+
+    async def run(self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Run for ``rows``, each holding the values of ``columns`` in that order."""
+        if not rows:
+            return
+        if conn.dialect.name != "postgresql":
+            await self._one.many(conn, rows)
+            return
+        arrays = {name: [row[i] for row in rows] for i, name in enumerate(self._names)}
+        await self._all.run(conn, **arrays)

@@ -34,7 +34,7 @@ from relay.events.fit import fit_payload
 from relay.events.model import Event
 from relay.events.routing import route_matches
 from relay.store import dialect, wakes
-from relay.store.compiled import Statement
+from relay.store.compiled import ManyRows, Statement
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import (
     DeliveryStatus,
@@ -125,12 +125,20 @@ async def service_url(conn: AsyncConnection, default: str) -> str:
 
 
 _EVENT_COLUMNS = ("id", "account", "event", "created_ms", "payload", "path")
-_INSERT_EVENT = Statement(
-    lambda _: events.insert().values({c: bindparam(c) for c in _EVENT_COLUMNS}),
-    columns=_EVENT_COLUMNS,
+_INSERT_EVENTS = ManyRows(
+    {name: events.c[name].type for name in _EVENT_COLUMNS},
+    one=lambda: events.insert().values({c: bindparam(c) for c in _EVENT_COLUMNS}),
+    all=lambda v: events.insert().from_select(list(_EVENT_COLUMNS), select(*v.c)),
 )
-_INSERT_DELIVERY = Statement(
-    lambda _: deliveries.insert().values(
+# A new delivery: lane 0, no attempt yet, due now.
+_INSERT_DELIVERIES = ManyRows(
+    {
+        "route_id": deliveries.c.route_id.type,
+        "event_id": deliveries.c.event_id.type,
+        "status": deliveries.c.status.type,
+        "ms": deliveries.c.created_ms.type,
+    },
+    one=lambda: deliveries.insert().values(
         route_id=bindparam("route_id"),
         event_id=bindparam("event_id"),
         status=bindparam("status"),
@@ -140,7 +148,28 @@ _INSERT_DELIVERY = Statement(
         created_ms=bindparam("ms"),
         updated_ms=bindparam("ms"),
     ),
-    columns=("route_id", "event_id", "status", "ms"),
+    all=lambda v: deliveries.insert().from_select(
+        [
+            "route_id",
+            "event_id",
+            "status",
+            "lane",
+            "attempts",
+            "next_attempt_ms",
+            "created_ms",
+            "updated_ms",
+        ],
+        select(
+            v.c.route_id,
+            v.c.event_id,
+            v.c.status,
+            literal_column("0"),
+            literal_column("0"),
+            v.c.ms,
+            v.c.ms,
+            v.c.ms,
+        ),
+    ),
 )
 _ROUTE_COLUMNS = (webhook_routes.c.id, webhook_routes.c.events, webhook_routes.c.accounts)
 _ROUTES = Statement(lambda _: select(*_ROUTE_COLUMNS))
@@ -175,7 +204,7 @@ async def record(
     await sent_queue_ids(conn, batch)
     base = await service_url(conn, default_service_url)
     ms = now_ms()
-    await _INSERT_EVENT.many(
+    await _INSERT_EVENTS.run(
         conn,
         [
             (
@@ -210,7 +239,7 @@ async def record(
             if wanted:
                 rows.append((route_id, e.id, pending, ms))
     if rows:
-        await _INSERT_DELIVERY.many(conn, rows)
+        await _INSERT_DELIVERIES.run(conn, rows)
         wakes.wake_on_commit(conn, Wake.DELIVERIES)
     return [e.id for e in batch]
 
