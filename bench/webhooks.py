@@ -188,6 +188,11 @@ async def rounds(
         sent += n
         drain_rates.append(await drain(store, cipher, stats, n, sent))
         sent += n
+        print(
+            f"round {len(bare_rates)}: bare {bare_rates[-1]:.0f}/s, durable "
+            f"{durable_rates[-1]:.0f}/s, drain {drain_rates[-1]:.0f}/s",
+            file=sys.stderr,
+        )
     found = await latencies(store)
 
     def ratios(rates: list[float]) -> list[float]:

@@ -278,6 +278,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # 64 MiB of page cache per connection instead of SQLite's 2 MiB: the queue's indexes
+        # outgrow 2 MiB after some 50,000 deliveries, and every page read past the cache is
+        # a system call (delivery throughput fell by a third as the tables grew).
+        cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
