@@ -8,6 +8,8 @@ every attempt.
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,7 +69,18 @@ def parse_iso(value: Any) -> datetime | None:
 
 
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A UUID version 7 (RFC 9562): 48 bits of Unix time in milliseconds, then 74 random bits.
+
+    Still an opaque UUID to receivers, but ids made later sort later: rows keyed by event id
+    go in at the end of their indexes instead of at random places (with version 4 ids, each
+    insert dirtied its own page of the ``events.id`` index, and the store's writes slowed as
+    the table grew).
+    """
+    ms = time.time_ns() // 1_000_000
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
 
 
 @dataclass(frozen=True, slots=True)
