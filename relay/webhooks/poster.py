@@ -147,6 +147,10 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            # A second answer to one request (in the same read as the first): whatever it
+            # is, the connection cannot be trusted with another request.
+            self._reusable = False
         self._retry_after = self._location = None
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -327,3 +327,26 @@ async def test_request_lost_on_a_new_connection_is_an_error(
     with pytest.raises(AttemptError, match="closed the connection before answering"):
         await poster.post(f"http://127.0.0.1:{server.port}/h", b"1", {})
     assert len(server.requests) == 1
+
+
+async def test_bytes_after_the_answer_make_the_connection_unusable(
+    raw: Callable[..., Awaitable[RawServer]], poster: Poster
+) -> None:
+    """A receiver that sends more than one answer at once: the first counts, the connection
+    is not used again (the next request gets its own answer on a new connection)."""
+    server = await raw()
+
+    async def twice(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if len(server.requests) == 1:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n"
+            )
+            return True
+        return await ok(head, body, writer)
+
+    server.handler = twice
+    url = f"http://127.0.0.1:{server.port}/h"
+    assert (await poster.post(url, b"1", {})).status == 200
+    assert (await poster.post(url, b"2", {})).status == 200
+    assert server.connections == 2
