@@ -199,13 +199,15 @@ class Store:
                 with contextlib.suppress(SQLAlchemyError):
                     await conn.close()
             opened = await self.engine.connect()
+            # Kept before anything else is awaited: a write cancelled from here on leaves the
+            # connection where close() finds it, not checked out of the pool for good.
+            conn = self._writer = await opened.execution_options(sqlite_begin="IMMEDIATE")
             # The writer keeps 64 MiB of pages instead of SQLite's 2 MiB: the queue's indexes
             # outgrow 2 MiB after some 50,000 deliveries, and each page read past the cache
             # is a system call made while every other write waits.
-            driver = (await opened.get_raw_connection()).driver_connection
+            driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
             await driver.execute("PRAGMA cache_size=-65536")
-            conn = self._writer = await opened.execution_options(sqlite_begin="IMMEDIATE")
         async with self._committing(conn):
             yield conn
 
