@@ -30,11 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ClauseElement
 
 from relay.errors import StoreError
 from relay.store import dialect
+from relay.store.compiled import ManyRows, Statement
 from relay.store.engine import Store
 from relay.store.schema import event_stream, events
 
@@ -60,18 +62,49 @@ def parse_cursor(value: str) -> int | None:
     return int(value)
 
 
+def _counters(*, lock: bool) -> Statement:
+    def build(dialect_name: str) -> ClauseElement:
+        query = select(event_stream.c.last_pos, event_stream.c.pruned_pos).where(
+            event_stream.c.id == literal_column(str(_ROW))
+        )
+        return query.with_for_update() if lock and dialect_name == "postgresql" else query
+
+    return Statement(build)
+
+
+# Compiled once (relay.store.compiled): the sequencer runs these after every write that
+# stored events, in the one writer's transaction on SQLite.
+_COUNTERS = _counters(lock=False)
+_COUNTERS_LOCKED = _counters(lock=True)
+_UNPLACED = Statement(
+    lambda _: (
+        select(events.c.seq)
+        .where(events.c.pos.is_(None))
+        .order_by(events.c.seq)
+        .limit(bindparam("limit"))
+    )
+)
+_GIVE = ManyRows(
+    {"s": events.c.seq.type, "p": events.c.pos.type},
+    one=lambda: update(events).where(events.c.seq == bindparam("s")).values(pos=bindparam("p")),
+    all=lambda v: update(events).where(events.c.seq == v.c.s).values(pos=v.c.p),
+)
+_SET_LAST = Statement(
+    lambda _: (
+        update(event_stream)
+        .where(event_stream.c.id == literal_column(str(_ROW)))
+        .values(last_pos=bindparam("last"))
+    )
+)
+
+
 async def counters(conn: AsyncConnection, *, lock: bool = False) -> tuple[int, int]:
     """``(last_pos, pruned_pos)``; ``lock`` (in a write) holds the row until commit.
 
     A missing row (a database emptied by hand) is created from the positions events hold.
     """
-    query = select(event_stream.c.last_pos, event_stream.c.pruned_pos).where(
-        event_stream.c.id == _ROW
-    )
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
-    if row is None:
+    rows = await (_COUNTERS_LOCKED if lock else _COUNTERS).rows(conn)
+    if not rows:
         if not lock:
             return 0, 0
         top = await conn.scalar(select(func.coalesce(func.max(events.c.pos), 0)))
@@ -80,12 +113,14 @@ async def counters(conn: AsyncConnection, *, lock: bool = False) -> tuple[int, i
             .values(id=_ROW, last_pos=int(top or 0), pruned_pos=0)
             .on_conflict_do_nothing(index_elements=["id"])
         )
-        row = (await conn.execute(query)).first()
-        assert row is not None
-    return int(row[0]), int(row[1])
+        rows = await _COUNTERS_LOCKED.rows(conn)
+        assert rows
+    return int(rows[0][0]), int(rows[0][1])
 
 
-_GIVE = update(events).where(events.c.seq == bindparam("s")).values(pos=bindparam("p"))
+async def unplaced(conn: AsyncConnection, limit: int) -> list[int]:
+    """The seqs of up to ``limit`` events without a position yet, oldest first."""
+    return [int(row[0]) for row in await _UNPLACED.rows(conn, limit=limit)]
 
 
 async def assign(conn: AsyncConnection, *, limit: int = ASSIGN_BATCH) -> int:
@@ -94,19 +129,12 @@ async def assign(conn: AsyncConnection, *, limit: int = ASSIGN_BATCH) -> int:
     last, _ = await counters(conn, lock=True)
     # Read after the lock is held: a new statement, so it sees every transaction that
     # committed before, the previous assigner's included.
-    seqs = (
-        await conn.execute(
-            select(events.c.seq).where(events.c.pos.is_(None)).order_by(events.c.seq).limit(limit)
-        )
-    ).scalars()
-    rows = [{"s": int(seq), "p": last + n} for n, seq in enumerate(seqs, start=1)]
-    if not rows:
+    seqs = await unplaced(conn, limit)
+    if not seqs:
         return 0
-    await conn.execute(_GIVE, rows)
-    await conn.execute(
-        update(event_stream).where(event_stream.c.id == _ROW).values(last_pos=last + len(rows))
-    )
-    return len(rows)
+    await _GIVE.run(conn, [(seq, last + n) for n, seq in enumerate(seqs, start=1)])
+    await _SET_LAST.run(conn, last=last + len(seqs))
+    return len(seqs)
 
 
 async def pruned(conn: AsyncConnection, top: int) -> None:
@@ -304,9 +332,9 @@ class Sequencer:
         """One round: give positions to whatever waits for one; the number given."""
         async with self.store.read() as conn:
             last, _ = await counters(conn)
-            waiting = await conn.scalar(select(events.c.seq).where(events.c.pos.is_(None)).limit(1))
+            waiting = await unplaced(conn, 1)
         given = 0
-        while waiting is not None:
+        while waiting:
             async with self.store.write(notify=False) as conn:
                 batch = await assign(conn)
                 last, _ = await counters(conn)
