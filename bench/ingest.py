@@ -240,8 +240,13 @@ async def baseline_postgresql(dsn: str, n: int, route: str, accounts: int) -> fl
 # -- the relay's path -----------------------------------------------------------------------
 
 
-async def _stats(http: aiohttp.ClientSession, url: str, since_ms: int = 0) -> dict[str, Any]:
-    async with http.get(url, params={"since": str(since_ms)}) as resp:
+async def _stats(
+    http: aiohttp.ClientSession, url: str, since_ms: int | None = None
+) -> dict[str, Any]:
+    """The receiver's counts; with ``since_ms``, also the latencies of the events dated
+    since then (the receiver sorts them all for that: not for progress polls)."""
+    params = {} if since_ms is None else {"since": str(since_ms)}
+    async with http.get(url, params=params) as resp:
         return dict(await resp.json())
 
 
