@@ -247,12 +247,29 @@ def _leaf(node: Sequence[Any], section: str, related: bool) -> Part | None:
     )
 
 
+# The last BODYSTRUCTURE walked, and its parts: normalizing one message asks for the parts
+# of the same object three times (attachments, text, report check), and the walk was a
+# third of the time a burst of new mail spent in the relay. Compared by identity, and held,
+# so the object cannot be freed and its id reused.
+_last_walked: tuple[Any, tuple[Part, ...]] = (None, ())
+
+
 def leaf_parts(bodystructure: Any) -> tuple[Part, ...]:
     """Every leaf part of a parsed BODYSTRUCTURE (imapclient's ``BodyData``), in part order.
 
     Multipart nodes hold their children as a list in element 0 (imapclient's shape). A
     value that is not a BODYSTRUCTURE gives no parts.
     """
+    global _last_walked
+    walked, parts = _last_walked
+    if walked is bodystructure and walked is not None:
+        return parts
+    parts = _leaf_parts(bodystructure)
+    _last_walked = (bodystructure, parts)
+    return parts
+
+
+def _leaf_parts(bodystructure: Any) -> tuple[Part, ...]:
     found: list[Part] = []
     if not isinstance(bodystructure, tuple | list) or not bodystructure:
         return ()
