@@ -7,12 +7,17 @@ address; never a secret or a body. ``relay.store.tokens.log_page`` reads it.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store.compiled import Statement
 from relay.store.schema import token_log
 
 __all__ = ["prune", "record"]
+
+_COLUMNS = ("token_id", "created_ms", "method", "route", "account", "status", "address")
+# Compiled once (relay.store.compiled): every write request with a token appends one.
+_APPEND = Statement(lambda _: insert(token_log).values({c: bindparam(c) for c in _COLUMNS}))
 
 
 async def record(
@@ -27,16 +32,15 @@ async def record(
     address: str | None,
 ) -> None:
     """Append one entry."""
-    await conn.execute(
-        insert(token_log).values(
-            token_id=token_id,
-            created_ms=created_ms,
-            method=method,
-            route=route,
-            account=account,
-            status=status,
-            address=address,
-        )
+    await _APPEND.run(
+        conn,
+        token_id=token_id,
+        created_ms=created_ms,
+        method=method,
+        route=route,
+        account=account,
+        status=status,
+        address=address,
     )
 
 
