@@ -87,9 +87,9 @@ class Store:
             database = make_url(url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            # As many readers as the pool size allows kept open (plus the writer): one opened
-            # for a read and closed after it costs a thread and a file open (under 32
-            # concurrent API requests, that churn was a tenth of the request time).
+            # Readers kept open up to the pool size (plus the writer, which stays checked out):
+            # SQLAlchemy's default of 5 left 4 for reads, and under 32 concurrent API requests
+            # each read beyond them opened and closed a connection (a thread and a file).
             engine = create_async_engine(
                 url,
                 pool_size=settings.pool_size + 1,
@@ -199,15 +199,7 @@ class Store:
                 with contextlib.suppress(SQLAlchemyError):
                     await conn.close()
             opened = await self.engine.connect()
-            # Kept before anything else is awaited: a write cancelled from here on leaves the
-            # connection where close() finds it, not checked out of the pool for good.
             conn = self._writer = await opened.execution_options(sqlite_begin="IMMEDIATE")
-            # The writer keeps 64 MiB of pages instead of SQLite's 2 MiB: the queue's indexes
-            # outgrow 2 MiB after some 50,000 deliveries, and each page read past the cache
-            # is a system call made while every other write waits.
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            await driver.execute("PRAGMA cache_size=-65536")
         async with self._committing(conn):
             yield conn
 

@@ -98,9 +98,9 @@ class DeliveryWorker:
         # running now, which is what the concurrency limit bounds.
         self._inflight: dict[int, _Inflight] = {}
         self._active = 0
-        # Claimed attempts wait here for one of the ``concurrency`` attempt tasks that live as
-        # long as the worker: a task per attempt cost about a third of a delivery's time in
-        # the event loop. A claim never takes more than the tasks free to run it at once.
+        # Claimed attempts wait here for one of the ``concurrency`` attempt tasks, which live
+        # as long as the worker (no task created per delivery). A claim never takes more than
+        # there are tasks free to run it at once, so nothing waits here for long.
         self._ready: asyncio.Queue[tuple[_Inflight, Stored]] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
