@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,7 +41,8 @@ from urllib.parse import unquote
 import httptools
 from yarl import URL
 
-from relay.webhooks.ssrf import AddressPolicy, SsrfRefused
+from relay.webhooks import ssrf
+from relay.webhooks.ssrf import AddressPolicy, screen
 
 _HEAD_LIMIT = 64 * 1024
 
@@ -67,6 +67,11 @@ class _Target:
     port: int
     tls: bool
     head: bytes  # request line, Host (and Authorization) header lines
+
+    @property
+    def key(self) -> tuple[str, int, bool]:
+        """What connections to it are kept under: other paths on the host share them."""
+        return self.host, self.port, self.tls
 
 
 @lru_cache(maxsize=4096)
@@ -241,11 +246,6 @@ class _Connection(asyncio.Protocol):
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
-async def _getaddrinfo(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
 def _is_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
@@ -269,7 +269,7 @@ class Poster:
         resolve: Resolve | None = None,
     ) -> None:
         self._policy = policy
-        self._resolve = resolve or _getaddrinfo
+        self._resolve = resolve or ssrf.resolve
         self._timeout = timeout
         self._keepalive = keepalive
         self._dns_ttl = dns_ttl
@@ -282,7 +282,7 @@ class Poster:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body`` with ``headers`` to ``url``: the answer, once its status line and
-        headers are in. Raises ``TimeoutError`` when none came in time, :class:`SsrfRefused`
+        headers are in. Raises ``TimeoutError`` when none came in time, :class:`ssrf.SsrfRefused`
         for a refused address, :class:`AttemptError` (an ``OSError``) for the rest."""
         target = _target(url)
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -341,7 +341,7 @@ class Poster:
         self, target: _Target, *, fresh: bool = False
     ) -> tuple[_Connection, bool]:
         """A connection to ``target`` and whether it was kept from an earlier request."""
-        idle = self._idle.get((target.host, target.port, target.tls))
+        idle = self._idle.get(target.key)
         stale = time.monotonic() - self._keepalive
         while idle and not fresh:
             conn = idle.pop()
@@ -352,13 +352,9 @@ class Poster:
 
     async def _connect(self, target: _Target) -> _Connection:
         loop = asyncio.get_running_loop()
-        refused: SsrfRefused | None = None
+        allowed, refused = screen(await self._addresses(target), self._policy, target.host)
         failed: OSError | None = None
-        for address in await self._addresses(target):
-            reason = self._policy.check(address)
-            if reason is not None:
-                refused = refused or SsrfRefused(address, reason, target.host)
-                continue
+        for address in allowed:
             try:
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self._excerpt),
@@ -403,7 +399,7 @@ class Poster:
 
     def _park(self, target: _Target, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
-        self._idle.setdefault((target.host, target.port, target.tls), []).append(conn)
+        self._idle.setdefault(target.key, []).append(conn)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self._keepalive, self._sweep)
 

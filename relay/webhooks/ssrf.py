@@ -172,6 +172,28 @@ class AddressPolicy:
         return _v6_reason(addr)
 
 
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order, each once."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def screen(
+    addresses: Iterable[str], policy: AddressPolicy, host: str, role: str = "webhook"
+) -> tuple[list[str], SsrfRefused | None]:
+    """The addresses ``policy`` allows, in order, and the refusal of the first it does not
+    (None when none was refused)."""
+    allowed: list[str] = []
+    refused: SsrfRefused | None = None
+    for address in addresses:
+        reason = policy.check(address)
+        if reason is None:
+            allowed.append(address)
+        elif refused is None:
+            refused = SsrfRefused(address, reason, host, role=role)
+    return allowed, refused
+
+
 async def checked_address(host: str, port: int, policy: AddressPolicy) -> str:
     """The address to open a broker connection to: the first that ``host`` resolves to and
     ``policy`` allows.
@@ -181,15 +203,9 @@ async def checked_address(host: str, port: int, policy: AddressPolicy) -> str:
     the first address refused) when none is allowed, ``OSError`` when the name does not
     resolve.
     """
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    refused: SsrfRefused | None = None
-    for *_, sockaddr in infos:
-        address = str(sockaddr[0])
-        reason = policy.check(address)
-        if reason is None:
-            return address
-        refused = refused or SsrfRefused(address, reason, host, role="broker")
+    allowed, refused = screen(await resolve(host, port), policy, host, role="broker")
+    if allowed:
+        return allowed[0]
     if refused is None:
         raise OSError(f"broker host {host} has no address")
     raise refused
