@@ -229,7 +229,9 @@ class StreamSettings:
     # Seconds between looks for stored events without a stream position and for positions
     # other nodes gave (the fallback: local writes and the bus wake the stream at once).
     poll_interval: float = 1.0
-    # Events read from the store per round of a stream (and the most one holds in memory).
+    # Events read from the store per round of a stream (and the most one holds in memory);
+    # a stream that keeps up takes up to ten times as many (at most about 128 KiB) at once from
+    # the node's window of recent events, which every stream shares.
     page_size: int = 100
     # Seconds after which the relay ends a stream (the client resumes with Last-Event-ID);
     # 0: no limit.

@@ -7,9 +7,13 @@ order they committed. The bodies are the exact bytes webhooks sign and send.
 ``GET /v1/events/stream`` writes ``id: <cursor>``, ``event: <name>``, ``data: <body>`` per
 event, a heartbeat comment after ``stream.heartbeat`` seconds without one, and waits for the
 store (woken when events commit on this node or, through the bus, on another; polled every
-``stream.poll_interval`` otherwise). It reads at most ``stream.page_size`` events at a time
-and writes each one only when the client has taken the previous ones (aiohttp's ``write``
-waits for the socket to drain), so a client that stops reading holds one page, not a queue.
+``stream.poll_interval`` otherwise). It reads at most ``stream.page_size`` events from the
+store at a time (from the node's window of recent events, ten times as many up to about
+128 KiB: those are in memory already, and streams at the same cursor share the page and its
+encoding) and writes each page only when the client has taken the previous one (aiohttp's
+``write`` waits for the socket to drain), so a client that stops reading holds one page, not
+a queue. Streams that fell behind the window together share their store reads
+(:class:`relay.store.stream.SharedReads`).
 ``Last-Event-ID`` wins over ``after``: EventSource reconnects to the URL it was given (with
 its original ``after``) and sends the last id it saw in that header.
 """
@@ -18,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import Sequence
 
 from aiohttp import web
 from pydantic import ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.api.endpoint import Endpoint, read_query
 from relay.api.keys import SETTINGS, STORE
@@ -36,9 +39,12 @@ from relay.errors import Forbidden, InputError
 from relay.events.model import iso_ms
 from relay.store import accounts as accounts_store
 from relay.store import stream
-from relay.store.engine import Store
 
 TAG = "Events"
+# A page a stream takes from the node's window of recent events: this many times
+# stream.page_size events, at most about this many bytes.
+_RECENT_PAGES = 10
+_RECENT_PAGE_BYTES = 128 * 1024
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -155,17 +161,8 @@ async def _accounts(request: web.Request, account: str | None) -> list[str] | No
     return [account]
 
 
-@contextlib.asynccontextmanager
-async def _snapshot(store: Store) -> AsyncIterator[AsyncConnection]:
-    """A read transaction that sees one snapshot (the page and the counters agree)."""
-    async with store.read() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
-        yield conn
-
-
 async def _page(
-    store: Store,
+    reads: stream.SharedReads,
     after: int | None,
     limit: int,
     accounts: Sequence[str] | None,
@@ -173,10 +170,7 @@ async def _page(
     path: str | None,
     field: str,
 ) -> stream.Page:
-    async with _snapshot(store) as conn:
-        page = await stream.read(
-            conn, after=after, limit=limit, accounts=accounts, event=event, path=path
-        )
+    page = await reads.page(after, limit, accounts, event, path)
     if page.expired:
         raise CursorExpired(
             f"{field}: events after this cursor were pruned (the events table keeps them"
@@ -211,7 +205,13 @@ async def list_events(request: web.Request) -> web.Response:
     after = _cursor(query.after, "after")
     accounts = await _accounts(request, query.account)
     page = await _page(
-        request.app[STORE], after, query.limit, accounts, query.event, query.path, "after"
+        request.app[SEQUENCER].reads,
+        after,
+        query.limit,
+        accounts,
+        query.event,
+        query.path,
+        "after",
     )
     items = ",".join(_item(e) for e in page.events)
     more = "true" if page.more else "false"
@@ -219,14 +219,41 @@ async def list_events(request: web.Request) -> web.Response:
     return web.Response(body=body.encode(), content_type="application/json")
 
 
-@functools.lru_cache(maxsize=4096)
 def _frame(e: stream.StreamEvent) -> bytes:
-    """One event as SSE (kept for a while: every stream that keeps up sends the same)."""
+    """One event as SSE."""
     if "\n" in e.payload or "\r" in e.payload:
         data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(e.payload))
     else:
         data = f"data: {e.payload}\n"
     return f"id: {e.pos}\nevent: {e.event}\n{data}\n".encode()
+
+
+class _Encoded:
+    """Pages as SSE, by the page's identity (the page is held too, so the identity is not
+    reused while the entry lives). Streams at the same cursor get the same Page from the
+    node's shared reads (stream.Recent, stream.SharedReads): it is encoded once for all of
+    them. The newest ``pages`` pages, at most ``size`` bytes."""
+
+    def __init__(self, pages: int, size: int) -> None:
+        self.pages = pages
+        self.size = size
+        self._kept: OrderedDict[int, tuple[stream.Page, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def __call__(self, page: stream.Page) -> bytes:
+        kept = self._kept.get(id(page))
+        if kept is not None:
+            return kept[1]
+        data = b"".join(_frame(e) for e in page.events)
+        self._kept[id(page)] = (page, data)
+        self._bytes += len(data)
+        while len(self._kept) > self.pages or self._bytes > self.size:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._bytes -= len(dropped)
+        return data
+
+
+_frames = _Encoded(pages=64, size=16 * 1024 * 1024)
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -242,14 +269,15 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         field = "after"
     accounts = await _accounts(request, query.account)
     settings = request.app[SETTINGS].stream
-    store = request.app[STORE]
     sequencer = request.app[SEQUENCER]
     streams = request.app[STREAMS]
     loop = asyncio.get_running_loop()
     # The first page is read before the answer starts, so a bad or expired cursor still
     # gets its JSON error.
     changed = sequencer.changed()
-    page = await _page(store, after, settings.page_size, accounts, query.event, query.path, field)
+    page = await _page(
+        sequencer.reads, after, settings.page_size, accounts, query.event, query.path, field
+    )
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -276,7 +304,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         while not streams.closing.is_set():
             if page.events:
                 # One write per page (one syscall, one drain): the page is in memory anyway.
-                await write(b"".join(_frame(e) for e in page.events))
+                await write(_frames(page))
                 silent_since = loop.time()
             if not page.more:
                 now = loop.time()
@@ -293,15 +321,22 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                 if streams.closing.is_set():
                     break
                 changed = sequencer.changed()
+            # From the node's window of recent events (in memory already, encoded once for
+            # every stream at this cursor) a stream that keeps up takes more per write.
             recent = sequencer.recent.page(
-                page.next, settings.page_size, accounts, query.event, query.path
+                page.next,
+                _RECENT_PAGES * settings.page_size,
+                accounts,
+                query.event,
+                query.path,
+                size=_RECENT_PAGE_BYTES,
             )
             if recent is not None:
                 page = recent
                 continue
             try:
                 page = await _page(
-                    store,
+                    sequencer.reads,
                     page.next,
                     settings.page_size,
                     accounts,

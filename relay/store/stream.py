@@ -26,7 +26,8 @@ import bisect
 import contextlib
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -40,7 +41,17 @@ from relay.store.compiled import ManyRows, Statement
 from relay.store.engine import Store
 from relay.store.schema import event_stream, events
 
-__all__ = ["Page", "Sequencer", "StreamEvent", "assign", "counters", "parse_cursor", "read"]
+__all__ = [
+    "Page",
+    "Sequencer",
+    "SharedReads",
+    "StreamEvent",
+    "assign",
+    "counters",
+    "parse_cursor",
+    "read",
+    "snapshot",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +64,11 @@ _RETRY_MAX = 15.0
 # this many bytes of payload.
 _RECENT_EVENTS = 5000
 _RECENT_BYTES = 16 * 1024 * 1024
+# Pages Recent keeps for streams at the same cursor, between two moves of the stream.
+_RECENT_PAGES = 1024
+# Full pages SharedReads keeps for streams that ask for them a moment later.
+_KEPT_PAGES = 256
+_KEPT_BYTES = 16 * 1024 * 1024
 
 
 def parse_cursor(value: str) -> int | None:
@@ -147,6 +163,15 @@ async def pruned(conn: AsyncConnection, top: int) -> None:
     )
 
 
+@contextlib.asynccontextmanager
+async def snapshot(store: Store) -> AsyncIterator[AsyncConnection]:
+    """A read transaction that sees one snapshot (what :func:`read` needs)."""
+    async with store.read() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        yield conn
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
     pos: int
@@ -230,6 +255,10 @@ def _matches(
     )
 
 
+# A page's arguments: after, limit, accounts, event, path.
+_Key = tuple[int | None, int, tuple[str, ...] | None, str | None, str | None]
+
+
 class Recent:
     """The newest events, every one with a position in ``(low, top]``: what streams that
     keep up read, instead of one store read per stream per change."""
@@ -241,14 +270,21 @@ class Recent:
         self._events: list[StreamEvent] = []
         self._start = 0
         self._bytes = 0
+        # The pages answered since ``top`` last moved: streams at the same cursor get the
+        # same Page (so what they send of it is encoded once).
+        self._pages: dict[
+            tuple[int, int, int | None, tuple[str, ...] | None, str | None, str | None], Page
+        ] = {}
 
     def reset(self, last: int) -> None:
         self.low = self.top = last
         self._events = []
         self._start = 0
         self._bytes = 0
+        self._pages.clear()
 
     def extend(self, found: Sequence[StreamEvent], top: int) -> None:
+        self._pages.clear()
         for e in found:
             self._events.append(e)
             self._bytes += len(e.payload)
@@ -269,18 +305,115 @@ class Recent:
         accounts: Sequence[str] | None,
         event: str | None,
         path: str | None,
+        *,
+        size: int | None = None,
     ) -> Page | None:
-        """The page :func:`read` would answer, if these events hold it; else None."""
+        """The page :func:`read` would answer, if these events hold it; else None. With
+        ``size``, the page ends early (still ``more``) once its payloads reach that many
+        bytes."""
         if after < self.low or after > self.top or after < self.pruned:
             return None
+        key = (after, limit, size, None if accounts is None else tuple(accounts), event, path)
+        page = self._pages.get(key)
+        if page is None:
+            if len(self._pages) >= _RECENT_PAGES:
+                self._pages.clear()
+            page = self._pages[key] = self._find(after, limit, size, accounts, event, path)
+        return page
+
+    def _find(
+        self,
+        after: int,
+        limit: int,
+        size: int | None,
+        accounts: Sequence[str] | None,
+        event: str | None,
+        path: str | None,
+    ) -> Page:
         first = bisect.bisect_right(self._events, after, lo=self._start, key=lambda e: e.pos)
         found: list[StreamEvent] = []
+        taken = 0
         for e in itertools.islice(self._events, first, None):
             if _matches(e, accounts, event, path):
                 found.append(e)
-                if len(found) == limit:
+                taken += len(e.payload)
+                if len(found) == limit or (size is not None and taken >= size):
                     return Page(found, e.pos, True, False, False)
         return Page(found, self.top, False, False, False)
+
+
+class SharedReads:
+    """The store reads of streams that fell behind :class:`Recent`, shared between them.
+
+    Streams that fall behind together (a burst larger than the window, a window reset) sit at
+    the same cursors and read the same pages: one read per page, not one per stream. The
+    first stream to ask for a page reads it; the others asking for the same one meanwhile
+    wait for that read, and a full page is kept for streams that ask a moment later (the
+    :data:`_KEPT_PAGES` newest, at most :data:`_KEPT_BYTES` of payload). Only full pages and
+    expired cursors are shared: they are final (positions never change, pruning only
+    advances). A shorter page ends where the stream ended at its snapshot, which may be
+    older than the waiting stream's view, so a stream that waited for one reads its own.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._reading: dict[_Key, asyncio.Task[Page]] = {}
+        self._kept: OrderedDict[_Key, Page] = OrderedDict()
+        self._kept_bytes = 0
+        # Store reads made (what tests count).
+        self.store_reads = 0
+
+    async def page(
+        self,
+        after: int | None,
+        limit: int,
+        accounts: Sequence[str] | None = None,
+        event: str | None = None,
+        path: str | None = None,
+    ) -> Page:
+        """The page :func:`read` answers for these arguments."""
+        key: _Key = (after, limit, None if accounts is None else tuple(accounts), event, path)
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        reading = self._reading.get(key)
+        if reading is not None:
+            # Shielded: a stream that goes away does not cancel the others' read.
+            page = await asyncio.shield(reading)
+            if page.more or page.expired:
+                return page
+            return await self._read(key)
+        task = asyncio.create_task(self._read(key))
+        self._reading[key] = task
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    async def _read(self, key: _Key) -> Page:
+        after, limit, accounts, event, path = key
+        self.store_reads += 1
+        async with snapshot(self.store) as conn:
+            return await read(
+                conn, after=after, limit=limit, accounts=accounts, event=event, path=path
+            )
+
+    def _finished(self, key: _Key, task: asyncio.Task[Page]) -> None:
+        if self._reading.get(key) is task:
+            del self._reading[key]
+        if task.cancelled() or task.exception() is not None:
+            return
+        page = task.result()
+        if not page.more or key in self._kept:
+            return
+        self._kept[key] = page
+        self._kept_bytes += _payload_bytes(page)
+        while len(self._kept) > _KEPT_PAGES or self._kept_bytes > _KEPT_BYTES:
+            _, dropped = self._kept.popitem(last=False)
+            self._kept_bytes -= _payload_bytes(dropped)
+
+
+def _payload_bytes(page: Page) -> int:
+    return sum(len(e.payload) for e in page.events)
 
 
 class Sequencer:
@@ -305,6 +438,7 @@ class Sequencer:
         # Streams open on this node: only while there are some is ``recent`` kept.
         self.readers = 0
         self.recent = Recent()
+        self.reads = SharedReads(store)
 
     def wake(self) -> None:
         """Look for events without a position now (a write recorded some)."""
@@ -356,9 +490,7 @@ class Sequencer:
         if self.readers == 0 or last < recent.top or last - recent.top > _RECENT_EVENTS:
             recent.reset(last)
             return
-        async with self.store.read() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with snapshot(self.store) as conn:
             page = await read(conn, after=recent.top, limit=_RECENT_EVENTS)
             _, recent.pruned = await counters(conn)
         recent.extend(page.events, page.next)

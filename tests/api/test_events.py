@@ -19,6 +19,7 @@ from relay.config import Settings, StreamSettings
 from relay.events.model import Event
 from relay.store import deliveries as queue
 from relay.store import events as events_store
+from relay.store import stream
 from tests.api.helpers import call
 from tests.api.test_permissions import imap_account, mint
 from tests.conftest import API_TOKEN, MakeClient
@@ -287,3 +288,28 @@ async def test_a_client_that_stops_reading_holds_bounded_memory(
     async with asyncio.timeout(10):
         while streams.open:  # noqa: ASYNC110 (the stream's own state)
             await asyncio.sleep(0.05)
+
+
+async def test_streams_behind_the_window_share_their_store_reads(
+    make_client: MakeClient, settings: Settings, monkeypatch: Any
+) -> None:
+    """Streams that fall behind the node's window of recent events together (a burst larger
+    than the window) read each page from the store once between them, and each still gets
+    every event once, in order."""
+    monkeypatch.setattr(stream, "_RECENT_EVENTS", 10)
+    client = await make_client(
+        dataclasses.replace(settings, stream=StreamSettings(page_size=20, poll_interval=60.0))
+    )
+    await _record(client, _event("a", n=-1))
+    start = (await _page(client))["events"][0]["cursor"]
+    opened = [await _frames(client, 0, query=f"?after={start}") for _ in range(8)]
+    reads = client.server.app[SEQUENCER].reads
+    before = reads.store_reads
+    # 200 events at once: beyond the window, which starts again after them.
+    await _record(client, *(_event("a", n=n) for n in range(200)))
+    for _, resp in opened:
+        frames, _ = await _frames(client, 200, resp=resp)
+        resp.close()
+        assert [json.loads(f["data"])["data"]["n"] for f in frames] == list(range(200))
+    # Ten pages of 20 (and the short page at the end): one read each, not one per stream.
+    assert reads.store_reads - before <= 2 * 11, reads.store_reads - before

@@ -149,3 +149,90 @@ async def test_sequencer_wakes_on_commit(store: Store) -> None:
         await sequencer.stop()
     assert announced == [True]
     assert [e.pos for e in (await _after(store, None)).events] == [1]
+
+
+async def test_shared_reads_read_a_page_once_for_streams_at_one_cursor(store: Store) -> None:
+    """Streams asking for the same page at once wait for one store read; a full page is kept
+    for streams that ask later; every one gets the page read() answers."""
+    await _record(store, *(_event(ms=i) for i in range(30)))
+    await _assign(store)
+    reads = stream.SharedReads(store)
+    pages = await asyncio.gather(*(reads.page(0, 10) for _ in range(20)))
+    assert reads.store_reads == 1
+    expected = await _after(store, 0, limit=10)
+    assert all(p == expected for p in pages)
+    assert [e.pos for e in pages[0].events] == list(range(1, 11))
+    # Later, at the same cursor: the kept page. Another cursor or filter: a read of its own.
+    assert await reads.page(0, 10) == expected
+    assert reads.store_reads == 1
+    assert [e.pos for e in (await reads.page(10, 10)).events] == list(range(11, 21))
+    assert (await reads.page(0, 10, accounts=["b"])).events == []
+    assert reads.store_reads == 3
+
+
+async def test_shared_reads_do_not_keep_a_short_page(store: Store) -> None:
+    """A page that ends at the stream's end is not kept: the next read at its cursor sees the
+    events stored since."""
+    await _record(store, *(_event(ms=i) for i in range(3)))
+    await _assign(store)
+    reads = stream.SharedReads(store)
+    short = await reads.page(0, 10)
+    assert [e.pos for e in short.events] == [1, 2, 3]
+    assert not short.more
+    await _record(store, _event(ms=9))
+    await _assign(store)
+    assert [e.pos for e in (await reads.page(0, 10)).events] == [1, 2, 3, 4]
+
+
+async def test_a_stream_that_goes_away_does_not_cancel_the_shared_read(store: Store) -> None:
+    """The stream that started a read is cancelled (its client left): the streams waiting
+    for the same read still get the page."""
+    await _record(store, *(_event(ms=i) for i in range(20)))
+    await _assign(store)
+    reads = stream.SharedReads(store)
+    first = asyncio.create_task(reads.page(0, 5))
+    others = [asyncio.create_task(reads.page(0, 5)) for _ in range(3)]
+    await asyncio.sleep(0)
+    first.cancel()
+    pages = await asyncio.gather(*others)
+    assert [[e.pos for e in p.events] for p in pages] == [[1, 2, 3, 4, 5]] * 3
+    assert reads.store_reads == 1
+
+
+def _stream_event(pos: int, size: int = 10) -> stream.StreamEvent:
+    return stream.StreamEvent(pos, f"id-{pos}", "a", "messageNew", "INBOX", 1, "x" * size)
+
+
+def test_recent_answers_one_page_per_cursor_until_the_stream_moves() -> None:
+    """Streams at the same cursor get the same Page (encoded once by the API); new events
+    make a new one."""
+    recent = stream.Recent()
+    recent.reset(0)
+    recent.extend([_stream_event(p) for p in range(1, 6)], 5)
+    page = recent.page(2, 10, None, None, None)
+    assert page is not None
+    assert [e.pos for e in page.events] == [3, 4, 5]
+    assert recent.page(2, 10, None, None, None) is page
+    recent.extend([_stream_event(6)], 6)
+    moved = recent.page(2, 10, None, None, None)
+    assert moved is not None
+    assert moved is not page
+    assert [e.pos for e in moved.events] == [3, 4, 5, 6]
+    assert recent.page(-1, 10, None, None, None) is None
+
+
+def test_recent_pages_end_at_a_size() -> None:
+    """With ``size``, a page ends once its payloads reach it, and says more follow."""
+    recent = stream.Recent()
+    recent.reset(0)
+    recent.extend([_stream_event(p, size=100) for p in range(1, 11)], 10)
+    page = recent.page(0, 100, None, None, None, size=250)
+    assert page is not None
+    assert [e.pos for e in page.events] == [1, 2, 3]
+    assert page.more
+    assert page.next == 3
+    rest = recent.page(3, 100, None, None, None, size=10_000)
+    assert rest is not None
+    assert [e.pos for e in rest.events] == list(range(4, 11))
+    assert not rest.more
+    assert rest.next == 10
