@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -226,6 +227,9 @@ async def main() -> None:
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     tmp = tempfile.mkdtemp(prefix="relay-bench-sinks-")
+    # As `relay serve` does once started (relay.cli): start-up's objects leave the garbage
+    # collector's full passes, for the bare clients and the worker alike.
+    gc.freeze()
     server = NatsServer()
     server.start()
     result: dict[str, Any] = {}

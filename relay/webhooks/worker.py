@@ -52,6 +52,7 @@ _FLUSH_WINDOW = 0.05
 _FLUSH_BATCH = 512
 _ROUTE_REFRESH = 1.0
 _PRUNE_EVERY = 300.0
+_CONFIRMED = Verdict(DeliveryStatus.DELIVERED)
 
 
 @dataclass
@@ -101,7 +102,8 @@ class DeliveryWorker:
         # Claimed attempts wait here for one of the ``concurrency`` attempt tasks, which live
         # as long as the worker (no task created per delivery). A claim never takes more than
         # there are tasks free to run it at once, so nothing waits here for long.
-        self._ready: asyncio.Queue[tuple[_Inflight, Stored]] = asyncio.Queue()
+        # An item is one HTTP attempt, or the deliveries of one claim to one queue sink.
+        self._ready: asyncio.Queue[list[tuple[_Inflight, Stored]]] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
         self._attempters: list[asyncio.Task[None]] = []
@@ -291,11 +293,21 @@ class DeliveryWorker:
         if any(c.route_id not in self._routes for c in batch):
             await self._refresh_routes(force=True)
         self._idle.clear()
+        # A queue sink route's deliveries of this claim go to its broker as one submission
+        # (in claim order), run by one attempt task; each HTTP delivery is an attempt of its
+        # own.
+        sinks: dict[str, list[tuple[_Inflight, Stored]]] = {}
         for c in batch:
             entry = _Inflight(c)
             self._inflight[c.seq] = entry
             self._active += 1
-            self._ready.put_nowait((entry, bodies[c.event_id]))
+            route = self._routes.get(c.route_id)
+            if route is not None and route.kind != HTTP:
+                sinks.setdefault(route.id, []).append((entry, bodies[c.event_id]))
+            else:
+                self._ready.put_nowait([(entry, bodies[c.event_id])])
+        for work in sinks.values():
+            self._ready.put_nowait(work)
         return len(batch) + len(surplus)
 
     def _route_room(self) -> int:
@@ -327,39 +339,45 @@ class DeliveryWorker:
 
     async def _attempt_loop(self) -> None:
         while True:
-            entry, stored = await self._ready.get()
+            work = await self._ready.get()
             try:
-                await self._deliver(entry, stored)
+                await self._deliver(work)
             except Exception:
-                # A bug, not an answer: the delivery keeps its lease and is attempted again
-                # once the lease ran out; this task goes on with the next.
-                log.exception("webhook attempt failed", seq=entry.claimed.seq)
+                # A bug, not an answer: the deliveries keep their leases and are attempted
+                # again once the leases ran out; this task goes on with the next.
+                log.exception("webhook attempt failed", seq=work[0][0].claimed.seq)
 
-    async def _deliver(self, entry: _Inflight, stored: Stored) -> None:
-        claimed = entry.claimed
-        route = self._routes.get(claimed.route_id)
+    async def _deliver(self, work: list[tuple[_Inflight, Stored]]) -> None:
+        route_id = work[0][0].claimed.route_id
+        route = self._routes.get(route_id)
         try:
             if route is None:  # deleted meanwhile: its deliveries went with it
-                entry.done = True
-                self._inflight.pop(claimed.seq, None)
+                for entry, _ in work:
+                    entry.done = True
+                    self._inflight.pop(entry.claimed.seq, None)
                 return
             if route.kind == HTTP:
-                outcome = await self._attempt(route, claimed, stored.payload)
+                ((entry, stored),) = work
+                outcomes = [await self._attempt(route, entry.claimed, stored.payload)]
             else:
-                outcome = await self._publish(route, claimed, stored)
-            self._outcomes.append(outcome)
+                outcomes = await self._publish(route, work)
+            self._outcomes += outcomes
             self._flush_needed.set()
             if (
                 len(self._outcomes) >= _FLUSH_BATCH
                 or route.ordering == "fifo"
-                or (claimed.event_id, route.id) in self.outcome_waiters
+                or (
+                    self.outcome_waiters
+                    and any((e.claimed.event_id, route.id) in self.outcome_waiters for e, _ in work)
+                )
             ):
                 self._flush_full.set()
         finally:
-            self._active -= 1
+            self._active -= len(work)
             if not self._active:
                 self._idle.set()
-            self._free_route_slot(claimed.route_id)
+            for _ in work:
+                self._free_route_slot(route_id)
             # Claim again once a good share of the slots is free, not after every attempt:
             # one claim transaction per finished attempt would cost more than it brings.
             if self._backlog and self.settings.concurrency - self._active >= self._refill_at:
@@ -427,49 +445,59 @@ class DeliveryWorker:
             claimed, route, attempt, (started, finished), verdict, status, response_body
         )
 
-    async def _publish(self, route: Route, claimed: Claimed, stored: Stored) -> Outcome:
-        """One attempt on a queue sink: delivered once the broker confirmed the message."""
-        attempt = claimed.attempts + 1
-        body = stored.payload.encode()
+    async def _publish(
+        self, route: Route, work: Sequence[tuple[_Inflight, Stored]]
+    ) -> list[Outcome]:
+        """One attempt of each delivery on a queue sink, submitted together: delivered once
+        the broker confirmed its message."""
         started = self.clock()
         timestamp = int(started)
-        message = SinkMessage(
-            route_id=route.id,
-            options=route.sink,
-            event_id=claimed.event_id,
-            event=stored.event,
-            account=stored.account,
-            timestamp=timestamp,
-            body=body,
-            headers=sink_headers(
-                msg_id=claimed.event_id,
-                timestamp=timestamp,
-                body=body,
-                route_secrets=route.secrets,
-            ),
-        )
+        messages = []
+        for entry, stored in work:
+            event_id = entry.claimed.event_id
+            body = stored.payload.encode()
+            messages.append(
+                SinkMessage(
+                    route_id=route.id,
+                    options=route.sink,
+                    event_id=event_id,
+                    event=stored.event,
+                    account=stored.account,
+                    timestamp=timestamp,
+                    body=body,
+                    headers=sink_headers(
+                        msg_id=event_id,
+                        timestamp=timestamp,
+                        body=body,
+                        route_secrets=route.secrets,
+                    ),
+                )
+            )
         # Submitted before the first await: the publisher sends in the order of submission,
         # which is the order the deliveries were claimed in.
-        confirmed = self.publishers.get(route.kind, route.url).submit(message)
-        answer: str | None = None
-        error: str | None = None
-        try:
-            answer = await confirmed
-        except SinkFailed as exc:
-            error = str(exc)
+        answers = await self.publishers.get(route.kind, route.url).submit(messages)
         finished = self.clock()
-        if error is None:
-            verdict = Verdict(DeliveryStatus.DELIVERED)
-        else:
-            verdict = judge(
-                status=None,
-                error=error,
-                attempt=attempt,
-                schedule=route.schedule,
-                now=finished,
-                max_retry_after=self.settings.max_retry_after,
+        outcomes = []
+        for (entry, _), answer in zip(work, answers, strict=True):
+            claimed = entry.claimed
+            attempt = claimed.attempts + 1
+            if isinstance(answer, SinkFailed):
+                verdict = judge(
+                    status=None,
+                    error=str(answer),
+                    attempt=attempt,
+                    schedule=route.schedule,
+                    now=finished,
+                    max_retry_after=self.settings.max_retry_after,
+                )
+                response = None
+            else:
+                verdict = _CONFIRMED
+                response = answer
+            outcomes.append(
+                _outcome(claimed, route, attempt, (started, finished), verdict, None, response)
             )
-        return _outcome(claimed, route, attempt, (started, finished), verdict, None, answer)
+        return outcomes
 
     # -- recording ---------------------------------------------------------------------------
 

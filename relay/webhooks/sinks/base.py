@@ -1,11 +1,12 @@
 """One broker connection that publishes messages in the order they were submitted.
 
-:meth:`Publisher.submit` queues a message and returns a future that the broker's
-confirmation resolves (or its refusal, a lost connection or the timeout fails with
-:class:`SinkFailed`). One task per connection takes what is queued, a batch at a time and in
-order, connects when there is no connection, publishes the batch pipelined and waits for
-every confirmation. A failure that leaves the connection in doubt drops it; the next batch
-connects again (to the address the name resolves to then, checked by the SSRF policy).
+:meth:`Publisher.submit` queues messages and returns one future for their answers: the
+broker's confirmation of each, or why it did not take it (its refusal, a lost connection or
+the timeout, as :class:`SinkFailed`). One task per connection takes what is queued, a batch
+at a time and in order, connects when there is no connection, publishes the batch pipelined
+and waits for every confirmation. A failure that leaves the connection in doubt drops it;
+the next batch connects again (to the address the name resolves to then, checked by the SSRF
+policy).
 
 A message whose confirmation was lost may have reached the broker: the delivery is retried
 with the same event id, which is how consumers (or the broker, for NATS) recognise it.
@@ -51,18 +52,48 @@ class SinkMessage:
     headers: dict[str, str]
 
 
+class Submission:
+    """Messages submitted together, answered together: one future holds every answer (the
+    broker's confirmation as text, or the :class:`SinkFailed` of a message it did not take),
+    in the order submitted. The worker submits each claim's messages for a route at once:
+    one wake-up for the batch, not one per message."""
+
+    __slots__ = ("_left", "answers", "future")
+
+    def __init__(self, count: int) -> None:
+        self.future: asyncio.Future[list[str | SinkFailed]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.answers: list[str | SinkFailed | None] = [None] * count
+        self._left = count
+        if not count:
+            self.future.set_result([])
+
+    def settle(self, index: int, answer: str | SinkFailed) -> None:
+        if self.answers[index] is not None:
+            return
+        self.answers[index] = answer
+        self._left -= 1
+        if not self._left and not self.future.done():
+            self.future.set_result([a for a in self.answers if a is not None])
+
+
 @dataclass(slots=True)
 class Pending:
     message: SinkMessage
-    future: asyncio.Future[str]
+    submission: Submission
+    index: int
+
+    @property
+    def settled(self) -> bool:
+        """Answered already, or no longer waited for (the submitter was cancelled)."""
+        return self.submission.answers[self.index] is not None or self.submission.future.done()
 
     def confirm(self, answer: str) -> None:
-        if not self.future.done():
-            self.future.set_result(answer)
+        self.submission.settle(self.index, answer)
 
     def fail(self, error: str) -> None:
-        if not self.future.done():
-            self.future.set_exception(SinkFailed(error))
+        self.submission.settle(self.index, SinkFailed(error))
 
 
 class Publisher(ABC):
@@ -99,21 +130,23 @@ class Publisher(ABC):
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def submit(self, message: SinkMessage) -> asyncio.Future[str]:
-        """Queue ``message``; the future's result is the broker's confirmation as text.
+    def submit(self, messages: Sequence[SinkMessage]) -> asyncio.Future[list[str | SinkFailed]]:
+        """Queue ``messages``; the future's result is each one's answer, in order: the
+        broker's confirmation as text, or the :class:`SinkFailed` saying why not.
 
-        Messages are published in the order of the calls.
+        Messages are published in the order of the calls, and in order within one.
         """
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        pending = Pending(message, future)
+        submission = Submission(len(messages))
+        pending = [Pending(m, submission, i) for i, m in enumerate(messages)]
         if self._closed:
-            pending.fail("the relay is shutting down")
-            return future
-        self._queue.append(pending)
+            for p in pending:
+                p.fail("the relay is shutting down")
+            return submission.future
+        self._queue.extend(pending)
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"sink.{self.broker.kind}")
-        return future
+        return submission.future
 
     async def close(self, reason: str = "the relay is shutting down") -> None:
         """Fail what is queued (saying ``reason``), stop the loop, close the connection."""
@@ -137,7 +170,7 @@ class Publisher(ABC):
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-                batch = [p for p in batch if not p.future.done()]  # cancelled meanwhile
+                batch = [p for p in batch if not p.settled]  # cancelled meanwhile
                 if batch:
                     await self._send(batch)
 
@@ -169,7 +202,7 @@ class Publisher(ABC):
         await self._disconnect()
 
     def _fail(self, batch: Sequence[Pending], error: str) -> None:
-        unsettled = [p for p in batch if not p.future.done()]
+        unsettled = [p for p in batch if not p.settled]
         if unsettled:
             log.info(
                 "sink publish failed",
