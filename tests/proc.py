@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Ports handed out by free_port, one marker file each, shared by every test process.
+_GIVEN = Path(tempfile.gettempdir()) / "relay-test-ports"
+_HOLD_S = 900.0
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now and that no test process was given in the
+    last 15 minutes. Tests run in parallel processes, each starting servers on ports it
+    picked: a port is free from the pick until its server binds it, and another process
+    could pick it meanwhile (a relay node's health check once reached a Dovecot)."""
+    _GIVEN.mkdir(exist_ok=True)
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        marker = _GIVEN / str(port)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - marker.stat().st_mtime > _HOLD_S:
+                    marker.unlink()  # given long ago: free for the next pick
+            continue
+        return port
+    raise RuntimeError("no free port that no other test process was given")
 
 
 def relay_env(workdir: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:

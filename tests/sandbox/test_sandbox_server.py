@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import ssl
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import aiohttp
 from relay.sandbox.server import start_sandbox
 from relay.sandbox.signing import Signer
 from relay.sandbox.state import SandboxState
+from tests.proc import free_port
 
 
 async def _discovery_status(url: str, ca_path: Path) -> int:
@@ -81,16 +81,9 @@ async def test_ca_is_kept_across_restarts(tmp_path: Path, signer: Signer) -> Non
     assert (tmp_path / "ca-key.pem").stat().st_mode & 0o077 == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_main_serves_until_sigterm(tmp_path: Path) -> None:
     """``main`` prints the summary, serves https, and exits cleanly on SIGTERM."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

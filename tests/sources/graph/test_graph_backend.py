@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tests.auth.conftest import (
 from tests.conftest import API_TOKEN
 from tests.events.test_reports import ARF, POSTFIX, dsn
 from tests.peers.receiver import Receiver
+from tests.proc import free_port
 from tests.sandbox.graph_helpers import admin, deliver
 from tests.sources.imap.relay_support import (
     relay_settings,
@@ -50,18 +50,12 @@ SHARED_SCOPES = ["Mail.ReadWrite.Shared", "Mail.Send.Shared", "User.ReadBasic.Al
 Start = Callable[..., Awaitable[TestClient]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def start(
     aiohttp_client: Any, settings: Settings, sandbox: RunningSandbox, tmp_path: Path
 ) -> AsyncIterator[Start]:
     """Start a relay on a fixed loopback port that Graph can notify (http allowed)."""
-    port = _free_port()
+    port = free_port()
     guards: list[Any] = []
 
     async def make(**graph: Any) -> TestClient:
