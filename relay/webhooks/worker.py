@@ -357,8 +357,8 @@ class DeliveryWorker:
                     self._inflight.pop(entry.claimed.seq, None)
                 return
             if route.kind == HTTP:
-                ((entry, stored),) = work
-                outcomes = [await self._attempt(route, entry.claimed, stored.payload)]
+                # One delivery (several only when the route became HTTP since the claim).
+                outcomes = [await self._attempt(route, e.claimed, s.payload) for e, s in work]
             else:
                 outcomes = await self._publish(route, work)
             self._outcomes += outcomes
