@@ -212,12 +212,15 @@ async def make_client(
         client = await aiohttp_client(create_app(settings, base_dir=tmp_path), headers=headers)
         guard = blockbuster_ctx()
         bb = guard.__enter__()
-        # asyncpg looks for ~/.pgpass on each new connection, and structlog's dev renderer
-        # reads source files to show a traceback: both are harmless here.
+        # asyncpg looks for ~/.pgpass on each new connection, structlog's dev renderer reads
+        # source files to show a traceback, and the tests' free_port keeps a marker file per
+        # port it gives: all harmless here.
         for function in bb.functions.values():
             function.can_block_in(
                 "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
-            ).can_block_in("rich/traceback.py", ("_render_stack", "from_exception"))
+            ).can_block_in("rich/traceback.py", ("_render_stack", "from_exception")).can_block_in(
+                "tests/proc.py", "free_port"
+            )
         return client
 
     yield make

@@ -187,3 +187,25 @@ async def grant_current_token(
     assert granted["active"] is True
     others = [m for m in granted["mailboxes"] if m != MAIN]
     await asyncio.to_thread(dovecot.grant, token, MAIN, others)
+
+
+async def grant_until_connected(
+    client: TestClient,
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+    dovecot: Any,
+    within: float = 20.0,
+) -> None:
+    """:func:`grant_current_token` for a main account that is watched itself: it connects as
+    soon as consent completes, possibly before the grant, and, refused, refreshes its token
+    and waits ``imap.auth_retry``. Grant the token it holds now and ask it to reconnect,
+    until it is connected."""
+    async with asyncio.timeout(within):
+        while True:
+            await grant_current_token(client, http, sandbox, dovecot)
+            state = (await call(client, "GET", "/v1/account/my-account"))["state"]
+            if state == "connected":
+                return
+            if state == "authenticationError":
+                await call(client, "PUT", "/v1/account/my-account/reconnect", {"reconnect": True})
+            await asyncio.sleep(0.2)

@@ -17,7 +17,7 @@ from tests.auth.conftest import (
     SHARED_PAYLOAD,
     add_sandbox_app,
     consent,
-    grant_current_token,
+    grant_until_connected,
     with_microsoft,
 )
 from tests.conftest import MakeClient
@@ -59,10 +59,9 @@ async def test_shared_imap_mailbox_is_read_with_the_main_users_token(
         },
     )
     assert (await consent(client, http, link["redirect"])).status == 302
-    await grant_current_token(client, http, sandbox, dovecot)
+    await grant_until_connected(client, http, sandbox, dovecot)
     await call(client, "POST", "/v1/account", SHARED_PAYLOAD)
     await wait_state(client, "shared", "connected")
-    await wait_state(client, "my-account", "connected")
 
     raw, payload = rich_message(to=SHARED)
     await dovecot.append(SHARED, "INBOX", message("first in shared"))
