@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Select, TableValuedAlias
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import await_only
 
 
 def any_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
@@ -180,6 +181,26 @@ async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
         return (await driver.execute(sql, args)).rowcount
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+
+
+def begin_sqlite(driver: Any, sql: str) -> None:
+    """Run ``sql`` (``BEGIN``, ``BEGIN IMMEDIATE``) on aiosqlite's connection from
+    SQLAlchemy's synchronous ``begin`` event: one hand-over to its thread, where the
+    adapter's cursor takes three (cursor, execute, close). Every transaction begins here."""
+    try:
+        await_only(driver.execute(sql))
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+
+
+async def run_sql(conn: AsyncConnection, sql: str) -> None:
+    """Run ``sql``, which binds nothing and returns no rows (``SAVEPOINT``, ``ROLLBACK TO``),
+    in ``conn``'s transaction: on SQLite as one hand-over (:func:`_on_sqlite`)."""
+    driver = await _sqlite_driver(conn)
+    if driver is not None:
+        await _on_sqlite(driver, sql, (), want="rowcount")
+        return
+    await conn.exec_driver_sql(sql)
 
 
 def _unnest(columns: Mapping[str, TypeEngine[Any]]) -> TableValuedAlias:

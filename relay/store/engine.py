@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from relay.config import StoreSettings
 from relay.errors import StoreError
 from relay.store import wakes
+from relay.store.compiled import begin_sqlite
 from relay.store.group_commit import GroupCommit
 from relay.store.outage import Outage, store_error
 
@@ -291,4 +292,4 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "")
-        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+        begin_sqlite(conn.connection.driver_connection, f"BEGIN {mode}".strip())

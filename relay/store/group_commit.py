@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.errors import StoreError, StoreUnavailable
 from relay.store import wakes
+from relay.store.compiled import run_sql
 from relay.store.outage import store_error
 
 __all__ = ["GroupCommit"]
@@ -189,7 +190,7 @@ class GroupCommit:
                         continue
                     savepoint = f"w{len(members)}"
                     asked = wakes.requested(conn)
-                    await conn.exec_driver_sql(f"SAVEPOINT {savepoint}")
+                    await run_sql(conn, f"SAVEPOINT {savepoint}")
                     self._waiting.popleft()
                     writer.turn.set_result(conn)
                     turned = True
@@ -198,7 +199,7 @@ class GroupCommit:
                     if raised is None:
                         members.append(writer)
                     else:
-                        await conn.exec_driver_sql(f"ROLLBACK TO {savepoint}")
+                        await run_sql(conn, f"ROLLBACK TO {savepoint}")
                         wakes.restore(conn, asked)
         except BaseException as exc:
             self._fail(exc, members, turned=turned)
