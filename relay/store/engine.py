@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relay.config import StoreSettings
 from relay.errors import StoreError
-from relay.store import wakes
+from relay.store import sqlite_cursor, wakes
 from relay.store.compiled import begin_sqlite
 from relay.store.group_commit import GroupCommit
 from relay.store.outage import Outage, store_error
@@ -278,6 +278,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        sqlite_cursor.install(dbapi_connection)
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
