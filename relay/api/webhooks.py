@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError, model_validator
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
@@ -31,8 +32,10 @@ from relay.errors import Conflict, InputError, NotFound
 from relay.events.model import EMAILENGINE_ONLY_EVENTS, EVENT_TYPES, Event, iso_ms
 from relay.store import deliveries as queue
 from relay.store import events as events_store
+from relay.store import wakes
 from relay.store import webhook_routes as routes_store
-from relay.store.engine import now_ms
+from relay.store.deliveries import Claimed, Outcome, Stored
+from relay.store.engine import Wake, now_ms
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.routes import (
     decrypt_headers,
@@ -50,6 +53,7 @@ from relay.webhooks.sink_targets import (
     parse_broker_url,
     redacted,
 )
+from relay.webhooks.worker import Slot
 
 TAG = "Webhooks"
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
@@ -589,7 +593,10 @@ async def test_route(request: web.Request) -> web.Response:
         if worker is not None
         else contextlib.nullcontext()
     )
-    with waiting as recorded:
+    # This node attempts the delivery itself when it has a slot free: claimed in the
+    # transaction that queues it, no claim of its own and no wait for the claim loop.
+    slot = worker.slot(route_id) if worker is not None else contextlib.nullcontext()
+    with waiting as recorded, slot as held:
         async with request.app[STORE].write(notify=False) as conn:
             row = await _route_or_404(conn, route_id)
             if not row["enabled"]:
@@ -597,18 +604,36 @@ async def test_route(request: web.Request) -> web.Response:
                     f"Webhook route {route_id!r} is disabled; enable it first", field="id"
                 )
             await events_store.record(
-                conn, [event], default_service_url=settings.service_url, only_route=route_id
+                conn,
+                [event],
+                default_service_url=settings.service_url,
+                only_route=route_id,
+                claimed_by_caller=held is not None,
             )
-        # This node's worker wakes us once the outcome is committed. A delivery another
-        # node attempts (or any, on a node without a worker) never does: the timeout, then
-        # one read, covers it.
+            taken = await _take(conn, held, event.id)
+        if worker is not None and held is not None and taken is not None:
+            worker.hand_over(held, *taken)
+        # This node's worker wakes us with the outcome once it is committed. A delivery
+        # another node attempts (or any, on a node without a worker) never does: the
+        # timeout, then one read, covers it.
         wait = settings.webhooks.timeout + 2
+        done: Outcome | None = None
         if recorded is None:
             await asyncio.sleep(wait)
         else:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
-                    await recorded
+                    done = await recorded
+    if done is not None:
+        return json_response(
+            TestResult(
+                deliveryId=done.seq,
+                eventId=event.id,
+                status=done.result,
+                statusCode=done.status_code,
+                error=done.error,
+            )
+        )
     async with request.app[STORE].read() as conn:
         outcome = await queue.latest_outcome(conn, route_id, event.id)
     if outcome is None:  # the route was deleted meanwhile, and its deliveries with it
@@ -623,6 +648,27 @@ async def test_route(request: web.Request) -> web.Response:
             error=outcome["error"] if attempted else "no attempt finished in time",
         )
     )
+
+
+async def _take(
+    conn: AsyncConnection, held: Slot | None, event_id: str
+) -> tuple[Claimed, Stored] | None:
+    """The test delivery of ``event_id``, just queued, claimed for ``held``'s node with its
+    payload; None without a slot (the claim loop is woken for it instead)."""
+    if held is None:
+        return None
+    claimed = await queue.take(
+        conn,
+        route_id=held.route_id,
+        event_id=event_id,
+        now=held.now_ms,
+        lease_until=held.lease_until_ms,
+        node=held.node,
+    )
+    if claimed is None:
+        wakes.wake_on_commit(conn, Wake.DELIVERIES)
+        return None
+    return claimed, (await queue.payloads(conn, [event_id]))[event_id]
 
 
 _NOT_FOUND = {404: "Unknown webhook route"}

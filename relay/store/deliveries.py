@@ -173,6 +173,49 @@ async def claim_fifo_heads(
     return _claimed(result.mappings())
 
 
+def _take_statement(_: str) -> ClauseElement:
+    # Newest first along the (route_id, seq) index: the delivery was queued a moment ago.
+    newest = (
+        select(deliveries.c.seq)
+        .where(
+            deliveries.c.route_id == bindparam("route_id"),
+            deliveries.c.event_id == bindparam("event_id"),
+        )
+        .order_by(deliveries.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        update(deliveries)
+        .where(deliveries.c.seq == newest, deliveries.c.status == S.PENDING)
+        .values(
+            status=S.INFLIGHT,
+            lease_until_ms=bindparam("lease_until"),
+            claimed_by=bindparam("node"),
+            updated_ms=bindparam("now"),
+        )
+        .returning(*_RETURNING)
+    )
+
+
+_TAKE = Statement(_take_statement)
+
+
+async def take(
+    conn: AsyncConnection, *, route_id: str, event_id: str, now: int, lease_until: int, node: str
+) -> Claimed | None:
+    """Claim for ``node`` the delivery of ``event_id`` to ``route_id`` that this transaction
+    queued (a test delivery, attempted by the node that asked for it); None if it is not
+    pending."""
+    rows = await _TAKE.rows(
+        conn, route_id=route_id, event_id=event_id, now=now, lease_until=lease_until, node=node
+    )
+    if not rows:
+        return None
+    r = rows[0]
+    return Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """What an attempt sends of an event: its name and account (a queue sink's routing key

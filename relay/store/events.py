@@ -193,10 +193,13 @@ async def record(
     default_service_url: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
     only_route: str | None = None,
+    claimed_by_caller: bool = False,
 ) -> list[str]:
     """Store ``batch`` and queue a delivery for every route that wants each event.
 
     ``only_route`` sends the events to that one route only (test deliveries).
+    ``claimed_by_caller``: the caller claims the deliveries in this transaction (its node
+    attempts them at once), so no delivery worker is woken for them.
     """
     if not batch:
         return []
@@ -240,7 +243,8 @@ async def record(
                 rows.append((route_id, e.id, pending, ms))
     if rows:
         await _INSERT_DELIVERIES.run(conn, rows)
-        wakes.wake_on_commit(conn, Wake.DELIVERIES)
+        if not claimed_by_caller:
+            wakes.wake_on_commit(conn, Wake.DELIVERIES)
     return [e.id for e in batch]
 
 

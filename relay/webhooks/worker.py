@@ -18,7 +18,7 @@ import contextlib
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -66,6 +66,20 @@ class Counters:
 class _Inflight:
     claimed: Claimed
     done: bool = field(default=False)
+
+
+@dataclass(slots=True)
+class Slot:
+    """One of this node's attempt slots, held by code that queues a delivery and has this
+    node attempt it at once (``POST /v1/webhooks/{id}/test``): it claims the delivery in its
+    own transaction with :func:`relay.store.deliveries.take` and these values, and hands it
+    over with :meth:`DeliveryWorker.hand_over` once that committed."""
+
+    route_id: str
+    node: str
+    now_ms: int
+    lease_until_ms: int
+    started: bool = False
 
 
 class DeliveryWorker:
@@ -310,6 +324,44 @@ class DeliveryWorker:
             self._ready.put_nowait(work)
         return len(batch) + len(surplus)
 
+    @contextlib.contextmanager
+    def slot(self, route_id: str) -> Iterator[Slot | None]:
+        """An attempt slot for a delivery to ``route_id`` the caller queues itself, held for
+        the block; None when the route has no free slot here (or is ordered, or unknown to
+        this node yet): the delivery is then queued for the claim loop as any other. A slot
+        not handed a delivery (:meth:`hand_over`) by the end of the block is given back.
+
+        Saves the delivery a claim transaction of its own, and the wait for the claim loop."""
+        route = self._routes.get(route_id)
+        if (
+            self._stopping.is_set()
+            or self._poster is None
+            or route is None
+            or not route.enabled
+            or route.ordering == "fifo"
+            or self._active >= self.settings.concurrency
+            or self._route_active[route_id] >= self.settings.route_concurrency
+        ):
+            yield None
+            return
+        self._active += 1
+        self._route_active[route_id] += 1
+        self._idle.clear()
+        now = self._now_ms()
+        held = Slot(route_id, self.node, now, now + int(self.settings.lease * 1000))
+        try:
+            yield held
+        finally:
+            if not held.started:
+                self._release(route_id, 1)
+
+    def hand_over(self, held: Slot, claimed: Claimed, stored: Stored) -> None:
+        """Attempt ``claimed`` in ``held`` (its claim is committed, with ``held``'s lease)."""
+        held.started = True
+        entry = _Inflight(claimed)
+        self._inflight[claimed.seq] = entry
+        self._ready.put_nowait([(entry, stored)])
+
     def _route_room(self) -> int:
         """Free slots over the enabled routes."""
         limit = self.settings.route_concurrency
@@ -373,15 +425,19 @@ class DeliveryWorker:
             ):
                 self._flush_full.set()
         finally:
-            self._active -= len(work)
-            if not self._active:
-                self._idle.set()
-            for _ in work:
-                self._free_route_slot(route_id)
-            # Claim again once a good share of the slots is free, not after every attempt:
-            # one claim transaction per finished attempt would cost more than it brings.
-            if self._backlog and self.settings.concurrency - self._active >= self._refill_at:
-                self._wakeup.set()
+            self._release(route_id, len(work))
+
+    def _release(self, route_id: str, count: int) -> None:
+        """``count`` attempt slots of ``route_id`` are free again."""
+        self._active -= count
+        if not self._active:
+            self._idle.set()
+        for _ in range(count):
+            self._free_route_slot(route_id)
+        # Claim again once a good share of the slots is free, not after every attempt:
+        # one claim transaction per finished attempt would cost more than it brings.
+        if self._backlog and self.settings.concurrency - self._active >= self._refill_at:
+            self._wakeup.set()
 
     def _free_route_slot(self, route_id: str) -> None:
         left = self._route_active[route_id] - 1
@@ -535,7 +591,7 @@ class DeliveryWorker:
             return
         if self.outcome_waiters:
             self.outcome_waiters.resolve(
-                (self._inflight[o.seq].claimed.event_id, o.route_id)
+                ((self._inflight[o.seq].claimed.event_id, o.route_id), o)
                 for o in batch
                 if o.seq in self._inflight
             )

@@ -6,8 +6,9 @@ import asyncio
 
 from aiohttp.test_utils import TestClient
 
-from relay.api.keys import WORKER
+from relay.api.keys import STORE, WORKER
 from relay.config import Settings
+from relay.store import deliveries as queue
 from tests.api.helpers import call
 from tests.conftest import MakeClient
 from tests.peers.receiver import Receiver, slow
@@ -86,3 +87,70 @@ async def test_delivery_made_by_another_node_is_read_after_the_timeout(
     assert (out["status"], out["statusCode"]) == ("delivered", 204)
     assert [d.id for d in rx.accepted()] == [out["eventId"]]
     assert len(delivering.app[WORKER].outcome_waiters) == 0
+
+
+async def _known_route(client: TestClient, rx: Receiver) -> str:
+    """A route the node's worker has loaded (it attempts test deliveries to it itself)."""
+    route = await _route(client, rx)
+    worker = client.app[WORKER]
+    async with asyncio.timeout(10):
+        while True:
+            with worker.slot(route) as held:  # taken and given back
+                if held is not None:
+                    return route
+            await asyncio.sleep(0.05)
+
+
+async def test_attempted_by_this_node_without_a_claim_and_answered_as_recorded(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """With a slot free, the delivery is claimed in the transaction that queues it (the
+    claim loop takes nothing), and the answer is what the store then holds."""
+    # No polling: the claim loop runs only when something wakes it.
+    client = await make_client(loopback_settings(settings, poll_interval=30.0))
+    worker = client.app[WORKER]
+    await call(client, "POST", "/v1/settings", {"serviceSecret": SERVICE_SECRET})
+    async with Receiver(secret=WHSEC, service_secret=SERVICE_SECRET, default_status=202) as rx:
+        route = await _known_route(client, rx)
+        # The claim that followed loading the route is over once one call was answered.
+        outs = [await call(client, "POST", f"/v1/webhooks/{route}/test")]
+        claims = worker._claims
+        outs += [await call(client, "POST", f"/v1/webhooks/{route}/test") for _ in range(3)]
+        assert worker._claims == claims
+    assert [d.id for d in rx.accepted()] == [o["eventId"] for o in outs]
+    for out in outs:
+        async with client.app[STORE].read() as conn:
+            stored = await queue.latest_outcome(conn, route, out["eventId"])
+            row = await queue.get(conn, out["deliveryId"])
+        assert stored is not None
+        assert row is not None
+        assert (out["deliveryId"], out["status"], out["statusCode"]) == (
+            stored["seq"],
+            stored["status"],
+            stored["status_code"],
+        )
+        assert (row["status"], row["attempts"], row["claimed_by"]) == ("delivered", 1, None)
+
+
+async def test_without_a_free_slot_the_delivery_is_queued_for_the_claim_loop(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """The route's one slot is held by a slow test delivery: a second test delivery to it
+    is queued as any other, claimed once the slot is free, and answered with its own
+    outcome."""
+    client = await make_client(
+        loopback_settings(settings, route_concurrency=1, poll_interval=30.0)
+    )
+    worker = client.app[WORKER]
+    await call(client, "POST", "/v1/settings", {"serviceSecret": SERVICE_SECRET})
+    async with Receiver(secret=WHSEC, service_secret=SERVICE_SECRET) as rx:
+        route = await _known_route(client, rx)
+        rx.respond(slow(1.0, 201), 202)
+        first = asyncio.create_task(call(client, "POST", f"/v1/webhooks/{route}/test"))
+        await rx.wait_for_requests(1)
+        claims = worker._claims
+        second = await call(client, "POST", f"/v1/webhooks/{route}/test")
+        assert worker._claims > claims
+        assert (await first)["statusCode"] == 201
+    assert (second["status"], second["statusCode"]) == ("delivered", 202)
+    assert [d.id for d in rx.accepted()][1] == second["eventId"]

@@ -6,11 +6,16 @@ import asyncio
 
 import pytest
 
+from relay.store.deliveries import Outcome
 from relay.webhooks.outcome_waiters import OutcomeWaiters
 
 ONE = ("event-1", "route-a")
 SAME_EVENT_OTHER_ROUTE = ("event-1", "route-b")
 OTHER = ("event-2", "route-a")
+
+
+def _outcome(seq: int) -> Outcome:
+    return Outcome(seq, "route-a", 1, 0, 5, 204, None, None, "delivered")
 
 
 async def test_resolve_wakes_only_the_waiters_of_those_deliveries() -> None:
@@ -19,15 +24,15 @@ async def test_resolve_wakes_only_the_waiters_of_those_deliveries() -> None:
     waiters = OutcomeWaiters()
     first, again = waiters.register(ONE), waiters.register(ONE)
     sibling, other = waiters.register(SAME_EVENT_OTHER_ROUTE), waiters.register(OTHER)
-    waiters.resolve([ONE, ("event-3", "route-a")])
-    assert first.done()
-    assert again.done()
+    waiters.resolve([(ONE, _outcome(1)), (("event-3", "route-a"), _outcome(3))])
+    assert first.result() == _outcome(1)
+    assert again.result() == _outcome(1)
     assert not sibling.done()
     assert not other.done()
     assert len(waiters) == 2
-    waiters.resolve([SAME_EVENT_OTHER_ROUTE, OTHER])
-    assert sibling.done()
-    assert other.done()
+    waiters.resolve([(SAME_EVENT_OTHER_ROUTE, _outcome(2)), (OTHER, _outcome(4))])
+    assert sibling.result() == _outcome(2)
+    assert other.result() == _outcome(4)
     assert len(waiters) == 0
 
 
@@ -43,7 +48,7 @@ async def test_discard_cancels_and_forgets() -> None:
     waiters.discard(ONE, kept)
     waiters.discard(ONE, kept)  # twice: nothing left to forget
     assert len(waiters) == 0
-    waiters.resolve([ONE])
+    waiters.resolve([(ONE, _outcome(1))])
     assert kept.cancelled()
 
 
@@ -61,6 +66,6 @@ async def test_waiting_block_always_unregisters() -> None:
         raise RuntimeError("the transaction failed")
     assert len(waiters) == 0
     with waiters.waiting(OTHER) as waiter:
-        waiters.resolve([OTHER])
-        await waiter
+        waiters.resolve([(OTHER, _outcome(4))])
+        assert (await waiter).seq == 4
     assert len(waiters) == 0
