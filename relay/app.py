@@ -20,6 +20,7 @@ from relay.api import admin, guard
 from relay.api.events import SEQUENCER
 from relay.api.health import metrics_middleware
 from relay.api.keys import (
+    AUDIT_LOG,
     AUTH_CACHE,
     BUS,
     CIPHER,
@@ -59,6 +60,7 @@ from relay.sources.graph.client import GraphClients
 from relay.sources.graph.watcher import GraphContext
 from relay.sources.supervisor import Supervisor
 from relay.store import Store, nodes, token_log, tokens
+from relay.store.batched import Appends
 from relay.store.bus import Bus, listen_dsn
 from relay.store.engine import Wake, now_ms
 from relay.store.migrate import migrate
@@ -150,8 +152,10 @@ def create_app(
         try:
             app[STORE] = await prepare_store(settings, announce)
             app[METRICS].watch_store(app[STORE].outage)
+            app[AUDIT_LOG] = Appends(app[STORE], token_log.append)
             log.info("store ready", engine=app[STORE].dialect)
             yield
+            await app[AUDIT_LOG].close()
             await app[STORE].close()
         finally:
             lock.release()

@@ -16,7 +16,8 @@ from relay.mailbox.notify import Enricher
 from relay.metrics import Metrics
 from relay.send.worker import OutboxWorker
 from relay.sources.supervisor import Supervisor
-from relay.store import Store
+from relay.store import Store, token_log
+from relay.store.batched import Appends
 from relay.store.bus import Bus
 from relay.webhooks.worker import DeliveryWorker
 
@@ -47,3 +48,5 @@ MAILBOXES = web.AppKey("mailboxes", Mailboxes)
 ENRICHER = web.AppKey("enricher", Enricher)
 # Per-token rate limits counted on this node (relay.api.guard).
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+# The audit log's entries, written in batches (relay.api.guard.audit).
+AUDIT_LOG = web.AppKey("audit_log", Appends[token_log.Entry])

@@ -7,41 +7,39 @@ address; never a secret or a body. ``relay.store.tokens.log_page`` reads it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store.compiled import Statement
 from relay.store.schema import token_log
 
-__all__ = ["prune", "record"]
+__all__ = ["Entry", "append", "prune"]
 
 _COLUMNS = ("token_id", "created_ms", "method", "route", "account", "status", "address")
 # Compiled once (relay.store.compiled): every write request with a token appends one.
-_APPEND = Statement(lambda _: insert(token_log).values({c: bindparam(c) for c in _COLUMNS}))
+_APPEND = Statement(
+    lambda _: insert(token_log).values({c: bindparam(c) for c in _COLUMNS}), columns=_COLUMNS
+)
 
 
-async def record(
-    conn: AsyncConnection,
-    *,
-    token_id: str,
-    created_ms: int,
-    method: str,
-    route: str,
-    account: str | None,
-    status: int,
-    address: str | None,
-) -> None:
-    """Append one entry."""
-    await _APPEND.run(
-        conn,
-        token_id=token_id,
-        created_ms=created_ms,
-        method=method,
-        route=route,
-        account=account,
-        status=status,
-        address=address,
-    )
+class Entry(NamedTuple):
+    """One row, its values in the table's column order."""
+
+    token_id: str
+    created_ms: int
+    method: str
+    route: str
+    account: str | None
+    status: int
+    address: str | None
+
+
+async def append(conn: AsyncConnection, entries: Sequence[Entry]) -> None:
+    """Append ``entries`` with one statement (see ``relay.store.batched.Appends``)."""
+    await _APPEND.many(conn, entries)
 
 
 async def prune(conn: AsyncConnection, before_ms: int) -> int:

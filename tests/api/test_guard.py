@@ -18,13 +18,15 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from relay.api import guard
-from relay.api.keys import RATE_LIMITER, SETTINGS, STORE
+from relay.api.keys import AUDIT_LOG, RATE_LIMITER, SETTINGS, STORE
 from relay.auth.api_tokens import new_id, new_token
 from relay.auth.grants import Grant, Permission, RateLimit, Restrictions
 from relay.auth.ratelimit import RateLimiter
 from relay.config import SendSettings, Settings, StoreSettings
 from relay.errors import Forbidden, RateLimited
 from relay.store import Store, tokens
+from relay.store import token_log as token_log_store
+from relay.store.batched import Appends
 from relay.store.schema import token_log
 from tests.api.helpers import call
 from tests.conftest import MakeClient
@@ -289,6 +291,7 @@ async def test_audit_write_failure_is_logged_not_raised(tmp_path: Path) -> None:
     app[SETTINGS] = Settings()
     # A database without the token_log table: every audit write fails.
     app[STORE] = Store.open(StoreSettings(url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    app[AUDIT_LOG] = Appends(app[STORE], token_log_store.append)
     app.router.add_put("/v1/account/{account}", mock.AsyncMock())
     request = make_mocked_request("PUT", "/v1/account/pw", app=app)
     match_info = await app.router.resolve(request)  # the real route, not a mock

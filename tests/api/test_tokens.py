@@ -399,17 +399,21 @@ async def test_log_pages_newest_first(client: TestClient) -> None:
     created = await call(client, "POST", "/v1/tokens", {"description": "x"})
     other = await call(client, "POST", "/v1/tokens", {"description": "y"})
     async with client.app[STORE].write() as conn:
-        for i, token_id in enumerate([created["id"]] * 3 + [other["id"]]):
-            await token_log_store.record(
-                conn,
-                token_id=token_id,
-                created_ms=1_700_000_000_000 + i * 1000,
-                method="DELETE",
-                route=f"/v1/webhooks/{{route}}#{i}",
-                account=None if i else "acme",
-                status=200,
-                address="127.0.0.1",
-            )
+        await token_log_store.append(
+            conn,
+            [
+                token_log_store.Entry(
+                    token_id=token_id,
+                    created_ms=1_700_000_000_000 + i * 1000,
+                    method="DELETE",
+                    route=f"/v1/webhooks/{{route}}#{i}",
+                    account=None if i else "acme",
+                    status=200,
+                    address="127.0.0.1",
+                )
+                for i, token_id in enumerate([created["id"]] * 3 + [other["id"]])
+            ],
+        )
     page = await call(client, "GET", f"/v1/tokens/{created['id']}/log?pageSize=2")
     assert (page["total"], page["page"], page["pages"]) == (3, 0, 2)
     assert [e["route"] for e in page["entries"]] == [

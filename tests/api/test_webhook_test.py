@@ -138,9 +138,7 @@ async def test_without_a_free_slot_the_delivery_is_queued_for_the_claim_loop(
     """The route's one slot is held by a slow test delivery: a second test delivery to it
     is queued as any other, claimed once the slot is free, and answered with its own
     outcome."""
-    client = await make_client(
-        loopback_settings(settings, route_concurrency=1, poll_interval=30.0)
-    )
+    client = await make_client(loopback_settings(settings, route_concurrency=1, poll_interval=30.0))
     worker = client.app[WORKER]
     await call(client, "POST", "/v1/settings", {"serviceSecret": SERVICE_SECRET})
     async with Receiver(secret=WHSEC, service_secret=SERVICE_SECRET) as rx:

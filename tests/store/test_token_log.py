@@ -18,15 +18,19 @@ DAY_MS = 86_400_000
 
 async def _record(store: Store, token_id: str, created_ms: int) -> None:
     async with store.write(notify=False) as conn:
-        await token_log.record(
+        await token_log.append(
             conn,
-            token_id=token_id,
-            created_ms=created_ms,
-            method="PUT",
-            route="/v1/account/{account}",
-            account="pw",
-            status=200,
-            address="192.0.2.1",
+            [
+                token_log.Entry(
+                    token_id=token_id,
+                    created_ms=created_ms,
+                    method="PUT",
+                    route="/v1/account/{account}",
+                    account="pw",
+                    status=200,
+                    address="192.0.2.1",
+                )
+            ],
         )
 
 
