@@ -198,6 +198,25 @@ class Page:
     ahead: bool
 
 
+_COLUMNS = (
+    events.c.pos,
+    events.c.id,
+    events.c.account,
+    events.c.event,
+    events.c.path,
+    events.c.created_ms,
+    events.c.payload,
+)  # StreamEvent's fields, in its order
+_PAGE = Statement(
+    lambda _: (
+        select(*_COLUMNS)
+        .where(events.c.pos > bindparam("after"))
+        .order_by(events.c.pos)
+        .limit(bindparam("limit"))
+    )
+)
+
+
 async def read(
     conn: AsyncConnection,
     *,
@@ -216,6 +235,12 @@ async def read(
         return Page([], start, False, True, False)
     if start > last:
         return Page([], start, False, False, True)
+    if accounts is None and event is None and path is None:
+        # The window's reads (relay.store.stream.Recent) and unfiltered pages: compiled once,
+        # rows straight from the driver (a burst is read into the window a batch at a time).
+        found = [StreamEvent(*r) for r in await _PAGE.rows(conn, after=start, limit=limit)]
+        more = len(found) == limit
+        return Page(found, found[-1].pos if more else last, more, False, False)
     where = [events.c.pos > start]
     if accounts is not None:
         where.append(events.c.account.in_(list(accounts)))
@@ -223,20 +248,7 @@ async def read(
         where.append(events.c.event == event)
     if path is not None:
         where.append(events.c.path == path)
-    rows = await conn.execute(
-        select(
-            events.c.pos,
-            events.c.id,
-            events.c.account,
-            events.c.event,
-            events.c.path,
-            events.c.created_ms,
-            events.c.payload,
-        )
-        .where(*where)
-        .order_by(events.c.pos)
-        .limit(limit)
-    )
+    rows = await conn.execute(select(*_COLUMNS).where(*where).order_by(events.c.pos).limit(limit))
     found = [
         StreamEvent(int(r[0]), str(r[1]), r[2], str(r[3]), r[4], int(r[5]), str(r[6])) for r in rows
     ]
@@ -475,14 +487,23 @@ class Sequencer:
             given += batch
             if batch < ASSIGN_BATCH:
                 break
+            # A burst larger than a batch: the window and the streams follow batch by
+            # batch. Were the window brought up to date only at the end, a burst larger
+            # than it would leave every stream to read the burst from the store.
+            await self._moved(last)
         if given:
             self._announce()
-        if last != self.last:
-            await self._keep_recent(last)
-            self.last = last
-            moved, self._changed = self._changed, asyncio.Event()
-            moved.set()
+        await self._moved(last)
         return given
+
+    async def _moved(self, last: int) -> None:
+        """The stream is at ``last`` now: bring the window up to it and wake the streams."""
+        if last == self.last:
+            return
+        await self._keep_recent(last)
+        self.last = last
+        moved, self._changed = self._changed, asyncio.Event()
+        moved.set()
 
     async def _keep_recent(self, last: int) -> None:
         """Read the events up to ``last`` into ``recent`` (one read for every stream here)."""

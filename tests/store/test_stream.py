@@ -236,3 +236,40 @@ def test_recent_pages_end_at_a_size() -> None:
     assert [e.pos for e in rest.events] == list(range(4, 11))
     assert not rest.more
     assert rest.next == 10
+
+
+async def test_a_stream_follows_a_burst_larger_than_the_window_from_the_window(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3,500 events waiting for positions, a window of 1,500: the sequencer brings the
+    window up to each batch it gives, so a stream that keeps up takes all of them from the
+    window (none from the store)."""
+    monkeypatch.setattr(stream, "_RECENT_EVENTS", 1500)
+    sequencer = stream.Sequencer(store, poll_interval=60.0)
+    sequencer.readers = 1
+    await sequencer.step()
+    for start in range(0, 3500, 500):
+        await _record(store, *(_event(ms=start + i) for i in range(500)))
+    taken: list[int] = []
+    fell_out: list[int] = []
+
+    async def keep_up() -> None:
+        cursor = sequencer.last
+        while len(taken) < 3500:
+            changed = sequencer.changed()
+            page = sequencer.recent.page(cursor, 10_000, None, None, None)
+            if page is None:
+                fell_out.append(cursor)
+                return
+            taken.extend(e.pos for e in page.events)
+            cursor = page.next
+            if not page.events:
+                await changed.wait()
+
+    reader = asyncio.create_task(keep_up())
+    await asyncio.sleep(0)  # the stream waits at the stream's end
+    assert await sequencer.step() == 3500
+    async with asyncio.timeout(5):
+        await reader
+    assert fell_out == []
+    assert taken == list(range(1, 3501))
