@@ -123,7 +123,7 @@ class Statement:
         """Run once; the rows it returns."""
         compiled = self._for(conn)
         args = self._args(compiled, conn.dialect.name, params)
-        driver = await _sqlite_driver(conn)
+        driver = _sqlite_driver(conn)
         if driver is not None:
             return list(await _on_sqlite(driver, compiled.sql, args, want="rows"))
         return (await conn.exec_driver_sql(compiled.sql, args)).all()
@@ -132,7 +132,7 @@ class Statement:
         """Run once; the number of rows it changed."""
         compiled = self._for(conn)
         args = self._args(compiled, conn.dialect.name, params)
-        driver = await _sqlite_driver(conn)
+        driver = _sqlite_driver(conn)
         if driver is not None:
             return int(await _on_sqlite(driver, compiled.sql, args, want="rowcount"))
         return int((await conn.exec_driver_sql(compiled.sql, args)).rowcount or 0)
@@ -145,20 +145,28 @@ class Statement:
         compiled = self._for(conn)
         if compiled.reorder is not None:
             rows = [compiled.reorder(row) for row in rows]
-        driver = await _sqlite_driver(conn)
+        driver = _sqlite_driver(conn)
         if driver is not None:
             await _on_sqlite(driver, compiled.sql, rows, want="many")
         else:
             await conn.exec_driver_sql(compiled.sql, list(rows))
 
 
-async def _sqlite_driver(conn: AsyncConnection) -> Any | None:
+def _sqlite_driver(conn: AsyncConnection) -> Any | None:
     """aiosqlite's connection under ``conn`` once its transaction has begun, else None. A
     write transaction begins at once (``BEGIN IMMEDIATE``); a read begins at its first
-    statement, which then goes through SQLAlchemy so that it does."""
+    statement, which then goes through SQLAlchemy so that it does.
+
+    Read from the synchronous connection, not with ``get_raw_connection()``, which runs in
+    a greenlet of its own (a spawn and two switches per statement): while a transaction
+    holds the connection it is there without any I/O. A closed or invalidated connection
+    gives None, and the statement goes through SQLAlchemy, which raises what it should."""
     if conn.dialect.name != "sqlite":
         return None
-    driver = (await conn.get_raw_connection()).driver_connection
+    sync = conn.sync_connection
+    if sync is None or sync.closed or sync.invalidated:
+        return None
+    driver = sync.connection.driver_connection
     return driver if driver is not None and driver.in_transaction else None
 
 
@@ -196,7 +204,7 @@ def begin_sqlite(driver: Any, sql: str) -> None:
 async def run_sql(conn: AsyncConnection, sql: str) -> None:
     """Run ``sql``, which binds nothing and returns no rows (``SAVEPOINT``, ``ROLLBACK TO``),
     in ``conn``'s transaction: on SQLite as one hand-over (:func:`_on_sqlite`)."""
-    driver = await _sqlite_driver(conn)
+    driver = _sqlite_driver(conn)
     if driver is not None:
         await _on_sqlite(driver, sql, (), want="rowcount")
         return
