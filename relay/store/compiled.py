@@ -7,7 +7,7 @@ what the database spends on them (measured per row on SQLite: recording outcomes
 through Core, 21 us as driver SQL, 6.5 us in bare ``sqlite3``). A :class:`Statement` is
 written with Core against the schema like every other query, compiled once per dialect, and
 run as driver SQL: on SQLite straight on aiosqlite's connection once the transaction has
-begun (one hand-over to its thread, see :func:`_on_sqlite`), otherwise with
+begun (on the event loop's thread, see :func:`_on_sqlite`), otherwise with
 ``exec_driver_sql``. The transaction, the connection and the error translation stay
 SQLAlchemy's; only the per-call statement work goes. Values are passed as the driver takes
 them, so these statements bind plain ``int``/``str``/``None`` (and lists, see :func:`any_of`).
@@ -170,23 +170,38 @@ def _sqlite_driver(conn: AsyncConnection) -> Any | None:
     return driver if driver is not None and driver.in_transaction else None
 
 
-async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
-    """Run one statement on aiosqlite's connection directly: one hand-over to its thread.
+# More rows than this for one executemany go to aiosqlite's thread (see _on_sqlite).
+_INLINE_ROWS = 1000
 
-    Through SQLAlchemy's aiosqlite adapter a statement crosses to that thread three or four
-    times (cursor, execute, fetch, close), each a wake-up of the thread and a callback back
-    into the event loop. The transaction is still SQLAlchemy's (begun with ``BEGIN
-    IMMEDIATE`` before the first statement), and errors come out as SQLAlchemy's, like every
-    other statement's. ``want``: ``rows``, ``rowcount`` or ``many`` (``args`` is a list of
-    tuples, the driver's ``executemany``).
+
+async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
+    """Run one statement on the driver's ``sqlite3`` connection, on this thread.
+
+    A hand-over to aiosqlite's thread costs about 80 us here (the thread wakes, takes the
+    GIL, answers through a wake-up of the event loop); the statements compiled here take a
+    few. They are the hot paths' statements, each bounded (a claim of at most a batch, an
+    event batch, one row): they run on the event loop's thread, on the connection aiosqlite
+    holds (opened with ``check_same_thread=False``; ``sqlite3`` is in serialized mode). A
+    transaction's statements are awaited one after the other, so aiosqlite's thread has
+    nothing of this connection's in hand while one runs here; and inside a begun
+    transaction a statement never waits for a lock (writes begin ``IMMEDIATE``, reads
+    never wait in WAL mode). ``BEGIN`` and ``COMMIT``, which may wait for the write lock or
+    write a checkpoint, stay in aiosqlite's thread, as does an ``executemany`` of more than
+    ``_INLINE_ROWS`` rows. The transaction is SQLAlchemy's; errors come out as
+    SQLAlchemy's, like every other statement's. ``want``: ``rows``, ``rowcount`` or
+    ``many`` (``args`` is a list of tuples, the driver's ``executemany``).
     """
     try:
-        if want == "rows":
-            return await driver.execute_fetchall(sql, args)
-        if want == "many":
+        if want == "many" and len(args) > _INLINE_ROWS:
             await driver.executemany(sql, args)
             return None
-        return (await driver.execute(sql, args)).rowcount
+        raw: sqlite3.Connection = driver._conn
+        if want == "rows":
+            return raw.execute(sql, args).fetchall()
+        if want == "many":
+            raw.executemany(sql, args)
+            return None
+        return raw.execute(sql, args).rowcount
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
 
@@ -203,7 +218,7 @@ def begin_sqlite(driver: Any, sql: str) -> None:
 
 async def run_sql(conn: AsyncConnection, sql: str) -> None:
     """Run ``sql``, which binds nothing and returns no rows (``SAVEPOINT``, ``ROLLBACK TO``),
-    in ``conn``'s transaction: on SQLite as one hand-over (:func:`_on_sqlite`)."""
+    in ``conn``'s transaction: on SQLite on this thread (:func:`_on_sqlite`)."""
     driver = _sqlite_driver(conn)
     if driver is not None:
         await _on_sqlite(driver, sql, (), want="rowcount")
@@ -221,7 +236,7 @@ class ManyRows:
     """One statement for many rows of values.
 
     On SQLite ``one`` (binding each of ``columns`` by name) runs as the driver's
-    ``executemany``: one hand-over to its thread. On PostgreSQL ``all`` gets the rows as a
+    ``executemany`` (:func:`_on_sqlite`). On PostgreSQL ``all`` gets the rows as a
     table, ``unnest()`` of one array per column, and runs once: an execution per row (what
     asyncpg's ``executemany`` does) cost the server about half as much again as the rows' own
     work (recording outcomes: 34 -> 22 µs per row).

@@ -95,7 +95,9 @@ class Store:
                 url,
                 pool_size=settings.pool_size + 1,
                 max_overflow=settings.pool_size,
-                connect_args={"timeout": 30},
+                # Compiled statements run on the event loop's thread, on the connection
+                # aiosqlite opened in its own (relay.store.compiled._on_sqlite).
+                connect_args={"timeout": 30, "check_same_thread": False},
             )
             _configure_sqlite(engine)
         else:

@@ -1,5 +1,5 @@
 """SQLite statements through SQLAlchemy: one hand-over to aiosqlite's thread each, with the
-results the stock cursor gives."""
+results the stock cursor gives; compiled statements on the event loop's thread."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select, text
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.exc import IntegrityError
 
 from relay.config import StoreSettings
-from relay.store import sqlite_cursor
+from relay.store import compiled, sqlite_cursor
+from relay.store.compiled import Statement
 from relay.store.engine import Store
 
 
@@ -112,3 +113,34 @@ async def test_stock_cursor_without_the_call_it_needs(
         monkeypatch.undo()
         assert sqlite_cursor.install(adapted)
         assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+_T = Table(
+    "t",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("name", String),
+    Column("n", Integer),
+)
+_ADD = Statement(
+    lambda _: insert(_T).values(name=bindparam("name"), n=bindparam("n")), columns=("name", "n")
+)
+_NAMES = Statement(lambda _: select(_T.c.name).where(_T.c.n >= bindparam("n")).order_by(_T.c.id))
+
+
+async def test_compiled_statements_run_on_the_loop_thread(
+    store: Store, hand_overs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a begun transaction compiled statements take no hand-over (BEGIN and COMMIT
+    do); an executemany above the inline limit goes to aiosqlite's thread."""
+    async with store.write() as conn:
+        await _ADD.many(conn, [("a", 1), ("b", 2)])
+        assert [tuple(r) for r in await _NAMES.rows(conn, n=2)] == [("b",)]
+    assert len(hand_overs) == 2, hand_overs
+    monkeypatch.setattr(compiled, "_INLINE_ROWS", 2)
+    hand_overs.clear()
+    async with store.write() as conn:
+        await _ADD.many(conn, [("c", 3), ("d", 4), ("e", 5)])
+    assert len(hand_overs) == 3, hand_overs
+    async with store.read() as conn:
+        assert [r[0] for r in await _NAMES.rows(conn, n=0)] == ["a", "b", "c", "d", "e"]
