@@ -38,6 +38,7 @@ from relay.config import (
 from relay.store import Store
 from relay.store.migrate import migrate
 from relay.store.schema import metadata
+from tests.blocking import allow_known
 
 
 class LeakedResource(UserWarning):
@@ -212,15 +213,7 @@ async def make_client(
         client = await aiohttp_client(create_app(settings, base_dir=tmp_path), headers=headers)
         guard = blockbuster_ctx()
         bb = guard.__enter__()
-        # asyncpg looks for ~/.pgpass on each new connection, structlog's dev renderer reads
-        # source files to show a traceback, and the tests' free_port keeps a marker file per
-        # port it gives: all harmless here.
-        for function in bb.functions.values():
-            function.can_block_in(
-                "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
-            ).can_block_in("rich/traceback.py", ("_render_stack", "from_exception")).can_block_in(
-                "tests/proc.py", "free_port"
-            )
+        allow_known(bb)
         return client
 
     yield make

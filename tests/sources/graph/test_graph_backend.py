@@ -30,6 +30,7 @@ from tests.auth.conftest import (
     sandbox_admin,
     with_microsoft,
 )
+from tests.blocking import allow_known
 from tests.conftest import API_TOKEN
 from tests.events.test_reports import ARF, POSTFIX, dsn
 from tests.peers.receiver import Receiver
@@ -79,11 +80,7 @@ async def start(
             headers={"Authorization": f"Bearer {API_TOKEN}"},
         )
         guard = blockbuster_ctx()
-        bb = guard.__enter__()
-        for function in bb.functions.values():
-            function.can_block_in(
-                "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
-            ).can_block_in("rich/traceback.py", ("_render_stack", "from_exception"))
+        allow_known(guard.__enter__())
         guards.append(guard)
         return client
 
