@@ -57,7 +57,8 @@ class Statement:
 
     ``lists`` names the parameters bound through :func:`any_of`; ``columns`` the order of
     the values in the tuples :meth:`many` takes (every name the statement binds, apart from
-    the values Core bound itself).
+    the values Core bound itself). ``inline=False`` keeps a statement that reads much (pages
+    of stored events) in aiosqlite's thread on SQLite (see :func:`_on_sqlite`).
     """
 
     def __init__(
@@ -66,10 +67,12 @@ class Statement:
         *,
         lists: Sequence[str] = (),
         columns: Sequence[str] = (),
+        inline: bool = True,
     ) -> None:
         self._build = build
         self._lists = frozenset(lists)
         self._columns = tuple(columns)
+        self._inline = inline
         self._compiled: dict[str, _Compiled] = {}
 
     def _for(self, conn: AsyncConnection) -> _Compiled:
@@ -125,7 +128,9 @@ class Statement:
         args = self._args(compiled, conn.dialect.name, params)
         driver = _sqlite_driver(conn)
         if driver is not None:
-            return list(await _on_sqlite(driver, compiled.sql, args, want="rows"))
+            return list(
+                await _on_sqlite(driver, compiled.sql, args, want="rows", inline=self._inline)
+            )
         return (await conn.exec_driver_sql(compiled.sql, args)).all()
 
     async def run(self, conn: AsyncConnection, **params: Any) -> int:
@@ -134,7 +139,9 @@ class Statement:
         args = self._args(compiled, conn.dialect.name, params)
         driver = _sqlite_driver(conn)
         if driver is not None:
-            return int(await _on_sqlite(driver, compiled.sql, args, want="rowcount"))
+            return int(
+                await _on_sqlite(driver, compiled.sql, args, want="rowcount", inline=self._inline)
+            )
         return int((await conn.exec_driver_sql(compiled.sql, args)).rowcount or 0)
 
     async def many(self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -147,7 +154,7 @@ class Statement:
             rows = [compiled.reorder(row) for row in rows]
         driver = _sqlite_driver(conn)
         if driver is not None:
-            await _on_sqlite(driver, compiled.sql, rows, want="many")
+            await _on_sqlite(driver, compiled.sql, rows, want="many", inline=self._inline)
         else:
             await conn.exec_driver_sql(compiled.sql, list(rows))
 
@@ -174,7 +181,7 @@ def _sqlite_driver(conn: AsyncConnection) -> Any | None:
 _INLINE_ROWS = 1000
 
 
-async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
+async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str, inline: bool = True) -> Any:
     """Run one statement on the driver's ``sqlite3`` connection, on this thread.
 
     A hand-over to aiosqlite's thread costs about 80 us here (the thread wakes, takes the
@@ -186,15 +193,22 @@ async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str) -> Any:
     nothing of this connection's in hand while one runs here; and inside a begun
     transaction a statement never waits for a lock (writes begin ``IMMEDIATE``, reads
     never wait in WAL mode). ``BEGIN`` and ``COMMIT``, which may wait for the write lock or
-    write a checkpoint, stay in aiosqlite's thread, as does an ``executemany`` of more than
-    ``_INLINE_ROWS`` rows. The transaction is SQLAlchemy's; errors come out as
-    SQLAlchemy's, like every other statement's. ``want``: ``rows``, ``rowcount`` or
-    ``many`` (``args`` is a list of tuples, the driver's ``executemany``).
+    write a checkpoint, stay in aiosqlite's thread, as do an ``executemany`` of more than
+    ``_INLINE_ROWS`` rows and the statements built with ``inline=False`` (reads of many
+    rows and bytes: there SQLite's own work, which runs without the GIL, is worth the other
+    core; run here, the stream's pages slowed deliveries by a third). The transaction is
+    SQLAlchemy's; errors come out as SQLAlchemy's, like every other statement's. ``want``:
+    ``rows``, ``rowcount`` or ``many`` (``args`` is a list of tuples, the driver's
+    ``executemany``).
     """
     try:
-        if want == "many" and len(args) > _INLINE_ROWS:
-            await driver.executemany(sql, args)
-            return None
+        if not inline or (want == "many" and len(args) > _INLINE_ROWS):
+            if want == "rows":
+                return await driver.execute_fetchall(sql, args)
+            if want == "many":
+                await driver.executemany(sql, args)
+                return None
+            return (await driver.execute(sql, args)).rowcount
         raw: sqlite3.Connection = driver._conn
         if want == "rows":
             return raw.execute(sql, args).fetchall()

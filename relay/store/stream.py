@@ -213,7 +213,8 @@ _PAGE = Statement(
         .where(events.c.pos > bindparam("after"))
         .order_by(events.c.pos)
         .limit(bindparam("limit"))
-    )
+    ),
+    inline=False,
 )
 
 
