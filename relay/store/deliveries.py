@@ -98,9 +98,14 @@ def _claim_statement(dialect: str) -> ClauseElement:
     )
     if dialect == "postgresql":
         due = due.with_for_update(of=deliveries, skip_locked=True)
+    return _taking(deliveries.c.seq.in_(due.scalar_subquery()))
+
+
+def _taking(*where: ColumnElement[bool]) -> ClauseElement:
+    """Lease the deliveries ``where`` selects to ``:node`` until ``:lease_until``."""
     return (
         update(deliveries)
-        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .where(*where)
         .values(
             status=S.INFLIGHT,
             lease_until_ms=bindparam("lease_until"),
@@ -185,17 +190,7 @@ def _take_statement(_: str) -> ClauseElement:
         .limit(1)
         .scalar_subquery()
     )
-    return (
-        update(deliveries)
-        .where(deliveries.c.seq == newest, deliveries.c.status == S.PENDING)
-        .values(
-            status=S.INFLIGHT,
-            lease_until_ms=bindparam("lease_until"),
-            claimed_by=bindparam("node"),
-            updated_ms=bindparam("now"),
-        )
-        .returning(*_RETURNING)
-    )
+    return _taking(deliveries.c.seq == newest, deliveries.c.status == S.PENDING)
 
 
 _TAKE = Statement(_take_statement)

@@ -4,29 +4,17 @@ answered once its row is committed, and only with its own error."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.config import StoreSettings
 from relay.errors import StoreUnavailable
 from relay.store import token_log
 from relay.store.batched import Appends
 from relay.store.engine import Store
-from relay.store.migrate import migrate
 from relay.store.schema import token_log as token_log_table
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = Store.open(StoreSettings(url=store_url))
-    await migrate(opened)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _entry(token_id: str) -> token_log.Entry:

@@ -4,25 +4,12 @@ value on first use (the service secret at start-up) — neither write fails."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 
-from relay.config import StoreSettings
 from relay.store import Store
 from relay.store import settings as settings_store
-from relay.store.migrate import migrate
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = Store.open(StoreSettings(url=store_url))
-    await migrate(opened)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _waiting_on_a_lock(store: Store) -> None:

@@ -4,31 +4,18 @@ of seq order), the pruning watermark, and the sequencer's wake-ups."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select, update
 
-from relay.config import StoreSettings
 from relay.events.model import Event
 from relay.store import deliveries as queue
 from relay.store import events as events_store
 from relay.store import stream
 from relay.store.engine import Store, Wake
-from relay.store.migrate import migrate
 from relay.store.schema import events
 
 URL = "https://relay.example.com"
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = Store.open(StoreSettings(url=store_url))
-    await migrate(opened)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _event(account: str = "a", name: str = "messageNew", path: str = "INBOX", ms: int = 1) -> Event:
