@@ -203,27 +203,28 @@ async def _on_sqlite(driver: Any, sql: str, args: Any, *, want: str, inline: boo
     """
     try:
         if not inline or (want == "many" and len(args) > _INLINE_ROWS):
-            if want == "rows":
-                return await driver.execute_fetchall(sql, args)
-            if want == "many":
-                await driver.executemany(sql, args)
-                return None
-            return (await driver.execute(sql, args)).rowcount
-        raw: sqlite3.Connection = driver._conn
-        if want == "rows":
-            return raw.execute(sql, args).fetchall()
-        if want == "many":
-            raw.executemany(sql, args)
-            return None
-        return raw.execute(sql, args).rowcount
+            # aiosqlite's call that runs a function in its thread (also the one-hand-over
+            # cursor's, relay.store.sqlite_cursor).
+            return await driver._execute(_statement, driver._conn, sql, args, want)
+        return _statement(driver._conn, sql, args, want)
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
 
 
+def _statement(raw: sqlite3.Connection, sql: str, args: Any, want: str) -> Any:
+    """:func:`_on_sqlite`'s statement on ``raw``, on whichever thread calls it."""
+    if want == "rows":
+        return raw.execute(sql, args).fetchall()
+    if want == "many":
+        raw.executemany(sql, args)
+        return None
+    return raw.execute(sql, args).rowcount
+
+
 def begin_sqlite(driver: Any, sql: str) -> None:
     """Run ``sql`` (``BEGIN``, ``BEGIN IMMEDIATE``) on aiosqlite's connection from
-    SQLAlchemy's synchronous ``begin`` event: one hand-over to its thread, where the
-    adapter's cursor takes three (cursor, execute, close). Every transaction begins here."""
+    SQLAlchemy's synchronous ``begin`` event: one hand-over to its thread, without
+    SQLAlchemy's statement execution around it. Every transaction begins here."""
     try:
         await_only(driver.execute(sql))
     except sqlite3.Error as exc:

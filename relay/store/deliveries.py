@@ -142,10 +142,12 @@ async def claim(
         node=node,
         skip=sorted(skip_routes),
     )
-    return sorted(
-        (Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows),
-        key=lambda c: c.seq,
-    )
+    return sorted((_claimed_row(r) for r in rows), key=lambda c: c.seq)
+
+
+def _claimed_row(r: Sequence[Any]) -> Claimed:
+    """A row of ``_RETURNING``'s columns, as the driver gives it."""
+    return Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
 
 
 async def claim_fifo_heads(
@@ -205,10 +207,7 @@ async def take(
     rows = await _TAKE.rows(
         conn, route_id=route_id, event_id=event_id, now=now, lease_until=lease_until, node=node
     )
-    if not rows:
-        return None
-    r = rows[0]
-    return Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
+    return _claimed_row(rows[0]) if rows else None
 
 
 @dataclass(frozen=True, slots=True)

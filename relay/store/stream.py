@@ -29,6 +29,7 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, func, literal_column, select, update
@@ -236,23 +237,22 @@ async def read(
         return Page([], start, False, True, False)
     if start > last:
         return Page([], start, False, False, True)
+    rows: Sequence[Sequence[Any]]
     if accounts is None and event is None and path is None:
         # The window's reads (relay.store.stream.Recent) and unfiltered pages: compiled once,
         # rows straight from the driver (a burst is read into the window a batch at a time).
-        found = [StreamEvent(*r) for r in await _PAGE.rows(conn, after=start, limit=limit)]
-        more = len(found) == limit
-        return Page(found, found[-1].pos if more else last, more, False, False)
-    where = [events.c.pos > start]
-    if accounts is not None:
-        where.append(events.c.account.in_(list(accounts)))
-    if event is not None:
-        where.append(events.c.event == event)
-    if path is not None:
-        where.append(events.c.path == path)
-    rows = await conn.execute(select(*_COLUMNS).where(*where).order_by(events.c.pos).limit(limit))
-    found = [
-        StreamEvent(int(r[0]), str(r[1]), r[2], str(r[3]), r[4], int(r[5]), str(r[6])) for r in rows
-    ]
+        rows = await _PAGE.rows(conn, after=start, limit=limit)
+    else:
+        where = [events.c.pos > start]
+        if accounts is not None:
+            where.append(events.c.account.in_(list(accounts)))
+        if event is not None:
+            where.append(events.c.event == event)
+        if path is not None:
+            where.append(events.c.path == path)
+        query = select(*_COLUMNS).where(*where).order_by(events.c.pos).limit(limit)
+        rows = (await conn.execute(query)).all()
+    found = [StreamEvent(*r) for r in rows]
     more = len(found) == limit
     following = found[-1].pos if more else last
     return Page(found, following, more, False, False)

@@ -18,15 +18,9 @@ from relay.store.schema import token_log
 
 __all__ = ["Entry", "append", "prune"]
 
-_COLUMNS = ("token_id", "created_ms", "method", "route", "account", "status", "address")
-# Compiled once (relay.store.compiled): every write request with a token appends one.
-_APPEND = Statement(
-    lambda _: insert(token_log).values({c: bindparam(c) for c in _COLUMNS}), columns=_COLUMNS
-)
-
 
 class Entry(NamedTuple):
-    """One row, its values in the table's column order."""
+    """One row: its fields are the columns ``append`` writes, in that order."""
 
     token_id: str
     created_ms: int
@@ -35,6 +29,13 @@ class Entry(NamedTuple):
     account: str | None
     status: int
     address: str | None
+
+
+# Compiled once (relay.store.compiled): every write request with a token appends one.
+_APPEND = Statement(
+    lambda _: insert(token_log).values({c: bindparam(c) for c in Entry._fields}),
+    columns=Entry._fields,
+)
 
 
 async def append(conn: AsyncConnection, entries: Sequence[Entry]) -> None:
