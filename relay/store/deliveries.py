@@ -8,9 +8,8 @@ that holds it dies, :func:`reap` hands the row back once the lease has run out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Select,
@@ -28,13 +27,21 @@ from sqlalchemy.sql.expression import ClauseElement, ColumnElement, Update
 
 from relay.store import stream
 from relay.store.compiled import ManyRows, Statement, any_of
-from relay.store.schema import DeliveryStatus, deliveries, delivery_attempts, events, webhook_routes
+from relay.store.schema import (
+    DeliveryStatus,
+    deliveries,
+    delivery_attempts,
+    events,
+    status_is,
+    webhook_routes,
+)
 
 S = DeliveryStatus
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+# The records of the delivery path are NamedTuples: immutable like a frozen dataclass, built
+# in a third of the time (several per delivery, at tens of thousands of deliveries a second).
+class Claimed(NamedTuple):
     seq: int
     route_id: str
     event_id: str
@@ -42,8 +49,7 @@ class Claimed:
     created_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one attempt came to, as the worker hands it to :func:`finish`."""
 
     seq: int
@@ -57,19 +63,6 @@ class Outcome:
     result: str  # DeliveryStatus.DELIVERED | PENDING (retry later) | FAILED
     next_attempt_ms: int | None = None
     disable_route: str | None = None  # reason, when the receiver asked for it (410)
-
-
-def _claimed(rows: Iterable[RowMapping]) -> list[Claimed]:
-    return [
-        Claimed(
-            seq=int(r["seq"]),
-            route_id=str(r["route_id"]),
-            event_id=str(r["event_id"]),
-            attempts=int(r["attempts"]),
-            created_ms=int(r["created_ms"]),
-        )
-        for r in rows
-    ]
 
 
 _RETURNING = (
@@ -86,7 +79,7 @@ def _claim_statement(dialect: str) -> ClauseElement:
         select(deliveries.c.seq)
         .join(webhook_routes, webhook_routes.c.id == deliveries.c.route_id)
         .where(
-            deliveries.c.status == S.PENDING,
+            status_is(S.PENDING),
             deliveries.c.lane == bindparam("lane"),
             deliveries.c.next_attempt_ms <= bindparam("now"),
             webhook_routes.c.enabled == 1,
@@ -142,12 +135,13 @@ async def claim(
         node=node,
         skip=sorted(skip_routes),
     )
-    return sorted((_claimed_row(r) for r in rows), key=lambda c: c.seq)
+    return sorted(map(_claimed_row, rows))
 
 
 def _claimed_row(r: Sequence[Any]) -> Claimed:
-    """A row of ``_RETURNING``'s columns, as the driver gives it."""
-    return Claimed(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
+    """A row of ``_RETURNING``'s columns, as the driver gives it (both drivers give these
+    columns as ``int`` and ``str``)."""
+    return Claimed._make(r)
 
 
 async def claim_fifo_heads(
@@ -160,13 +154,13 @@ async def claim_fifo_heads(
         .where(
             webhook_routes.c.ordering == "fifo",
             webhook_routes.c.enabled == 1,
-            deliveries.c.status.in_((S.PENDING, S.INFLIGHT)),
+            status_is(S.PENDING, S.INFLIGHT),
         )
         .group_by(deliveries.c.route_id)
     )
     due = select(deliveries.c.seq).where(
         deliveries.c.seq.in_(heads.scalar_subquery()),
-        deliveries.c.status == S.PENDING,
+        status_is(S.PENDING),
         deliveries.c.next_attempt_ms <= now,
     )
     if conn.dialect.name == "postgresql":
@@ -177,7 +171,7 @@ async def claim_fifo_heads(
         .values(status=S.INFLIGHT, lease_until_ms=lease_until, claimed_by=node, updated_ms=now)
         .returning(*_RETURNING)
     )
-    return _claimed(result.mappings())
+    return sorted(map(_claimed_row, result))
 
 
 def _take_statement(_: str) -> ClauseElement:
@@ -210,8 +204,7 @@ async def take(
     return _claimed_row(rows[0]) if rows else None
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(NamedTuple):
     """What an attempt sends of an event: its name and account (a queue sink's routing key
     and fields) and its payload, the exact bytes that are signed."""
 
@@ -230,7 +223,7 @@ _PAYLOADS = Statement(
 
 async def payloads(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, Stored]:
     rows = await _PAYLOADS.rows(conn, ids=sorted(set(event_ids)))
-    return {str(r[0]): Stored(str(r[1]), r[2], str(r[3])) for r in rows}
+    return {r[0]: Stored(r[1], r[2], r[3]) for r in rows}
 
 
 _ATTEMPT_COLUMNS = (
@@ -355,7 +348,7 @@ async def reap(conn: AsyncConnection, *, now: int) -> int:
     """Give back deliveries whose lease ran out (their node died or stalled)."""
     result = await conn.execute(
         update(deliveries)
-        .where(deliveries.c.status == S.INFLIGHT, deliveries.c.lease_until_ms < now)
+        .where(status_is(S.INFLIGHT), deliveries.c.lease_until_ms < now)
         .values(status=S.PENDING, lease_until_ms=None, claimed_by=None, updated_ms=now)
     )
     return int(result.rowcount or 0)
@@ -398,7 +391,7 @@ async def recover(
         update(deliveries)
         .where(
             deliveries.c.route_id == route_id,
-            deliveries.c.status == S.FAILED,
+            status_is(S.FAILED),
             *window,
         )
         .values(status=S.PENDING, attempts=0, lane=1, next_attempt_ms=now, updated_ms=now)
@@ -429,11 +422,23 @@ async def prune(conn: AsyncConnection, *, before_ms: int) -> int:
 
 
 async def depth(conn: AsyncConnection) -> dict[str, int]:
-    """Deliveries by status (queue depth for metrics)."""
-    rows = await conn.execute(
-        select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
-    )
-    return {str(s): int(n) for s, n in rows.all()}
+    """Deliveries by status (queue depth for metrics): the queue's states counted in their
+    partial indexes, the delivered ones as the rest of the table."""
+    counts = await states(conn, (S.PENDING, S.INFLIGHT, S.FAILED))
+    total = int(await conn.scalar(select(func.count()).select_from(deliveries)) or 0)
+    counts[S.DELIVERED] = total - sum(counts.values())
+    return counts
+
+
+async def states(conn: AsyncConnection, wanted: Sequence[str]) -> dict[str, int]:
+    """How many deliveries are in each of the ``wanted`` states (each in one of the partial
+    indexes, so that counting reads the queue, not the history)."""
+    counts = [
+        select(func.count()).select_from(deliveries).where(status_is(state)).scalar_subquery()
+        for state in wanted
+    ]
+    row = (await conn.execute(select(*counts))).one()
+    return {state: int(n) for state, n in zip(wanted, row, strict=True)}
 
 
 async def page(

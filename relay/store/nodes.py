@@ -25,6 +25,7 @@ from relay.store.schema import (
     cluster_nodes,
     deliveries,
     outbox,
+    status_is,
 )
 
 __all__ = ["beat", "forget_dead", "leave", "live", "new_id", "register", "remove", "rows", "work"]
@@ -110,7 +111,7 @@ async def work(conn: AsyncConnection, *, now_ms: int) -> dict[str, dict[str, int
         add(node, "accounts", int(count))
     claimed = await conn.execute(
         select(deliveries.c.claimed_by, func.count())
-        .where(deliveries.c.status == DeliveryStatus.INFLIGHT)
+        .where(status_is(DeliveryStatus.INFLIGHT))
         .group_by(deliveries.c.claimed_by)
     )
     for node, count in claimed.all():

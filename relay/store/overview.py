@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store.deliveries import states as delivery_states
 from relay.store.schema import (
     DeliveryStatus,
     OutboxStatus,
@@ -15,6 +16,7 @@ from relay.store.schema import (
     deliveries,
     events,
     outbox,
+    status_is,
     webhook_routes,
 )
 
@@ -57,12 +59,9 @@ async def per_minute(conn: AsyncConnection, since_ms: int) -> tuple[dict[int, in
 
 async def queue_depths(conn: AsyncConnection) -> dict[str, int]:
     """Deliveries waiting or in flight, failed ones, and messages waiting to be sent."""
-    rows = await conn.execute(
-        select(deliveries.c.status, func.count())
-        .where(deliveries.c.status != DeliveryStatus.DELIVERED)
-        .group_by(deliveries.c.status)
+    by_status = await delivery_states(
+        conn, (DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT, DeliveryStatus.FAILED)
     )
-    by_status = {str(s): int(n) for s, n in rows.all()}
     rows = await conn.execute(
         select(outbox.c.status, func.count())
         .where(
@@ -84,7 +83,7 @@ async def failing_routes(conn: AsyncConnection, limit: int = 20) -> list[Failing
     """Routes that are failing now (or disabled by a receiver), with their failed deliveries."""
     failed = (
         select(deliveries.c.route_id, func.count().label("failed"))
-        .where(deliveries.c.status == DeliveryStatus.FAILED)
+        .where(status_is(DeliveryStatus.FAILED))
         .group_by(deliveries.c.route_id)
         .subquery()
     )

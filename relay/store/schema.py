@@ -7,6 +7,8 @@ Secrets live only in ``LargeBinary`` columns written by :class:`relay.auth.crypt
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -22,7 +24,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
+    text,
 )
+from sqlalchemy.sql.expression import ColumnElement
 
 metadata = MetaData(
     naming_convention={
@@ -227,9 +232,37 @@ deliveries = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Column("delivered_ms", BigInteger, nullable=True),
-    Index(None, "status", "lane", "next_attempt_ms", "seq"),
     Index(None, "route_id", "seq"),
-    Index(None, "status", "lease_until_ms"),
+    # Partial indexes (migration 0018): each holds only the rows of the states it finds, so
+    # a delivery that finished leaves them and they grow with the backlog, not the history.
+    # A query uses one only when its WHERE names the same state as a literal (status_is).
+    Index(
+        "ix_deliveries_due",
+        "lane",
+        "next_attempt_ms",
+        "seq",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "ix_deliveries_unfinished",
+        "route_id",
+        "seq",
+        sqlite_where=text("status IN ('pending', 'inflight')"),
+        postgresql_where=text("status IN ('pending', 'inflight')"),
+    ),
+    Index(
+        "ix_deliveries_leased",
+        "lease_until_ms",
+        sqlite_where=text("status = 'inflight'"),
+        postgresql_where=text("status = 'inflight'"),
+    ),
+    Index(
+        "ix_deliveries_failed",
+        "route_id",
+        sqlite_where=text("status = 'failed'"),
+        postgresql_where=text("status = 'failed'"),
+    ),
 )
 
 delivery_attempts = Table(
@@ -256,6 +289,19 @@ class DeliveryStatus:
     FAILED = "failed"
 
     ALL = (PENDING, INFLIGHT, DELIVERED, FAILED)
+
+
+def status_is(*statuses: str) -> ColumnElement[bool]:
+    """``deliveries.status`` is one of ``statuses``, written into the SQL as literals: a
+    planner uses a partial index only for a query whose WHERE implies the index's, which a
+    bound parameter (any state at all) never does."""
+    unknown = set(statuses) - set(DeliveryStatus.ALL)
+    if unknown or not statuses:
+        raise ValueError(f"not delivery states: {sorted(unknown)}")
+    literals: list[ColumnElement[Any]] = [literal_column(f"'{status}'") for status in statuses]
+    if len(literals) == 1:
+        return deliveries.c.status == literals[0]
+    return deliveries.c.status.in_(literals)
 
 
 class AccountState:

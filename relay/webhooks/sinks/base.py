@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 
@@ -37,8 +38,7 @@ class SinkFailed(DeliveryError):
     """The broker did not confirm a message; the text is what the delivery log shows."""
 
 
-@dataclass(frozen=True, slots=True)
-class SinkMessage:
+class SinkMessage(NamedTuple):
     """One message for a queue sink: the webhook body and its signature headers."""
 
     route_id: str
