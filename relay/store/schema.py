@@ -235,7 +235,7 @@ deliveries = Table(
     Index(None, "route_id", "seq"),
     # Partial indexes (migration 0018): each holds only the rows of the states it finds, so
     # a delivery that finished leaves them and they grow with the backlog, not the history.
-    # A query uses one only when its WHERE names the same state as a literal (status_is).
+    # Queries name the state as a literal (status_is), so that every plan can use them.
     Index(
         "ix_deliveries_due",
         "lane",
@@ -293,8 +293,10 @@ class DeliveryStatus:
 
 def status_is(*statuses: str) -> ColumnElement[bool]:
     """``deliveries.status`` is one of ``statuses``, written into the SQL as literals: a
-    planner uses a partial index only for a query whose WHERE implies the index's, which a
-    bound parameter (any state at all) never does."""
+    planner uses a partial index only for a query whose WHERE implies the index's, and a
+    state bound as a parameter does so only where the planner looks at the value bound
+    (SQLite prepares the statement again for it; PostgreSQL's generic plan, which a prepared
+    statement gets after a few runs, does not)."""
     unknown = set(statuses) - set(DeliveryStatus.ALL)
     if unknown or not statuses:
         raise ValueError(f"not delivery states: {sorted(unknown)}")

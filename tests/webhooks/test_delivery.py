@@ -48,6 +48,17 @@ async def test_happy_path_signed_and_logged(hook: Setup) -> None:
     assert rows[0]["attemptLog"][0]["statusCode"] == 204
 
 
+async def test_a_lone_outcome_is_written_at_once(
+    hook: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no other attempt running, nothing would join its write: the outcome is recorded
+    without waiting out the window in which outcomes gather (here far beyond the test)."""
+    monkeypatch.setattr("relay.webhooks.worker._FLUSH_WINDOW", 3600.0)
+    await hook.emit(1)
+    rows = await _settled(hook, 1)
+    assert [r["status"] for r in rows] == ["delivered"]
+
+
 async def test_500_then_success_keeps_id(hook: Setup) -> None:
     """A 500 is retried with the same webhook-id and a higher attempt count."""
     hook.rx.respond(500)
