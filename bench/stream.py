@@ -6,9 +6,11 @@ alone, and with ``--clients`` concurrent ``GET /v1/events/stream`` readers (thei
 process) reading every one of those events as they are stored. The figure is deliveries per
 second (first event stored -> last delivery accepted); rounds alternate and the figures are
 medians. Prints one JSON line:
-``{alone_per_s, with_streams_per_s, ratio, slowdown, clients, streamed_min, engine, events,
-rounds, goal}`` where ``streamed_min`` is the fewest events one reader got in a round (it
-should be ``events``) and the goal is a slowdown of at most 10 %.
+``{alone_per_s, with_streams_per_s, ratio, slowdown, clients, streamed_min,
+relay_cpu_ms_per_1000, engine, events, rounds, goal}`` where ``streamed_min`` is the fewest
+events one reader got in a round (it should be ``events``), ``relay_cpu_ms_per_1000`` the
+relay process's CPU (user, system; milliseconds per 1,000 events, median over the rounds)
+alone and with the readers, and the goal is a slowdown of at most 10 %.
 
     python bench/stream.py [--events 5000] [--rounds 2] [--clients 100] [--engine sqlite|postgresql]
 """
@@ -86,11 +88,18 @@ async def produce(store: Store, n: int, round_no: int) -> None:
             await events_store.record(conn, batch, default_service_url="http://bench")
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds process ``pid`` has used (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 async def one_round(
-    store: Store, stats: str, n: int, round_no: int, port: int, clients: int
-) -> tuple[float, int | None]:
+    store: Store, stats: str, n: int, round_no: int, port: int, clients: int, relay_pid: int
+) -> tuple[float, int | None, tuple[float, float]]:
     """Deliveries per second for ``n`` events; with ``clients`` readers, the fewest events
-    one of them read."""
+    one of them read; the relay's user and system CPU seconds for the round."""
     async with aiohttp.ClientSession() as http:
         base = await _accepted(http, stats)
         reader = None
@@ -111,9 +120,12 @@ async def one_round(
             assert reader.stdout is not None
             assert (await reader.stdout.readline()).strip() == b"ready"
             await asyncio.sleep(1.0)  # every stream open and waiting
+        cpu_before = cpu_seconds(relay_pid)
         started = time.perf_counter()
         await produce(store, n, round_no)
         finished = await _wait_accepted(http, stats, base + n)
+        cpu_after = cpu_seconds(relay_pid)
+    cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
     streamed = None
     if reader is not None:
         assert reader.stdout is not None
@@ -123,7 +135,7 @@ async def one_round(
         counts = json.loads((await reader.stdout.readline()) or b"[]")
         await reader.wait()
         streamed = min(counts) if counts else 0
-    return n / (finished - started), streamed
+    return n / (finished - started), streamed, cpu
 
 
 async def main() -> None:
@@ -172,14 +184,19 @@ async def main() -> None:
         alone: list[float] = []
         together: list[float] = []
         streamed: list[int] = []
+        cpu_alone: list[tuple[float, float]] = []
+        cpu_together: list[tuple[float, float]] = []
         try:
+            pid = relay.proc.pid
             for r in range(args.rounds):
-                rate, _ = await one_round(store, stats, args.events, 2 * r, port, 0)
+                rate, _, cpu = await one_round(store, stats, args.events, 2 * r, port, 0, pid)
                 alone.append(rate)
-                rate, got = await one_round(
-                    store, stats, args.events, 2 * r + 1, port, args.clients
+                cpu_alone.append(cpu)
+                rate, got, cpu = await one_round(
+                    store, stats, args.events, 2 * r + 1, port, args.clients, pid
                 )
                 together.append(rate)
+                cpu_together.append(cpu)
                 streamed.append(got or 0)
         finally:
             await asyncio.to_thread(relay.stop)
@@ -189,6 +206,14 @@ async def main() -> None:
             if args.engine == "postgresql":
                 await pg_database(admin, name, drop=True)
     a, w = statistics.median(alone), statistics.median(together)
+
+    def per_1000(rounds: list[tuple[float, float]], part: int) -> float:
+        return round(statistics.median(r[part] for r in rounds) * 1000 / args.events * 1000, 1)
+
+    cpu = {
+        "alone": [per_1000(cpu_alone, 0), per_1000(cpu_alone, 1)],
+        "with_streams": [per_1000(cpu_together, 0), per_1000(cpu_together, 1)],
+    }
     print(
         json.dumps(
             {
@@ -198,6 +223,7 @@ async def main() -> None:
                 "slowdown": round(1 - w / a, 3),
                 "clients": args.clients,
                 "streamed_min": min(streamed),
+                "relay_cpu_ms_per_1000": cpu,
                 "engine": args.engine,
                 "events": args.events,
                 "rounds": args.rounds,
