@@ -400,8 +400,12 @@ async def list_routes(request: web.Request) -> web.Response:
 async def _route_or_404(conn: Any, route_id: str) -> Any:
     row = await routes_store.get(conn, route_id)
     if row is None:
-        raise NotFound(f"Webhook route {route_id!r} not found", field="id")
+        raise _no_route(route_id)
     return row
+
+
+def _no_route(route_id: str) -> NotFound:
+    return NotFound(f"Webhook route {route_id!r} not found", field="id")
 
 
 async def get_route(request: web.Request) -> web.Response:
@@ -598,8 +602,10 @@ async def test_route(request: web.Request) -> web.Response:
     slot = worker.slot(route_id) if worker is not None else contextlib.nullcontext()
     with waiting as recorded, slot as held:
         async with request.app[STORE].write(notify=False) as conn:
-            row = await _route_or_404(conn, route_id)
-            if not row["enabled"]:
+            enabled = await routes_store.enabled(conn, route_id)
+            if enabled is None:
+                raise _no_route(route_id)
+            if not enabled:
                 raise Conflict(
                     f"Webhook route {route_id!r} is disabled; enable it first", field="id"
                 )
@@ -637,7 +643,7 @@ async def test_route(request: web.Request) -> web.Response:
     async with request.app[STORE].read() as conn:
         outcome = await queue.latest_outcome(conn, route_id, event.id)
     if outcome is None:  # the route was deleted meanwhile, and its deliveries with it
-        raise NotFound(f"Webhook route {route_id!r} not found", field="id")
+        raise _no_route(route_id)
     attempted = outcome["attempt_seq"] is not None
     return json_response(
         TestResult(

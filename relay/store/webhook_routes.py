@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store.compiled import Statement
 from relay.store.engine import now_ms
 from relay.store.schema import webhook_routes
 
@@ -29,6 +30,20 @@ async def update(conn: AsyncConnection, route_id: str, values: Mapping[str, Any]
 async def get(conn: AsyncConnection, route_id: str) -> RowMapping | None:
     result = await conn.execute(select(webhook_routes).where(webhook_routes.c.id == route_id))
     return result.mappings().first()
+
+
+_ENABLED = Statement(
+    lambda _: select(webhook_routes.c.enabled).where(webhook_routes.c.id == bindparam("id"))
+)
+
+
+async def enabled(conn: AsyncConnection, route_id: str) -> bool | None:
+    """Whether the route is enabled; None when there is no such route. A compiled statement
+    (relay.store.compiled): test deliveries read it inside their write, where a statement
+    through SQLAlchemy would hold the shared transaction over a hand-over to SQLite's
+    thread."""
+    rows = await _ENABLED.rows(conn, id=route_id)
+    return bool(rows[0][0]) if rows else None
 
 
 async def all_routes(conn: AsyncConnection) -> Sequence[RowMapping]:

@@ -152,3 +152,26 @@ async def test_without_a_free_slot_the_delivery_is_queued_for_the_claim_loop(
         assert (await first)["statusCode"] == 201
     assert (second["status"], second["statusCode"]) == ("delivered", 202)
     assert [d.id for d in rx.accepted()][1] == second["eventId"]
+
+
+async def test_unknown_or_disabled_route_is_refused_and_nothing_is_queued(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """An unknown route is a 404 and a disabled one a 409, both naming ``id``; neither call
+    stores an event or queues a delivery."""
+    client = await make_client(loopback_settings(settings))
+    async with Receiver(secret=WHSEC) as rx:
+        route = await _route(client, rx)
+        await call(client, "PUT", f"/v1/webhooks/{route}", {"enabled": False})
+        missing = await call(client, "POST", "/v1/webhooks/no-such-route/test", status=404)
+        disabled = await call(client, "POST", f"/v1/webhooks/{route}/test", status=409)
+        assert missing["field"] == disabled["field"] == "id"
+        assert "disabled" in disabled["message"]
+        async with client.app[STORE].read() as conn:
+            assert await queue.depth(conn) == {
+                "pending": 0,
+                "inflight": 0,
+                "failed": 0,
+                "delivered": 0,
+            }
+        assert rx.requests == []
