@@ -13,7 +13,6 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from relay.config import StoreSettings
 from relay.store import stream
 from relay.store.engine import Store
 from relay.store.migrate import _config, migrate
@@ -21,15 +20,12 @@ from relay.store.schema import metadata
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = Store.open(StoreSettings(url=store_url))
-    await migrate(opened)
-    try:
-        yield opened
-    finally:
-        # Leave the schema at the newest revision for the tests that share the database.
-        await migrate(opened)
-        await opened.close()
+async def store(store: Store) -> AsyncIterator[Store]:
+    """The store tests' migrated store (tests/store/conftest.py), migrated again before it
+    closes: these tests downgrade it, and the tests sharing the database want the newest
+    revision."""
+    yield store
+    await migrate(store)
 
 
 def _diff(connection: Connection) -> list[Any]:
