@@ -26,7 +26,13 @@ from sqlalchemy import ARRAY, ColumnElement, any_, bindparam, func, literal_colu
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement, Select, TableValuedAlias
+from sqlalchemy.sql.expression import (
+    ClauseElement,
+    FromClause,
+    Select,
+    Subquery,
+    TableValuedAlias,
+)
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_only
 
@@ -247,6 +253,15 @@ def _unnest(columns: Mapping[str, TypeEngine[Any]]) -> TableValuedAlias:
     return func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
 
 
+def _json_rows(names: Sequence[str]) -> Subquery:
+    """``(SELECT json_extract(value, '$[0]') AS a, ... FROM json_each(:rows)) AS v``: one
+    JSON array of rows (each an array of the values of ``names``), read as rows (SQLite)."""
+    values: list[ColumnElement[Any]] = [
+        literal_column(f"json_extract(value, '$[{i}]')").label(name) for i, name in enumerate(names)
+    ]
+    return select(*values).select_from(func.json_each(bindparam("rows"))).subquery("v")
+
+
 class ManyRows:
     """One statement for many rows of values.
 
@@ -277,3 +292,40 @@ class ManyRows:
             return
         arrays = {name: [row[i] for row in rows] for i, name in enumerate(self._names)}
         await self._all.run(conn, **arrays)
+
+
+class RowsTable:
+    """One statement over many rows of values read as a table on both databases, for what
+    needs them all in one statement (an ``INSERT ... RETURNING`` of the rows it inserted).
+
+    ``build`` gets the rows as a table named ``v`` with ``columns`` (and the dialect's
+    name): on PostgreSQL
+    ``unnest()`` of one array per column (as :class:`ManyRows`), on SQLite ``json_each()`` of
+    one JSON array of rows. Either way one statement, compiled once, for any number of rows;
+    the values must be what JSON carries exactly on SQLite (text, integers, None).
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, TypeEngine[Any]],
+        build: Callable[[FromClause, str], ClauseElement],
+    ) -> None:
+        self._names = tuple(columns)
+        self._statement = Statement(
+            lambda dialect: build(
+                _unnest(columns) if dialect == "postgresql" else _json_rows(self._names),
+                dialect,
+            )
+        )
+
+    async def rows(
+        self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]
+    ) -> Sequence[Sequence[Any]]:
+        """Run for ``rows`` (each holding the values of ``columns`` in that order); the
+        rows the statement returns."""
+        if not rows:
+            return []
+        if conn.dialect.name == "postgresql":
+            arrays = {name: [row[i] for row in rows] for i, name in enumerate(self._names)}
+            return await self._statement.rows(conn, **arrays)
+        return await self._statement.rows(conn, rows=json.dumps(rows))

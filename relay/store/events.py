@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, literal_column, select
+from sqlalchemy import bindparam, literal_column, select, true
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,7 +34,7 @@ from relay.events.fit import fit_payload
 from relay.events.model import Event
 from relay.events.routing import route_matches
 from relay.store import dialect, wakes
-from relay.store.compiled import ManyRows, Statement
+from relay.store.compiled import ManyRows, RowsTable, Statement
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import (
     DeliveryStatus,
@@ -47,14 +47,24 @@ from relay.store.schema import (
 )
 
 DEFAULT_MAX_BYTES = 256 * 1024
-# Seen-message rows per INSERT (three bound parameters each: well within SQLite's limit).
-_SEEN_CHUNK = 500
 
 
 def key_hash(key: str) -> int:
     """A message key as the signed 64-bit integer ``seen_messages`` stores (BLAKE2b)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+# Adds seen-message keys; returns the ones that were not there yet.
+_ADD_SEEN = RowsTable(
+    {"account": seen_messages.c.account.type, "key_hash": seen_messages.c.key_hash.type},
+    lambda v, name: (
+        dialect.insert_for(name, seen_messages)
+        .from_select(["account", "key_hash"], select(v.c.account, v.c.key_hash).where(true()))
+        .on_conflict_do_nothing(index_elements=["account", "key_hash"])
+        .returning(seen_messages.c.account, seen_messages.c.key_hash)
+    ),
+)
 
 
 async def seems_like_new(conn: AsyncConnection, batch: Sequence[Event]) -> None:
@@ -70,23 +80,11 @@ async def seems_like_new(conn: AsyncConnection, batch: Sequence[Event]) -> None:
             event.data["seemsLikeNew"] = False
         else:
             first[key] = event
-    pending = list(first)
-    added: set[tuple[str, int]] = set()
-    for start in range(0, len(pending), _SEEN_CHUNK):
-        chunk = pending[start : start + _SEEN_CHUNK]
-        # ON CONFLICT DO NOTHING ... RETURNING answers with the rows it inserted: a key
-        # another transaction holds waits for it (PostgreSQL), so two racing writers
-        # cannot both find a message new.
-        # Rows as executemany parameters, not in the statement: SQLAlchemy sends them as one
-        # multi-row INSERT all the same, from one cached statement (a VALUES list built into
-        # the statement is compiled afresh on every call).
-        statement = (
-            dialect.insert(conn, seen_messages)
-            .on_conflict_do_nothing(index_elements=["account", "key_hash"])
-            .returning(seen_messages.c.account, seen_messages.c.key_hash)
-        )
-        rows = [{"account": account, "key_hash": value} for account, value in chunk]
-        added.update((row[0], int(row[1])) for row in (await conn.execute(statement, rows)).all())
+    # ON CONFLICT DO NOTHING ... RETURNING answers with the rows it inserted: a key another
+    # transaction holds waits for it (PostgreSQL), so two racing writers cannot both find a
+    # message new.
+    found = await _ADD_SEEN.rows(conn, list(first))
+    added = {(str(account), int(value)) for account, value in found}
     for key, event in first.items():
         if key not in added:
             event.data["seemsLikeNew"] = False

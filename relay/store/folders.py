@@ -8,16 +8,18 @@ took the account over) changes nothing and must reload.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.errors import StoreError
 from relay.store import dialect
+from relay.store.compiled import Statement, any_of
 from relay.store.engine import now_ms
 from relay.store.schema import imap_folders
 
@@ -127,8 +129,45 @@ class Save:
     synced: bool = False
 
 
-# Accounts per version read in save_many.
-_SAVE_CHUNK = 400
+def _stored_versions(dialect: str) -> Select[Any]:
+    query = select(imap_folders.c.account, imap_folders.c.path, imap_folders.c.version).where(
+        any_of(imap_folders.c.account, "accounts", dialect)
+    )
+    # By account (one list parameter), then the wanted paths are picked by the caller.
+    return query.with_for_update() if dialect == "postgresql" else query
+
+
+_STORED_VERSIONS = Statement(_stored_versions, lists=["accounts"])
+
+# Keys of the update's row: the folder and the version it must still have.
+_KEYS = ("b_account", "b_path", "b_version", "ms")
+
+
+def _update(names: tuple[str, ...], synced: bool) -> Statement:
+    """The compare-and-set update of the folders whose new values are ``names``."""
+    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in names}
+    values.update(version=bindparam("b_version") + 1, updated_ms=bindparam("ms"))
+    if synced:
+        values["synced_ms"] = bindparam("ms")
+    statement = (
+        imap_folders.update()
+        .where(
+            imap_folders.c.account == bindparam("b_account"),
+            imap_folders.c.path == bindparam("b_path"),
+            imap_folders.c.version == bindparam("b_version"),
+        )
+        .values(values)
+    )
+    return Statement(lambda _: statement, columns=[f"v_{n}" for n in names] + list(_KEYS))
+
+
+# One compiled update per shape of values (the listeners write a handful of shapes).
+_UPDATES: dict[tuple[tuple[str, ...], bool], Statement] = {}
+
+
+def _driver_value(name: str, value: Any) -> Any:
+    """A value as the driver takes it: ``flags`` is a JSON column (text for either driver)."""
+    return json.dumps(value) if name == "flags" else value
 
 
 async def save_many(conn: AsyncConnection, saves: Sequence[Save]) -> list[bool]:
@@ -139,24 +178,21 @@ async def save_many(conn: AsyncConnection, saves: Sequence[Save]) -> list[bool]:
     write transaction already excludes every other writer), then the folders that still
     match are updated with one statement per shape of values (``executemany``): a group of
     listener commits costs two round trips, not one per folder. The update keeps the version
-    condition, so the compare-and-set holds even if the read were stale.
+    condition, so the compare-and-set holds even if the read were stale. Both are compiled
+    statements (relay.store.compiled): a group of listener commits is a shared write, and
+    each statement through SQLAlchemy cost it a hand-over to SQLite's thread and the
+    processing of every row's values.
     """
     if not saves:
         return []
-    stored: dict[tuple[str, str], int] = {}
     accounts = sorted({s.account for s in saves})
-    for start in range(0, len(accounts), _SAVE_CHUNK):
-        # By account (an IN list compiles once), then the wanted paths are picked here.
-        query = select(imap_folders.c.account, imap_folders.c.path, imap_folders.c.version).where(
-            imap_folders.c.account.in_(accounts[start : start + _SAVE_CHUNK])
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        for account, path, version in (await conn.execute(query)).all():
-            stored[(str(account), str(path))] = int(version)
+    stored = {
+        (str(account), str(path)): int(version)
+        for account, path, version in await _STORED_VERSIONS.rows(conn, accounts=accounts)
+    }
     ms = now_ms()
     outcome: list[bool] = []
-    shapes: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+    shapes: dict[tuple[tuple[str, ...], bool], list[tuple[Any, ...]]] = {}
     claimed: set[tuple[str, str]] = set()
     for s in saves:
         key = (s.account, s.path)
@@ -166,22 +202,12 @@ async def save_many(conn: AsyncConnection, saves: Sequence[Save]) -> list[bool]:
             continue
         # The same folder twice in one call: only the first save matches its version.
         claimed.add(key)
-        row = {f"v_{name}": value for name, value in s.values.items()}
-        row.update(b_account=s.account, b_path=s.path, b_version=s.version)
-        shapes.setdefault((tuple(sorted(s.values)), s.synced), []).append(row)
-    for (names, synced), rows in shapes.items():
-        values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in names}
-        values.update(version=bindparam("b_version") + 1, updated_ms=ms)
-        if synced:
-            values["synced_ms"] = ms
-        await conn.execute(
-            imap_folders.update()
-            .where(
-                imap_folders.c.account == bindparam("b_account"),
-                imap_folders.c.path == bindparam("b_path"),
-                imap_folders.c.version == bindparam("b_version"),
-            )
-            .values(values),
-            rows,
-        )
+        names = tuple(sorted(s.values))
+        row = tuple(_driver_value(name, s.values[name]) for name in names)
+        shapes.setdefault((names, s.synced), []).append((*row, s.account, s.path, s.version, ms))
+    for shape, rows in shapes.items():
+        update = _UPDATES.get(shape)
+        if update is None:
+            update = _UPDATES[shape] = _update(*shape)
+        await update.many(conn, rows)
     return outcome

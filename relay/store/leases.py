@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from relay.errors import LeaseLost
 from relay.store import dialect
+from relay.store.compiled import Statement, any_of
 from relay.store.schema import account_leases
 
 __all__ = ["Lease", "check", "claim", "fenced", "held", "holders", "release", "take"]
@@ -215,6 +216,25 @@ async def release(conn: AsyncConnection, node: str, accounts: Iterable[str] | No
         )
 
 
+# Compiled (relay.store.compiled): run in every listener write group, a shared write.
+# PostgreSQL: the accounts' shared advisory locks, from one array parameter.
+_LOCK_SHARED = Statement(
+    lambda _: select(
+        func.pg_advisory_xact_lock_shared(
+            _lock_key(
+                func.unnest(bindparam("names", type_=ARRAY(String))).table_valued("name").c.name
+            )
+        )
+    )
+)
+_HOLDERS = Statement(
+    lambda name: select(
+        account_leases.c.account, account_leases.c.node, account_leases.c.epoch
+    ).where(any_of(account_leases.c.account, "accounts", name)),
+    lists=["accounts"],
+)
+
+
 async def fenced(
     conn: AsyncConnection, held_: Iterable[tuple[str, Lease]]
 ) -> set[tuple[str, Lease]]:
@@ -229,17 +249,10 @@ async def fenced(
     pairs = list(held_)
     if not pairs:
         return set()
-    found: dict[str, tuple[str, int]] = {}
-    for chunk in _chunks(sorted({account for account, _ in pairs})):
-        if conn.dialect.name == "postgresql":
-            # One array parameter: a statement whose shape follows the chunk's length would
-            # be compiled and cached once per length.
-            names = func.unnest(bindparam("names", chunk, type_=ARRAY(String))).table_valued("name")
-            await conn.execute(select(func.pg_advisory_xact_lock_shared(_lock_key(names.c.name))))
-        query = select(
-            account_leases.c.account, account_leases.c.node, account_leases.c.epoch
-        ).where(account_leases.c.account.in_(chunk))
-        found.update({str(a): (str(n), int(e)) for a, n, e in (await conn.execute(query)).all()})
+    accounts = sorted({account for account, _ in pairs})
+    if conn.dialect.name == "postgresql":
+        await _LOCK_SHARED.rows(conn, names=accounts)
+    found = {str(a): (str(n), int(e)) for a, n, e in await _HOLDERS.rows(conn, accounts=accounts)}
     return {(a, lease) for a, lease in pairs if found.get(a) != (lease.node, lease.epoch)}
 
 

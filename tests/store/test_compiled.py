@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, literal_column, select, true, update
 
 from relay.config import StoreSettings
 from relay.errors import StoreError
-from relay.store.compiled import Statement, any_of
+from relay.store import dialect
+from relay.store.compiled import RowsTable, Statement, any_of
 from relay.store.engine import Store
 from relay.store.migrate import migrate
 from relay.store.schema import settings
@@ -30,6 +31,19 @@ _TOUCH = Statement(
         .values(updated_ms=bindparam("ms"))
     ),
     columns=("ms", "key"),
+)
+# Adds settings that are not there yet (value 1); returns the ones it added.
+_ADD = RowsTable(
+    {"key": settings.c.key.type, "ms": settings.c.updated_ms.type},
+    lambda v, name: (
+        dialect.insert_for(name, settings)
+        .from_select(
+            ["key", "value", "updated_ms"],
+            select(v.c.key, literal_column("'1'"), v.c.ms).where(true()),
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(settings.c.key, settings.c.updated_ms)
+    ),
 )
 
 
@@ -81,3 +95,18 @@ async def test_a_failing_statement_fails_only_its_write(store: Store) -> None:
     async with store.read() as conn:
         rows = await _BY_KEYS.rows(conn, keys=["a", "d"])
     assert [tuple(r) for r in rows] == [("a", 0)]
+
+
+async def test_rows_as_a_table_insert_and_return_what_was_new(store: Store) -> None:
+    """Rows of any number, read as a table: text as it is (quotes, non-ASCII), integers at
+    both ends of 64 bits; the statement returns only the rows it inserted."""
+    rows = [("a", 5), ('it\'s "q" \u00fc', -(2**63)), ("big", 2**63 - 1)]
+    async with store.write() as conn:
+        added = await _ADD.rows(conn, rows)
+        again = await _ADD.rows(conn, [("big", 1), ("new", 0)])
+        assert await _ADD.rows(conn, []) == []
+    assert sorted(tuple(r) for r in added) == sorted(rows[1:])
+    assert [tuple(r) for r in again] == [("new", 0)]
+    async with store.read() as conn:
+        stored = await _BY_KEYS.rows(conn, keys=[key for key, _ in rows])
+    assert sorted(tuple(r) for r in stored) == sorted([("a", 0), *rows[1:]])

@@ -31,7 +31,9 @@ async def test_save_many_is_a_compare_and_set_per_folder(store_url: str) -> None
             # b/Sent moves on under us (another node's save).
             assert await folders_store.save(conn, "b", "Sent", version=0, values={"uidnext": 99})
         saves = [
-            folders_store.Save("a", "INBOX", 0, {"uidnext": 5, "uids": "1:4"}),
+            folders_store.Save(
+                "a", "INBOX", 0, {"uidnext": 5, "uids": "1:4", "flags": {"\\Seen": "1:2"}}
+            ),
             folders_store.Save("a", "Sent", 0, {"uidnext": 7}, synced=True),
             folders_store.Save("b", "Sent", 0, {"uidnext": 8}),  # stale version
             folders_store.Save("b", "INBOX", 0, {"uidnext": 9}),
@@ -54,6 +56,7 @@ async def test_save_many_is_a_compare_and_set_per_folder(store_url: str) -> None
                 for r in await folders_store.for_account(conn, name)
             }
         assert (rows["a", "INBOX"]["uidnext"], rows["a", "INBOX"]["uids"]) == (5, "1:4")
+        assert rows["a", "INBOX"]["flags"] == {"\\Seen": "1:2"}
         assert rows["a", "INBOX"]["version"] == 1
         assert rows["a", "INBOX"]["synced_ms"] is None
         assert rows["a", "Sent"]["uidnext"] == 7
