@@ -41,7 +41,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     url: str = "sqlite:///relay.db"
-    # Connections in the pool (PostgreSQL only; SQLite uses one writer).
+    # Connections in the pool, at most (PostgreSQL only; SQLite uses one writer).
     pool_size: int = 10
 
 

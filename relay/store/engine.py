@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relay.config import StoreSettings
 from relay.errors import StoreError
-from relay.store import sqlite_cursor, wakes
+from relay.store import idle_ping, sqlite_cursor, wakes
 from relay.store.compiled import begin_sqlite
 from relay.store.group_commit import GroupCommit
 from relay.store.outage import Outage, store_error
@@ -104,16 +104,19 @@ class Store:
             # A server that does not answer (down behind a firewall, or hung) fails a connect
             # after _CONNECT_TIMEOUT s, as StoreUnavailable, instead of asyncpg's 60 s.
             connect_args = {"timeout": _CONNECT_TIMEOUT}
+            # pool_size is the most connections the node's work opens (no overflow): past it
+            # a transaction waits for a pooled connection. An overflow connection was opened
+            # for one transaction and closed after it (a connect, the SSL probe, the types'
+            # introspection, every statement prepared again): under 32 concurrent test
+            # deliveries that churn was most of the relay's time, and it halved throughput.
             engine = create_async_engine(
-                url,
-                pool_size=settings.pool_size,
-                max_overflow=settings.pool_size,
-                pool_pre_ping=True,
-                connect_args=connect_args,
+                url, pool_size=settings.pool_size, max_overflow=0, connect_args=connect_args
             )
             control = create_async_engine(
-                url, pool_size=1, max_overflow=1, pool_pre_ping=True, connect_args=connect_args
+                url, pool_size=1, max_overflow=1, connect_args=connect_args
             )
+            for pool in (engine, control):
+                idle_ping.ping_when_idle(pool)
             return cls(engine, control)
         return cls(engine)
 
