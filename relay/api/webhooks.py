@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError, model_validator
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.api.endpoint import Endpoint, json_response, read_body, read_query
 from relay.api.keys import CIPHER, SETTINGS, STORE, WORKER
@@ -34,7 +33,7 @@ from relay.store import deliveries as queue
 from relay.store import events as events_store
 from relay.store import wakes
 from relay.store import webhook_routes as routes_store
-from relay.store.deliveries import Claimed, Outcome, Stored
+from relay.store.deliveries import Outcome, Stored
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import DeliveryStatus
 from relay.webhooks.routes import (
@@ -53,7 +52,6 @@ from relay.webhooks.sink_targets import (
     parse_broker_url,
     redacted,
 )
-from relay.webhooks.worker import Slot
 
 TAG = "Webhooks"
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
@@ -597,8 +595,8 @@ async def test_route(request: web.Request) -> web.Response:
         if worker is not None
         else contextlib.nullcontext()
     )
-    # This node attempts the delivery itself when it has a slot free: claimed in the
-    # transaction that queues it, no claim of its own and no wait for the claim loop.
+    # This node attempts the delivery itself when it has a slot free: queued already taken
+    # by this node, no claim of its own and no wait for the claim loop.
     slot = worker.slot(route_id) if worker is not None else contextlib.nullcontext()
     with waiting as recorded, slot as held:
         async with request.app[STORE].write(notify=False) as conn:
@@ -609,16 +607,20 @@ async def test_route(request: web.Request) -> web.Response:
                 raise Conflict(
                     f"Webhook route {route_id!r} is disabled; enable it first", field="id"
                 )
-            await events_store.record(
-                conn,
-                [event],
-                default_service_url=settings.service_url,
-                only_route=route_id,
-                claimed_by_caller=held is not None,
+            payload = await events_store.record_alone(
+                conn, event, default_service_url=settings.service_url
             )
-            taken = await _take(conn, held, event.id)
-        if worker is not None and held is not None and taken is not None:
-            worker.hand_over(held, *taken)
+            claimed = await queue.add_one(
+                conn,
+                route_id=route_id,
+                event_id=event.id,
+                now=now_ms() if held is None else held.now_ms,
+                taken=None if held is None else (held.node, held.lease_until_ms),
+            )
+            if held is None:
+                wakes.wake_on_commit(conn, Wake.DELIVERIES)
+        if worker is not None and held is not None:
+            worker.hand_over(held, claimed, Stored(event.event, event.account, payload))
         # This node's worker wakes us with the outcome once it is committed. A delivery
         # another node attempts (or any, on a node without a worker) never does: the
         # timeout, then one read, covers it.
@@ -654,27 +656,6 @@ async def test_route(request: web.Request) -> web.Response:
             error=outcome["error"] if attempted else "no attempt finished in time",
         )
     )
-
-
-async def _take(
-    conn: AsyncConnection, held: Slot | None, event_id: str
-) -> tuple[Claimed, Stored] | None:
-    """The test delivery of ``event_id``, just queued, claimed for ``held``'s node with its
-    payload; None without a slot (the claim loop is woken for it instead)."""
-    if held is None:
-        return None
-    claimed = await queue.take(
-        conn,
-        route_id=held.route_id,
-        event_id=event_id,
-        now=held.now_ms,
-        lease_until=held.lease_until_ms,
-        node=held.node,
-    )
-    if claimed is None:
-        wakes.wake_on_commit(conn, Wake.DELIVERIES)
-        return None
-    return claimed, (await queue.payloads(conn, [event_id]))[event_id]
 
 
 _NOT_FOUND = {404: "Unknown webhook route"}

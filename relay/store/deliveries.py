@@ -174,34 +174,49 @@ async def claim_fifo_heads(
     return sorted(map(_claimed_row, result))
 
 
-def _take_statement(_: str) -> ClauseElement:
-    # Newest first along the (route_id, seq) index: the delivery was queued a moment ago.
-    newest = (
-        select(deliveries.c.seq)
-        .where(
-            deliveries.c.route_id == bindparam("route_id"),
-            deliveries.c.event_id == bindparam("event_id"),
+# One delivery, queued (no lease, no node) or already taken (in flight under a lease).
+_ADD_ONE = Statement(
+    lambda _: (
+        deliveries.insert()
+        .values(
+            route_id=bindparam("route_id"),
+            event_id=bindparam("event_id"),
+            status=bindparam("status"),
+            lane=literal_column("0"),
+            attempts=literal_column("0"),
+            next_attempt_ms=bindparam("now"),
+            lease_until_ms=bindparam("lease_until"),
+            claimed_by=bindparam("node"),
+            created_ms=bindparam("now"),
+            updated_ms=bindparam("now"),
         )
-        .order_by(deliveries.c.seq.desc())
-        .limit(1)
-        .scalar_subquery()
+        .returning(*_RETURNING)
     )
-    return _taking(deliveries.c.seq == newest, deliveries.c.status == S.PENDING)
+)
 
 
-_TAKE = Statement(_take_statement)
-
-
-async def take(
-    conn: AsyncConnection, *, route_id: str, event_id: str, now: int, lease_until: int, node: str
-) -> Claimed | None:
-    """Claim for ``node`` the delivery of ``event_id`` to ``route_id`` that this transaction
-    queued (a test delivery, attempted by the node that asked for it); None if it is not
-    pending."""
-    rows = await _TAKE.rows(
-        conn, route_id=route_id, event_id=event_id, now=now, lease_until=lease_until, node=node
+async def add_one(
+    conn: AsyncConnection,
+    *,
+    route_id: str,
+    event_id: str,
+    now: int,
+    taken: tuple[str, int] | None = None,
+) -> Claimed:
+    """Queue one delivery of ``event_id`` to ``route_id``, due now (a test delivery). With
+    ``taken`` (node, lease until) it is in flight for that node from the start: the node
+    attempts it itself once this transaction commits, with no claim of its own."""
+    node, lease_until = taken if taken is not None else (None, None)
+    rows = await _ADD_ONE.rows(
+        conn,
+        route_id=route_id,
+        event_id=event_id,
+        status=S.PENDING if taken is None else S.INFLIGHT,
+        now=now,
+        lease_until=lease_until,
+        node=node,
     )
-    return _claimed_row(rows[0]) if rows else None
+    return _claimed_row(rows[0])
 
 
 class Stored(NamedTuple):

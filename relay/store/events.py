@@ -171,9 +171,6 @@ _INSERT_DELIVERIES = ManyRows(
 )
 _ROUTE_COLUMNS = (webhook_routes.c.id, webhook_routes.c.events, webhook_routes.c.accounts)
 _ROUTES = Statement(lambda _: select(*_ROUTE_COLUMNS))
-_ONE_ROUTE = Statement(
-    lambda _: select(*_ROUTE_COLUMNS).where(webhook_routes.c.id == bindparam("id"))
-)
 
 
 def _json(conn: AsyncConnection, value: Any) -> Any:
@@ -184,66 +181,65 @@ def _json(conn: AsyncConnection, value: Any) -> Any:
     return value
 
 
+async def _insert(
+    conn: AsyncConnection, batch: Sequence[Event], default_service_url: str, max_bytes: int
+) -> list[str]:
+    """Settle the fields that depend on the store, then insert ``batch``; the payloads stored
+    (the exact text a delivery signs), in ``batch``'s order. The stream's sequencer gives the
+    events their positions once the transaction commits."""
+    await seems_like_new(conn, batch)
+    await sent_queue_ids(conn, batch)
+    base = await service_url(conn, default_service_url)
+    payloads = [fit_payload(e.envelope(base), max_bytes) for e in batch]
+    await _INSERT_EVENTS.run(
+        conn,
+        [
+            (e.id, e.account, e.event, e.created_ms, payload, e.path)
+            for e, payload in zip(batch, payloads, strict=True)
+        ],
+    )
+    wakes.wake_on_commit(conn, Wake.EVENTS)
+    return payloads
+
+
 async def record(
     conn: AsyncConnection,
     batch: Sequence[Event],
     *,
     default_service_url: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    only_route: str | None = None,
-    claimed_by_caller: bool = False,
 ) -> list[str]:
-    """Store ``batch`` and queue a delivery for every route that wants each event.
-
-    ``only_route`` sends the events to that one route only (test deliveries).
-    ``claimed_by_caller``: the caller claims the deliveries in this transaction (its node
-    attempts them at once), so no delivery worker is woken for them.
-    """
+    """Store ``batch`` and queue a delivery for every route that wants each event."""
     if not batch:
         return []
-    await seems_like_new(conn, batch)
-    await sent_queue_ids(conn, batch)
-    base = await service_url(conn, default_service_url)
+    await _insert(conn, batch, default_service_url, max_bytes)
     ms = now_ms()
-    await _INSERT_EVENTS.run(
-        conn,
-        [
-            (
-                e.id,
-                e.account,
-                e.event,
-                e.created_ms,
-                fit_payload(e.envelope(base), max_bytes),
-                e.path,
-            )
-            for e in batch
-        ],
-    )
-    # The stream's sequencer gives the events their positions once this commits.
-    wakes.wake_on_commit(conn, Wake.EVENTS)
-    if only_route is not None:
-        # Not every route (there is one per account with a webhooks URL) for one test event.
-        found = await _ONE_ROUTE.rows(conn, id=only_route)
-    else:
-        found = await _ROUTES.rows(conn)
     # Each route's JSON decoded once per batch, not once per event.
-    routes = [(r[0], _json(conn, r[1]), _json(conn, r[2])) for r in found]
+    routes = [(r[0], _json(conn, r[1]), _json(conn, r[2])) for r in await _ROUTES.rows(conn)]
     pending = DeliveryStatus.PENDING
-    rows = []
-    for e in batch:
-        for route_id, route_events, route_accounts in routes:
-            wanted = (
-                route_id == only_route
-                if only_route is not None
-                else route_matches(route_events, route_accounts, e.event, e.account)
-            )
-            if wanted:
-                rows.append((route_id, e.id, pending, ms))
+    rows = [
+        (route_id, e.id, pending, ms)
+        for e in batch
+        for route_id, route_events, route_accounts in routes
+        if route_matches(route_events, route_accounts, e.event, e.account)
+    ]
     if rows:
         await _INSERT_DELIVERIES.run(conn, rows)
-        if not claimed_by_caller:
-            wakes.wake_on_commit(conn, Wake.DELIVERIES)
+        wakes.wake_on_commit(conn, Wake.DELIVERIES)
     return [e.id for e in batch]
+
+
+async def record_alone(
+    conn: AsyncConnection,
+    event: Event,
+    *,
+    default_service_url: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> str:
+    """Store ``event`` without queueing any delivery (the caller queues the one it wants: a
+    test delivery to one route); the payload stored."""
+    (payload,) = await _insert(conn, [event], default_service_url, max_bytes)
+    return payload
 
 
 async def append(conn: AsyncConnection, event: Event, service_url: str) -> str:

@@ -32,16 +32,23 @@ async def get(conn: AsyncConnection, route_id: str) -> RowMapping | None:
     return result.mappings().first()
 
 
+# FOR KEY SHARE (PostgreSQL; SQLite's write transaction excludes other writers anyway): the
+# route cannot be deleted before the transaction that read it commits, so a delivery it
+# queues for the route meets no missing route.
 _ENABLED = Statement(
-    lambda _: select(webhook_routes.c.enabled).where(webhook_routes.c.id == bindparam("id"))
+    lambda _: (
+        select(webhook_routes.c.enabled)
+        .where(webhook_routes.c.id == bindparam("id"))
+        .with_for_update(read=True, key_share=True)
+    )
 )
 
 
 async def enabled(conn: AsyncConnection, route_id: str) -> bool | None:
-    """Whether the route is enabled; None when there is no such route. A compiled statement
-    (relay.store.compiled): test deliveries read it inside their write, where a statement
-    through SQLAlchemy would hold the shared transaction over a hand-over to SQLite's
-    thread."""
+    """Whether the route is enabled; None when there is no such route. Kept until the
+    transaction ends (see ``_ENABLED``). A compiled statement (relay.store.compiled): test
+    deliveries read it inside their write, where a statement through SQLAlchemy would hold
+    the shared transaction over a hand-over to SQLite's thread."""
     rows = await _ENABLED.rows(conn, id=route_id)
     return bool(rows[0][0]) if rows else None
 

@@ -71,9 +71,9 @@ class _Inflight:
 @dataclass(slots=True)
 class Slot:
     """One of this node's attempt slots, held by code that queues a delivery and has this
-    node attempt it at once (``POST /v1/webhooks/{id}/test``): it claims the delivery in its
-    own transaction with :func:`relay.store.deliveries.take` and these values, and hands it
-    over with :meth:`DeliveryWorker.hand_over` once that committed."""
+    node attempt it at once (``POST /v1/webhooks/{id}/test``): it queues the delivery
+    already taken, with :func:`relay.store.deliveries.add_one` and these values, and hands
+    it over with :meth:`DeliveryWorker.hand_over` once that committed."""
 
     route_id: str
     node: str

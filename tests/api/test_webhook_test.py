@@ -104,8 +104,9 @@ async def _known_route(client: TestClient, rx: Receiver) -> str:
 async def test_attempted_by_this_node_without_a_claim_and_answered_as_recorded(
     make_client: MakeClient, settings: Settings
 ) -> None:
-    """With a slot free, the delivery is claimed in the transaction that queues it (the
-    claim loop takes nothing), and the answer is what the store then holds."""
+    """With a slot free, the delivery is queued already taken in the transaction that
+    stores its event (the claim loop takes nothing), its body is the payload stored, and
+    the answer is what the store then holds."""
     # No polling: the claim loop runs only when something wakes it.
     client = await make_client(loopback_settings(settings, poll_interval=30.0))
     worker = client.app[WORKER]
@@ -117,11 +118,14 @@ async def test_attempted_by_this_node_without_a_claim_and_answered_as_recorded(
         claims = worker._claims
         outs += [await call(client, "POST", f"/v1/webhooks/{route}/test") for _ in range(3)]
         assert worker._claims == claims
-    assert [d.id for d in rx.accepted()] == [o["eventId"] for o in outs]
-    for out in outs:
+    accepted = rx.accepted()
+    assert [d.id for d in accepted] == [o["eventId"] for o in outs]
+    for out, delivery in zip(outs, accepted, strict=True):
         async with client.app[STORE].read() as conn:
             stored = await queue.latest_outcome(conn, route, out["eventId"])
             row = await queue.get(conn, out["deliveryId"])
+            bodies = await queue.payloads(conn, [out["eventId"]])
+        assert delivery.body.decode() == bodies[out["eventId"]].payload
         assert stored is not None
         assert row is not None
         assert (out["deliveryId"], out["status"], out["statusCode"]) == (
