@@ -139,6 +139,9 @@ class DeliveryWorker:
         self._outcomes: list[Outcome] = []
         self._routes: dict[str, Route] = {}
         self._routes_stamp: tuple[int, int, int] | None = None
+        # Counts routes_changed() calls: a change announced while the routes were being read
+        # may be missing from that read (see _refresh_routes).
+        self._routes_changes = 0
         self._service_secret = ""
         self._poster: Poster | None = None
         # Queue sinks: one broker connection per address, kept across deliveries.
@@ -215,6 +218,7 @@ class DeliveryWorker:
         self._wakeup.set()
 
     def routes_changed(self) -> None:
+        self._routes_changes += 1
         self._routes_stamp = None
         self._wakeup.set()
 
@@ -655,6 +659,7 @@ class DeliveryWorker:
                 log.log(retry_level(exc), "queue maintenance failed; will retry")
 
     async def _refresh_routes(self, *, force: bool = False) -> None:
+        changes = self._routes_changes
         async with self.store.read() as conn:
             rows = await routes_store.all_routes(conn)
             secret = await service_secret(conn, self.cipher, create=False)
@@ -666,7 +671,10 @@ class DeliveryWorker:
         if not force and stamp == self._routes_stamp:
             return
         self._routes = {r["id"]: route_from_row(r, self.cipher, now) for r in rows}
-        self._routes_stamp = stamp
+        # A change announced during the read (a route committed after it began) keeps the
+        # routes stale, so the claim loop reads them again: with only wake-ups and no poll,
+        # a new route was otherwise unknown until the next poll and nothing was claimed.
+        self._routes_stamp = stamp if changes == self._routes_changes else None
         # A broker that no route names any more: its connection goes.
         await self.publishers.keep_only(
             (r.kind, r.url) for r in self._routes.values() if r.kind != HTTP

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import pytest
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.api.keys import WORKER
 from relay.config import Settings
+from relay.store import webhook_routes as routes_store
 from tests.api.helpers import call
 from tests.conftest import MakeClient
 from tests.peers.receiver import Receiver, redirect, reset, slow, status
@@ -326,6 +330,28 @@ async def no_polling(make_client: MakeClient, settings: Settings) -> AsyncIterat
         make_client, settings, poll_interval=3600.0, concurrency=16, batch_size=16
     ):
         yield setup
+
+
+async def test_a_route_change_announced_during_a_route_read_is_read_again(
+    no_polling: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route committed while the worker was reading the routes may be missing from that
+    read: the worker reads them again at its next claim instead of keeping what it read
+    (with no poll, a new route stayed unknown and nothing was claimed for it)."""
+    worker = no_polling.client.app[WORKER]
+    original = routes_store.all_routes
+
+    async def read_then_change(conn: AsyncConnection) -> Sequence[RowMapping]:
+        rows = await original(conn)
+        worker.routes_changed()  # announced after the read began
+        return rows
+
+    monkeypatch.setattr(routes_store, "all_routes", read_then_change)
+    await worker._refresh_routes(force=True)
+    assert worker._routes_stamp is None
+    monkeypatch.undo()
+    await worker._refresh_routes(force=True)
+    assert worker._routes_stamp is not None
 
 
 async def test_a_backlog_drains_without_waiting_for_the_poll(no_polling: Setup) -> None:
