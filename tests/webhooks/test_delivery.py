@@ -336,22 +336,27 @@ async def test_a_route_change_announced_during_a_route_read_is_read_again(
     no_polling: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A route committed while the worker was reading the routes may be missing from that
-    read: the worker reads them again at its next claim instead of keeping what it read
-    (with no poll, a new route stayed unknown and nothing was claimed for it)."""
+    read: the worker reads them again instead of keeping what it read (with no poll, a new
+    route stayed unknown and nothing was claimed for it)."""
     worker = no_polling.client.app[WORKER]
     original = routes_store.all_routes
+    reads = 0
+    read_again = asyncio.Event()
 
     async def read_then_change(conn: AsyncConnection) -> Sequence[RowMapping]:
+        nonlocal reads
+        reads += 1
         rows = await original(conn)
-        worker.routes_changed()  # announced after the read began
+        if reads == 1:
+            worker.routes_changed()  # announced after this read began
+        else:
+            read_again.set()
         return rows
 
     monkeypatch.setattr(routes_store, "all_routes", read_then_change)
-    await worker._refresh_routes(force=True)
-    assert worker._routes_stamp is None
-    monkeypatch.undo()
-    await worker._refresh_routes(force=True)
-    assert worker._routes_stamp is not None
+    worker.routes_changed()
+    async with asyncio.timeout(10):
+        await read_again.wait()
 
 
 async def test_a_backlog_drains_without_waiting_for_the_poll(no_polling: Setup) -> None:
