@@ -644,7 +644,8 @@ class DeliveryWorker:
             if self._stopping.is_set():
                 return
             try:
-                await self._refresh_routes()
+                if await self._refresh_routes():
+                    self._wakeup.set()  # a route added or enabled elsewhere has work now
                 now = self._now_ms()
                 async with self.store.write(notify=False) as conn:
                     reaped = await queue.reap(conn, now=now)
@@ -658,7 +659,9 @@ class DeliveryWorker:
             except StoreError as exc:
                 log.log(retry_level(exc), "queue maintenance failed; will retry")
 
-    async def _refresh_routes(self, *, force: bool = False) -> None:
+    async def _refresh_routes(self, *, force: bool = False) -> bool:
+        """Read the routes again (only when they changed, unless ``force``); whether they
+        did."""
         changes = self._routes_changes
         async with self.store.read() as conn:
             rows = await routes_store.all_routes(conn)
@@ -669,7 +672,7 @@ class DeliveryWorker:
         if secret:
             self._service_secret = secret
         if not force and stamp == self._routes_stamp:
-            return
+            return False
         self._routes = {r["id"]: route_from_row(r, self.cipher, now) for r in rows}
         # A change announced during the read (a route committed after it began) keeps the
         # routes stale, so the claim loop reads them again: with only wake-ups and no poll,
@@ -679,6 +682,7 @@ class DeliveryWorker:
         await self.publishers.keep_only(
             (r.kind, r.url) for r in self._routes.values() if r.kind != HTTP
         )
+        return True
 
 
 def _outcome(
