@@ -174,21 +174,29 @@ async def claim_fifo_heads(
     return sorted(map(_claimed_row, result))
 
 
+def new_delivery(now: ColumnElement[Any]) -> dict[str, ColumnElement[Any]]:
+    """The values of a new delivery: lane 0, no attempt yet, due ``now``; the route, the
+    event and the status are bound as ``route_id``, ``event_id`` and ``status``."""
+    return {
+        "route_id": bindparam("route_id"),
+        "event_id": bindparam("event_id"),
+        "status": bindparam("status"),
+        "lane": literal_column("0"),
+        "attempts": literal_column("0"),
+        "next_attempt_ms": now,
+        "created_ms": now,
+        "updated_ms": now,
+    }
+
+
 # One delivery, queued (no lease, no node) or already taken (in flight under a lease).
 _ADD_ONE = Statement(
     lambda _: (
         deliveries.insert()
         .values(
-            route_id=bindparam("route_id"),
-            event_id=bindparam("event_id"),
-            status=bindparam("status"),
-            lane=literal_column("0"),
-            attempts=literal_column("0"),
-            next_attempt_ms=bindparam("now"),
+            **new_delivery(bindparam("now")),
             lease_until_ms=bindparam("lease_until"),
             claimed_by=bindparam("node"),
-            created_ms=bindparam("now"),
-            updated_ms=bindparam("now"),
         )
         .returning(*_RETURNING)
     )

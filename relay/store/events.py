@@ -35,6 +35,7 @@ from relay.events.model import Event
 from relay.events.routing import route_matches
 from relay.store import dialect, wakes
 from relay.store.compiled import ManyRows, RowsTable, Statement
+from relay.store.deliveries import new_delivery
 from relay.store.engine import Wake, now_ms
 from relay.store.schema import (
     DeliveryStatus,
@@ -136,16 +137,7 @@ _INSERT_DELIVERIES = ManyRows(
         "status": deliveries.c.status.type,
         "ms": deliveries.c.created_ms.type,
     },
-    one=lambda: deliveries.insert().values(
-        route_id=bindparam("route_id"),
-        event_id=bindparam("event_id"),
-        status=bindparam("status"),
-        lane=literal_column("0"),
-        attempts=literal_column("0"),
-        next_attempt_ms=bindparam("ms"),
-        created_ms=bindparam("ms"),
-        updated_ms=bindparam("ms"),
-    ),
+    one=lambda: deliveries.insert().values(new_delivery(bindparam("ms"))),
     all=lambda v: deliveries.insert().from_select(
         [
             "route_id",
