@@ -174,13 +174,13 @@ def create_app(
             poll_interval=settings.stream.poll_interval,
             announce=lambda: bus.send("events"),
         )
-        app[STORE].on_commit(Wake.EVENTS, sequencer.wake)
+        app[STORE].on_commit(Wake.EVENTS, sequencer.stored)
         bus.subscribe("events", lambda _value: sequencer.wake())
         bus.on_reconnect(sequencer.wake)
         await sequencer.start()
         app[SEQUENCER] = sequencer
         yield
-        app[STORE].off_commit(Wake.EVENTS, sequencer.wake)
+        app[STORE].off_commit(Wake.EVENTS, sequencer.stored)
         await sequencer.stop()
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:

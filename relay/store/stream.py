@@ -14,9 +14,10 @@ with a delivery still pending is kept), and raises ``event_stream.pruned_pos`` t
 highest position it deleted: a cursor below it may have lost events (:attr:`Page.expired`).
 
 :class:`Sequencer` runs :func:`assign` on each node: woken when a local write recorded events
-(``Wake.EVENTS``), when another node says it gave positions (the bus), and every
-``poll_interval`` in any case. After each round that saw the stream move it wakes the
-readers waiting on :meth:`Sequencer.changed`.
+(``Wake.EVENTS``, :meth:`Sequencer.stored`: that round assigns at once), when another node
+says it gave positions (the bus), and every ``poll_interval`` in any case (those rounds look
+with a read first, and most find nothing). After each round that saw the stream move it
+wakes the readers waiting on :meth:`Sequencer.changed`.
 """
 
 from __future__ import annotations
@@ -446,6 +447,8 @@ class Sequencer:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # A commit on this node stored events since the last round (see stored()).
+        self._stored = False
         # The stream's last position as this node last read it.
         self.last = -1
         # Streams open on this node: only while there are some is ``recent`` kept.
@@ -454,7 +457,14 @@ class Sequencer:
         self.reads = SharedReads(store)
 
     def wake(self) -> None:
-        """Look for events without a position now (a write recorded some)."""
+        """Look for events without a position now (another node gave some, or may have)."""
+        self._wake.set()
+
+    def stored(self) -> None:
+        """A commit on this node stored events: they wait for positions, so the next round
+        gives them without a read to look first (unless another node's round took them,
+        its write then finds none)."""
+        self._stored = True
         self._wake.set()
 
     def changed(self) -> asyncio.Event:
@@ -477,9 +487,15 @@ class Sequencer:
 
     async def step(self) -> int:
         """One round: give positions to whatever waits for one; the number given."""
-        async with self.store.read() as conn:
-            last, _ = await counters(conn)
-            waiting = await unplaced(conn, 1)
+        stored, self._stored = self._stored, False
+        if stored:
+            waiting, last = True, self.last
+        else:
+            # Woken by another node or the poll: most rounds find nothing, so look with a
+            # read before taking the write lock.
+            async with self.store.read() as conn:
+                last, _ = await counters(conn)
+                waiting = bool(await unplaced(conn, 1))
         given = 0
         while waiting:
             async with self.store.write(notify=False) as conn:

@@ -4,6 +4,7 @@ of seq order), the pruning watermark, and the sequencer's wake-ups."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -124,7 +125,7 @@ async def test_sequencer_wakes_on_commit(store: Store) -> None:
     positions and sets the readers' event, well before its poll."""
     announced: list[bool] = []
     sequencer = stream.Sequencer(store, poll_interval=60.0, announce=lambda: announced.append(True))
-    store.on_commit(Wake.EVENTS, sequencer.wake)
+    store.on_commit(Wake.EVENTS, sequencer.stored)
     await sequencer.start()
     try:
         await asyncio.sleep(0.1)  # the first round runs at start
@@ -136,6 +137,40 @@ async def test_sequencer_wakes_on_commit(store: Store) -> None:
         await sequencer.stop()
     assert announced == [True]
     assert [e.pos for e in (await _after(store, None)).events] == [1]
+
+
+async def test_a_round_after_a_local_commit_assigns_without_looking_first(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a commit on this node stored events the round goes straight to its write (no
+    read transaction to look first); a round woken otherwise looks first, and one that finds
+    nothing writes nothing."""
+    sequencer = stream.Sequencer(store, poll_interval=60.0)
+    await sequencer.step()
+    transactions: list[str] = []
+    read, write = store.read, store.write
+
+    def counted_read() -> Any:
+        transactions.append("read")
+        return read()
+
+    def counted_write(**kwargs: Any) -> Any:
+        transactions.append("write")
+        return write(**kwargs)
+
+    monkeypatch.setattr(store, "read", counted_read)
+    monkeypatch.setattr(store, "write", counted_write)
+    await _record(store, _event(), _event())
+    transactions.clear()
+    sequencer.stored()
+    assert await sequencer.step() == 2
+    assert transactions == ["write"]
+    transactions.clear()
+    sequencer.wake()
+    assert await sequencer.step() == 0
+    assert transactions == ["read"]
+    monkeypatch.undo()
+    assert [e.pos for e in (await _after(store, None)).events] == [1, 2]
 
 
 async def test_shared_reads_read_a_page_once_for_streams_at_one_cursor(store: Store) -> None:
