@@ -30,7 +30,7 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import bindparam, func, literal_column, select, update
@@ -44,6 +44,7 @@ from relay.store.engine import Store
 from relay.store.schema import event_stream, events
 
 __all__ = [
+    "Assigned",
     "Page",
     "Sequencer",
     "SharedReads",
@@ -141,18 +142,23 @@ async def unplaced(conn: AsyncConnection, limit: int) -> list[int]:
     return [int(row[0]) for row in await _UNPLACED.rows(conn, limit=limit)]
 
 
-async def assign(conn: AsyncConnection, *, limit: int = ASSIGN_BATCH) -> int:
+class Assigned(NamedTuple):
+    given: int  # events given a position
+    last: int  # the stream's last position once the transaction commits
+
+
+async def assign(conn: AsyncConnection, *, limit: int = ASSIGN_BATCH) -> Assigned:
     """Give the next positions to up to ``limit`` committed events that have none, in seq
-    order; the number given. Run in a write transaction of its own, committed at once."""
+    order. Run in a write transaction of its own, committed at once."""
     last, _ = await counters(conn, lock=True)
     # Read after the lock is held: a new statement, so it sees every transaction that
     # committed before, the previous assigner's included.
     seqs = await unplaced(conn, limit)
     if not seqs:
-        return 0
+        return Assigned(0, last)
     await _GIVE.run(conn, [(seq, last + n) for n, seq in enumerate(seqs, start=1)])
     await _SET_LAST.run(conn, last=last + len(seqs))
-    return len(seqs)
+    return Assigned(len(seqs), last + len(seqs))
 
 
 async def pruned(conn: AsyncConnection, top: int) -> None:
@@ -499,8 +505,7 @@ class Sequencer:
         given = 0
         while waiting:
             async with self.store.write(notify=False) as conn:
-                batch = await assign(conn)
-                last, _ = await counters(conn)
+                batch, last = await assign(conn)
             given += batch
             if batch < ASSIGN_BATCH:
                 break

@@ -30,7 +30,7 @@ async def _record(store: Store, *batch: Event) -> None:
 
 async def _assign(store: Store) -> int:
     async with store.write(notify=False) as conn:
-        return await stream.assign(conn)
+        return (await stream.assign(conn)).given
 
 
 async def _after(store: Store, cursor: int | None, limit: int = 100) -> stream.Page:
