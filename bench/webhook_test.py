@@ -129,7 +129,6 @@ def main() -> None:
             "RELAY_SEND_DELIVER": "false",
             "RELAY_WEBHOOKS_ALLOW_NETWORKS": "127.0.0.0/8",
             "RELAY_LOG_LEVEL": "warning",
-            "RELAY_STORE_POOL_SIZE": os.environ.get("POOL", "10"),
         }
         if args.engine == "postgresql":
             asyncio.run(pg_database(args.pg, dbname))

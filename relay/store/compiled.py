@@ -253,6 +253,11 @@ def _unnest(columns: Mapping[str, TypeEngine[Any]]) -> TableValuedAlias:
     return func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
 
 
+def _arrays(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """``rows`` as one list per column, bound by name (the arrays :func:`_unnest` reads)."""
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
+
 def _json_rows(names: Sequence[str]) -> Subquery:
     """``(SELECT json_extract(value, '$[0]') AS a, ... FROM json_each(:rows)) AS v``: one
     JSON array of rows (each an array of the values of ``names``), read as rows (SQLite)."""
@@ -290,8 +295,7 @@ class ManyRows:
         if conn.dialect.name != "postgresql":
             await self._one.many(conn, rows)
             return
-        arrays = {name: [row[i] for row in rows] for i, name in enumerate(self._names)}
-        await self._all.run(conn, **arrays)
+        await self._all.run(conn, **_arrays(self._names, rows))
 
 
 class RowsTable:
@@ -299,10 +303,10 @@ class RowsTable:
     needs them all in one statement (an ``INSERT ... RETURNING`` of the rows it inserted).
 
     ``build`` gets the rows as a table named ``v`` with ``columns`` (and the dialect's
-    name): on PostgreSQL
-    ``unnest()`` of one array per column (as :class:`ManyRows`), on SQLite ``json_each()`` of
-    one JSON array of rows. Either way one statement, compiled once, for any number of rows;
-    the values must be what JSON carries exactly on SQLite (text, integers, None).
+    name): on PostgreSQL ``unnest()`` of one array per column (as :class:`ManyRows`), on
+    SQLite ``json_each()`` of one JSON array of rows. Either way one statement, compiled
+    once, for any number of rows; the values must be what JSON carries exactly on SQLite
+    (text, integers, None).
     """
 
     def __init__(
@@ -326,6 +330,5 @@ class RowsTable:
         if not rows:
             return []
         if conn.dialect.name == "postgresql":
-            arrays = {name: [row[i] for row in rows] for i, name in enumerate(self._names)}
-            return await self._statement.rows(conn, **arrays)
+            return await self._statement.rows(conn, **_arrays(self._names, rows))
         return await self._statement.rows(conn, rows=json.dumps(rows))

@@ -8,6 +8,7 @@ took the account over) changes nothing and must reload.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ _STORED_VERSIONS = Statement(_stored_versions, lists=["accounts"])
 _KEYS = ("b_account", "b_path", "b_version", "ms")
 
 
+# One compiled update per shape of values (the listeners write a handful of shapes).
+@functools.cache
 def _update(names: tuple[str, ...], synced: bool) -> Statement:
     """The compare-and-set update of the folders whose new values are ``names``."""
     values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in names}
@@ -159,10 +162,6 @@ def _update(names: tuple[str, ...], synced: bool) -> Statement:
         .values(values)
     )
     return Statement(lambda _: statement, columns=[f"v_{n}" for n in names] + list(_KEYS))
-
-
-# One compiled update per shape of values (the listeners write a handful of shapes).
-_UPDATES: dict[tuple[tuple[str, ...], bool], Statement] = {}
 
 
 def _driver_value(name: str, value: Any) -> Any:
@@ -205,9 +204,6 @@ async def save_many(conn: AsyncConnection, saves: Sequence[Save]) -> list[bool]:
         names = tuple(sorted(s.values))
         row = tuple(_driver_value(name, s.values[name]) for name in names)
         shapes.setdefault((names, s.synced), []).append((*row, s.account, s.path, s.version, ms))
-    for shape, rows in shapes.items():
-        update = _UPDATES.get(shape)
-        if update is None:
-            update = _UPDATES[shape] = _update(*shape)
-        await update.many(conn, rows)
+    for (names, synced), rows in shapes.items():
+        await _update(names, synced).many(conn, rows)
     return outcome

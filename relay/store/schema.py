@@ -212,6 +212,14 @@ webhook_routes = Table(
     Column("url_secret", LargeBinary, nullable=True),
 )
 
+
+def _partial_index(name: str, *columns: str, where: str) -> Index:
+    """An index on ``columns`` of the deliveries whose ``status`` meets ``where`` (``=
+    'pending'``, ``IN (...)``): the same condition on both engines."""
+    condition = f"status {where}"
+    return Index(name, *columns, sqlite_where=text(condition), postgresql_where=text(condition))
+
+
 deliveries = Table(
     "deliveries",
     metadata,
@@ -236,33 +244,12 @@ deliveries = Table(
     # Partial indexes (migration 0018): each holds only the rows of the states it finds, so
     # a delivery that finished leaves them and they grow with the backlog, not the history.
     # Queries name the state as a literal (status_is), so that every plan can use them.
-    Index(
-        "ix_deliveries_due",
-        "lane",
-        "next_attempt_ms",
-        "seq",
-        sqlite_where=text("status = 'pending'"),
-        postgresql_where=text("status = 'pending'"),
+    _partial_index("ix_deliveries_due", "lane", "next_attempt_ms", "seq", where="= 'pending'"),
+    _partial_index(
+        "ix_deliveries_unfinished", "route_id", "seq", where="IN ('pending', 'inflight')"
     ),
-    Index(
-        "ix_deliveries_unfinished",
-        "route_id",
-        "seq",
-        sqlite_where=text("status IN ('pending', 'inflight')"),
-        postgresql_where=text("status IN ('pending', 'inflight')"),
-    ),
-    Index(
-        "ix_deliveries_leased",
-        "lease_until_ms",
-        sqlite_where=text("status = 'inflight'"),
-        postgresql_where=text("status = 'inflight'"),
-    ),
-    Index(
-        "ix_deliveries_failed",
-        "route_id",
-        sqlite_where=text("status = 'failed'"),
-        postgresql_where=text("status = 'failed'"),
-    ),
+    _partial_index("ix_deliveries_leased", "lease_until_ms", where="= 'inflight'"),
+    _partial_index("ix_deliveries_failed", "route_id", where="= 'failed'"),
 )
 
 delivery_attempts = Table(
